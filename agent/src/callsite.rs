@@ -1,0 +1,126 @@
+//! Callsites: one `static` per `#[traced]` function, known at link time.
+//!
+//! The `#[traced]` attribute gives every function a [`Callsite`] placed in
+//! the [`CALLSITES`] distributed slice (`linkme`), so the registry lists every
+//! traceable function of the binary before any of them ran, and a pattern set
+//! by a tracer reaches functions that have not been called yet.
+//!
+//! A callsite's whole runtime state is one `AtomicU64` of flags. The low 32
+//! bits say which sessions trace calls here, the high 32 bits which of those
+//! want the return value. Zero means off: the function pays one relaxed load
+//! and a predicted branch, with no lock, no thread-local and no allocation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use linkme::distributed_slice;
+use nodetrace_protocol::{CallsiteInfo, Pattern};
+
+/// Every `#[traced]` function of the binary, in link order.
+#[distributed_slice]
+pub static CALLSITES: [Callsite];
+
+/// What a callsite is: where the function lives and what it looks like.
+#[derive(Debug)]
+pub struct Metadata {
+    /// `module_path!()` of the function, e.g. `todo::server`.
+    pub module_path: &'static str,
+    /// The function's name.
+    pub name: &'static str,
+    /// Its parameter count, a `self` receiver included.
+    pub arity: u8,
+    /// Source file.
+    pub file: &'static str,
+    /// Source line.
+    pub line: u32,
+    /// Whether it is an `async fn`.
+    pub is_async: bool,
+}
+
+/// One traceable function: its metadata and its flags word.
+#[derive(Debug)]
+pub struct Callsite {
+    flags: AtomicU64,
+    meta: Metadata,
+}
+
+impl Callsite {
+    /// A switched-off callsite; `#[traced]` writes one per function.
+    pub const fn new(meta: Metadata) -> Callsite {
+        Callsite {
+            flags: AtomicU64::new(0),
+            meta,
+        }
+    }
+
+    /// The function this callsite stands for.
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// The flags word: zero when off. This is the whole cost of a
+    /// switched-off function.
+    #[inline(always)]
+    pub(crate) fn flags(&self) -> u64 {
+        self.flags.load(Ordering::Relaxed)
+    }
+
+    /// Whether any session traces this callsite now.
+    pub fn is_enabled(&self) -> bool {
+        self.flags() != 0
+    }
+
+    /// Index of this callsite in [`CALLSITES`]; events refer to it.
+    pub fn id(&self) -> u32 {
+        let base = CALLSITES.as_ptr() as usize;
+        let offset = self as *const Callsite as usize - base;
+        (offset / size_of::<Callsite>()) as u32
+    }
+
+    /// The callsite as a tracer sees it.
+    pub fn info(&self) -> CallsiteInfo {
+        CallsiteInfo {
+            id: self.id(),
+            module: self.meta.module_path.to_owned(),
+            function: self.meta.name.to_owned(),
+            arity: self.meta.arity,
+            file: self.meta.file.to_owned(),
+            line: self.meta.line,
+            is_async: self.meta.is_async,
+        }
+    }
+
+    pub(crate) fn matches(&self, pattern: &Pattern) -> bool {
+        pattern.matches(self.meta.module_path, self.meta.name, self.meta.arity)
+    }
+
+    pub(crate) fn set_bits(&self, bits: u64) {
+        self.flags.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    pub(crate) fn clear_bits(&self, bits: u64) {
+        self.flags.fetch_and(!bits, Ordering::Relaxed);
+    }
+}
+
+/// Every traceable function of the binary, whether it ran yet or not.
+///
+/// ```
+/// // In a binary with `#[traced] fn f() {}`, `callsites()` lists `f`
+/// // before it is first called.
+/// let all = nodetrace_agent::callsites();
+/// assert!(all.iter().all(|c| !c.metadata().name.is_empty()));
+/// ```
+pub fn callsites() -> &'static [Callsite] {
+    &CALLSITES
+}
+
+/// The callsite with index `id`, if there is one.
+pub fn callsite(id: u32) -> Option<&'static Callsite> {
+    CALLSITES.get(id as usize)
+}
+
+/// The callsite bits of session `slot`: `call` in the low word, `ret` in the high.
+pub(crate) fn session_bits(slot: usize, call: bool, ret: bool) -> u64 {
+    let bit = 1u64 << slot;
+    (if call { bit } else { 0 }) | (if ret { bit << 32 } else { 0 })
+}

@@ -1,0 +1,120 @@
+//! The collector: one background thread that drains every ring.
+//!
+//! It owns the consumer end of each thread's ring, turns records into
+//! [`Event`]s with wall-clock timestamps, and hands each to the bounded queue
+//! of every session the record was for. It never blocks on a session: a full
+//! queue counts the event as lost. Nothing it runs is traced.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, Thread};
+use std::time::Duration;
+
+use crossbeam_channel::TrySendError;
+use nodetrace_protocol::{Event, Pid};
+
+use crate::clock;
+use crate::ring::{NEW_RINGS, Record, RingEnd, RingStats, mark_agent_thread};
+use crate::session::session;
+
+/// How long the collector sleeps when every ring is empty.
+const IDLE: Duration = Duration::from_millis(1);
+
+static COLLECTOR: OnceLock<Thread> = OnceLock::new();
+static FLUSH_ASKED: AtomicU64 = AtomicU64::new(0);
+static FLUSH_DONE: AtomicU64 = AtomicU64::new(0);
+static RING_STATS: Mutex<Vec<Arc<RingStats>>> = Mutex::new(Vec::new());
+
+/// Starts the collector thread if it is not running.
+pub(crate) fn ensure_running() {
+    COLLECTOR.get_or_init(|| {
+        thread::Builder::new()
+            .name("nodetrace-collector".into())
+            .spawn(run)
+            .expect("spawn the nodetrace collector thread")
+            .thread()
+            .clone()
+    });
+}
+
+/// Waits until every record pushed before this call was delivered or lost.
+pub(crate) fn flush() {
+    let Some(collector) = COLLECTOR.get() else {
+        return;
+    };
+    let ticket = FLUSH_ASKED.fetch_add(1, Ordering::AcqRel) + 1;
+    while FLUSH_DONE.load(Ordering::Acquire) < ticket {
+        collector.unpark();
+        thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Records each thread's ring dropped because it was full, by thread pid.
+pub fn ring_drops() -> Vec<(Pid, u64)> {
+    RING_STATS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|s| (s.thread, s.dropped.load(Ordering::Relaxed)))
+        .collect()
+}
+
+fn run() {
+    mark_agent_thread();
+    let mut rings: Vec<RingEnd> = Vec::new();
+    loop {
+        let asked = FLUSH_ASKED.load(Ordering::Acquire);
+        {
+            let mut new = NEW_RINGS.lock().unwrap_or_else(|p| p.into_inner());
+            RING_STATS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(new.iter().map(|r| r.stats.clone()));
+            rings.append(&mut new);
+        }
+        let mut drained = 0usize;
+        for ring in &mut rings {
+            while let Ok(record) = ring.consumer.pop() {
+                dispatch(record);
+                drained += 1;
+            }
+        }
+        rings.retain(|r| !(r.consumer.is_abandoned() && r.consumer.is_empty()));
+        FLUSH_DONE.fetch_max(asked, Ordering::AcqRel);
+        if drained == 0 {
+            thread::park_timeout(IDLE);
+        }
+    }
+}
+
+fn dispatch(record: Record) {
+    let mut mask = record.mask;
+    let mut text = record.text.map(String::from);
+    let mut extra = record.extra.map(String::from);
+    while mask != 0 {
+        let slot = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        let Some(s) = session(slot) else { continue };
+        if s.is_ended() || record.ts < s.start {
+            continue;
+        }
+        let last = mask == 0;
+        let event = Event {
+            kind: record.kind,
+            pid: record.pid,
+            peer: record.peer,
+            callsite: record.callsite.map(|cs| cs.id()),
+            timestamp_ns: clock::unix_nanos(record.ts),
+            duration_ns: record.duration.map(|d| clock::nanos_between(0, d)),
+            busy_ns: record.busy.map(|b| clock::nanos_between(0, b)),
+            text: if last { text.take() } else { text.clone() },
+            extra: if last { extra.take() } else { extra.clone() },
+        };
+        match s.sender.try_send(event) {
+            Ok(()) => s.delivered.fetch_add(1, Ordering::Relaxed),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                s.lost.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}

@@ -1,0 +1,313 @@
+//! The recording path of a traced function: what `#[traced]` expands to call.
+//!
+//! [`enter`] is the only code a switched-off function runs: one relaxed load
+//! of its callsite's flags and a branch, inlined. Everything else lives behind
+//! that branch, out of line: choosing the sessions that want this call in
+//! this process, formatting the arguments if asked (bounded), and writing a
+//! call record with a timestamp. The [`CallGuard`] then writes the return
+//! record with the elapsed time, or, if the function unwinds, an exception
+//! record with the panic message.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use nodetrace_protocol::{EventKind, Pid};
+
+use crate::callsite::Callsite;
+use crate::fmt::ArgWriter;
+use crate::process::self_pid;
+use crate::ring::{Record, is_agent_thread, push};
+use crate::session::for_each_session;
+use crate::{clock, panics};
+
+/// A call being recorded: who, for which sessions, since when.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Active {
+    cs: &'static Callsite,
+    pid: Pid,
+    /// Sessions that recorded the call.
+    mask: u32,
+    /// Those of them that want the return value.
+    ret: u32,
+    bound: usize,
+    start: u64,
+}
+
+/// Sessions that want a call, decided before anything is formatted.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Pending {
+    pid: Pid,
+    mask: u32,
+    /// Bound on the argument text, zero if no session wants arguments.
+    args_bound: usize,
+    bound: usize,
+}
+
+#[cold]
+#[inline(never)]
+fn sessions_for(flags: u64) -> Option<Pending> {
+    if is_agent_thread() {
+        return None;
+    }
+    let pid = self_pid();
+    let (mut mask, mut args_bound, mut bound) = (0u32, 0usize, 0usize);
+    for_each_session(flags as u32, |s| {
+        if !s.is_ended() && s.traces_calls_of(pid) {
+            mask |= 1 << s.slot;
+            bound = bound.max(s.options.text_bound);
+            if s.options.args || s.options.arg_match.is_some() {
+                args_bound = args_bound.max(s.options.text_bound);
+            }
+        }
+    });
+    (mask != 0).then_some(Pending {
+        pid,
+        mask,
+        args_bound,
+        bound,
+    })
+}
+
+#[inline(never)]
+fn begin(
+    cs: &'static Callsite,
+    flags: u64,
+    pending: Pending,
+    args: Option<String>,
+) -> Option<Active> {
+    let mut mask = pending.mask;
+    if let Some(text) = &args {
+        for_each_session(mask, |s| {
+            if !s.accepts_args(text) {
+                mask &= !(1 << s.slot);
+            }
+        });
+        if mask == 0 {
+            return None;
+        }
+    }
+    let start = clock::now();
+    push(Record {
+        kind: EventKind::Call,
+        mask,
+        callsite: Some(cs),
+        pid: pending.pid,
+        peer: None,
+        ts: start,
+        duration: None,
+        busy: None,
+        text: args.map(String::into_boxed_str),
+        extra: None,
+    });
+    Some(Active {
+        cs,
+        pid: pending.pid,
+        mask,
+        ret: (flags >> 32) as u32 & mask,
+        bound: pending.bound,
+        start,
+    })
+}
+
+/// Records a call if any session traces `cs` in this process; `args` writes
+/// the arguments and runs only if a session wants them.
+#[doc(hidden)]
+#[inline(always)]
+pub fn start_call(cs: &'static Callsite, args: impl FnOnce(&mut ArgWriter)) -> Option<Active> {
+    let flags = cs.flags();
+    if flags == 0 {
+        return None;
+    }
+    start_call_on(cs, flags, args)
+}
+
+#[inline(never)]
+fn start_call_on(
+    cs: &'static Callsite,
+    flags: u64,
+    args: impl FnOnce(&mut ArgWriter),
+) -> Option<Active> {
+    let pending = sessions_for(flags)?;
+    let text = (pending.args_bound > 0).then(|| {
+        let mut w = ArgWriter::new(pending.args_bound, pending.pid);
+        args(&mut w);
+        w.finish()
+    });
+    begin(cs, flags, pending, text)
+}
+
+impl Active {
+    fn value(&self, ret: impl FnOnce(&mut ArgWriter)) -> Option<Box<str>> {
+        (self.ret != 0)
+            .then(|| {
+                let mut w = ArgWriter::new(self.bound, self.pid);
+                ret(&mut w);
+                w.finish().into_boxed_str()
+            })
+            .filter(|text| !text.is_empty())
+    }
+
+    fn end(self, kind: EventKind, end: u64, busy: Option<u64>, text: Option<Box<str>>) {
+        push(Record {
+            kind,
+            mask: self.mask,
+            callsite: Some(self.cs),
+            pid: self.pid,
+            peer: None,
+            ts: end,
+            duration: Some(end.saturating_sub(self.start)),
+            busy,
+            text,
+            extra: None,
+        });
+    }
+
+    #[inline(never)]
+    fn returned(self, ret: impl FnOnce(&mut ArgWriter)) {
+        let end = clock::now();
+        let text = self.value(ret);
+        self.end(EventKind::Return, end, None, text);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unwound(self, message: String) {
+        self.end(
+            EventKind::Exception,
+            clock::now(),
+            None,
+            Some(message.into_boxed_str()),
+        );
+    }
+}
+
+/// The live part of a sync traced call; see the module docs.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct CallGuard(Option<Active>);
+
+/// Starts a sync traced call.
+#[doc(hidden)]
+#[inline(always)]
+pub fn enter(cs: &'static Callsite, args: impl FnOnce(&mut ArgWriter)) -> CallGuard {
+    CallGuard(start_call(cs, args))
+}
+
+impl CallGuard {
+    /// Ends the call normally; `ret` writes the return value if asked.
+    #[inline(always)]
+    pub fn exit(mut self, ret: impl FnOnce(&mut ArgWriter)) {
+        if let Some(active) = self.0.take() {
+            active.returned(ret);
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    /// Ends a call that did not pass through [`CallGuard::exit`]: it is
+    /// unwinding, or its body could not run in a closure (see `#[traced]`)
+    /// and returned a value the guard cannot see.
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(active) = self.0.take() {
+            if std::thread::panicking() {
+                active.unwound(panics::take_message());
+            } else {
+                active.returned(|_| {});
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An async traced call: its call was recorded at first poll; it records
+    /// its return at completion with wall time and busy time (the sum of its
+    /// polls).
+    #[doc(hidden)]
+    pub struct Traced<F, R> {
+        #[pin]
+        fut: F,
+        active: Option<Active>,
+        busy: u64,
+        ret: R,
+    }
+
+    impl<F, R> PinnedDrop for Traced<F, R> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(active) = this.project().active.take() {
+                let why = if std::thread::panicking() {
+                    panics::take_message()
+                } else {
+                    "cancelled: dropped before completion".to_owned()
+                };
+                active.unwound(why);
+            }
+        }
+    }
+}
+
+impl Active {
+    /// Wraps the body of an async traced call.
+    #[doc(hidden)]
+    pub fn instrument<F, R>(self, fut: F, ret: R) -> Traced<F, R>
+    where
+        F: Future,
+        R: FnMut(&mut ArgWriter, &F::Output),
+    {
+        Traced {
+            fut,
+            active: Some(self),
+            busy: 0,
+            ret,
+        }
+    }
+}
+
+impl<F, R> Future for Traced<F, R>
+where
+    F: Future,
+    R: FnMut(&mut ArgWriter, &F::Output),
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let t0 = clock::now();
+        let polled = this.fut.poll(cx);
+        let t1 = clock::now();
+        *this.busy += t1.saturating_sub(t0);
+        if let Poll::Ready(out) = &polled
+            && let Some(active) = this.active.take()
+        {
+            let text = active.value(|w| (this.ret)(w, out));
+            active.end(EventKind::Return, t1, Some(*this.busy), text);
+        }
+        polled
+    }
+}
+
+/// Records a message or sys event for the sessions in `mask`.
+pub(crate) fn record_event(
+    kind: EventKind,
+    mask: u32,
+    pid: Pid,
+    peer: Option<Pid>,
+    text: Option<String>,
+    extra: Option<String>,
+) {
+    push(Record {
+        kind,
+        mask,
+        callsite: None,
+        pid,
+        peer,
+        ts: clock::now(),
+        duration: None,
+        busy: None,
+        text: text.map(String::into_boxed_str),
+        extra: extra.map(String::into_boxed_str),
+    });
+}

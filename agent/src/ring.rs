@@ -1,0 +1,126 @@
+//! Per-thread rings of fixed-size records.
+//!
+//! Each thread that records gets its own single-producer ring (`rtrb`) the
+//! first time it records; the collector owns the other end. Pushing never
+//! blocks and never allocates: a full ring drops the record and counts it, for
+//! the thread and for each session the record was for.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nodetrace_protocol::{EventKind, Pid};
+
+use crate::callsite::Callsite;
+use crate::process::thread_pid;
+use crate::session::for_each_session;
+
+/// The default number of records a thread's ring holds.
+pub const DEFAULT_RING_CAPACITY: usize = 8192;
+
+static RING_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_RING_CAPACITY);
+
+/// Sets the capacity of rings created from now on (threads that already
+/// recorded keep theirs). The node's memory for tracing is bounded by this
+/// times the number of recording threads.
+pub fn set_ring_capacity(records: usize) {
+    RING_CAPACITY.store(records.max(1), Ordering::Relaxed);
+}
+
+/// One thing that happened, as a traced thread writes it.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) kind: EventKind,
+    /// The sessions it is for.
+    pub(crate) mask: u32,
+    pub(crate) callsite: Option<&'static Callsite>,
+    pub(crate) pid: Pid,
+    pub(crate) peer: Option<Pid>,
+    /// Raw clock ticks.
+    pub(crate) ts: u64,
+    /// Raw ticks of wall time, on returns and exceptions.
+    pub(crate) duration: Option<u64>,
+    /// Raw ticks spent in polls, on async returns.
+    pub(crate) busy: Option<u64>,
+    pub(crate) text: Option<Box<str>>,
+    pub(crate) extra: Option<Box<str>>,
+}
+
+/// What the collector keeps of one thread's ring.
+pub(crate) struct RingEnd {
+    pub(crate) consumer: rtrb::Consumer<Record>,
+    pub(crate) stats: Arc<RingStats>,
+}
+
+/// A ring's counters, shared by its thread and the collector.
+#[derive(Debug)]
+pub(crate) struct RingStats {
+    pub(crate) thread: Pid,
+    pub(crate) dropped: AtomicU64,
+}
+
+/// Rings created since the collector last looked.
+pub(crate) static NEW_RINGS: Mutex<Vec<RingEnd>> = Mutex::new(Vec::new());
+
+struct ThreadRing {
+    producer: rtrb::Producer<Record>,
+    stats: Arc<RingStats>,
+}
+
+thread_local! {
+    static RING: RefCell<Option<ThreadRing>> = const { RefCell::new(None) };
+    static AGENT_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as the agent's own: nothing it runs is recorded.
+pub(crate) fn mark_agent_thread() {
+    AGENT_THREAD.with(|a| a.set(true));
+}
+
+/// Whether this thread is the agent's own.
+#[inline]
+pub(crate) fn is_agent_thread() -> bool {
+    AGENT_THREAD.try_with(Cell::get).unwrap_or(true)
+}
+
+fn new_ring() -> ThreadRing {
+    let (producer, consumer) = rtrb::RingBuffer::new(RING_CAPACITY.load(Ordering::Relaxed));
+    let stats = Arc::new(RingStats {
+        thread: thread_pid(),
+        dropped: AtomicU64::new(0),
+    });
+    NEW_RINGS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(RingEnd {
+            consumer,
+            stats: stats.clone(),
+        });
+    ThreadRing { producer, stats }
+}
+
+/// Writes a record into this thread's ring, or drops and counts it.
+pub(crate) fn push(record: Record) {
+    let mask = record.mask;
+    let pushed = RING.try_with(|cell| {
+        let mut ring = cell.borrow_mut();
+        let ring = ring.get_or_insert_with(new_ring);
+        match ring.producer.push(record) {
+            Ok(()) => true,
+            Err(_full) => {
+                ring.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    });
+    if pushed != Ok(true) {
+        count_lost(mask);
+    }
+}
+
+/// Counts one lost record against each session in `mask`.
+pub(crate) fn count_lost(mask: u32) {
+    for_each_session(mask, |s| {
+        s.lost.fetch_add(1, Ordering::Relaxed);
+    });
+}

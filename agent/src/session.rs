@@ -1,0 +1,427 @@
+//! Sessions: one tracer's view of the node.
+//!
+//! A [`Session`] is what `dbg:tracer/0` creates: it owns one of 32 slots, and
+//! its bit in a callsite's flags word is what `tp` sets and `ctp` clears. Its
+//! process selection (`dbg:p`) and options are read on the enabled path only.
+//! The collector delivers the events whose records carry the session's bit
+//! to its bounded queue; what does not fit is counted as lost, never waited
+//! for. Dropping the session, or [`clear_all`], returns every callsite it set
+//! to zero cost.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use crossbeam_channel::{Receiver, Sender};
+use nodetrace_protocol::{Event, Pattern, Pid};
+use regex::Regex;
+
+use crate::callsite::{callsites, session_bits};
+use crate::fmt::DEFAULT_TEXT_BOUND;
+use crate::process::{ProcessRef, RegistryError, pid_watermark, processes, registry, task_number};
+use crate::{clock, collector, panics};
+
+/// At most this many sessions trace one node at once.
+pub const MAX_SESSIONS: usize = 32;
+
+/// The default capacity of a session's event queue; events beyond it are lost
+/// (and counted) until the subscriber catches up.
+pub const DEFAULT_QUEUE: usize = 65_536;
+
+/// Which processes a session watches, like the first argument of `dbg:p`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Procs {
+    /// Every process, present and future.
+    All,
+    /// Only processes started from now on.
+    New,
+    /// Only processes that exist now.
+    Existing,
+    /// One process, by pid or registered name (resolved now, like `dbg:p`).
+    One(ProcessRef),
+}
+
+/// What a session traces in the processes it watches, like `dbg:p`'s flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcFlags {
+    /// Calls of traced functions (`c`).
+    pub calls: bool,
+    /// Messages the processes send (`s`).
+    pub send: bool,
+    /// Messages the processes receive (`r`).
+    pub receive: bool,
+}
+
+impl ProcFlags {
+    /// Calls only.
+    pub const CALLS: ProcFlags = ProcFlags {
+        calls: true,
+        send: false,
+        receive: false,
+    };
+    /// Sent and received messages only (`m`).
+    pub const MESSAGES: ProcFlags = ProcFlags {
+        calls: false,
+        send: true,
+        receive: true,
+    };
+    /// Calls and messages.
+    pub const ALL: ProcFlags = ProcFlags {
+        calls: true,
+        send: true,
+        receive: true,
+    };
+}
+
+/// A filter over a call's formatted arguments.
+#[derive(Debug, Clone)]
+pub enum ArgMatch {
+    /// The arguments' text contains this.
+    Substring(String),
+    /// The arguments' text matches this regex.
+    Regex(Regex),
+}
+
+impl ArgMatch {
+    /// A regex filter; the error says where the regex is wrong.
+    pub fn regex(pattern: &str) -> Result<ArgMatch, regex::Error> {
+        Regex::new(pattern).map(ArgMatch::Regex)
+    }
+
+    fn is_match(&self, text: &str) -> bool {
+        match self {
+            ArgMatch::Substring(s) => text.contains(s.as_str()),
+            ArgMatch::Regex(r) => r.is_match(text),
+        }
+    }
+}
+
+/// How a session records, fixed when it starts.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Format call arguments (`Debug`) into call events.
+    pub args: bool,
+    /// Bound in bytes on each event's text; formatting stops there.
+    pub text_bound: usize,
+    /// Record only calls whose formatted arguments match.
+    pub arg_match: Option<ArgMatch>,
+    /// Capacity of the event queue.
+    pub queue: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> SessionOptions {
+        SessionOptions {
+            args: true,
+            text_bound: DEFAULT_TEXT_BOUND,
+            arg_match: None,
+            queue: DEFAULT_QUEUE,
+        }
+    }
+}
+
+/// Why a session could not start or select.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// All slots are in use.
+    #[error("{MAX_SESSIONS} sessions already trace this node; stop one (or stop-clear) and retry")]
+    TooManySessions,
+    /// A process named in a selection does not exist.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    All,
+    /// Pids numbered above `pids` and tasks above `tasks`.
+    After {
+        pids: u64,
+        tasks: u64,
+    },
+    /// Pids numbered up to `pids` and tasks up to `tasks`.
+    UpTo {
+        pids: u64,
+        tasks: u64,
+    },
+    One(Pid),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Selection {
+    who: Who,
+    flags: ProcFlags,
+}
+
+impl Selection {
+    fn selects(&self, pid: Pid) -> bool {
+        let mark = |pids: u64, tasks: u64| if pid.is_task() { tasks } else { pids };
+        match self.who {
+            Who::All => true,
+            Who::After { pids, tasks } => pid.number() > mark(pids, tasks),
+            Who::UpTo { pids, tasks } => pid.number() <= mark(pids, tasks),
+            Who::One(one) => one == pid,
+        }
+    }
+}
+
+/// The part of a session the traced threads and the collector read.
+#[derive(Debug)]
+pub(crate) struct SessionShared {
+    pub(crate) slot: usize,
+    pub(crate) options: SessionOptions,
+    selection: ArcSwap<Selection>,
+    /// Raw time the session started; older records are not its own.
+    pub(crate) start: u64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    ended: AtomicBool,
+    pub(crate) sender: Sender<Event>,
+}
+
+impl SessionShared {
+    /// Whether this session records calls made in `pid`.
+    #[inline]
+    pub(crate) fn traces_calls_of(&self, pid: Pid) -> bool {
+        let sel = self.selection.load();
+        sel.flags.calls && sel.selects(pid)
+    }
+
+    pub(crate) fn traces_sends_of(&self, pid: Pid) -> bool {
+        let sel = self.selection.load();
+        sel.flags.send && sel.selects(pid)
+    }
+
+    pub(crate) fn traces_receives_of(&self, pid: Pid) -> bool {
+        let sel = self.selection.load();
+        sel.flags.receive && sel.selects(pid)
+    }
+
+    pub(crate) fn accepts_args(&self, text: &str) -> bool {
+        self.options
+            .arg_match
+            .as_ref()
+            .is_none_or(|m| m.is_match(text))
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
+}
+
+static SLOTS: [ArcSwapOption<SessionShared>; MAX_SESSIONS] =
+    [const { ArcSwapOption::const_empty() }; MAX_SESSIONS];
+static SLOTS_IN_USE: LazyLock<Mutex<u32>> = LazyLock::new(|| Mutex::new(0));
+/// Sessions that trace messages: gen_servers check this one word per message.
+pub(crate) static MESSAGE_SESSIONS: AtomicU32 = AtomicU32::new(0);
+
+/// The live session in `slot`, if any.
+#[inline]
+pub(crate) fn session(slot: usize) -> Option<Arc<SessionShared>> {
+    SLOTS[slot].load_full()
+}
+
+/// Calls `f` with each live session whose bit is in `mask`.
+#[inline]
+pub(crate) fn for_each_session(mut mask: u32, mut f: impl FnMut(&SessionShared)) {
+    while mask != 0 {
+        let slot = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        if let Some(s) = SLOTS[slot].load().as_ref() {
+            f(s);
+        }
+    }
+}
+
+/// One tracer's session on this node: what `dbg:tracer()` starts.
+///
+/// ```
+/// use nodetrace_agent::{Session, SessionOptions};
+/// use nodetrace_protocol::Pattern;
+///
+/// let session = Session::start(SessionOptions::default()).unwrap();
+/// let matched = session.trace_pattern(&"no_such_crate::*".parse::<Pattern>().unwrap());
+/// assert_eq!(matched, 0);
+/// ```
+#[derive(Debug)]
+pub struct Session {
+    shared: Arc<SessionShared>,
+    events: Receiver<Event>,
+}
+
+impl Session {
+    /// Starts a session that watches every process's calls until told otherwise.
+    pub fn start(options: SessionOptions) -> Result<Session, SessionError> {
+        let slot = {
+            let mut used = SLOTS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = (!*used).trailing_zeros() as usize;
+            if slot >= MAX_SESSIONS {
+                return Err(SessionError::TooManySessions);
+            }
+            *used |= 1 << slot;
+            slot
+        };
+        panics::install_hook();
+        let (sender, events) = crossbeam_channel::bounded(options.queue.max(1));
+        let shared = Arc::new(SessionShared {
+            slot,
+            options,
+            selection: ArcSwap::from_pointee(Selection {
+                who: Who::All,
+                flags: ProcFlags::CALLS,
+            }),
+            start: clock::now(),
+            lost: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+            sender,
+        });
+        SLOTS[slot].store(Some(shared.clone()));
+        collector::ensure_running();
+        Ok(Session { shared, events })
+    }
+
+    /// Switches call tracing on for every callsite `pattern` matches, with
+    /// return values if it ends in `-> return`; returns how many matched
+    /// (`dbg:tp`).
+    pub fn trace_pattern(&self, pattern: &Pattern) -> usize {
+        let bits = session_bits(self.shared.slot, true, pattern.return_trace());
+        let mut matched = 0;
+        for cs in callsites().iter().filter(|cs| cs.matches(pattern)) {
+            cs.set_bits(bits);
+            matched += 1;
+        }
+        matched
+    }
+
+    /// Switches call tracing off for every callsite `pattern` matches;
+    /// returns how many matched (`dbg:ctp`).
+    pub fn clear_pattern(&self, pattern: &Pattern) -> usize {
+        let bits = session_bits(self.shared.slot, true, true);
+        let mut matched = 0;
+        for cs in callsites().iter().filter(|cs| cs.matches(pattern)) {
+            cs.clear_bits(bits);
+            matched += 1;
+        }
+        matched
+    }
+
+    /// Chooses which processes this session watches and what it records in
+    /// them, replacing the previous choice (`dbg:p`); returns how many known
+    /// processes that selects now.
+    pub fn processes(&self, procs: Procs, flags: ProcFlags) -> Result<usize, SessionError> {
+        let known = processes();
+        let who = match procs {
+            Procs::All => Who::All,
+            Procs::New => Who::After {
+                pids: pid_watermark(),
+                tasks: task_watermark(),
+            },
+            Procs::Existing => Who::UpTo {
+                pids: pid_watermark(),
+                tasks: task_watermark(),
+            },
+            Procs::One(target) => Who::One(registry().resolve(&target)?),
+        };
+        let selection = Selection { who, flags };
+        let bit = 1u32 << self.shared.slot;
+        if flags.send || flags.receive {
+            MESSAGE_SESSIONS.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            MESSAGE_SESSIONS.fetch_and(!bit, Ordering::Relaxed);
+        }
+        self.shared.selection.store(Arc::new(selection));
+        Ok(match who {
+            Who::One(_) => 1,
+            _ => known.iter().filter(|p| selection.selects(p.pid)).count(),
+        })
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// The events queue, for `select!` or iteration.
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    /// Events lost so far: full rings or a full queue.
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// Events delivered to the queue so far.
+    pub fn delivered(&self) -> u64 {
+        self.shared.delivered.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn slot(&self) -> usize {
+        self.shared.slot
+    }
+
+    /// Whether [`clear_all`] ended this session.
+    pub fn is_ended(&self) -> bool {
+        self.shared.is_ended()
+    }
+
+    /// Waits until every record made before this call has been delivered or
+    /// counted as lost.
+    pub fn flush(&self) {
+        collector::flush();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        release(&self.shared);
+    }
+}
+
+fn release(shared: &SessionShared) {
+    let slot = shared.slot;
+    let bits = session_bits(slot, true, true);
+    for cs in callsites() {
+        cs.clear_bits(bits);
+    }
+    clear_sys_bits(1 << slot);
+    MESSAGE_SESSIONS.fetch_and(!(1 << slot), Ordering::Relaxed);
+    let mut used = SLOTS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+    SLOTS[slot].store(None);
+    *used &= !(1 << slot);
+}
+
+fn clear_sys_bits(mask: u32) {
+    for server in registry().servers() {
+        server.sys_mask.fetch_and(!mask, Ordering::Relaxed);
+    }
+}
+
+/// Ends every session and switches every callsite, message trace and sys
+/// trace off, like `dbg:stop_clear()`; returns how many sessions it ended.
+pub fn clear_all() -> usize {
+    for cs in callsites() {
+        cs.clear_bits(u64::MAX);
+    }
+    clear_sys_bits(u32::MAX);
+    MESSAGE_SESSIONS.store(0, Ordering::Relaxed);
+    let mut ended = 0;
+    for slot in &SLOTS {
+        if let Some(s) = slot.load().as_ref()
+            && !s.ended.swap(true, Ordering::Relaxed)
+        {
+            ended += 1;
+        }
+    }
+    ended
+}
+
+/// The id tokio would give a task spawned now: the line between existing and
+/// new tasks. Zero outside a runtime, where every task is new.
+fn task_watermark() -> u64 {
+    tokio::runtime::Handle::try_current()
+        .map(|rt| task_number(rt.spawn(async {}).id()))
+        .unwrap_or(0)
+}

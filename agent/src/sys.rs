@@ -1,0 +1,95 @@
+//! `sys`: look into a running gen_server, like Erlang's `sys` module.
+//!
+//! [`trace`] makes a server report every message it gets, what it replies
+//! and its new state to one session, as `sys:trace/2` prints them;
+//! [`get_state`] and [`statistics`] answer what `sys:get_state/1` and
+//! `sys:statistics/2` answer. All of it is free while off: a server checks
+//! one word of trace bits per message.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use nodetrace_protocol::Pid;
+use tokio::sync::oneshot;
+
+use crate::gen_server::SystemMessage;
+use crate::process::{ProcessRef, RegistryError, registry};
+use crate::session::Session;
+
+/// How long [`get_state`] waits for the server to answer.
+pub const GET_STATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a `sys` request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// No such gen_server.
+    #[error(transparent)]
+    NoProcess(#[from] RegistryError),
+    /// The server stopped before answering.
+    #[error("{0} stopped before answering")]
+    Exited(Pid),
+    /// The server is busy with a message and did not answer in time.
+    #[error("{0} did not answer within {GET_STATE_TIMEOUT:?}: it is busy or stuck in a handler")]
+    Timeout(Pid),
+}
+
+/// Turns `sys` tracing of one gen_server on or off for `session`.
+///
+/// While on, the session gets a `got call … from …`, `got cast …` or
+/// `got info …` event for each message, then `sent … to …, new state …`
+/// or `new state …` after it is handled; texts are bounded by the session's
+/// text bound.
+pub fn trace(session: &Session, target: impl Into<ProcessRef>, on: bool) -> Result<(), SysError> {
+    let server = registry().server(&target.into())?;
+    let bit = 1u32 << session.slot();
+    if on {
+        server.sys_mask.fetch_or(bit, Ordering::Relaxed);
+    } else {
+        server.sys_mask.fetch_and(!bit, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The server's state, formatted with `Debug`, taken between two messages.
+pub async fn get_state(target: impl Into<ProcessRef>) -> Result<String, SysError> {
+    let server = registry().server(&target.into())?;
+    let (answer, state) = oneshot::channel();
+    if !server.system(SystemMessage::GetState(answer)) {
+        return Err(SysError::Exited(server.pid));
+    }
+    match tokio::time::timeout(GET_STATE_TIMEOUT, state).await {
+        Ok(Ok(state)) => Ok(state),
+        Ok(Err(_)) => Err(SysError::Exited(server.pid)),
+        Err(_) => Err(SysError::Timeout(server.pid)),
+    }
+}
+
+/// A server's counters, like `sys:statistics/2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statistics {
+    /// The server.
+    pub pid: Pid,
+    /// When it started.
+    pub start_time: SystemTime,
+    /// Messages sent to it.
+    pub messages_in: u64,
+    /// Replies it sent, and messages it sent to other servers.
+    pub messages_out: u64,
+    /// Messages it handled.
+    pub handled: u64,
+    /// Messages waiting in its mailbox.
+    pub mailbox_len: u64,
+}
+
+/// The counters of one gen_server.
+pub fn statistics(target: impl Into<ProcessRef>) -> Result<Statistics, SysError> {
+    let server = registry().server(&target.into())?;
+    Ok(Statistics {
+        pid: server.pid,
+        start_time: server.started,
+        messages_in: server.stats.messages_in(),
+        messages_out: server.stats.messages_out(),
+        handled: server.stats.handled(),
+        mailbox_len: server.stats.mailbox_len(),
+    })
+}

@@ -1,0 +1,83 @@
+//! What a traced node reports: one [`Event`] per call, return, exception,
+//! message or gen_server step, and the [`CallsiteInfo`] that names the
+//! function an event's callsite id stands for.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Pid;
+
+/// A traceable function, as the node describes it to a tracer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallsiteInfo {
+    /// Index of the callsite in the node's registry; events refer to it.
+    pub id: u32,
+    /// Rust module path, e.g. `todo::server`.
+    pub module: String,
+    /// Function name, e.g. `entries`.
+    pub function: String,
+    /// Number of parameters, a `self` receiver included.
+    pub arity: u8,
+    /// Source file.
+    pub file: String,
+    /// Source line.
+    pub line: u32,
+    /// Whether the function is `async`.
+    pub is_async: bool,
+}
+
+impl CallsiteInfo {
+    /// `module:function/arity`, as dbg prints a function.
+    pub fn mfa(&self) -> String {
+        format!("{}:{}/{}", self.module, self.function, self.arity)
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A traced function was entered; `text` holds its arguments if asked.
+    Call,
+    /// A traced function returned; `duration_ns` is its wall time, `text`
+    /// its return value if asked.
+    Return,
+    /// A panic unwound through a traced function; `text` is the message.
+    Exception,
+    /// `pid` sent a message (`text`) to `peer`.
+    Send,
+    /// `pid` received a message (`text`) from `peer`.
+    Receive,
+    /// sys trace: a gen_server got a call (`text`) from `peer`.
+    GotCall,
+    /// sys trace: a gen_server got a cast (`text`).
+    GotCast,
+    /// sys trace: a gen_server got an info message (`text`).
+    GotInfo,
+    /// sys trace: a gen_server sent a reply (`text`) to `peer`; `extra` is its new state.
+    Sent,
+    /// sys trace: a gen_server's new state (`extra`) after a cast or info.
+    NewState,
+}
+
+/// One traced event, as the node's collector delivers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The process it happened in.
+    pub pid: Pid,
+    /// The other process of a message or a call, if any.
+    pub peer: Option<Pid>,
+    /// The traced function, for calls, returns and exceptions.
+    pub callsite: Option<u32>,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// Wall time of a call, on its return or exception.
+    pub duration_ns: Option<u64>,
+    /// Time spent in polls of an async call, on its return.
+    pub busy_ns: Option<u64>,
+    /// Arguments, return value, panic message or message, bounded.
+    pub text: Option<String>,
+    /// A gen_server's state, for sys trace events.
+    pub extra: Option<String>,
+}

@@ -1,0 +1,3 @@
+//! `nodetrace`: the tracer node's command line.
+
+fn main() {}
