@@ -41,6 +41,7 @@ mod clock;
 mod collector;
 mod fmt;
 pub mod gen_server;
+pub mod node;
 mod panics;
 mod process;
 mod record;
