@@ -33,10 +33,11 @@ pub(crate) fn install_hook() {
     });
 }
 
-/// The message of this thread's latest panic, taken.
-pub(crate) fn take_message() -> String {
+/// The message of this thread's latest panic; every traced frame it unwinds
+/// through reports it.
+pub(crate) fn message() -> String {
     LAST_PANIC
-        .try_with(|p| p.borrow_mut().take())
+        .try_with(|p| p.borrow().clone())
         .ok()
         .flatten()
         .unwrap_or_else(|| "panicked".to_owned())

@@ -214,7 +214,7 @@ impl Drop for CallGuard {
     fn drop(&mut self) {
         if let Some(active) = self.0.take() {
             if std::thread::panicking() {
-                active.unwound(panics::take_message());
+                active.unwound(panics::message());
             } else {
                 active.returned(|_| {});
             }
@@ -239,7 +239,7 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             if let Some(active) = this.project().active.take() {
                 let why = if std::thread::panicking() {
-                    panics::take_message()
+                    panics::message()
                 } else {
                     "cancelled: dropped before completion".to_owned()
                 };

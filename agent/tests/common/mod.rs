@@ -1,0 +1,33 @@
+//! What the agent's tests share: reading a session's events.
+
+use nodetrace_agent::{Event, EventKind, Session, callsite};
+
+/// Every event delivered so far, after the collector caught up.
+pub fn drain(session: &Session) -> Vec<Event> {
+    session.flush();
+    session.events().try_iter().collect()
+}
+
+/// An event as one short line: kind, function name and text.
+#[allow(dead_code)]
+pub fn line(event: &Event) -> String {
+    let name = event
+        .callsite
+        .and_then(callsite)
+        .map_or("-", |c| c.metadata().name);
+    let kind = match event.kind {
+        EventKind::Call => "call",
+        EventKind::Return => "return",
+        EventKind::Exception => "exception",
+        EventKind::Send => "send",
+        EventKind::Receive => "receive",
+        EventKind::GotCall => "got_call",
+        EventKind::GotCast => "got_cast",
+        EventKind::GotInfo => "got_info",
+        EventKind::Sent => "sent",
+        EventKind::NewState => "new_state",
+    };
+    format!("{kind} {name} {}", event.text.as_deref().unwrap_or(""))
+        .trim_end()
+        .to_owned()
+}

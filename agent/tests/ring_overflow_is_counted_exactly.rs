@@ -1,0 +1,60 @@
+//! A full ring drops records and counts every one: delivered + lost = emitted.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use nodetrace_agent::{Session, SessionOptions, ring_drops, self_pid, set_ring_capacity, traced};
+
+#[traced]
+fn tick(n: u64) -> u64 {
+    n
+}
+
+#[test]
+fn every_record_is_either_delivered_or_counted_as_lost() {
+    set_ring_capacity(16);
+    let session = Session::start(SessionOptions {
+        args: false,
+        ..SessionOptions::default()
+    })
+    .unwrap();
+    session.trace_pattern(&"ring_overflow_is_counted_exactly:tick".parse().unwrap());
+
+    const THREADS: u64 = 2;
+    const CALLS: u64 = 50_000;
+    let start = Arc::new(Barrier::new(THREADS as usize));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                for i in 0..CALLS {
+                    tick(i);
+                }
+                self_pid()
+            })
+        })
+        .collect();
+    let pids: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    session.flush();
+
+    let emitted = THREADS * CALLS * 2; // a call and a return each
+    let delivered = session.events().try_iter().count() as u64;
+    assert_eq!(delivered, session.delivered());
+    assert!(
+        session.lost() > 0,
+        "a 16-record ring must overflow under this flood"
+    );
+    assert_eq!(delivered + session.lost(), emitted);
+
+    let per_thread: u64 = ring_drops()
+        .iter()
+        .filter(|(pid, _)| pids.contains(pid))
+        .map(|(_, dropped)| dropped)
+        .sum();
+    assert_eq!(
+        per_thread,
+        session.lost(),
+        "the per-thread counts add up to the same loss"
+    );
+}

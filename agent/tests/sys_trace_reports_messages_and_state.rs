@@ -1,0 +1,87 @@
+//! sys::trace reports what a gen_server got, what it sent, and its new state.
+
+mod common;
+
+use common::drain;
+use nodetrace_agent::gen_server::{self, GenServer};
+use nodetrace_agent::{EventKind, Pid, Session, SessionOptions, self_pid, sys};
+
+#[derive(Debug, Default)]
+struct Counter {
+    total: u64,
+}
+
+impl GenServer for Counter {
+    type Call = &'static str;
+    type Cast = u64;
+    type Info = ();
+    type Reply = u64;
+
+    async fn handle_call(&mut self, _: &'static str, _: Pid) -> u64 {
+        self.total
+    }
+
+    async fn handle_cast(&mut self, n: u64) {
+        self.total += n;
+    }
+}
+
+#[tokio::test]
+async fn sys_events_carry_messages_peers_and_state() {
+    let session = Session::start(SessionOptions::default()).unwrap();
+    let server = gen_server::start_named("counter", Counter::default())
+        .await
+        .unwrap();
+    server.cast(1).unwrap();
+    server.call("before").await.unwrap();
+    assert!(drain(&session).is_empty(), "off until asked");
+
+    sys::trace(&session, "counter", true).unwrap();
+    server.cast(5).unwrap();
+    assert_eq!(server.call("total").await, Ok(6));
+    let events = drain(&session);
+    let seen: Vec<(EventKind, Option<&str>, Option<&str>, Option<Pid>)> = events
+        .iter()
+        .map(|e| (e.kind, e.text.as_deref(), e.extra.as_deref(), e.peer))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (EventKind::GotCast, Some("5"), None, None),
+            (
+                EventKind::NewState,
+                None,
+                Some("Counter { total: 6 }"),
+                None
+            ),
+            (
+                EventKind::GotCall,
+                Some("\"total\""),
+                None,
+                Some(self_pid())
+            ),
+            (
+                EventKind::Sent,
+                Some("6"),
+                Some("Counter { total: 6 }"),
+                Some(self_pid())
+            ),
+        ]
+    );
+    assert!(events.iter().all(|e| e.pid == server.pid()));
+
+    sys::trace(&session, server.pid(), false).unwrap();
+    server.cast(1).unwrap();
+    server.call("after").await.unwrap();
+    assert!(drain(&session).is_empty(), "off again");
+}
+
+#[tokio::test]
+async fn sys_trace_of_an_unknown_server_says_so() {
+    let session = Session::start(SessionOptions::default()).unwrap();
+    let err = sys::trace(&session, "no_such_server", true).unwrap_err();
+    assert!(
+        err.to_string().contains("no process no_such_server"),
+        "{err}"
+    );
+}
