@@ -11,11 +11,11 @@ use std::thread::{self, Thread};
 use std::time::Duration;
 
 use crossbeam_channel::TrySendError;
-use nodetrace_protocol::{Event, Pid};
+use nodetrace_protocol::{Event, EventKind, Pid};
 
 use crate::clock;
 use crate::ring::{NEW_RINGS, Record, RingEnd, RingStats, mark_agent_thread};
-use crate::session::session;
+use crate::session::{MAX_SESSIONS, SLOTS, SessionShared};
 
 /// How long the collector sleeps when every ring is empty.
 const IDLE: Duration = Duration::from_millis(1);
@@ -72,10 +72,12 @@ fn run() {
                 .extend(new.iter().map(|r| r.stats.clone()));
             rings.append(&mut new);
         }
+        let sessions: [Option<Arc<SessionShared>>; MAX_SESSIONS] =
+            std::array::from_fn(|i| SLOTS[i].session());
         let mut drained = 0usize;
         for ring in &mut rings {
             while let Ok(record) = ring.consumer.pop() {
-                dispatch(record);
+                dispatch(record, &sessions);
                 drained += 1;
             }
         }
@@ -87,14 +89,35 @@ fn run() {
     }
 }
 
-fn dispatch(record: Record) {
+fn dispatch(record: Record, sessions: &[Option<Arc<SessionShared>>; MAX_SESSIONS]) {
+    let on_callsite = matches!(
+        record.kind,
+        EventKind::Call | EventKind::Return | EventKind::Exception
+    );
+    let (callsite, peer, busy_ns, mut text, mut extra) = if on_callsite {
+        let busy = (record.aux != u64::MAX).then(|| clock::nanos_between(0, record.aux));
+        (
+            Some(record.ext),
+            None,
+            busy,
+            record.text.map(String::from),
+            None,
+        )
+    } else {
+        let mut text = record.text.map(String::from).unwrap_or_default();
+        let extra = text.split_off(record.ext as usize);
+        let peer = (record.aux != 0).then(|| Pid::from_bits(record.aux));
+        let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
+        (None, peer, None, nonempty(text), nonempty(extra))
+    };
+    let timestamp_ns = clock::unix_nanos(record.ts);
+    let duration_ns = matches!(record.kind, EventKind::Return | EventKind::Exception)
+        .then(|| clock::nanos_between(0, record.duration));
     let mut mask = record.mask;
-    let mut text = record.text.map(String::from);
-    let mut extra = record.extra.map(String::from);
     while mask != 0 {
         let slot = mask.trailing_zeros() as usize;
         mask &= mask - 1;
-        let Some(s) = session(slot) else { continue };
+        let Some(s) = &sessions[slot] else { continue };
         if s.is_ended() || record.ts < s.start {
             continue;
         }
@@ -102,19 +125,22 @@ fn dispatch(record: Record) {
         let event = Event {
             kind: record.kind,
             pid: record.pid,
-            peer: record.peer,
-            callsite: record.callsite.map(|cs| cs.id()),
-            timestamp_ns: clock::unix_nanos(record.ts),
-            duration_ns: record.duration.map(|d| clock::nanos_between(0, d)),
-            busy_ns: record.busy.map(|b| clock::nanos_between(0, b)),
+            peer,
+            callsite,
+            timestamp_ns,
+            duration_ns,
+            busy_ns,
             text: if last { text.take() } else { text.clone() },
             extra: if last { extra.take() } else { extra.clone() },
         };
         match s.sender.try_send(event) {
-            Ok(()) => s.delivered.fetch_add(1, Ordering::Relaxed),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                s.lost.fetch_add(1, Ordering::Relaxed)
+            Ok(()) => {
+                s.delivered.fetch_add(1, Ordering::Relaxed);
             }
-        };
+            Err(TrySendError::Full(_)) => {
+                SLOTS[slot].lost.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
     }
 }

@@ -53,7 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::fmt::{ArgWriter, AsPid};
 use crate::process::{RegistryError, as_server, next_pid, registry, self_pid, with_current_server};
 use crate::record::record_event;
-use crate::session::{MESSAGE_SESSIONS, SessionShared, for_each_session};
+use crate::session::{MESSAGE_SESSIONS, Slot, for_each_slot};
 
 /// How long [`GenServerRef::call`] waits for a reply.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -465,7 +465,9 @@ impl<F: Future> Future for InProcess<F> {
 /// The largest text bound of the sessions in `mask`.
 fn text_bound(mask: u32) -> usize {
     let mut bound = 0;
-    for_each_session(mask, |s| bound = bound.max(s.options.text_bound));
+    for_each_slot(mask, |_, s| {
+        bound = bound.max(s.text_bound.load(Ordering::Relaxed))
+    });
     bound
 }
 
@@ -485,7 +487,7 @@ fn trace_send(from: Pid, to: Pid, message: &dyn Debug) {
             from,
             to,
             message,
-            SessionShared::traces_sends_of,
+            Slot::traces_sends_of,
         );
     }
 }
@@ -500,7 +502,7 @@ fn trace_receive(at: Pid, from: Pid, message: &dyn Debug) {
             at,
             from,
             message,
-            SessionShared::traces_receives_of,
+            Slot::traces_receives_of,
         );
     }
 }
@@ -512,12 +514,12 @@ fn trace_message(
     pid: Pid,
     peer: Pid,
     message: &dyn Debug,
-    wants: fn(&SessionShared, Pid) -> bool,
+    wants: fn(&Slot, Pid) -> bool,
 ) {
     let mut mask = 0;
-    for_each_session(sessions, |s| {
-        if !s.is_ended() && wants(s, pid) {
-            mask |= 1 << s.slot;
+    for_each_slot(sessions, |i, s| {
+        if wants(s, pid) {
+            mask |= 1 << i;
         }
     });
     if mask != 0 {

@@ -71,7 +71,7 @@ pub mod __private {
     pub use crate::fmt::{
         Arg, ArgWriter, FmtDebug, FmtOpaque, FmtSelfPid, FmtSelfProcess, SelfArg,
     };
-    pub use crate::record::{Active, CallGuard, Traced, enter, start_call};
+    pub use crate::record::{Active, CallGuard, Traced, instrument, is_off, start_call};
     pub use linkme;
 
     /// Pins an async block's output type, so `?` inside it infers.

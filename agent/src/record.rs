@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use nodetrace_protocol::{EventKind, Pid};
@@ -18,7 +19,7 @@ use crate::callsite::Callsite;
 use crate::fmt::ArgWriter;
 use crate::process::self_pid;
 use crate::ring::{Record, is_agent_thread, push};
-use crate::session::for_each_session;
+use crate::session::for_each_slot;
 use crate::{clock, panics};
 
 /// A call being recorded: who, for which sessions, since when.
@@ -54,13 +55,11 @@ fn sessions_for(flags: u64) -> Option<Pending> {
     }
     let pid = self_pid();
     let (mut mask, mut args_bound, mut bound) = (0u32, 0usize, 0usize);
-    for_each_session(flags as u32, |s| {
-        if !s.is_ended() && s.traces_calls_of(pid) {
-            mask |= 1 << s.slot;
-            bound = bound.max(s.options.text_bound);
-            if s.options.args || s.options.arg_match.is_some() {
-                args_bound = args_bound.max(s.options.text_bound);
-            }
+    for_each_slot(flags as u32, |i, s| {
+        if s.traces_calls_of(pid) {
+            mask |= 1 << i;
+            bound = bound.max(s.text_bound.load(Ordering::Relaxed));
+            args_bound = args_bound.max(s.args_bound.load(Ordering::Relaxed));
         }
     });
     (mask != 0).then_some(Pending {
@@ -80,9 +79,9 @@ fn begin(
 ) -> Option<Active> {
     let mut mask = pending.mask;
     if let Some(text) = &args {
-        for_each_session(mask, |s| {
+        for_each_slot(mask, |i, s| {
             if !s.accepts_args(text) {
-                mask &= !(1 << s.slot);
+                mask &= !(1 << i);
             }
         });
         if mask == 0 {
@@ -93,14 +92,12 @@ fn begin(
     push(Record {
         kind: EventKind::Call,
         mask,
-        callsite: Some(cs),
+        ext: cs.id(),
+        aux: u64::MAX,
         pid: pending.pid,
-        peer: None,
         ts: start,
-        duration: None,
-        busy: None,
+        duration: 0,
         text: args.map(String::into_boxed_str),
-        extra: None,
     });
     Some(Active {
         cs,
@@ -154,14 +151,12 @@ impl Active {
         push(Record {
             kind,
             mask: self.mask,
-            callsite: Some(self.cs),
+            ext: self.cs.id(),
+            aux: busy.unwrap_or(u64::MAX),
             pid: self.pid,
-            peer: None,
             ts: end,
-            duration: Some(end.saturating_sub(self.start)),
-            busy,
+            duration: end.saturating_sub(self.start),
             text,
-            extra: None,
         });
     }
 
@@ -189,14 +184,28 @@ impl Active {
 #[derive(Debug)]
 pub struct CallGuard(Option<Active>);
 
-/// Starts a sync traced call.
+/// Whether no session traces `cs`: the whole cost of a switched-off call.
 #[doc(hidden)]
 #[inline(always)]
-pub fn enter(cs: &'static Callsite, args: impl FnOnce(&mut ArgWriter)) -> CallGuard {
-    CallGuard(start_call(cs, args))
+pub fn is_off(cs: &'static Callsite) -> bool {
+    cs.flags() == 0
 }
 
 impl CallGuard {
+    /// The guard of a switched-off call: it records nothing.
+    pub const OFF: CallGuard = CallGuard(None);
+
+    /// Starts a sync traced call on a callsite found switched on; `args`
+    /// writes the arguments if a session wants them.
+    #[inline(always)]
+    pub fn enter(cs: &'static Callsite, args: impl FnOnce(&mut ArgWriter)) -> CallGuard {
+        let flags = cs.flags();
+        if flags == 0 {
+            return CallGuard::OFF;
+        }
+        CallGuard(start_call_on(cs, flags, args))
+    }
+
     /// Ends the call normally; `ret` writes the return value if asked.
     #[inline(always)]
     pub fn exit(mut self, ret: impl FnOnce(&mut ArgWriter)) {
@@ -249,20 +258,19 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl Active {
-    /// Wraps the body of an async traced call.
-    #[doc(hidden)]
-    pub fn instrument<F, R>(self, fut: F, ret: R) -> Traced<F, R>
-    where
-        F: Future,
-        R: FnMut(&mut ArgWriter, &F::Output),
-    {
-        Traced {
-            fut,
-            active: Some(self),
-            busy: 0,
-            ret,
-        }
+/// Wraps the body of an async traced call; with no active call it only
+/// polls the body.
+#[doc(hidden)]
+pub fn instrument<F, R>(active: Option<Active>, fut: F, ret: R) -> Traced<F, R>
+where
+    F: Future,
+    R: FnMut(&mut ArgWriter, &F::Output),
+{
+    Traced {
+        fut,
+        active,
+        busy: 0,
+        ret,
     }
 }
 
@@ -275,6 +283,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
+        if this.active.is_none() {
+            return this.fut.poll(cx);
+        }
         let t0 = clock::now();
         let polled = this.fut.poll(cx);
         let t1 = clock::now();
@@ -298,16 +309,19 @@ pub(crate) fn record_event(
     text: Option<String>,
     extra: Option<String>,
 ) {
+    let mut text = text.unwrap_or_default();
+    let split = text.len() as u32;
+    if let Some(extra) = extra {
+        text.push_str(&extra);
+    }
     push(Record {
         kind,
         mask,
-        callsite: None,
+        ext: split,
+        aux: peer.map_or(0, Pid::to_bits),
         pid,
-        peer,
         ts: clock::now(),
-        duration: None,
-        busy: None,
-        text: text.map(String::into_boxed_str),
-        extra: extra.map(String::into_boxed_str),
+        duration: 0,
+        text: Some(text.into_boxed_str()),
     });
 }

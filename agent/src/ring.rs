@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use nodetrace_protocol::{EventKind, Pid};
 
-use crate::callsite::Callsite;
 use crate::process::thread_pid;
-use crate::session::for_each_session;
+use crate::session::SLOTS;
 
 /// The default number of records a thread's ring holds.
 pub const DEFAULT_RING_CAPACITY: usize = 8192;
@@ -27,24 +26,29 @@ pub fn set_ring_capacity(records: usize) {
     RING_CAPACITY.store(records.max(1), Ordering::Relaxed);
 }
 
-/// One thing that happened, as a traced thread writes it.
+/// One thing that happened, as a traced thread writes it: one cache line.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Record {
     pub(crate) kind: EventKind,
     /// The sessions it is for.
     pub(crate) mask: u32,
-    pub(crate) callsite: Option<&'static Callsite>,
+    /// The callsite id, for calls, returns and exceptions; for messages and
+    /// sys events, where the text ends and the gen_server state begins.
+    pub(crate) ext: u32,
+    /// For messages and sys events, the other process's pid bits (0 for
+    /// none); for returns, raw ticks spent in polls (`u64::MAX` if not async).
+    pub(crate) aux: u64,
     pub(crate) pid: Pid,
-    pub(crate) peer: Option<Pid>,
     /// Raw clock ticks.
     pub(crate) ts: u64,
     /// Raw ticks of wall time, on returns and exceptions.
-    pub(crate) duration: Option<u64>,
-    /// Raw ticks spent in polls, on async returns.
-    pub(crate) busy: Option<u64>,
+    pub(crate) duration: u64,
+    /// Arguments, value, panic message, or message text and state.
     pub(crate) text: Option<Box<str>>,
-    pub(crate) extra: Option<Box<str>>,
 }
+
+const _: () = assert!(size_of::<Record>() == 64);
 
 /// What the collector keeps of one thread's ring.
 pub(crate) struct RingEnd {
@@ -119,8 +123,10 @@ pub(crate) fn push(record: Record) {
 }
 
 /// Counts one lost record against each session in `mask`.
-pub(crate) fn count_lost(mask: u32) {
-    for_each_session(mask, |s| {
-        s.lost.fetch_add(1, Ordering::Relaxed);
-    });
+pub(crate) fn count_lost(mut mask: u32) {
+    while mask != 0 {
+        let i = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        SLOTS[i].lost.fetch_add(1, Ordering::Relaxed);
+    }
 }

@@ -8,11 +8,11 @@
 //! for. Dropping the session, or [`clear_all`], returns every callsite it set
 //! to zero cost.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use crossbeam_channel::{Receiver, Sender};
 use nodetrace_protocol::{Event, Pattern, Pid};
 use regex::Regex;
@@ -166,22 +166,136 @@ impl Selection {
     }
 }
 
-/// The part of a session the traced threads and the collector read.
-#[derive(Debug)]
-pub(crate) struct SessionShared {
-    pub(crate) slot: usize,
-    pub(crate) options: SessionOptions,
-    selection: ArcSwap<Selection>,
-    /// Raw time the session started; older records are not its own.
-    pub(crate) start: u64,
-    pub(crate) lost: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    ended: AtomicBool,
-    pub(crate) sender: Sender<Event>,
+impl Selection {
+    const ALL: Selection = Selection {
+        who: Who::All,
+        flags: ProcFlags::CALLS,
+    };
+
+    fn encode(self) -> [u64; 3] {
+        let flags = u64::from(self.flags.calls)
+            | u64::from(self.flags.send) << 1
+            | u64::from(self.flags.receive) << 2;
+        let (kind, a, b) = match self.who {
+            Who::All => (0, 0, 0),
+            Who::After { pids, tasks } => (1, pids, tasks),
+            Who::UpTo { pids, tasks } => (2, pids, tasks),
+            Who::One(pid) => (3, pid.to_bits(), 0),
+        };
+        [flags | kind << 8, a, b]
+    }
+
+    fn decode([w, a, b]: [u64; 3]) -> Selection {
+        let who = match w >> 8 {
+            1 => Who::After { pids: a, tasks: b },
+            2 => Who::UpTo { pids: a, tasks: b },
+            3 => Who::One(Pid::from_bits(a)),
+            _ => Who::All,
+        };
+        let flags = ProcFlags {
+            calls: w & 1 != 0,
+            send: w & 2 != 0,
+            receive: w & 4 != 0,
+        };
+        Selection { who, flags }
+    }
 }
 
-impl SessionShared {
-    /// Whether this session records calls made in `pid`.
+/// A [`Selection`] that traced threads read without a lock or an `Arc`: a
+/// sequence lock over three words (the writer makes the version odd while it
+/// writes; a reader retries if it saw a write in progress).
+struct SelectionCell {
+    version: AtomicU64,
+    words: [AtomicU64; 3],
+}
+
+impl SelectionCell {
+    const fn new() -> SelectionCell {
+        SelectionCell {
+            version: AtomicU64::new(0),
+            words: [const { AtomicU64::new(0) }; 3],
+        }
+    }
+
+    #[inline]
+    fn load(&self) -> Selection {
+        loop {
+            let before = self.version.load(Ordering::Acquire);
+            let words = [
+                self.words[0].load(Ordering::Relaxed),
+                self.words[1].load(Ordering::Relaxed),
+                self.words[2].load(Ordering::Relaxed),
+            ];
+            fence(Ordering::Acquire);
+            if before & 1 == 0 && self.version.load(Ordering::Relaxed) == before {
+                return Selection::decode(words);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn store(&self, selection: Selection) {
+        let mut version = self.version.load(Ordering::Relaxed);
+        loop {
+            if version & 1 == 1 {
+                std::hint::spin_loop();
+                version = self.version.load(Ordering::Relaxed);
+                continue;
+            }
+            match self.version.compare_exchange_weak(
+                version,
+                version + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => version = now,
+            }
+        }
+        fence(Ordering::Release);
+        for (cell, word) in self.words.iter().zip(selection.encode()) {
+            cell.store(word, Ordering::Relaxed);
+        }
+        self.version.store(version + 2, Ordering::Release);
+    }
+}
+
+/// What the enabled path reads of a session: plain atomics in a static
+/// slot, so deciding whether to record takes no lock and no `Arc`.
+pub(crate) struct Slot {
+    /// A session holds the slot and has not been ended.
+    active: AtomicBool,
+    selection: SelectionCell,
+    /// Bound on argument text; zero if the session wants no arguments.
+    pub(crate) args_bound: AtomicUsize,
+    /// Bound on any other text.
+    pub(crate) text_bound: AtomicUsize,
+    /// The session filters calls on their arguments.
+    pub(crate) has_match: AtomicBool,
+    /// Records the session lost: full rings or a full queue.
+    pub(crate) lost: AtomicU64,
+    shared: ArcSwapOption<SessionShared>,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            active: AtomicBool::new(false),
+            selection: SelectionCell::new(),
+            args_bound: AtomicUsize::new(0),
+            text_bound: AtomicUsize::new(0),
+            has_match: AtomicBool::new(false),
+            lost: AtomicU64::new(0),
+            shared: ArcSwapOption::const_empty(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session records calls made in `pid`.
     #[inline]
     pub(crate) fn traces_calls_of(&self, pid: Pid) -> bool {
         let sel = self.selection.load();
@@ -198,38 +312,56 @@ impl SessionShared {
         sel.flags.receive && sel.selects(pid)
     }
 
+    /// Whether the session's argument filter lets `text` through.
     pub(crate) fn accepts_args(&self, text: &str) -> bool {
-        self.options
-            .arg_match
+        if !self.has_match.load(Ordering::Relaxed) {
+            return true;
+        }
+        self.shared
+            .load()
             .as_ref()
+            .and_then(|s| s.options.arg_match.as_ref())
             .is_none_or(|m| m.is_match(text))
     }
 
+    /// The session in this slot, for the collector.
+    pub(crate) fn session(&self) -> Option<Arc<SessionShared>> {
+        self.shared.load_full()
+    }
+}
+
+/// The part of a session that the collector reads.
+#[derive(Debug)]
+pub(crate) struct SessionShared {
+    pub(crate) slot: usize,
+    options: SessionOptions,
+    /// Raw time the session started; older records are not its own.
+    pub(crate) start: u64,
+    pub(crate) delivered: AtomicU64,
+    ended: AtomicBool,
+    pub(crate) sender: Sender<Event>,
+}
+
+impl SessionShared {
     pub(crate) fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Relaxed)
     }
 }
 
-static SLOTS: [ArcSwapOption<SessionShared>; MAX_SESSIONS] =
-    [const { ArcSwapOption::const_empty() }; MAX_SESSIONS];
+pub(crate) static SLOTS: [Slot; MAX_SESSIONS] = [const { Slot::new() }; MAX_SESSIONS];
 static SLOTS_IN_USE: LazyLock<Mutex<u32>> = LazyLock::new(|| Mutex::new(0));
 /// Sessions that trace messages: gen_servers check this one word per message.
 pub(crate) static MESSAGE_SESSIONS: AtomicU32 = AtomicU32::new(0);
 
-/// The live session in `slot`, if any.
+/// Calls `f` with each active session slot whose bit is in `mask`.
 #[inline]
-pub(crate) fn session(slot: usize) -> Option<Arc<SessionShared>> {
-    SLOTS[slot].load_full()
-}
-
-/// Calls `f` with each live session whose bit is in `mask`.
-#[inline]
-pub(crate) fn for_each_session(mut mask: u32, mut f: impl FnMut(&SessionShared)) {
+pub(crate) fn for_each_slot(mut mask: u32, mut f: impl FnMut(usize, &Slot)) {
     while mask != 0 {
-        let slot = mask.trailing_zeros() as usize;
+        let i = mask.trailing_zeros() as usize;
         mask &= mask - 1;
-        if let Some(s) = SLOTS[slot].load().as_ref() {
-            f(s);
+        let slot = &SLOTS[i];
+        if slot.is_active() {
+            f(i, slot);
         }
     }
 }
@@ -264,20 +396,29 @@ impl Session {
         };
         panics::install_hook();
         let (sender, events) = crossbeam_channel::bounded(options.queue.max(1));
+        let hot = &SLOTS[slot];
+        hot.selection.store(Selection::ALL);
+        let args_bound = if options.args || options.arg_match.is_some() {
+            options.text_bound.max(1)
+        } else {
+            0
+        };
+        hot.args_bound.store(args_bound, Ordering::Relaxed);
+        hot.text_bound
+            .store(options.text_bound.max(1), Ordering::Relaxed);
+        hot.has_match
+            .store(options.arg_match.is_some(), Ordering::Relaxed);
+        hot.lost.store(0, Ordering::Relaxed);
         let shared = Arc::new(SessionShared {
             slot,
             options,
-            selection: ArcSwap::from_pointee(Selection {
-                who: Who::All,
-                flags: ProcFlags::CALLS,
-            }),
             start: clock::now(),
-            lost: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             ended: AtomicBool::new(false),
             sender,
         });
-        SLOTS[slot].store(Some(shared.clone()));
+        hot.shared.store(Some(shared.clone()));
+        hot.active.store(true, Ordering::Release);
         collector::ensure_running();
         Ok(Session { shared, events })
     }
@@ -331,7 +472,7 @@ impl Session {
         } else {
             MESSAGE_SESSIONS.fetch_and(!bit, Ordering::Relaxed);
         }
-        self.shared.selection.store(Arc::new(selection));
+        SLOTS[self.shared.slot].selection.store(selection);
         Ok(match who {
             Who::One(_) => 1,
             _ => known.iter().filter(|p| selection.selects(p.pid)).count(),
@@ -350,7 +491,7 @@ impl Session {
 
     /// Events lost so far: full rings or a full queue.
     pub fn lost(&self) -> u64 {
-        self.shared.lost.load(Ordering::Relaxed)
+        SLOTS[self.shared.slot].lost.load(Ordering::Relaxed)
     }
 
     /// Events delivered to the queue so far.
@@ -382,6 +523,7 @@ impl Drop for Session {
 
 fn release(shared: &SessionShared) {
     let slot = shared.slot;
+    SLOTS[slot].active.store(false, Ordering::Relaxed);
     let bits = session_bits(slot, true, true);
     for cs in callsites() {
         cs.clear_bits(bits);
@@ -389,7 +531,7 @@ fn release(shared: &SessionShared) {
     clear_sys_bits(1 << slot);
     MESSAGE_SESSIONS.fetch_and(!(1 << slot), Ordering::Relaxed);
     let mut used = SLOTS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
-    SLOTS[slot].store(None);
+    SLOTS[slot].shared.store(None);
     *used &= !(1 << slot);
 }
 
@@ -409,7 +551,8 @@ pub fn clear_all() -> usize {
     MESSAGE_SESSIONS.store(0, Ordering::Relaxed);
     let mut ended = 0;
     for slot in &SLOTS {
-        if let Some(s) = slot.load().as_ref()
+        slot.active.store(false, Ordering::Relaxed);
+        if let Some(s) = slot.shared.load().as_ref()
             && !s.ended.swap(true, Ordering::Relaxed)
         {
             ended += 1;

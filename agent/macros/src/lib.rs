@@ -18,8 +18,9 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
+use syn::visit::Visit;
 use syn::{
-    FnArg, Ident, ImplItem, ImplItemFn, Item, ItemFn, ItemImpl, ItemMod, Pat, ReturnType,
+    Block, FnArg, Ident, ImplItem, ImplItemFn, Item, ItemFn, ItemImpl, ItemMod, Pat, ReturnType,
     Signature, Token, Type, parse_macro_input, parse_quote,
 };
 
@@ -104,7 +105,7 @@ fn expand_fn(f: ItemFn, options: &Options, direct: bool) -> syn::Result<TokenStr
         sig,
         block,
     } = f;
-    let body = instrument(&sig, quote!(#block), options)?;
+    let body = instrument(&sig, &block, options)?;
     Ok(quote! { #(#attrs)* #vis #sig { #body } })
 }
 
@@ -116,7 +117,7 @@ fn expand_impl(mut imp: ItemImpl, options: &Options) -> TokenStream2 {
                 continue;
             }
             let ImplItemFn { sig, block, .. } = &*method;
-            match instrument(sig, quote!(#block), options) {
+            match instrument(sig, block, options) {
                 Ok(body) => method.block = parse_quote!({ #body }),
                 Err(err) => errors.extend(err.to_compile_error()),
             }
@@ -214,11 +215,42 @@ fn arg_writers(sig: &Signature, options: &Options) -> TokenStream2 {
     out
 }
 
-fn instrument(
-    sig: &Signature,
-    block: TokenStream2,
-    options: &Options,
-) -> syn::Result<TokenStream2> {
+/// `let a = a;` for each named argument: the switched-on branch then takes
+/// the address of its own copies, and the switched-off branch keeps the
+/// arguments in registers.
+fn rebind_args(sig: &Signature) -> TokenStream2 {
+    let mut out = TokenStream2::new();
+    for arg in &sig.inputs {
+        if let FnArg::Typed(t) = arg
+            && let Pat::Ident(p) = &*t.pat
+            && p.by_ref.is_none()
+            && p.subpat.is_none()
+        {
+            let (name, mutability) = (&p.ident, &p.mutability);
+            out.extend(quote!(#[allow(unused_mut)] let #mutability #name = #name;));
+        }
+    }
+    out
+}
+
+/// Whether a body holds items (or statement macros that may expand to
+/// them): such a body is not written twice, since its items would be too.
+fn defines_items(block: &Block) -> bool {
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_item(&mut self, _: &'ast Item) {
+            self.0 = true;
+        }
+        fn visit_stmt_macro(&mut self, _: &'ast syn::StmtMacro) {
+            self.0 = true;
+        }
+    }
+    let mut finder = Finder(false);
+    finder.visit_block(block);
+    finder.0
+}
+
+fn instrument(sig: &Signature, block: &Block, options: &Options) -> syn::Result<TokenStream2> {
     let arity = u8::try_from(sig.inputs.len()).map_err(|_| {
         syn::Error::new(
             sig.inputs.span(),
@@ -246,7 +278,11 @@ fn instrument(
         });
     };
     let output = nameable_output(sig);
-    if is_async {
+    // Switched off, the body runs as written; switched on, a second copy runs
+    // under the recording guard. A body with items is written once, and pays
+    // for the guard's checks when off.
+    let twice = !defines_items(block);
+    let on = if is_async {
         let (body, ret) = match &output {
             Some(ty) => (
                 quote!(::nodetrace_agent::__private::typed::<#ty, _>(async move #block)),
@@ -262,33 +298,44 @@ fn instrument(
                 ),
             ),
         };
-        return Ok(quote! {
+        quote!({
+            ::nodetrace_agent::__private::instrument(
+                ::nodetrace_agent::__private::start_call(&#cs, |__nt_w| { #uses #args }),
+                #body,
+                #ret,
+            ).await
+        })
+    } else {
+        let rebind = rebind_args(sig);
+        let guard = quote! {
+            #rebind
+            let __nt_guard = ::nodetrace_agent::__private::CallGuard::enter(&#cs, |__nt_w| { #uses #args });
+        };
+        if lends_from_mut(sig) {
+            quote!({ #guard #block })
+        } else {
+            let annotation = output.map(|ty| quote!(: #ty));
+            quote!({
+                #guard
+                #[allow(clippy::redundant_closure_call)]
+                let __nt_ret #annotation = (|| #block)();
+                __nt_guard.exit(|__nt_w| {
+                    #uses
+                    (&::nodetrace_agent::__private::Arg(&__nt_ret)).nt_fmt(__nt_w);
+                });
+                __nt_ret
+            })
+        }
+    };
+    Ok(if twice {
+        quote! {
             #callsite
-            let __nt_call = ::nodetrace_agent::__private::start_call(&#cs, |__nt_w| { #uses #args });
-            let __nt_body = #body;
-            match __nt_call {
-                ::core::option::Option::None => __nt_body.await,
-                ::core::option::Option::Some(__nt_active) => __nt_active.instrument(__nt_body, #ret).await,
+            if ::nodetrace_agent::__private::is_off(&#cs) #block else {
+                ::core::hint::cold_path();
+                #on
             }
-        });
-    }
-    if lends_from_mut(sig) {
-        return Ok(quote! {
-            #callsite
-            let __nt_guard = ::nodetrace_agent::__private::enter(&#cs, |__nt_w| { #uses #args });
-            #block
-        });
-    }
-    let annotation = output.map(|ty| quote!(: #ty));
-    Ok(quote! {
-        #callsite
-        let __nt_guard = ::nodetrace_agent::__private::enter(&#cs, |__nt_w| { #uses #args });
-        #[allow(clippy::redundant_closure_call)]
-        let __nt_ret #annotation = (|| #block)();
-        __nt_guard.exit(|__nt_w| {
-            #uses
-            (&::nodetrace_agent::__private::Arg(&__nt_ret)).nt_fmt(__nt_w);
-        });
-        __nt_ret
+        }
+    } else {
+        quote! { #callsite #on }
     })
 }
