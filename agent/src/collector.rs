@@ -6,15 +6,14 @@
 //! queue counts the event as lost. Nothing it runs is traced.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
-use crossbeam_channel::TrySendError;
 use nodetrace_protocol::{Event, EventKind, Pid};
 
 use crate::clock;
-use crate::ring::{NEW_RINGS, Record, RingEnd, RingStats, mark_agent_thread};
+use crate::ring::{NEW_RINGS, Record, mark_agent_thread};
 use crate::session::{MAX_SESSIONS, SLOTS, SessionShared};
 
 /// How long the collector sleeps when every ring is empty.
@@ -23,7 +22,6 @@ const IDLE: Duration = Duration::from_millis(1);
 static COLLECTOR: OnceLock<Thread> = OnceLock::new();
 static FLUSH_ASKED: AtomicU64 = AtomicU64::new(0);
 static FLUSH_DONE: AtomicU64 = AtomicU64::new(0);
-static RING_STATS: Mutex<Vec<Arc<RingStats>>> = Mutex::new(Vec::new());
 
 /// Starts the collector thread if it is not running.
 pub(crate) fn ensure_running() {
@@ -49,47 +47,51 @@ pub(crate) fn flush() {
     }
 }
 
-/// Records each thread's ring dropped because it was full, by thread pid.
-pub fn ring_drops() -> Vec<(Pid, u64)> {
-    RING_STATS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|s| (s.thread, s.dropped.load(Ordering::Relaxed)))
-        .collect()
-}
-
 fn run() {
     mark_agent_thread();
-    let mut rings: Vec<RingEnd> = Vec::new();
+    let mut rings: Vec<rtrb::Consumer<Record>> = Vec::new();
+    let mut batches: [Vec<Event>; MAX_SESSIONS] = std::array::from_fn(|_| Vec::new());
     loop {
         let asked = FLUSH_ASKED.load(Ordering::Acquire);
-        {
-            let mut new = NEW_RINGS.lock().unwrap_or_else(|p| p.into_inner());
-            RING_STATS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(new.iter().map(|r| r.stats.clone()));
-            rings.append(&mut new);
-        }
+        rings.append(&mut NEW_RINGS.lock().unwrap_or_else(|p| p.into_inner()));
         let sessions: [Option<Arc<SessionShared>>; MAX_SESSIONS] =
             std::array::from_fn(|i| SLOTS[i].session());
-        let mut drained = 0usize;
+        let mut busiest = 0.0f64;
         for ring in &mut rings {
-            while let Ok(record) = ring.consumer.pop() {
-                dispatch(record, &sessions);
-                drained += 1;
+            let waiting = ring.slots();
+            busiest = busiest.max(waiting as f64 / ring.buffer().capacity() as f64);
+            for _ in 0..waiting {
+                let Ok(record) = ring.pop() else { break };
+                dispatch(record, &sessions, &mut batches);
             }
         }
-        rings.retain(|r| !(r.consumer.is_abandoned() && r.consumer.is_empty()));
+        for (slot, batch) in batches.iter_mut().enumerate() {
+            if let Some(s) = &sessions[slot]
+                && !batch.is_empty()
+            {
+                let lost = s.deliver(std::mem::take(batch));
+                SLOTS[slot].lost.fetch_add(lost as u64, Ordering::Relaxed);
+            }
+            batch.clear();
+        }
+        rings.retain(|r| !(r.is_abandoned() && r.is_empty()));
         FLUSH_DONE.fetch_max(asked, Ordering::AcqRel);
-        if drained == 0 {
+        // A ring filling fast is drained again at once; otherwise the
+        // collector naps, so that records arrive in batches.
+        if busiest < BUSY {
             thread::park_timeout(IDLE);
         }
     }
 }
 
-fn dispatch(record: Record, sessions: &[Option<Arc<SessionShared>>; MAX_SESSIONS]) {
+/// A ring this full (as a fraction) is drained without a nap.
+const BUSY: f64 = 0.125;
+
+fn dispatch(
+    record: Record,
+    sessions: &[Option<Arc<SessionShared>>; MAX_SESSIONS],
+    batches: &mut [Vec<Event>; MAX_SESSIONS],
+) {
     let on_callsite = matches!(
         record.kind,
         EventKind::Call | EventKind::Return | EventKind::Exception
@@ -122,7 +124,7 @@ fn dispatch(record: Record, sessions: &[Option<Arc<SessionShared>>; MAX_SESSIONS
             continue;
         }
         let last = mask == 0;
-        let event = Event {
+        batches[slot].push(Event {
             kind: record.kind,
             pid: record.pid,
             peer,
@@ -132,15 +134,6 @@ fn dispatch(record: Record, sessions: &[Option<Arc<SessionShared>>; MAX_SESSIONS
             busy_ns,
             text: if last { text.take() } else { text.clone() },
             extra: if last { extra.take() } else { extra.clone() },
-        };
-        match s.sender.try_send(event) {
-            Ok(()) => {
-                s.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Full(_)) => {
-                SLOTS[slot].lost.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
+        });
     }
 }

@@ -194,6 +194,8 @@ mod tests {
     }
 
     #[test]
+    // The borrow is what picks the impl: it is autoref specialization.
+    #[allow(clippy::needless_borrow)]
     fn debug_values_opaque_types_and_receivers() {
         let text = render(256, |w| {
             (&Arg(&"bob")).nt_fmt(w);

@@ -50,7 +50,6 @@ mod session;
 pub mod sys;
 
 pub use callsite::{Callsite, Metadata, callsite, callsites};
-pub use collector::ring_drops;
 pub use fmt::{AsPid, DEFAULT_TEXT_BOUND};
 pub use nodetrace_agent_macros::traced;
 pub use nodetrace_protocol::{Event, EventKind, Pattern, Pid};
@@ -58,10 +57,10 @@ pub use process::{
     ProcessInfo, ProcessKind, ProcessRef, RegistryError, processes, register, self_pid, unregister,
     whereis,
 };
-pub use ring::{DEFAULT_RING_CAPACITY, set_ring_capacity};
+pub use ring::{DEFAULT_RING_CAPACITY, ring_drops, set_ring_capacity};
 pub use session::{
-    ArgMatch, DEFAULT_QUEUE, MAX_SESSIONS, ProcFlags, Procs, Session, SessionError, SessionOptions,
-    clear_all,
+    ArgMatch, Batches, DEFAULT_QUEUE, MAX_SESSIONS, ProcFlags, Procs, Session, SessionError,
+    SessionOptions, clear_all,
 };
 
 /// What `#[traced]` expands to; not a public API.
@@ -71,7 +70,7 @@ pub mod __private {
     pub use crate::fmt::{
         Arg, ArgWriter, FmtDebug, FmtOpaque, FmtSelfPid, FmtSelfProcess, SelfArg,
     };
-    pub use crate::record::{Active, CallGuard, Traced, instrument, is_off, start_call};
+    pub use crate::record::{Active, CallGuard, Traced, instrument, is_off, run, start_call};
     pub use linkme;
 
     /// Pins an async block's output type, so `?` inside it infers.

@@ -191,6 +191,21 @@ pub fn is_off(cs: &'static Callsite) -> bool {
     cs.flags() == 0
 }
 
+/// Runs the body of a sync traced call whose call `guard` recorded, and
+/// records its return (`ret` writes the value if asked) or its panic. Out
+/// of line, so that the traced function itself keeps only the flag check.
+#[doc(hidden)]
+#[inline(never)]
+pub fn run<R>(
+    guard: CallGuard,
+    body: impl FnOnce() -> R,
+    ret: impl FnOnce(&mut ArgWriter, &R),
+) -> R {
+    let value = body();
+    guard.exit(|w| ret(w, &value));
+    value
+}
+
 impl CallGuard {
     /// The guard of a switched-off call: it records nothing.
     pub const OFF: CallGuard = CallGuard(None);

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use nodetrace_protocol::{EventKind, Pid};
 
 use crate::process::thread_pid;
-use crate::session::SLOTS;
+use crate::session::{MAX_SESSIONS, SLOTS};
 
 /// The default number of records a thread's ring holds.
-pub const DEFAULT_RING_CAPACITY: usize = 8192;
+pub const DEFAULT_RING_CAPACITY: usize = 4096;
 
 static RING_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_RING_CAPACITY);
 
@@ -50,21 +50,47 @@ pub(crate) struct Record {
 
 const _: () = assert!(size_of::<Record>() == 64);
 
-/// What the collector keeps of one thread's ring.
-pub(crate) struct RingEnd {
-    pub(crate) consumer: rtrb::Consumer<Record>,
-    pub(crate) stats: Arc<RingStats>,
-}
-
-/// A ring's counters, shared by its thread and the collector.
+/// A ring's loss counters. Only the ring's own thread writes them, with
+/// plain stores, so counting a drop takes no locked instruction.
 #[derive(Debug)]
 pub(crate) struct RingStats {
     pub(crate) thread: Pid,
     pub(crate) dropped: AtomicU64,
+    /// Records dropped, by session slot.
+    lost: [AtomicU64; MAX_SESSIONS],
+}
+
+impl RingStats {
+    fn count(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
 }
 
 /// Rings created since the collector last looked.
-pub(crate) static NEW_RINGS: Mutex<Vec<RingEnd>> = Mutex::new(Vec::new());
+pub(crate) static NEW_RINGS: Mutex<Vec<rtrb::Consumer<Record>>> = Mutex::new(Vec::new());
+
+/// The counters of every ring ever created.
+static RING_STATS: Mutex<Vec<Arc<RingStats>>> = Mutex::new(Vec::new());
+
+/// Records each thread's ring dropped because it was full, by thread pid.
+pub fn ring_drops() -> Vec<(Pid, u64)> {
+    RING_STATS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|s| (s.thread, s.dropped.load(Ordering::Relaxed)))
+        .collect()
+}
+
+/// Records dropped by full rings for the session in `slot`, ever.
+pub(crate) fn ring_lost(slot: usize) -> u64 {
+    RING_STATS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|s| s.lost[slot].load(Ordering::Relaxed))
+        .sum()
+}
 
 struct ThreadRing {
     producer: rtrb::Producer<Record>,
@@ -92,38 +118,64 @@ fn new_ring() -> ThreadRing {
     let stats = Arc::new(RingStats {
         thread: thread_pid(),
         dropped: AtomicU64::new(0),
+        lost: [const { AtomicU64::new(0) }; MAX_SESSIONS],
     });
+    RING_STATS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(stats.clone());
     NEW_RINGS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push(RingEnd {
-            consumer,
-            stats: stats.clone(),
-        });
+        .push(consumer);
     ThreadRing { producer, stats }
 }
 
 /// Writes a record into this thread's ring, or drops and counts it.
+#[inline(always)]
 pub(crate) fn push(record: Record) {
     let mask = record.mask;
     let pushed = RING.try_with(|cell| {
         let mut ring = cell.borrow_mut();
-        let ring = ring.get_or_insert_with(new_ring);
-        match ring.producer.push(record) {
-            Ok(()) => true,
-            Err(_full) => {
-                ring.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                false
+        match ring.as_mut() {
+            Some(ring) => {
+                if let Err(rtrb::PushError::Full(record)) = ring.producer.push(record) {
+                    ring.dropped(record);
+                }
             }
+            None => first_push(&mut ring, record),
         }
     });
-    if pushed != Ok(true) {
+    if pushed.is_err() {
         count_lost(mask);
     }
 }
 
-/// Counts one lost record against each session in `mask`.
-pub(crate) fn count_lost(mut mask: u32) {
+#[cold]
+#[inline(never)]
+fn first_push(ring: &mut Option<ThreadRing>, record: Record) {
+    let ring = ring.insert(new_ring());
+    if let Err(rtrb::PushError::Full(record)) = ring.producer.push(record) {
+        ring.dropped(record);
+    }
+}
+
+impl ThreadRing {
+    #[cold]
+    #[inline(never)]
+    fn dropped(&self, record: Record) {
+        RingStats::count(&self.stats.dropped);
+        let mut mask = record.mask;
+        while mask != 0 {
+            RingStats::count(&self.stats.lost[mask.trailing_zeros() as usize]);
+            mask &= mask - 1;
+        }
+    }
+}
+
+/// Counts one lost record against each session in `mask`, from a thread
+/// whose ring is gone.
+fn count_lost(mut mask: u32) {
     while mask != 0 {
         let i = mask.trailing_zeros() as usize;
         mask &= mask - 1;

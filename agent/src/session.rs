@@ -8,25 +8,27 @@
 //! for. Dropping the session, or [`clear_all`], returns every callsite it set
 //! to zero cost.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use nodetrace_protocol::{Event, Pattern, Pid};
 use regex::Regex;
 
 use crate::callsite::{callsites, session_bits};
 use crate::fmt::DEFAULT_TEXT_BOUND;
 use crate::process::{ProcessRef, RegistryError, pid_watermark, processes, registry, task_number};
+use crate::ring::ring_lost;
 use crate::{clock, collector, panics};
 
 /// At most this many sessions trace one node at once.
 pub const MAX_SESSIONS: usize = 32;
 
-/// The default capacity of a session's event queue; events beyond it are lost
-/// (and counted) until the subscriber catches up.
+/// The default capacity of a session's event queue, in events; events beyond
+/// it are lost (and counted) until the subscriber catches up.
 pub const DEFAULT_QUEUE: usize = 65_536;
 
 /// Which processes a session watches, like the first argument of `dbg:p`.
@@ -272,8 +274,10 @@ pub(crate) struct Slot {
     pub(crate) text_bound: AtomicUsize,
     /// The session filters calls on their arguments.
     pub(crate) has_match: AtomicBool,
-    /// Records the session lost: full rings or a full queue.
+    /// Events the session lost to a full queue (or a thread's ring gone).
     pub(crate) lost: AtomicU64,
+    /// Ring losses counted for this slot before the session started.
+    ring_lost_before: AtomicU64,
     shared: ArcSwapOption<SessionShared>,
 }
 
@@ -286,6 +290,7 @@ impl Slot {
             text_bound: AtomicUsize::new(0),
             has_match: AtomicBool::new(false),
             lost: AtomicU64::new(0),
+            ring_lost_before: AtomicU64::new(0),
             shared: ArcSwapOption::const_empty(),
         }
     }
@@ -338,13 +343,32 @@ pub(crate) struct SessionShared {
     /// Raw time the session started; older records are not its own.
     pub(crate) start: u64,
     pub(crate) delivered: AtomicU64,
+    /// Events delivered and not yet taken by the subscriber.
+    queued: Arc<AtomicUsize>,
     ended: AtomicBool,
-    pub(crate) sender: Sender<Event>,
+    sender: Sender<Vec<Event>>,
 }
 
 impl SessionShared {
     pub(crate) fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Relaxed)
+    }
+
+    /// Hands a batch to the subscriber, as much of it as the queue has room
+    /// for; returns how many events did not fit.
+    pub(crate) fn deliver(&self, mut batch: Vec<Event>) -> usize {
+        let queued = self.queued.load(Ordering::Acquire);
+        let room = self.options.queue.saturating_sub(queued);
+        let lost = batch.len().saturating_sub(room);
+        batch.truncate(room);
+        let n = batch.len();
+        if n > 0 {
+            self.queued.fetch_add(n, Ordering::AcqRel);
+            if self.sender.send(batch).is_ok() {
+                self.delivered.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        lost
     }
 }
 
@@ -379,7 +403,51 @@ pub(crate) fn for_each_slot(mut mask: u32, mut f: impl FnMut(usize, &Slot)) {
 #[derive(Debug)]
 pub struct Session {
     shared: Arc<SessionShared>,
-    events: Receiver<Event>,
+    batches: Batches,
+    buffer: Mutex<VecDeque<Event>>,
+}
+
+/// The receiving end of a session's events, in the batches the collector
+/// delivers them in; clone it to read events on another thread.
+#[derive(Debug, Clone)]
+pub struct Batches {
+    receiver: Receiver<Vec<Event>>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Why no batch came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    /// Nothing arrived in time.
+    Timeout,
+    /// The session is gone and everything it delivered was taken.
+    Ended,
+}
+
+impl Batches {
+    /// The next batch, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<Event>, RecvError> {
+        let batch = self.receiver.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => RecvError::Timeout,
+            RecvTimeoutError::Disconnected => RecvError::Ended,
+        })?;
+        self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        Ok(batch)
+    }
+
+    /// The next batch, waiting until one comes or the session is gone.
+    pub fn recv(&self) -> Option<Vec<Event>> {
+        let batch = self.receiver.recv().ok()?;
+        self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        Some(batch)
+    }
+
+    /// The next batch if one is waiting.
+    pub fn try_recv(&self) -> Option<Vec<Event>> {
+        let batch = self.receiver.try_recv().ok()?;
+        self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        Some(batch)
+    }
 }
 
 impl Session {
@@ -395,7 +463,8 @@ impl Session {
             slot
         };
         panics::install_hook();
-        let (sender, events) = crossbeam_channel::bounded(options.queue.max(1));
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let queued = Arc::new(AtomicUsize::new(0));
         let hot = &SLOTS[slot];
         hot.selection.store(Selection::ALL);
         let args_bound = if options.args || options.arg_match.is_some() {
@@ -409,18 +478,26 @@ impl Session {
         hot.has_match
             .store(options.arg_match.is_some(), Ordering::Relaxed);
         hot.lost.store(0, Ordering::Relaxed);
+        hot.ring_lost_before
+            .store(ring_lost(slot), Ordering::Relaxed);
         let shared = Arc::new(SessionShared {
             slot,
             options,
             start: clock::now(),
             delivered: AtomicU64::new(0),
+            queued: queued.clone(),
             ended: AtomicBool::new(false),
             sender,
         });
         hot.shared.store(Some(shared.clone()));
         hot.active.store(true, Ordering::Release);
         collector::ensure_running();
-        Ok(Session { shared, events })
+        let batches = Batches { receiver, queued };
+        Ok(Session {
+            shared,
+            batches,
+            buffer: Mutex::new(VecDeque::new()),
+        })
     }
 
     /// Switches call tracing on for every callsite `pattern` matches, with
@@ -481,17 +558,38 @@ impl Session {
 
     /// The next event, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
-        self.events.recv_timeout(timeout).ok()
+        let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        if buffer.is_empty() {
+            buffer.extend(self.batches.recv_timeout(timeout).ok()?);
+        }
+        buffer.pop_front()
     }
 
-    /// The events queue, for `select!` or iteration.
-    pub fn events(&self) -> &Receiver<Event> {
-        &self.events
+    /// Every event delivered so far and not yet taken.
+    pub fn take_events(&self) -> Vec<Event> {
+        let mut events: Vec<Event> = self
+            .buffer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        while let Some(batch) = self.batches.try_recv() {
+            events.extend(batch);
+        }
+        events
+    }
+
+    /// The batches themselves, to read on another thread.
+    pub fn batches(&self) -> Batches {
+        self.batches.clone()
     }
 
     /// Events lost so far: full rings or a full queue.
     pub fn lost(&self) -> u64 {
-        SLOTS[self.shared.slot].lost.load(Ordering::Relaxed)
+        let slot = &SLOTS[self.shared.slot];
+        let from_rings =
+            ring_lost(self.shared.slot) - slot.ring_lost_before.load(Ordering::Relaxed);
+        slot.lost.load(Ordering::Relaxed) + from_rings
     }
 
     /// Events delivered to the queue so far.

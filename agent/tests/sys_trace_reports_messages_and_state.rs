@@ -40,7 +40,8 @@ async fn sys_events_carry_messages_peers_and_state() {
     server.cast(5).unwrap();
     assert_eq!(server.call("total").await, Ok(6));
     let events = drain(&session);
-    let seen: Vec<(EventKind, Option<&str>, Option<&str>, Option<Pid>)> = events
+    type Seen<'a> = (EventKind, Option<&'a str>, Option<&'a str>, Option<Pid>);
+    let seen: Vec<Seen> = events
         .iter()
         .map(|e| (e.kind, e.text.as_deref(), e.extra.as_deref(), e.peer))
         .collect();

@@ -313,6 +313,18 @@ fn instrument(sig: &Signature, block: &Block, options: &Options) -> syn::Result<
         };
         if lends_from_mut(sig) {
             quote!({ #guard #block })
+        } else if twice {
+            quote!({
+                #rebind
+                ::nodetrace_agent::__private::run(
+                    ::nodetrace_agent::__private::CallGuard::enter(&#cs, |__nt_w| { #uses #args }),
+                    || #block,
+                    |__nt_w, __nt_r| {
+                        #uses
+                        (&::nodetrace_agent::__private::Arg(__nt_r)).nt_fmt(__nt_w);
+                    },
+                )
+            })
         } else {
             let annotation = output.map(|ty| quote!(: #ty));
             quote!({

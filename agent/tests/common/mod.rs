@@ -5,7 +5,7 @@ use nodetrace_agent::{Event, EventKind, Session, callsite};
 /// Every event delivered so far, after the collector caught up.
 pub fn drain(session: &Session) -> Vec<Event> {
     session.flush();
-    session.events().try_iter().collect()
+    session.take_events()
 }
 
 /// An event as one short line: kind, function name and text.
