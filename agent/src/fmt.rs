@@ -9,6 +9,7 @@
 //! implements `Debug` is shown with it, any other type by its type name, and a
 //! `self` receiver as the process it stands for (see [`AsPid`]).
 
+use std::cell::Cell;
 use std::fmt::{self, Debug, Write};
 
 use nodetrace_protocol::Pid;
@@ -29,10 +30,16 @@ pub struct ArgWriter {
     pid: Pid,
 }
 
+thread_local! {
+    /// A formatting buffer kept per thread, so that formatting an event
+    /// allocates once, for the exact text, however the `Debug` impls write.
+    static SCRATCH: Cell<String> = const { Cell::new(String::new()) };
+}
+
 impl ArgWriter {
     pub(crate) fn new(bound: usize, pid: Pid) -> ArgWriter {
         ArgWriter {
-            buf: String::new(),
+            buf: SCRATCH.try_with(Cell::take).unwrap_or_default(),
             bound,
             cut: false,
             args: 0,
@@ -81,11 +88,14 @@ impl ArgWriter {
     }
 
     /// The text so far, ending in `…` if it was cut at the bound.
-    pub(crate) fn finish(mut self) -> String {
+    pub(crate) fn finish(mut self) -> Box<str> {
         if self.cut {
             self.buf.push_str(ELLIPSIS);
         }
-        self.buf
+        let text = Box::from(self.buf.as_str());
+        self.buf.clear();
+        let _ = SCRATCH.try_with(|s| s.set(std::mem::take(&mut self.buf)));
+        text
     }
 }
 
@@ -190,7 +200,7 @@ mod tests {
     fn render(bound: usize, f: impl FnOnce(&mut ArgWriter)) -> String {
         let mut w = ArgWriter::new(bound, Pid::process(3));
         f(&mut w);
-        w.finish()
+        w.finish().into()
     }
 
     #[test]

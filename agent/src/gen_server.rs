@@ -474,7 +474,7 @@ fn text_bound(mask: u32) -> usize {
 fn bounded(pid: Pid, bound: usize, value: &dyn Debug) -> String {
     let mut w = ArgWriter::new(bound, pid);
     w.debug(value);
-    w.finish()
+    w.finish().into()
 }
 
 #[inline]

@@ -75,7 +75,7 @@ fn begin(
     cs: &'static Callsite,
     flags: u64,
     pending: Pending,
-    args: Option<String>,
+    args: Option<Box<str>>,
 ) -> Option<Active> {
     let mut mask = pending.mask;
     if let Some(text) = &args {
@@ -97,7 +97,7 @@ fn begin(
         pid: pending.pid,
         ts: start,
         duration: 0,
-        text: args.map(String::into_boxed_str),
+        text: args,
     });
     Some(Active {
         cs,
@@ -142,7 +142,7 @@ impl Active {
             .then(|| {
                 let mut w = ArgWriter::new(self.bound, self.pid);
                 ret(&mut w);
-                w.finish().into_boxed_str()
+                w.finish()
             })
             .filter(|text| !text.is_empty())
     }

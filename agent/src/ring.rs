@@ -15,7 +15,7 @@ use crate::process::thread_pid;
 use crate::session::{MAX_SESSIONS, SLOTS};
 
 /// The default number of records a thread's ring holds.
-pub const DEFAULT_RING_CAPACITY: usize = 4096;
+pub const DEFAULT_RING_CAPACITY: usize = 8192;
 
 static RING_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_RING_CAPACITY);
 

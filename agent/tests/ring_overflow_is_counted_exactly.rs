@@ -13,8 +13,10 @@ fn tick(n: u64) -> u64 {
 #[test]
 fn every_record_is_either_delivered_or_counted_as_lost() {
     set_ring_capacity(16);
+    // A queue that holds everything: every loss here is a full ring.
     let session = Session::start(SessionOptions {
         args: false,
+        queue: 1 << 20,
         ..SessionOptions::default()
     })
     .unwrap();
