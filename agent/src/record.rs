@@ -18,7 +18,7 @@ use nodetrace_protocol::{EventKind, Pid};
 use crate::callsite::Callsite;
 use crate::fmt::ArgWriter;
 use crate::process::self_pid;
-use crate::ring::{Record, is_agent_thread, push};
+use crate::ring::{is_agent_thread, push};
 use crate::session::for_each_slot;
 use crate::{clock, panics};
 
@@ -47,8 +47,7 @@ pub struct Pending {
     bound: usize,
 }
 
-#[cold]
-#[inline(never)]
+#[inline(always)]
 fn sessions_for(flags: u64) -> Option<Pending> {
     if is_agent_thread() {
         return None;
@@ -70,7 +69,7 @@ fn sessions_for(flags: u64) -> Option<Pending> {
     })
 }
 
-#[inline(never)]
+#[inline(always)]
 fn begin(
     cs: &'static Callsite,
     flags: u64,
@@ -89,16 +88,16 @@ fn begin(
         }
     }
     let start = clock::now();
-    push(Record {
-        kind: EventKind::Call,
+    push(
+        EventKind::Call,
         mask,
-        ext: cs.id(),
-        aux: u64::MAX,
-        pid: pending.pid,
-        ts: start,
-        duration: 0,
-        text: args,
-    });
+        cs.id(),
+        u64::MAX,
+        pending.pid,
+        start,
+        0,
+        args,
+    );
     Some(Active {
         cs,
         pid: pending.pid,
@@ -148,16 +147,16 @@ impl Active {
     }
 
     fn end(self, kind: EventKind, end: u64, busy: Option<u64>, text: Option<Box<str>>) {
-        push(Record {
+        push(
             kind,
-            mask: self.mask,
-            ext: self.cs.id(),
-            aux: busy.unwrap_or(u64::MAX),
-            pid: self.pid,
-            ts: end,
-            duration: end.saturating_sub(self.start),
+            self.mask,
+            self.cs.id(),
+            busy.unwrap_or(u64::MAX),
+            self.pid,
+            end,
+            end.saturating_sub(self.start),
             text,
-        });
+        );
     }
 
     #[inline(never)]
@@ -329,14 +328,7 @@ pub(crate) fn record_event(
     if let Some(extra) = extra {
         text.push_str(&extra);
     }
-    push(Record {
-        kind,
-        mask,
-        ext: split,
-        aux: peer.map_or(0, Pid::to_bits),
-        pid,
-        ts: clock::now(),
-        duration: 0,
-        text: Some(text.into_boxed_str()),
-    });
+    let peer = peer.map_or(0, Pid::to_bits);
+    let text = Some(text.into_boxed_str());
+    push(kind, mask, split, peer, pid, clock::now(), 0, text);
 }
