@@ -2,8 +2,9 @@
 //!
 //! Both sides depend on this crate and on nothing of each other: the agent
 //! (inside the traced service) and the tracer (the `nodetrace` CLI) agree on
-//! what a [`Pattern`] selects, how a [`Pid`] reads, and what an [`Event`]
-//! carries.
+//! what a [`Pattern`] selects, how a [`Pid`] reads, what an [`Event`]
+//! carries, how messages are framed and the handshake proves the cookie,
+//! and where the cookie and the node registry live.
 //!
 //! ```
 //! use nodetrace_protocol::Pattern;
@@ -13,10 +14,20 @@
 //! assert!(!p.matches("todo::server", "entries", 3));
 //! ```
 
+mod duration;
 mod event;
+pub mod frame;
+pub mod handshake;
+pub mod home;
+mod message;
 mod pattern;
 mod pid;
 
+pub use duration::{display_ms, parse_duration_ms};
 pub use event::{CallsiteInfo, Event, EventKind};
+pub use message::{
+    Command, Counts, EndReason, Limits, MAGIC, NodeInfo, NodeMessage, PROTOCOL_VERSION, ProcessRow,
+    Processes, Rate, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
+};
 pub use pattern::{Pattern, PatternError, PatternErrorKind, snake_case};
 pub use pid::{ParsePidError, Pid};
