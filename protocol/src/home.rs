@@ -313,7 +313,7 @@ mod tests {
             started_ms: 7,
         };
         let registration = home.register(&me).unwrap();
-        assert_eq!(home.nodes().unwrap(), [me.clone()]);
+        assert_eq!(home.nodes().unwrap(), std::slice::from_ref(&me));
 
         let taken = NodeEntry {
             os_pid: u32::MAX - 1,
@@ -332,7 +332,7 @@ mod tests {
         fs::write(home.entry_path(&dead.name), dead.to_text()).unwrap();
         assert_eq!(
             home.nodes().unwrap(),
-            [me.clone()],
+            std::slice::from_ref(&me),
             "a dead node is not listed"
         );
         assert!(
