@@ -8,9 +8,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use nodetrace_protocol::{Event, EventKind, Pid};
+use nodetrace_protocol::{EndReason, Event, EventKind, Pid};
 
 use crate::clock;
 use crate::ring::{NEW_RINGS, Record, mark_agent_thread};
@@ -51,11 +51,13 @@ fn run() {
     mark_agent_thread();
     let mut rings: Vec<rtrb::Consumer<Record>> = Vec::new();
     let mut batches: [Vec<Event>; MAX_SESSIONS] = std::array::from_fn(|_| Vec::new());
+    let mut rate_windows: [Option<(usize, Instant)>; MAX_SESSIONS] = [None; MAX_SESSIONS];
     loop {
         let asked = FLUSH_ASKED.load(Ordering::Acquire);
         rings.append(&mut NEW_RINGS.lock().unwrap_or_else(|p| p.into_inner()));
         let sessions: [Option<Arc<SessionShared>>; MAX_SESSIONS] =
             std::array::from_fn(|i| SLOTS[i].session());
+        enforce_time_limits(&sessions, &mut rate_windows);
         let mut busiest = 0.0f64;
         for ring in &mut rings {
             let waiting = ring.slots();
@@ -80,6 +82,41 @@ fn run() {
         // collector naps, so that records arrive in batches.
         if busiest < BUSY {
             thread::park_timeout(IDLE);
+        }
+    }
+}
+
+/// Ends sessions whose time is up and opens new rate windows. A rate
+/// window is keyed by the session's address, so a new session in the slot
+/// starts its own.
+fn enforce_time_limits(
+    sessions: &[Option<Arc<SessionShared>>; MAX_SESSIONS],
+    windows: &mut [Option<(usize, Instant)>; MAX_SESSIONS],
+) {
+    let now = Instant::now();
+    for (slot, session) in sessions.iter().enumerate() {
+        let Some(s) = session else {
+            windows[slot] = None;
+            continue;
+        };
+        if let Some(deadline) = s.deadline
+            && now >= deadline
+        {
+            s.end(EndReason::Duration(
+                s.options.limits.duration_ms.unwrap_or(0),
+            ));
+        }
+        if let Some(rate) = s.options.limits.rate {
+            let key = Arc::as_ptr(s) as usize;
+            match windows[slot] {
+                Some((k, start)) if k == key => {
+                    if now.duration_since(start) >= Duration::from_millis(rate.per_ms.max(1)) {
+                        SLOTS[slot].rate_used.store(0, Ordering::Relaxed);
+                        windows[slot] = Some((key, now));
+                    }
+                }
+                _ => windows[slot] = Some((key, now)),
+            }
         }
     }
 }
@@ -120,8 +157,18 @@ fn dispatch(
         let slot = mask.trailing_zeros() as usize;
         mask &= mask - 1;
         let Some(s) = &sessions[slot] else { continue };
-        if s.is_ended() || record.ts < s.start {
+        if record.ts < s.start {
             continue;
+        }
+        if s.is_ended() {
+            s.discarded.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let accepted = s.accepted.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(max) = s.options.limits.max_events
+            && accepted >= max
+        {
+            s.end(EndReason::MaxEvents(max));
         }
         let last = mask == 0;
         batches[slot].push(Event {

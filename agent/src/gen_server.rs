@@ -53,7 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::fmt::{ArgWriter, AsPid};
 use crate::process::{RegistryError, as_server, next_pid, registry, self_pid, with_current_server};
 use crate::record::record_event;
-use crate::session::{MESSAGE_SESSIONS, Slot, for_each_slot};
+use crate::session::{MESSAGE_SESSIONS, Slot, admitted, for_each_slot};
 
 /// How long [`GenServerRef::call`] waits for a reply.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -518,7 +518,7 @@ fn trace_message(
 ) {
     let mut mask = 0;
     for_each_slot(sessions, |i, s| {
-        if wants(s, pid) {
+        if wants(s, pid) && s.admit() {
             mask |= 1 << i;
         }
     });
@@ -538,6 +538,21 @@ fn sys_event<S: Debug>(
 ) {
     let mask = shared.sys_mask.load(Ordering::Relaxed);
     if mask != 0 {
+        sys_event_on(shared, kind, peer, message, state, mask);
+    }
+}
+
+#[cold]
+fn sys_event_on<S: Debug>(
+    shared: &ServerShared,
+    kind: EventKind,
+    peer: Option<Pid>,
+    message: &dyn Debug,
+    state: Option<&S>,
+    mask: u32,
+) {
+    let mask = admitted(mask);
+    if mask != 0 {
         let bound = text_bound(mask);
         let text = bounded(shared.pid, bound, message);
         let extra = state.map(|s| bounded(shared.pid, bound, s));
@@ -548,6 +563,7 @@ fn sys_event<S: Debug>(
 #[inline]
 fn sys_state<S: Debug>(shared: &ServerShared, state: &S) {
     let mask = shared.sys_mask.load(Ordering::Relaxed);
+    let mask = if mask == 0 { 0 } else { admitted(mask) };
     if mask != 0 {
         let extra = bounded(shared.pid, text_bound(mask), state);
         record_event(

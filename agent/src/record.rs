@@ -30,6 +30,8 @@ pub struct Active {
     pid: Pid,
     /// Sessions that recorded the call.
     mask: u32,
+    /// Those of them that want its return event.
+    returns: u32,
     /// Those of them that want the return value.
     ret: u32,
     bound: usize,
@@ -42,6 +44,7 @@ pub struct Active {
 pub struct Pending {
     pid: Pid,
     mask: u32,
+    returns: u32,
     /// Bound on the argument text, zero if no session wants arguments.
     args_bound: usize,
     bound: usize,
@@ -53,10 +56,13 @@ fn sessions_for(flags: u64) -> Option<Pending> {
         return None;
     }
     let pid = self_pid();
-    let (mut mask, mut args_bound, mut bound) = (0u32, 0usize, 0usize);
+    let (mut mask, mut returns, mut args_bound, mut bound) = (0u32, 0u32, 0usize, 0usize);
     for_each_slot(flags as u32, |i, s| {
-        if s.traces_calls_of(pid) {
+        if s.traces_calls_of(pid) && s.admit() {
             mask |= 1 << i;
+            if s.returns.load(Ordering::Relaxed) {
+                returns |= 1 << i;
+            }
             bound = bound.max(s.text_bound.load(Ordering::Relaxed));
             args_bound = args_bound.max(s.args_bound.load(Ordering::Relaxed));
         }
@@ -64,6 +70,7 @@ fn sessions_for(flags: u64) -> Option<Pending> {
     (mask != 0).then_some(Pending {
         pid,
         mask,
+        returns,
         args_bound,
         bound,
     })
@@ -102,7 +109,8 @@ fn begin(
         cs,
         pid: pending.pid,
         mask,
-        ret: (flags >> 32) as u32 & mask,
+        returns: pending.returns & mask,
+        ret: (flags >> 32) as u32 & pending.returns & mask,
         bound: pending.bound,
         start,
     })
@@ -147,9 +155,17 @@ impl Active {
     }
 
     fn end(self, kind: EventKind, end: u64, busy: Option<u64>, text: Option<Box<str>>) {
+        let mask = if kind == EventKind::Return {
+            self.returns
+        } else {
+            self.mask
+        };
+        if mask == 0 {
+            return;
+        }
         push(
             kind,
-            self.mask,
+            mask,
             self.cs.id(),
             busy.unwrap_or(u64::MAX),
             self.pid,

@@ -9,13 +9,14 @@
 //! to zero cost.
 
 use std::collections::VecDeque;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use nodetrace_protocol::{Event, Pattern, Pid};
+use nodetrace_protocol::{Counts, EndReason, Event, Limits, Pattern, Pid};
 use regex::Regex;
 
 use crate::callsite::{callsites, session_bits};
@@ -110,6 +111,10 @@ pub struct SessionOptions {
     pub arg_match: Option<ArgMatch>,
     /// Capacity of the event queue.
     pub queue: usize,
+    /// Deliver return events (switched off, returns are not even recorded).
+    pub returns: bool,
+    /// When the session stops or thins itself: enforced here, in the node.
+    pub limits: Limits,
 }
 
 impl Default for SessionOptions {
@@ -119,6 +124,12 @@ impl Default for SessionOptions {
             text_bound: DEFAULT_TEXT_BOUND,
             arg_match: None,
             queue: DEFAULT_QUEUE,
+            returns: true,
+            limits: Limits {
+                max_events: None,
+                rate: None,
+                duration_ms: None,
+            },
         }
     }
 }
@@ -274,6 +285,14 @@ pub(crate) struct Slot {
     pub(crate) text_bound: AtomicUsize,
     /// The session filters calls on their arguments.
     pub(crate) has_match: AtomicBool,
+    /// The session wants return events.
+    pub(crate) returns: AtomicBool,
+    /// Calls and messages allowed per rate window; zero for no rate limit.
+    rate_limit: AtomicU64,
+    /// Calls and messages admitted in the current rate window.
+    pub(crate) rate_used: AtomicU64,
+    /// Calls and messages the rate limit refused.
+    rate_dropped: AtomicU64,
     /// Events the session lost to a full queue (or a thread's ring gone).
     pub(crate) lost: AtomicU64,
     /// Ring losses counted for this slot before the session started.
@@ -289,6 +308,10 @@ impl Slot {
             args_bound: AtomicUsize::new(0),
             text_bound: AtomicUsize::new(0),
             has_match: AtomicBool::new(false),
+            returns: AtomicBool::new(false),
+            rate_limit: AtomicU64::new(0),
+            rate_used: AtomicU64::new(0),
+            rate_dropped: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             ring_lost_before: AtomicU64::new(0),
             shared: ArcSwapOption::const_empty(),
@@ -317,6 +340,18 @@ impl Slot {
         sel.flags.receive && sel.selects(pid)
     }
 
+    /// Whether the rate limit lets one more call or message through; counts
+    /// a refusal. Checked before anything is formatted.
+    #[inline]
+    pub(crate) fn admit(&self) -> bool {
+        let limit = self.rate_limit.load(Ordering::Relaxed);
+        if limit == 0 || self.rate_used.fetch_add(1, Ordering::Relaxed) < limit {
+            return true;
+        }
+        self.rate_dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
     /// Whether the session's argument filter lets `text` through.
     pub(crate) fn accepts_args(&self, text: &str) -> bool {
         if !self.has_match.load(Ordering::Relaxed) {
@@ -339,19 +374,36 @@ impl Slot {
 #[derive(Debug)]
 pub(crate) struct SessionShared {
     pub(crate) slot: usize,
-    options: SessionOptions,
+    pub(crate) options: SessionOptions,
     /// Raw time the session started; older records are not its own.
     pub(crate) start: u64,
+    /// When the duration limit ends the session.
+    pub(crate) deadline: Option<Instant>,
+    /// Events the collector took for the session (delivered or lost to a
+    /// full queue): what `max_events` counts.
+    pub(crate) accepted: AtomicU64,
     pub(crate) delivered: AtomicU64,
+    /// Events made before the session ended that arrived after.
+    pub(crate) discarded: AtomicU64,
     /// Events delivered and not yet taken by the subscriber.
     queued: Arc<AtomicUsize>,
-    ended: AtomicBool,
+    end: OnceLock<EndReason>,
     sender: Sender<Vec<Event>>,
 }
 
 impl SessionShared {
     pub(crate) fn is_ended(&self) -> bool {
-        self.ended.load(Ordering::Relaxed)
+        self.end.get().is_some()
+    }
+
+    /// Ends the session for `reason` (the first reason wins) and switches off
+    /// everything it switched on; the slot stays taken until it is dropped.
+    pub(crate) fn end(&self, reason: EndReason) -> bool {
+        if self.end.set(reason).is_err() {
+            return false;
+        }
+        switch_off(self.slot);
+        true
     }
 
     /// Hands a batch to the subscriber, as much of it as the queue has room
@@ -376,6 +428,18 @@ pub(crate) static SLOTS: [Slot; MAX_SESSIONS] = [const { Slot::new() }; MAX_SESS
 static SLOTS_IN_USE: LazyLock<Mutex<u32>> = LazyLock::new(|| Mutex::new(0));
 /// Sessions that trace messages: gen_servers check this one word per message.
 pub(crate) static MESSAGE_SESSIONS: AtomicU32 = AtomicU32::new(0);
+
+/// The sessions of `mask` that are active and whose rate limit lets one
+/// more event through.
+pub(crate) fn admitted(mask: u32) -> u32 {
+    let mut admitted = 0;
+    for_each_slot(mask, |i, s| {
+        if s.admit() {
+            admitted |= 1 << i;
+        }
+    });
+    admitted
+}
 
 /// Calls `f` with each active session slot whose bit is in `mask`.
 #[inline]
@@ -478,15 +542,29 @@ impl Session {
         hot.has_match
             .store(options.arg_match.is_some(), Ordering::Relaxed);
         hot.lost.store(0, Ordering::Relaxed);
+        hot.returns.store(options.returns, Ordering::Relaxed);
+        hot.rate_limit.store(
+            options.limits.rate.map_or(0, |r| r.events.max(1)),
+            Ordering::Relaxed,
+        );
+        hot.rate_used.store(0, Ordering::Relaxed);
+        hot.rate_dropped.store(0, Ordering::Relaxed);
         hot.ring_lost_before
             .store(ring_lost(slot), Ordering::Relaxed);
+        let deadline = options
+            .limits
+            .duration_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
         let shared = Arc::new(SessionShared {
             slot,
             options,
             start: clock::now(),
+            deadline,
+            accepted: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
             queued: queued.clone(),
-            ended: AtomicBool::new(false),
+            end: OnceLock::new(),
             sender,
         });
         hot.shared.store(Some(shared.clone()));
@@ -601,9 +679,30 @@ impl Session {
         self.shared.slot
     }
 
-    /// Whether [`clear_all`] ended this session.
+    /// Whether the session ended: a limit, [`Session::stop`] or [`clear_all`].
     pub fn is_ended(&self) -> bool {
         self.shared.is_ended()
+    }
+
+    /// Why the session ended, if it did.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.shared.end.get().copied()
+    }
+
+    /// Ends the session: everything it switched on goes off. Its events
+    /// already made are still delivered.
+    pub fn stop(&self) {
+        self.shared.end(EndReason::Stopped);
+    }
+
+    /// What the session counted so far. Exact after [`Session::flush`].
+    pub fn counts(&self) -> Counts {
+        Counts {
+            delivered: self.delivered(),
+            rate_dropped: SLOTS[self.shared.slot].rate_dropped.load(Ordering::Relaxed),
+            lost: self.lost(),
+            discarded: self.shared.discarded.load(Ordering::Relaxed),
+        }
     }
 
     /// Waits until every record made before this call has been delivered or
@@ -619,8 +718,8 @@ impl Drop for Session {
     }
 }
 
-fn release(shared: &SessionShared) {
-    let slot = shared.slot;
+/// Switches off everything session `slot` switched on.
+fn switch_off(slot: usize) {
     SLOTS[slot].active.store(false, Ordering::Relaxed);
     let bits = session_bits(slot, true, true);
     for cs in callsites() {
@@ -628,6 +727,13 @@ fn release(shared: &SessionShared) {
     }
     clear_sys_bits(1 << slot);
     MESSAGE_SESSIONS.fetch_and(!(1 << slot), Ordering::Relaxed);
+}
+
+fn release(shared: &SessionShared) {
+    let slot = shared.slot;
+    if !shared.end(EndReason::Stopped) {
+        switch_off(slot);
+    }
     let mut used = SLOTS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
     SLOTS[slot].shared.store(None);
     *used &= !(1 << slot);
@@ -651,7 +757,7 @@ pub fn clear_all() -> usize {
     for slot in &SLOTS {
         slot.active.store(false, Ordering::Relaxed);
         if let Some(s) = slot.shared.load().as_ref()
-            && !s.ended.swap(true, Ordering::Relaxed)
+            && s.end(EndReason::StopClear)
         {
             ended += 1;
         }
