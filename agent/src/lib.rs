@@ -39,6 +39,7 @@
 mod callsite;
 mod clock;
 mod collector;
+mod control;
 mod fmt;
 pub mod gen_server;
 pub mod node;
@@ -59,8 +60,8 @@ pub use process::{
 };
 pub use ring::{DEFAULT_RING_CAPACITY, ring_drops, set_ring_capacity};
 pub use session::{
-    ArgMatch, Batches, DEFAULT_QUEUE, MAX_SESSIONS, ProcFlags, Procs, Session, SessionError,
-    SessionOptions, clear_all,
+    ArgMatch, Batches, DEFAULT_QUEUE, MAX_SELECTED, MAX_SESSIONS, ProcFlags, Procs, Session,
+    SessionError, SessionOptions, clear_all,
 };
 
 /// What `#[traced]` expands to; not a public API.

@@ -1,8 +1,18 @@
 //! The node: this process as tracers know it, by name.
+//!
+//! [`start`] names the node, starts the collector and the control server
+//! (see `control`), and registers the node so that `nodetrace nodes` lists
+//! it and `nodetrace trace --node NAME` finds it.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
-use crate::collector;
+use nodetrace_protocol::NodeInfo;
+use nodetrace_protocol::home::HomeError;
+
+use crate::{collector, control};
 
 /// The name a node has unless configured, like `nonode@nohost`.
 pub const DEFAULT_NODE_NAME: &str = "nonode@nohost";
@@ -12,12 +22,26 @@ pub const DEFAULT_NODE_NAME: &str = "nonode@nohost";
 pub struct NodeConfig {
     /// Its name, e.g. `todo@localhost`.
     pub name: String,
+    /// The cookie tracers must know; `None` reads `NODETRACE_COOKIE`, else
+    /// the cookie file of the nodetrace home.
+    pub cookie: Option<String>,
+    /// Where the control server listens; `None` is 127.0.0.1 on a port the
+    /// OS picks.
+    pub listen: Option<SocketAddr>,
+    /// The nodetrace home holding the cookie and the registry; `None` is
+    /// `NODETRACE_HOME`, else `~/.nodetrace`.
+    pub home: Option<PathBuf>,
 }
 
 impl NodeConfig {
-    /// A node named `name`.
+    /// A node named `name`, with the cookie and address from the environment.
     pub fn new(name: impl Into<String>) -> NodeConfig {
-        NodeConfig { name: name.into() }
+        NodeConfig {
+            name: name.into(),
+            cookie: None,
+            listen: None,
+            home: None,
+        }
     }
 
     /// The name from `NODETRACE_NODE` if set, else `default`.
@@ -32,25 +56,54 @@ pub enum NodeError {
     /// `start` ran twice.
     #[error("this process already runs node {0}; a process is one node")]
     AlreadyStarted(String),
+    /// The cookie or the registry could not be used.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// The control server could not listen.
+    #[error("the control server cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
 }
 
-static NODE: OnceLock<NodeConfig> = OnceLock::new();
+struct Node {
+    name: String,
+    addr: SocketAddr,
+}
 
-/// Makes this process the node `config.name` and starts the collector.
-pub fn start(config: NodeConfig) -> Result<(), NodeError> {
-    let mut fresh = false;
-    let node = NODE.get_or_init(|| {
-        fresh = true;
-        config.clone()
-    });
-    if !fresh {
+static NODE: OnceLock<Node> = OnceLock::new();
+
+/// Makes this process the node `config.name`: starts the collector and the
+/// control server and registers the node. Returns the control address.
+pub fn start(config: NodeConfig) -> Result<SocketAddr, NodeError> {
+    if let Some(node) = NODE.get() {
         return Err(NodeError::AlreadyStarted(node.name.clone()));
     }
     collector::ensure_running();
-    Ok(())
+    let info = NodeInfo {
+        name: config.name.clone(),
+        os_pid: std::process::id(),
+        started_ms: control::unix_ms(SystemTime::now()),
+    };
+    let addr = control::start(&config, info)?;
+    NODE.set(Node {
+        name: config.name.clone(),
+        addr,
+    })
+    .map_err(|_| NodeError::AlreadyStarted(config.name))?;
+    Ok(addr)
+}
+
+/// Removes this node from the registry, e.g. before a clean exit. Tracers
+/// then no longer find it by name; running traces go on.
+pub fn unregister() {
+    control::unregister();
 }
 
 /// This node's name ([`DEFAULT_NODE_NAME`] until [`start`]).
 pub fn name() -> &'static str {
     NODE.get().map_or(DEFAULT_NODE_NAME, |n| n.name.as_str())
+}
+
+/// Where this node's control server listens, once started.
+pub fn control_addr() -> Option<SocketAddr> {
+    NODE.get().map(|n| n.addr)
 }

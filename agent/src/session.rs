@@ -43,7 +43,12 @@ pub enum Procs {
     Existing,
     /// One process, by pid or registered name (resolved now, like `dbg:p`).
     One(ProcessRef),
+    /// Up to [`MAX_SELECTED`] processes, by pid or registered name.
+    Some(Vec<ProcessRef>),
 }
+
+/// At most this many processes are selected one by one.
+pub const MAX_SELECTED: usize = 5;
 
 /// What a session traces in the processes it watches, like `dbg:p`'s flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,6 +145,11 @@ pub enum SessionError {
     /// All slots are in use.
     #[error("{MAX_SESSIONS} sessions already trace this node; stop one (or stop-clear) and retry")]
     TooManySessions,
+    /// More processes than a selection holds.
+    #[error(
+        "{0} processes named; a trace selects at most {MAX_SELECTED} one by one (or all, new, existing)"
+    )]
+    TooManyProcesses(usize),
     /// A process named in a selection does not exist.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -158,7 +168,11 @@ enum Who {
         pids: u64,
         tasks: u64,
     },
-    One(Pid),
+    /// The first `n` of these pids.
+    Some {
+        pids: [u64; MAX_SELECTED],
+        n: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -174,7 +188,7 @@ impl Selection {
             Who::All => true,
             Who::After { pids, tasks } => pid.number() > mark(pids, tasks),
             Who::UpTo { pids, tasks } => pid.number() <= mark(pids, tasks),
-            Who::One(one) => one == pid,
+            Who::Some { pids, n } => pids[..n].contains(&pid.to_bits()),
         }
     }
 }
@@ -185,24 +199,49 @@ impl Selection {
         flags: ProcFlags::CALLS,
     };
 
-    fn encode(self) -> [u64; 3] {
+    fn encode(self) -> [u64; WORDS] {
         let flags = u64::from(self.flags.calls)
             | u64::from(self.flags.send) << 1
             | u64::from(self.flags.receive) << 2;
-        let (kind, a, b) = match self.who {
-            Who::All => (0, 0, 0),
-            Who::After { pids, tasks } => (1, pids, tasks),
-            Who::UpTo { pids, tasks } => (2, pids, tasks),
-            Who::One(pid) => (3, pid.to_bits(), 0),
+        let mut words = [0; WORDS];
+        let (kind, n) = match self.who {
+            Who::All => (0, 0),
+            Who::After { pids, tasks } => {
+                words[1..3].copy_from_slice(&[pids, tasks]);
+                (1, 0)
+            }
+            Who::UpTo { pids, tasks } => {
+                words[1..3].copy_from_slice(&[pids, tasks]);
+                (2, 0)
+            }
+            Who::Some { pids, n } => {
+                words[1..].copy_from_slice(&pids);
+                (3, n as u64)
+            }
         };
-        [flags | kind << 8, a, b]
+        words[0] = flags | kind << 8 | n << 16;
+        words
     }
 
-    fn decode([w, a, b]: [u64; 3]) -> Selection {
-        let who = match w >> 8 {
-            1 => Who::After { pids: a, tasks: b },
-            2 => Who::UpTo { pids: a, tasks: b },
-            3 => Who::One(Pid::from_bits(a)),
+    fn decode(words: [u64; WORDS]) -> Selection {
+        let w = words[0];
+        let who = match (w >> 8) & 0xff {
+            1 => Who::After {
+                pids: words[1],
+                tasks: words[2],
+            },
+            2 => Who::UpTo {
+                pids: words[1],
+                tasks: words[2],
+            },
+            3 => {
+                let mut pids = [0; MAX_SELECTED];
+                pids.copy_from_slice(&words[1..]);
+                Who::Some {
+                    pids,
+                    n: ((w >> 16) as usize).min(MAX_SELECTED),
+                }
+            }
             _ => Who::All,
         };
         let flags = ProcFlags {
@@ -215,18 +254,21 @@ impl Selection {
 }
 
 /// A [`Selection`] that traced threads read without a lock or an `Arc`: a
-/// sequence lock over three words (the writer makes the version odd while it
+/// sequence lock over a few words (the writer makes the version odd while it
 /// writes; a reader retries if it saw a write in progress).
 struct SelectionCell {
     version: AtomicU64,
-    words: [AtomicU64; 3],
+    words: [AtomicU64; WORDS],
 }
+
+/// Words of an encoded [`Selection`]: a header and up to five pids.
+const WORDS: usize = 1 + MAX_SELECTED;
 
 impl SelectionCell {
     const fn new() -> SelectionCell {
         SelectionCell {
             version: AtomicU64::new(0),
-            words: [const { AtomicU64::new(0) }; 3],
+            words: [const { AtomicU64::new(0) }; WORDS],
         }
     }
 
@@ -234,11 +276,8 @@ impl SelectionCell {
     fn load(&self) -> Selection {
         loop {
             let before = self.version.load(Ordering::Acquire);
-            let words = [
-                self.words[0].load(Ordering::Relaxed),
-                self.words[1].load(Ordering::Relaxed),
-                self.words[2].load(Ordering::Relaxed),
-            ];
+            let words: [u64; WORDS] =
+                std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed));
             fence(Ordering::Acquire);
             if before & 1 == 0 && self.version.load(Ordering::Relaxed) == before {
                 return Selection::decode(words);
@@ -618,7 +657,8 @@ impl Session {
                 pids: pid_watermark(),
                 tasks: task_watermark(),
             },
-            Procs::One(target) => Who::One(registry().resolve(&target)?),
+            Procs::One(target) => select(&[target])?,
+            Procs::Some(targets) => select(&targets)?,
         };
         let selection = Selection { who, flags };
         let bit = 1u32 << self.shared.slot;
@@ -629,7 +669,7 @@ impl Session {
         }
         SLOTS[self.shared.slot].selection.store(selection);
         Ok(match who {
-            Who::One(_) => 1,
+            Who::Some { n, .. } => n,
             _ => known.iter().filter(|p| selection.selects(p.pid)).count(),
         })
     }
@@ -763,6 +803,22 @@ pub fn clear_all() -> usize {
         }
     }
     ended
+}
+
+/// The pids of `targets`, resolved now.
+fn select(targets: &[ProcessRef]) -> Result<Who, SessionError> {
+    if targets.len() > MAX_SELECTED {
+        return Err(SessionError::TooManyProcesses(targets.len()));
+    }
+    let reg = registry();
+    let mut pids = [0; MAX_SELECTED];
+    for (slot, target) in pids.iter_mut().zip(targets) {
+        *slot = reg.resolve(target)?.to_bits();
+    }
+    Ok(Who::Some {
+        pids,
+        n: targets.len(),
+    })
 }
 
 /// The id tokio would give a task spawned now: the line between existing and

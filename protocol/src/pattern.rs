@@ -108,6 +108,12 @@ impl Pattern {
         self.return_trace
     }
 
+    /// The same pattern with `-> return`.
+    pub fn with_return_trace(mut self) -> Pattern {
+        self.return_trace = true;
+        self
+    }
+
     /// Whether this pattern selects every function of every module (`*`,
     /// `*:*`, `'*'`, `*::*:_/_`…), so that callers can refuse it unless a
     /// rate or message limit is set. Patterns that are merely broad, such as

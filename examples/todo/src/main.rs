@@ -19,14 +19,10 @@ use todo::load::{self, LoadConfig};
 #[derive(Debug, Parser)]
 #[command(name = "todo", version)]
 struct Cli {
-    /// The node's name, by which tracers find it.
-    #[arg(
-        long,
-        global = true,
-        env = "NODETRACE_NODE",
-        default_value = "todo@localhost"
-    )]
-    name: String,
+    /// The node's name, by which tracers find it [default: todo@localhost,
+    /// or todo_load_<os pid>@localhost for `load`].
+    #[arg(long, global = true, env = "NODETRACE_NODE")]
+    name: Option<String>,
 
     /// The HTTP port on 127.0.0.1; 0 picks a free one.
     #[arg(long, env = "TODO_PORT", default_value_t = DEFAULT_PORT)]
@@ -79,7 +75,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    node::start(NodeConfig::new(&cli.name))?;
+    let name = cli.name.clone().unwrap_or_else(|| match cli.command {
+        None => "todo@localhost".to_owned(),
+        Some(Command::Load(_)) => format!("todo_load_{}@localhost", std::process::id()),
+    });
+    node::start(NodeConfig::new(name))?;
     match cli.command {
         None => serve(cli.port, cli.data_dir).await,
         Some(Command::Load(args)) => run_load(args).await,

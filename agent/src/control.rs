@@ -1,0 +1,469 @@
+//! The control server: how tracer nodes reach this node.
+//!
+//! It listens on a loopback port, registers the node in the per-user
+//! registry, and serves each connection on its own agent thread (nothing on
+//! them is traced): the cookie handshake first, then commands. A `Trace`
+//! command starts a [`Session`] whose events a second thread streams back.
+//! Whatever goes wrong with a connection (a malformed, oversized or
+//! truncated frame, a wrong cookie, a tracer gone silent) closes that
+//! connection, ends its trace and is logged in one line; the node serves on.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nodetrace_protocol::frame::{self, FrameError, MAX_FRAME};
+use nodetrace_protocol::handshake::{self, Side};
+use nodetrace_protocol::home::{Home, NodeEntry, Registration, resolve_cookie};
+use nodetrace_protocol::{
+    Command, Limits, MAGIC, NodeInfo, NodeMessage, PROTOCOL_VERSION, ProcessRow, Processes, Reply,
+    StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
+};
+
+use crate::fmt::DEFAULT_TEXT_BOUND;
+use crate::node::{NodeConfig, NodeError};
+use crate::process::{ProcessKind, ProcessRef, processes};
+use crate::ring::mark_agent_thread;
+use crate::session::{ArgMatch, ProcFlags, Procs, RecvError, Session, SessionOptions, clear_all};
+use crate::{callsites, sys};
+
+/// How long a tracer has to complete the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest handshake frame.
+const HANDSHAKE_MAX_FRAME: usize = 4096;
+/// A tracing tracer silent for this long is gone: its trace ends.
+pub const SILENCE_LIMIT: Duration = Duration::from_millis(800);
+/// How often the connection thread looks for silence and ended traces.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The registry entry of this node, removed by [`unregister`].
+static REGISTRATION: Mutex<Option<Registration>> = Mutex::new(None);
+
+/// Starts the control server for `config`; returns where it listens.
+pub(crate) fn start(config: &NodeConfig, info: NodeInfo) -> Result<SocketAddr, NodeError> {
+    let home = match &config.home {
+        Some(dir) => Home::at(dir),
+        None => Home::from_env()?,
+    };
+    let cookie = resolve_cookie(config.cookie.as_deref(), &home)?;
+    let listen = config
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listener = TcpListener::bind(listen).map_err(|e| NodeError::Listen(listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| NodeError::Listen(listen, e))?;
+    let registration = home.register(&NodeEntry {
+        name: info.name.clone(),
+        os_pid: info.os_pid,
+        addr,
+        started_ms: info.started_ms,
+    })?;
+    *REGISTRATION.lock().unwrap_or_else(|p| p.into_inner()) = Some(registration);
+    let context = Arc::new(Context { cookie, info });
+    thread::Builder::new()
+        .name("nodetrace-control".into())
+        .spawn(move || accept(listener, context))
+        .map_err(|e| NodeError::Listen(listen, e))?;
+    Ok(addr)
+}
+
+/// Removes this node from the registry.
+pub(crate) fn unregister() {
+    REGISTRATION
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+}
+
+struct Context {
+    cookie: String,
+    info: NodeInfo,
+}
+
+fn log(message: std::fmt::Arguments<'_>) {
+    eprintln!("nodetrace: {message}");
+}
+
+fn accept(listener: TcpListener, context: Arc<Context>) {
+    mark_agent_thread();
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let context = context.clone();
+                let spawned = thread::Builder::new()
+                    .name("nodetrace-conn".into())
+                    .spawn(move || connection(stream, &context));
+                if let Err(e) = spawned {
+                    log(format_args!("cannot serve a tracer: {e}"));
+                }
+            }
+            Err(e) => log(format_args!("accepting a tracer failed: {e}")),
+        }
+    }
+}
+
+fn connection(stream: TcpStream, context: &Context) {
+    mark_agent_thread();
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "a tracer".to_owned(), |a| a.to_string());
+    match Connection::open(stream, context) {
+        Ok(Some(mut conn)) => {
+            let result = conn.serve();
+            conn.end_trace();
+            match result {
+                Ok(()) | Err(FrameError::Closed) => {}
+                Err(e) => log(format_args!("closed the connection of {peer}: {e}")),
+            }
+        }
+        Ok(None) => {}
+        Err(FrameError::Closed) => {}
+        Err(e) => log(format_args!("closed the connection of {peer}: {e}")),
+    }
+}
+
+type Writer = Arc<Mutex<BufWriter<TcpStream>>>;
+
+fn send(writer: &Writer, message: &NodeMessage) -> Result<(), FrameError> {
+    let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+    frame::write_frame(&mut *w, message)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// A trace running on a connection: its session and the thread streaming it.
+struct Running {
+    session: Arc<Session>,
+    streamer: JoinHandle<()>,
+}
+
+struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: Writer,
+    trace: Option<Running>,
+    /// A runtime for the `sys` calls, which wait on a gen_server.
+    runtime: OnceLock<tokio::runtime::Runtime>,
+}
+
+impl Connection {
+    /// Runs the handshake; `None` if the tracer was refused.
+    fn open(stream: TcpStream, context: &Context) -> Result<Option<Connection>, FrameError> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let writer: Writer = Arc::new(Mutex::new(BufWriter::new(stream)));
+        let TracerMessage::Hello {
+            magic,
+            version,
+            challenge: theirs,
+        } = frame::read_frame(&mut reader, HANDSHAKE_MAX_FRAME)?
+        else {
+            return Err(FrameError::Malformed(
+                "expected a Hello to open the handshake".into(),
+            ));
+        };
+        if magic != MAGIC {
+            return Err(FrameError::Malformed("not a nodetrace tracer".into()));
+        }
+        if version != PROTOCOL_VERSION {
+            send(
+                &writer,
+                &NodeMessage::VersionMismatch {
+                    node: PROTOCOL_VERSION,
+                },
+            )?;
+            log(format_args!(
+                "refused a tracer speaking protocol {version}; this node speaks {PROTOCOL_VERSION}"
+            ));
+            return Ok(None);
+        }
+        let ours = handshake::challenge();
+        send(
+            &writer,
+            &NodeMessage::Challenge {
+                version: PROTOCOL_VERSION,
+                challenge: ours,
+            },
+        )?;
+        let TracerMessage::Answer { proof } = frame::read_frame(&mut reader, HANDSHAKE_MAX_FRAME)?
+        else {
+            return Err(FrameError::Malformed(
+                "expected an Answer to the challenge".into(),
+            ));
+        };
+        if !handshake::verify(&context.cookie, Side::Tracer, &theirs, &ours, &proof) {
+            send(&writer, &NodeMessage::Denied)?;
+            log(format_args!("refused a tracer with a wrong cookie"));
+            return Ok(None);
+        }
+        send(
+            &writer,
+            &NodeMessage::Welcome {
+                proof: handshake::prove(&context.cookie, Side::Node, &theirs, &ours),
+                node: context.info.clone(),
+            },
+        )?;
+        reader.get_ref().set_read_timeout(Some(TICK))?;
+        Ok(Some(Connection {
+            reader,
+            writer,
+            trace: None,
+            runtime: OnceLock::new(),
+        }))
+    }
+
+    fn serve(&mut self) -> Result<(), FrameError> {
+        let mut heard = Instant::now();
+        loop {
+            match frame::read_frame::<TracerMessage>(&mut self.reader, MAX_FRAME) {
+                Ok(message) => {
+                    heard = Instant::now();
+                    if let Some(reply) = self.handle(message)? {
+                        send(&self.writer, &NodeMessage::Reply(reply))?;
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(running) = &self.trace
+                && running.streamer.is_finished()
+            {
+                self.trace = None;
+            }
+            if self.trace.is_some() && heard.elapsed() > SILENCE_LIMIT {
+                return Err(FrameError::Malformed(format!(
+                    "the tracer was silent for {} ms while tracing",
+                    SILENCE_LIMIT.as_millis()
+                )));
+            }
+        }
+    }
+
+    fn handle(&mut self, message: TracerMessage) -> Result<Option<Reply>, FrameError> {
+        let command = match message {
+            TracerMessage::Ping => return Ok(None),
+            TracerMessage::Command(command) => command,
+            TracerMessage::Hello { .. } | TracerMessage::Answer { .. } => {
+                return Err(FrameError::Malformed(
+                    "a handshake message after the handshake".into(),
+                ));
+            }
+        };
+        Ok(match command {
+            Command::Callsites { pattern } => Some(Reply::Callsites(
+                callsites()
+                    .iter()
+                    .filter(|cs| pattern.as_ref().is_none_or(|p| cs.matches(p)))
+                    .map(|cs| cs.info())
+                    .collect(),
+            )),
+            Command::Processes => Some(Reply::Processes(process_rows())),
+            Command::GetState { target } => {
+                let runtime = self.runtime();
+                Some(match runtime.block_on(sys::get_state(target.as_str())) {
+                    Ok(state) => Reply::State(state),
+                    Err(e) => Reply::Error(e.to_string()),
+                })
+            }
+            Command::Statistics { target } => Some(match sys::statistics(target.as_str()) {
+                Ok(s) => Reply::Statistics(StatisticsRow {
+                    pid: s.pid,
+                    started_ms: unix_ms(s.start_time),
+                    messages_in: s.messages_in,
+                    messages_out: s.messages_out,
+                    handled: s.handled,
+                    mailbox_len: s.mailbox_len,
+                }),
+                Err(e) => Reply::Error(e.to_string()),
+            }),
+            Command::StopClear => Some(Reply::Cleared {
+                traces: clear_all() as u64,
+            }),
+            Command::Stop => {
+                if let Some(running) = &self.trace {
+                    running.session.stop();
+                }
+                None
+            }
+            Command::Trace(spec) => Some(self.start_trace(spec)),
+        })
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a current-thread runtime for sys calls")
+        })
+    }
+
+    fn start_trace(&mut self, spec: TraceSpec) -> Reply {
+        if let Some(running) = &self.trace {
+            if !running.session.is_ended() {
+                return Reply::Error(
+                    "a trace already runs on this connection: stop it first".into(),
+                );
+            }
+            self.end_trace();
+        }
+        let (session, matched) = match open_session(&spec) {
+            Ok(opened) => opened,
+            Err(message) => return Reply::Error(message),
+        };
+        let limits = session_limits(&spec);
+        let session = Arc::new(session);
+        let streamer = {
+            let (session, writer) = (session.clone(), self.writer.clone());
+            thread::Builder::new()
+                .name("nodetrace-stream".into())
+                .spawn(move || stream(&session, &writer))
+        };
+        match streamer {
+            Ok(streamer) => {
+                self.trace = Some(Running { session, streamer });
+                Reply::TraceStarted {
+                    matched,
+                    callsites: callsites().iter().map(|cs| cs.info()).collect(),
+                    limits,
+                }
+            }
+            Err(e) => Reply::Error(format!("the node could not start a trace thread: {e}")),
+        }
+    }
+
+    /// Ends this connection's trace, if any, and waits for its streamer.
+    fn end_trace(&mut self) {
+        if let Some(running) = self.trace.take() {
+            running.session.stop();
+            let _ = running.streamer.join();
+        }
+    }
+}
+
+/// The limits a trace runs under: its own, or the default if it has none.
+fn session_limits(spec: &TraceSpec) -> Limits {
+    if spec.limits.is_unlimited() {
+        Limits::DEFAULT
+    } else {
+        spec.limits
+    }
+}
+
+/// Starts the session a spec asks for; the error says what to do.
+fn open_session(spec: &TraceSpec) -> Result<(Session, u64), String> {
+    if !(spec.calls || spec.send || spec.receive || !spec.sys.is_empty()) {
+        return Err("the trace asks for nothing: trace calls, messages or a gen_server".into());
+    }
+    let returns = spec.returns || spec.patterns.iter().any(|p| p.return_trace());
+    let options = SessionOptions {
+        args: spec.args,
+        text_bound: if spec.text_bound == 0 {
+            DEFAULT_TEXT_BOUND
+        } else {
+            spec.text_bound as usize
+        },
+        arg_match: spec.arg_match.clone().map(ArgMatch::Substring),
+        returns,
+        limits: session_limits(spec),
+        ..SessionOptions::default()
+    };
+    let session = Session::start(options).map_err(|e| e.to_string())?;
+    let procs = match &spec.processes {
+        Processes::All => Procs::All,
+        Processes::New => Procs::New,
+        Processes::Existing => Procs::Existing,
+        Processes::Some(names) => {
+            Procs::Some(names.iter().map(|n| ProcessRef::from(n.as_str())).collect())
+        }
+    };
+    let flags = ProcFlags {
+        calls: spec.calls,
+        send: spec.send,
+        receive: spec.receive,
+    };
+    session.processes(procs, flags).map_err(|e| e.to_string())?;
+    let mut matched = 0u64;
+    if spec.calls {
+        let mut none = Vec::new();
+        for pattern in &spec.patterns {
+            let n = if spec.returns {
+                session.trace_pattern(&pattern.clone().with_return_trace())
+            } else {
+                session.trace_pattern(pattern)
+            };
+            if n == 0 {
+                none.push(pattern.to_string());
+            }
+            matched += n as u64;
+        }
+        if !none.is_empty() {
+            return Err(format!(
+                "{} matches no traceable function of this node: see `nodetrace ls`",
+                none.join(", ")
+            ));
+        }
+    }
+    for target in &spec.sys {
+        sys::trace(&session, target.as_str(), true).map_err(|e| e.to_string())?;
+    }
+    Ok((session, matched))
+}
+
+/// Streams a session's events to the tracer until the session ends, then
+/// says why and what it counted.
+fn stream(session: &Session, writer: &Writer) {
+    mark_agent_thread();
+    let batches = session.batches();
+    loop {
+        match batches.recv_timeout(TICK) {
+            Ok(batch) => {
+                if send(writer, &NodeMessage::Events(batch)).is_err() {
+                    session.stop();
+                    return;
+                }
+            }
+            Err(RecvError::Timeout) => {}
+            Err(RecvError::Ended) => return,
+        }
+        if let Some(reason) = session.end_reason() {
+            session.flush();
+            while let Some(batch) = batches.try_recv() {
+                if send(writer, &NodeMessage::Events(batch)).is_err() {
+                    return;
+                }
+            }
+            let end = TraceEnd {
+                reason,
+                counts: session.counts(),
+            };
+            let _ = send(writer, &NodeMessage::Ended(end));
+            return;
+        }
+    }
+}
+
+fn process_rows() -> Vec<ProcessRow> {
+    processes()
+        .into_iter()
+        .map(|p| ProcessRow {
+            pid: p.pid,
+            name: p.name,
+            kind: match p.kind {
+                ProcessKind::GenServer => "gen_server".into(),
+                ProcessKind::Other => "process".into(),
+            },
+            mailbox_len: p.mailbox_len,
+            handled: p.handled,
+            started_ms: unix_ms(p.started),
+        })
+        .collect()
+}
+
+pub(crate) fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

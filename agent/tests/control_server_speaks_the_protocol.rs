@@ -1,0 +1,184 @@
+//! The control server, spoken to frame by frame: the handshake, a trace
+//! with a limit, a wrong cookie, garbage, and a tracer that goes silent.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use nodetrace_agent::node::{self, NodeConfig};
+use nodetrace_agent::{callsites, traced};
+use nodetrace_protocol::frame::{MAX_FRAME, read_frame, write_frame};
+use nodetrace_protocol::handshake::{Side, challenge, prove, verify};
+use nodetrace_protocol::home::Home;
+use nodetrace_protocol::{
+    Command, EndReason, Limits, MAGIC, NodeMessage, PROTOCOL_VERSION, Processes, Reply, TraceSpec,
+    TracerMessage,
+};
+
+#[traced]
+fn work(n: u64) -> u64 {
+    n * 2
+}
+
+const COOKIE: &str = "test-cookie";
+
+fn connect(addr: SocketAddr, cookie: &str) -> Result<TcpStream, NodeMessage> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let ours = challenge();
+    write_frame(
+        &mut s,
+        &TracerMessage::Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            challenge: ours,
+        },
+    )
+    .unwrap();
+    let NodeMessage::Challenge {
+        challenge: theirs, ..
+    } = read_frame(&mut s, MAX_FRAME).unwrap()
+    else {
+        panic!("no challenge")
+    };
+    write_frame(
+        &mut s,
+        &TracerMessage::Answer {
+            proof: prove(cookie, Side::Tracer, &ours, &theirs),
+        },
+    )
+    .unwrap();
+    match read_frame(&mut s, MAX_FRAME).unwrap() {
+        NodeMessage::Welcome { proof, node } => {
+            assert!(
+                verify(cookie, Side::Node, &ours, &theirs, &proof),
+                "the node proves the cookie too"
+            );
+            assert_eq!(node.name, "control@test");
+            Ok(s)
+        }
+        other => Err(other),
+    }
+}
+
+fn spec(max: u64) -> TraceSpec {
+    TraceSpec {
+        patterns: vec!["control_server_speaks_the_protocol:work".parse().unwrap()],
+        processes: Processes::All,
+        calls: true,
+        send: false,
+        receive: false,
+        sys: vec![],
+        args: true,
+        returns: false,
+        text_bound: 0,
+        arg_match: None,
+        limits: Limits {
+            max_events: Some(max),
+            rate: None,
+            duration_ms: None,
+        },
+    }
+}
+
+fn enabled() -> bool {
+    callsites().iter().any(|c| c.is_enabled())
+}
+
+#[test]
+fn the_control_server_serves_tracers_and_survives_bad_ones() {
+    let home = tempfile::tempdir().unwrap();
+    let addr = node::start(NodeConfig {
+        cookie: Some(COOKIE.into()),
+        home: Some(home.path().into()),
+        ..NodeConfig::new("control@test")
+    })
+    .unwrap();
+    let registered = Home::at(home.path()).nodes().unwrap();
+    assert_eq!(registered.len(), 1);
+    assert_eq!(
+        (registered[0].name.as_str(), registered[0].addr),
+        ("control@test", addr)
+    );
+
+    // A wrong cookie is denied and learns nothing.
+    assert_eq!(connect(addr, "wrong").unwrap_err(), NodeMessage::Denied);
+
+    // Garbage and an oversized frame close their connections only.
+    let mut junk = TcpStream::connect(addr).unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut huge = TcpStream::connect(addr).unwrap();
+    huge.write_all(&u32::MAX.to_be_bytes()).unwrap();
+
+    // A trace with a limit: exactly N events, then the end and its counts.
+    let mut s = connect(addr, COOKIE).unwrap();
+    write_frame(&mut s, &TracerMessage::Command(Command::Trace(spec(5)))).unwrap();
+    let NodeMessage::Reply(Reply::TraceStarted {
+        matched, limits, ..
+    }) = read_frame(&mut s, MAX_FRAME).unwrap()
+    else {
+        panic!("the trace did not start")
+    };
+    assert_eq!((matched, limits.max_events), (1, Some(5)));
+    for i in 0..100 {
+        work(i);
+    }
+    let mut events = Vec::new();
+    let end = loop {
+        match read_frame(&mut s, MAX_FRAME).unwrap() {
+            NodeMessage::Events(batch) => events.extend(batch),
+            NodeMessage::Ended(end) => break end,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[0].text.as_deref(), Some("0"));
+    assert_eq!(end.reason, EndReason::MaxEvents(5));
+    assert_eq!(end.counts.delivered, 5);
+    assert!(!enabled());
+
+    // A pattern that matches nothing is refused with the reason.
+    let mut nothing = spec(5);
+    nothing.patterns = vec!["no_such::module".parse().unwrap()];
+    write_frame(&mut s, &TracerMessage::Command(Command::Trace(nothing))).unwrap();
+    let NodeMessage::Reply(Reply::Error(reason)) = read_frame(&mut s, MAX_FRAME).unwrap() else {
+        panic!("a pattern matching nothing started a trace")
+    };
+    assert!(
+        reason.contains("no_such::module matches no traceable function"),
+        "{reason}"
+    );
+
+    // A tracer that goes silent loses its trace within a second.
+    write_frame(
+        &mut s,
+        &TracerMessage::Command(Command::Trace(spec(1_000_000))),
+    )
+    .unwrap();
+    assert!(matches!(
+        read_frame(&mut s, MAX_FRAME).unwrap(),
+        NodeMessage::Reply(Reply::TraceStarted { .. })
+    ));
+    assert!(enabled());
+    let silent = Instant::now();
+    while enabled() {
+        assert!(
+            silent.elapsed() < Duration::from_millis(1500),
+            "the silent tracer's trace is still on"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The node still serves: processes, and the junk connections are gone.
+    let mut s = connect(addr, COOKIE).unwrap();
+    write_frame(&mut s, &TracerMessage::Command(Command::Processes)).unwrap();
+    assert!(matches!(
+        read_frame(&mut s, MAX_FRAME).unwrap(),
+        NodeMessage::Reply(Reply::Processes(_))
+    ));
+    write_frame(&mut s, &TracerMessage::Command(Command::StopClear)).unwrap();
+    assert!(matches!(
+        read_frame(&mut s, MAX_FRAME).unwrap(),
+        NodeMessage::Reply(Reply::Cleared { .. })
+    ));
+}
