@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_todo");
 const STARTUP: Duration = Duration::from_secs(30);
 
-/// A `todo` command with no inherited configuration.
-fn todo() -> Command {
+/// A `todo` command with no inherited configuration, registering its node
+/// in the nodetrace home `home` (never the user's).
+fn todo(home: &Path) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.env_remove("NODETRACE_NODE").env_remove("TODO_PORT");
+    cmd.env_remove("NODETRACE_NODE")
+        .env_remove("TODO_PORT")
+        .env_remove("NODETRACE_COOKIE")
+        .env("NODETRACE_HOME", home);
     cmd
 }
 
@@ -21,12 +25,14 @@ fn todo() -> Command {
 struct Node {
     child: Child,
     port: u16,
+    _home: tempfile::TempDir,
 }
 
 impl Node {
     /// Starts `todo --port 0 --data-dir DIR` and reads its address line.
     fn start(data_dir: &Path) -> Node {
-        let mut child = todo()
+        let home = tempfile::tempdir().unwrap();
+        let mut child = todo(home.path())
             .args(["--port", "0", "--data-dir"])
             .arg(data_dir)
             .current_dir(data_dir)
@@ -36,7 +42,11 @@ impl Node {
             .expect("the todo binary starts");
         let stdout = child.stdout.take().unwrap();
         // Guard first: from here on a panic kills the child.
-        let mut node = Node { child, port: 0 };
+        let mut node = Node {
+            child,
+            port: 0,
+            _home: home,
+        };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -195,8 +205,9 @@ fn a_taken_port_is_named_in_one_line() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
     let out = run_bounded(
-        todo()
+        todo(home.path())
             .args(["--port", &port, "--data-dir"])
             .arg(data.path()),
         STARTUP,
@@ -214,8 +225,9 @@ fn a_taken_port_is_named_in_one_line() {
 #[test]
 fn load_runs_the_operations_and_prints_the_rate() {
     let cwd = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
     let out = run_bounded(
-        todo()
+        todo(home.path())
             .args([
                 "load",
                 "--requests",
@@ -251,8 +263,9 @@ fn load_runs_the_operations_and_prints_the_rate() {
 #[test]
 fn load_with_a_data_dir_stores_every_list() {
     let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
     let out = run_bounded(
-        todo()
+        todo(home.path())
             .args(["load", "--requests", "40", "--lists", "2", "--data-dir"])
             .arg(data.path()),
         Duration::from_secs(120),
