@@ -137,6 +137,30 @@ mod tests {
         ));
     }
 
+    /// Random bytes, cut anywhere, never panic the decoder: every outcome
+    /// is a message or an error.
+    #[test]
+    fn random_bytes_never_panic_the_decoder() {
+        use crate::{NodeMessage, TracerMessage};
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if next() % 2 == 0 && bytes.len() >= 4 {
+                let body = (bytes.len() - 4) as u32;
+                bytes[..4].copy_from_slice(&body.to_be_bytes());
+            }
+            let _ = read_frame::<TracerMessage>(&mut &bytes[..], 1 << 16);
+            let _ = read_frame::<NodeMessage>(&mut &bytes[..], 1 << 16);
+        }
+    }
+
     #[test]
     fn oversized_truncated_and_malformed_frames_are_refused() {
         let big = (MAX_FRAME as u32 + 1).to_be_bytes();
