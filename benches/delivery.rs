@@ -1,0 +1,134 @@
+//! End-to-end delivery: a node streams one trace over loopback to a tracer
+//! that reads and decodes every frame. The anchor is the same calls with no
+//! trace, in the same run.
+
+use std::hint::black_box;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nodetrace_agent::node::{self, NodeConfig};
+use nodetrace_agent::traced;
+use nodetrace_protocol::frame::{MAX_FRAME, read_frame, write_frame};
+use nodetrace_protocol::handshake::{Side, challenge, prove};
+use nodetrace_protocol::{
+    Command, Limits, MAGIC, NodeMessage, PROTOCOL_VERSION, Processes, Reply, TraceSpec,
+    TracerMessage,
+};
+
+/// Events per measured trace.
+const EVENTS: u64 = 200_000;
+const COOKIE: &str = "bench";
+
+#[traced]
+#[inline(never)]
+fn hot(a: u64) -> u64 {
+    a.wrapping_mul(31) ^ 7
+}
+
+/// Connects and completes the handshake.
+fn connect(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let ours = challenge();
+    let hello = TracerMessage::Hello { magic: MAGIC, version: PROTOCOL_VERSION, challenge: ours };
+    write_frame(&mut s, &hello).unwrap();
+    let NodeMessage::Challenge { challenge: theirs, .. } = read_frame(&mut s, MAX_FRAME).unwrap() else {
+        panic!("no challenge")
+    };
+    let answer = TracerMessage::Answer { proof: prove(COOKIE, Side::Tracer, &ours, &theirs) };
+    write_frame(&mut s, &answer).unwrap();
+    assert!(matches!(read_frame(&mut s, MAX_FRAME).unwrap(), NodeMessage::Welcome { .. }));
+    s
+}
+
+/// Runs one trace of `EVENTS` calls and returns (events delivered, events
+/// lost, time from the trace's start to its end as the tracer saw it).
+fn one_trace(addr: SocketAddr) -> (u64, u64, Duration) {
+    let mut s = connect(addr);
+    let spec = TraceSpec {
+        patterns: vec!["delivery:hot".parse().unwrap()],
+        processes: Processes::All,
+        calls: true,
+        send: false,
+        receive: false,
+        sys: vec![],
+        args: false,
+        returns: false,
+        text_bound: 0,
+        arg_match: None,
+        limits: Limits { max_events: Some(EVENTS), rate: None, duration_ms: Some(60_000) },
+    };
+    write_frame(&mut s, &TracerMessage::Command(Command::Trace(spec))).unwrap();
+    let NodeMessage::Reply(Reply::TraceStarted { .. }) = read_frame(&mut s, MAX_FRAME).unwrap() else {
+        panic!("the trace did not start")
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let done = done.clone();
+        thread::spawn(move || {
+            let mut i = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                for _ in 0..256 {
+                    black_box(hot(black_box(i)));
+                    i += 1;
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut decoded = 0u64;
+    let end = loop {
+        match read_frame::<NodeMessage>(&mut s, MAX_FRAME).unwrap() {
+            NodeMessage::Events(batch) => decoded += batch.len() as u64,
+            NodeMessage::Ended(end) => break end,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let elapsed = start.elapsed();
+    done.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    assert_eq!(decoded, end.counts.delivered);
+    (decoded, end.counts.lost, elapsed)
+}
+
+fn delivery(c: &mut Criterion) {
+    let home = tempfile::tempdir().unwrap();
+    let addr = node::start(NodeConfig {
+        cookie: Some(COOKIE.into()),
+        home: Some(home.path().into()),
+        ..NodeConfig::new("bench@localhost")
+    })
+    .unwrap();
+    let mut group = c.benchmark_group("delivery");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(EVENTS));
+    group.bench_function("untraced_calls", |b| {
+        b.iter(|| {
+            for i in 0..EVENTS {
+                black_box(hot(black_box(i)));
+            }
+        })
+    });
+    let (mut delivered, mut lost) = (0, 0);
+    group.bench_function("streamed_to_tracer", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (d, l, t) = one_trace(addr);
+                delivered += d;
+                lost += l;
+                total += t;
+            }
+            total
+        })
+    });
+    group.finish();
+    eprintln!("streamed: {delivered} events delivered and decoded, {lost} lost to full buffers");
+}
+
+criterion_group!(benches, delivery);
+criterion_main!(benches);
