@@ -45,6 +45,7 @@ pub mod gen_server;
 pub mod node;
 mod panics;
 mod process;
+mod profile;
 mod record;
 mod ring;
 mod session;
@@ -58,6 +59,7 @@ pub use process::{
     ProcessInfo, ProcessKind, ProcessRef, RegistryError, processes, register, self_pid, unregister,
     whereis,
 };
+pub use profile::{Profile, ProfileError, ProfileOptions};
 pub use ring::{DEFAULT_RING_CAPACITY, ring_drops, set_ring_capacity};
 pub use session::{
     ArgMatch, Batches, DEFAULT_QUEUE, MAX_SELECTED, MAX_SESSIONS, ProcFlags, Procs, Session,

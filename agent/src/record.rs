@@ -20,7 +20,7 @@ use crate::fmt::ArgWriter;
 use crate::process::self_pid;
 use crate::ring::{is_agent_thread, push};
 use crate::session::for_each_slot;
-use crate::{clock, panics};
+use crate::{clock, panics, profile};
 
 /// A call being recorded: who, for which sessions, since when.
 #[doc(hidden)]
@@ -34,6 +34,8 @@ pub struct Active {
     returns: u32,
     /// Those of them that want the return value.
     ret: u32,
+    /// A profile counts this call and, for a sync call, has its frame.
+    profiled: bool,
     bound: usize,
     start: u64,
 }
@@ -45,6 +47,8 @@ pub struct Pending {
     pid: Pid,
     mask: u32,
     returns: u32,
+    /// A profile wants the call.
+    profile: bool,
     /// Bound on the argument text, zero if no session wants arguments.
     args_bound: usize,
     bound: usize,
@@ -57,8 +61,11 @@ fn sessions_for(flags: u64) -> Option<Pending> {
     }
     let pid = self_pid();
     let (mut mask, mut returns, mut args_bound, mut bound) = (0u32, 0u32, 0usize, 0usize);
+    let mut profile = false;
     for_each_slot(flags as u32, |i, s| {
-        if s.traces_calls_of(pid) && s.admit() {
+        if s.profile.load(Ordering::Relaxed) {
+            profile |= s.traces_calls_of(pid);
+        } else if s.traces_calls_of(pid) && s.admit() {
             mask |= 1 << i;
             if s.returns.load(Ordering::Relaxed) {
                 returns |= 1 << i;
@@ -67,10 +74,11 @@ fn sessions_for(flags: u64) -> Option<Pending> {
             args_bound = args_bound.max(s.args_bound.load(Ordering::Relaxed));
         }
     });
-    (mask != 0).then_some(Pending {
+    (mask != 0 || profile).then_some(Pending {
         pid,
         mask,
         returns,
+        profile,
         args_bound,
         bound,
     })
@@ -90,27 +98,31 @@ fn begin(
                 mask &= !(1 << i);
             }
         });
-        if mask == 0 {
-            return None;
-        }
+    }
+    let profiled = pending.profile && profile::enter(cs.id(), cs.metadata().is_async);
+    if mask == 0 && !profiled {
+        return None;
     }
     let start = clock::now();
-    push(
-        EventKind::Call,
-        mask,
-        cs.id(),
-        u64::MAX,
-        pending.pid,
-        start,
-        0,
-        args,
-    );
+    if mask != 0 {
+        push(
+            EventKind::Call,
+            mask,
+            cs.id(),
+            u64::MAX,
+            pending.pid,
+            start,
+            0,
+            args,
+        );
+    }
     Some(Active {
         cs,
         pid: pending.pid,
         mask,
         returns: pending.returns & mask,
         ret: (flags >> 32) as u32 & pending.returns & mask,
+        profiled,
         bound: pending.bound,
         start,
     })
@@ -135,7 +147,7 @@ fn start_call_on(
     args: impl FnOnce(&mut ArgWriter),
 ) -> Option<Active> {
     let pending = sessions_for(flags)?;
-    let text = (pending.args_bound > 0).then(|| {
+    let text = (pending.args_bound > 0 && pending.mask != 0).then(|| {
         let mut w = ArgWriter::new(pending.args_bound, pending.pid);
         args(&mut w);
         w.finish()
@@ -177,14 +189,24 @@ impl Active {
 
     #[inline(never)]
     fn returned(self, ret: impl FnOnce(&mut ArgWriter)) {
+        self.leave_profile();
         let end = clock::now();
         let text = self.value(ret);
         self.end(EventKind::Return, end, None, text);
     }
 
+    /// Pops a sync call's profile frame.
+    #[inline(always)]
+    fn leave_profile(&self) {
+        if self.profiled && !self.cs.metadata().is_async {
+            profile::exit(self.cs.id(), self.pid);
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn unwound(self, message: String) {
+        self.leave_profile();
         self.end(
             EventKind::Exception,
             clock::now(),
@@ -271,6 +293,10 @@ pin_project_lite::pin_project! {
         fut: F,
         active: Option<Active>,
         busy: u64,
+        // Own ticks of the polls, for a profile.
+        own: u64,
+        // The traced caller at the last poll, for a profile.
+        caller: u32,
         ret: R,
     }
 
@@ -300,6 +326,8 @@ where
         fut,
         active,
         busy: 0,
+        own: 0,
+        caller: u32::MAX,
         ret,
     }
 }
@@ -316,13 +344,27 @@ where
         if this.active.is_none() {
             return this.fut.poll(cx);
         }
+        let profiled = this.active.as_ref().is_some_and(|a| a.profiled);
+        let cs = this.active.as_ref().map_or(0, |a| a.cs.id());
         let t0 = clock::now();
+        if profiled {
+            profile::enter_poll(cs, t0);
+        }
         let polled = this.fut.poll(cx);
         let t1 = clock::now();
         *this.busy += t1.saturating_sub(t0);
+        if profiled {
+            let (own, caller) = profile::exit_poll(cs, t1);
+            *this.own += own;
+            *this.caller = caller;
+        }
         if let Poll::Ready(out) = &polled
             && let Some(active) = this.active.take()
         {
+            if profiled {
+                let wall = t1.saturating_sub(active.start);
+                profile::complete_async(cs, active.pid, *this.caller, *this.own, *this.busy, wall);
+            }
             let text = active.value(|w| (this.ret)(w, out));
             active.end(EventKind::Return, t1, Some(*this.busy), text);
         }

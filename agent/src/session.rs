@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use nodetrace_protocol::{Counts, EndReason, Event, Limits, Pattern, Pid};
+use nodetrace_protocol::{Counts, EndReason, Event, Limits, Pattern, Pid, ProfileMode};
 use regex::Regex;
 
 use crate::callsite::{callsites, session_bits};
@@ -120,6 +120,8 @@ pub struct SessionOptions {
     pub returns: bool,
     /// When the session stops or thins itself: enforced here, in the node.
     pub limits: Limits,
+    /// Profile instead of recording events (see [`crate::Profile`]).
+    pub profile: Option<ProfileMode>,
 }
 
 impl Default for SessionOptions {
@@ -135,6 +137,7 @@ impl Default for SessionOptions {
                 rate: None,
                 duration_ms: None,
             },
+            profile: None,
         }
     }
 }
@@ -326,6 +329,8 @@ pub(crate) struct Slot {
     pub(crate) has_match: AtomicBool,
     /// The session wants return events.
     pub(crate) returns: AtomicBool,
+    /// The session is a profile: its calls update aggregates, not events.
+    pub(crate) profile: AtomicBool,
     /// Calls and messages allowed per rate window; zero for no rate limit.
     rate_limit: AtomicU64,
     /// Calls and messages admitted in the current rate window.
@@ -348,6 +353,7 @@ impl Slot {
             text_bound: AtomicUsize::new(0),
             has_match: AtomicBool::new(false),
             returns: AtomicBool::new(false),
+            profile: AtomicBool::new(false),
             rate_limit: AtomicU64::new(0),
             rate_used: AtomicU64::new(0),
             rate_dropped: AtomicU64::new(0),
@@ -582,6 +588,8 @@ impl Session {
             .store(options.arg_match.is_some(), Ordering::Relaxed);
         hot.lost.store(0, Ordering::Relaxed);
         hot.returns.store(options.returns, Ordering::Relaxed);
+        hot.profile
+            .store(options.profile.is_some(), Ordering::Relaxed);
         hot.rate_limit.store(
             options.limits.rate.map_or(0, |r| r.events.max(1)),
             Ordering::Relaxed,

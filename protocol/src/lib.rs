@@ -22,6 +22,7 @@ pub mod home;
 mod message;
 mod pattern;
 mod pid;
+mod profile;
 
 pub use duration::{display_ms, parse_duration_ms};
 pub use event::{CallsiteInfo, Event, EventKind};
@@ -31,3 +32,6 @@ pub use message::{
 };
 pub use pattern::{Pattern, PatternError, PatternErrorKind, snake_case};
 pub use pid::{ParsePidError, Pid};
+pub use profile::{
+    CallEdge, FunctionProfile, Percentiles, ProfileMode, ProfileSnapshot, ProfileSpec, StackSample,
+};

@@ -1,0 +1,521 @@
+//! Profiling inside the node: cprof, eprof and fprof as aggregates.
+//!
+//! A profile is a session whose callsites, instead of recording events,
+//! update figures kept per thread: call counts (cprof, one owner-written
+//! counter per callsite, no clock), and for eprof and fprof a shadow stack of
+//! traced frames from which each return adds its own time, accumulated time,
+//! caller edge and stack to the thread's aggregates. A snapshot merges the
+//! threads' figures; their size is bounded by the functions, edges and
+//! distinct stacks seen, never by the number of calls.
+//!
+//! An async function is on the stack only while it is polled: each poll
+//! adds its own time; its call counts once, at completion, with its wall
+//! time as accumulated time and the sum of its polls as busy time.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use hdrhistogram::Histogram;
+use nodetrace_protocol::{
+    CallEdge, FunctionProfile, Pattern, Percentiles, Pid, ProfileMode, ProfileSnapshot, StackSample,
+};
+use rustc_hash::FxHashMap;
+
+use crate::callsite::callsites;
+use crate::clock;
+use crate::session::{ProcFlags, Procs, Session, SessionError, SessionOptions};
+
+/// The caller id of a call whose caller is not traced.
+const ROOT: u32 = u32::MAX;
+
+/// Why a profile did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// A profile already runs; one node runs one at a time.
+    #[error("a profile already runs on this node: wait for it or stop it")]
+    Busy,
+    /// The patterns match no function.
+    #[error("{0} matches no traceable function of this node: see `nodetrace ls`")]
+    NothingMatched(String),
+    /// The session could not start.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// How a profile is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileOptions {
+    /// The profiler.
+    pub mode: ProfileMode,
+    /// Keep a latency histogram per function (eprof, fprof).
+    pub histogram: bool,
+    /// Keep the figures per process.
+    pub per_process: bool,
+}
+
+struct Profiler {
+    generation: u64,
+    options: ProfileOptions,
+    start: u64,
+    threads: Mutex<Vec<Arc<ThreadData>>>,
+}
+
+/// One thread's figures.
+struct ThreadData {
+    /// cprof: calls by callsite id; written by the owner thread only.
+    counts: Box<[AtomicU64]>,
+    aggregates: Mutex<Aggregates>,
+}
+
+#[derive(Default)]
+struct Aggregates {
+    functions: FxHashMap<(u64, u32), FunctionAggregate>,
+    edges: FxHashMap<(u32, u32), EdgeAggregate>,
+    /// Stack nodes: node `i + 1` is `(parent node, callsite)`; node 0 is the root.
+    nodes: Vec<(u32, u32)>,
+    /// Own ticks by node.
+    node_own: Vec<u64>,
+}
+
+#[derive(Default)]
+struct FunctionAggregate {
+    calls: u64,
+    own: u64,
+    acc: u64,
+    busy: Option<u64>,
+    histogram: Option<Histogram<u64>>,
+}
+
+#[derive(Default)]
+struct EdgeAggregate {
+    calls: u64,
+    acc: u64,
+    own: u64,
+}
+
+struct Frame {
+    cs: u32,
+    start: u64,
+    children: u64,
+    node: u32,
+}
+
+struct ThreadProfile {
+    generation: u64,
+    profiler: Arc<Profiler>,
+    data: Arc<ThreadData>,
+    stack: Vec<Frame>,
+    /// `(parent node, callsite)` to node, this thread's stack tree.
+    tree: FxHashMap<(u32, u32), u32>,
+    /// Nodes made since the aggregates were last locked.
+    new_nodes: Vec<(u32, u32)>,
+}
+
+static PROFILER: ArcSwapOption<Profiler> = ArcSwapOption::const_empty();
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static THREAD: RefCell<Option<ThreadProfile>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's profile state for the running profile.
+#[inline]
+fn with_thread<R>(f: impl FnOnce(&mut ThreadProfile) -> R) -> Option<R> {
+    THREAD
+        .try_with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let generation = GENERATION.load(Ordering::Acquire);
+            if slot.as_ref().is_none_or(|t| t.generation != generation) {
+                *slot = join(generation);
+            }
+            slot.as_mut().map(f)
+        })
+        .ok()
+        .flatten()
+}
+
+#[cold]
+fn join(generation: u64) -> Option<ThreadProfile> {
+    let profiler = PROFILER
+        .load_full()
+        .filter(|p| p.generation == generation)?;
+    let data = Arc::new(ThreadData {
+        counts: callsites().iter().map(|_| AtomicU64::new(0)).collect(),
+        aggregates: Mutex::new(Aggregates::default()),
+    });
+    profiler
+        .threads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(data.clone());
+    Some(ThreadProfile {
+        generation,
+        profiler,
+        data,
+        stack: Vec::new(),
+        tree: FxHashMap::default(),
+        new_nodes: Vec::new(),
+    })
+}
+
+impl ThreadProfile {
+    fn pid_key(&self, pid: Pid) -> u64 {
+        if self.profiler.options.per_process {
+            pid.to_bits()
+        } else {
+            0
+        }
+    }
+
+    fn push(&mut self, cs: u32, start: u64) {
+        let parent = self.stack.last().map_or(0, |f| f.node);
+        let next = (self.tree.len() + 1) as u32;
+        let node = *self.tree.entry((parent, cs)).or_insert_with(|| {
+            self.new_nodes.push((parent, cs));
+            next
+        });
+        self.stack.push(Frame {
+            cs,
+            start,
+            children: 0,
+            node,
+        });
+    }
+
+    /// Pops `cs`'s frame: its elapsed and own ticks, its caller, its node,
+    /// and whether it is recursive (an outer frame of the same function).
+    fn pop(&mut self, cs: u32, end: u64) -> Option<(u64, u64, u32, u32, bool)> {
+        if self.stack.last().is_none_or(|f| f.cs != cs) {
+            return None;
+        }
+        let frame = self.stack.pop()?;
+        let elapsed = end.saturating_sub(frame.start);
+        let own = elapsed.saturating_sub(frame.children);
+        let caller = self.stack.last_mut().map_or(ROOT, |parent| {
+            parent.children += elapsed;
+            parent.cs
+        });
+        let recursive = self.stack.iter().any(|f| f.cs == cs);
+        Some((elapsed, own, caller, frame.node, recursive))
+    }
+
+    fn aggregates(&mut self) -> std::sync::MutexGuard<'_, Aggregates> {
+        let mut agg = self
+            .data
+            .aggregates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for node in self.new_nodes.drain(..) {
+            agg.nodes.push(node);
+            agg.node_own.push(0);
+        }
+        agg
+    }
+}
+
+impl Aggregates {
+    fn function(&mut self, key: (u64, u32), histogram: bool) -> &mut FunctionAggregate {
+        self.functions
+            .entry(key)
+            .or_insert_with(|| FunctionAggregate {
+                histogram: histogram.then(|| Histogram::new(3).expect("3 significant figures")),
+                ..FunctionAggregate::default()
+            })
+    }
+
+    fn add_own(&mut self, node: u32, own: u64) {
+        if let Some(slot) = self.node_own.get_mut(node as usize - 1) {
+            *slot += own;
+        }
+    }
+}
+
+/// A sync call (or the first poll of an async one) entered `cs` in `pid`:
+/// cprof counts it; eprof and fprof push a frame for sync calls. Returns
+/// whether the call has a frame to pop.
+#[inline(never)]
+pub(crate) fn enter(cs: u32, is_async: bool) -> bool {
+    with_thread(|t| {
+        if t.profiler.options.mode == ProfileMode::Cprof {
+            let counter = &t.data.counts[cs as usize];
+            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            return false;
+        }
+        if !is_async {
+            t.push(cs, clock::now());
+        }
+        true
+    })
+    .unwrap_or(false)
+}
+
+/// A sync call of `cs` returned or unwound.
+#[inline(never)]
+pub(crate) fn exit(cs: u32, pid: Pid) {
+    let end = clock::now();
+    with_thread(|t| {
+        let Some((elapsed, own, caller, node, recursive)) = t.pop(cs, end) else {
+            return;
+        };
+        let (key, histogram) = (t.pid_key(pid), t.profiler.options.histogram);
+        let graph = t.profiler.options.mode == ProfileMode::Fprof;
+        let mut agg = t.aggregates();
+        let f = agg.function((key, cs), histogram);
+        f.calls += 1;
+        f.own += own;
+        if !recursive {
+            f.acc += elapsed;
+        }
+        if let Some(h) = &mut f.histogram {
+            let _ = h.record(clock::nanos_between(0, elapsed).max(1));
+        }
+        if graph {
+            let e = agg.edges.entry((caller, cs)).or_default();
+            e.calls += 1;
+            e.own += own;
+            e.acc += elapsed;
+        }
+        agg.add_own(node, own);
+    });
+}
+
+/// A poll of async `cs` begins: its frame is on the stack while it runs.
+#[inline(never)]
+pub(crate) fn enter_poll(cs: u32, start: u64) {
+    with_thread(|t| t.push(cs, start));
+}
+
+/// A poll of async `cs` ended; returns its own ticks (the poll's time less
+/// its traced callees') and the caller on the stack.
+#[inline(never)]
+pub(crate) fn exit_poll(cs: u32, end: u64) -> (u64, u32) {
+    with_thread(|t| {
+        let (_, own, caller, node, _) = t.pop(cs, end)?;
+        t.aggregates().add_own(node, own);
+        Some((own, caller))
+    })
+    .flatten()
+    .unwrap_or((0, ROOT))
+}
+
+/// Async `cs` completed: one call, with the own and busy ticks of its polls
+/// and its wall ticks.
+#[inline(never)]
+pub(crate) fn complete_async(cs: u32, pid: Pid, caller: u32, own: u64, busy: u64, wall: u64) {
+    with_thread(|t| {
+        let (key, histogram) = (t.pid_key(pid), t.profiler.options.histogram);
+        let graph = t.profiler.options.mode == ProfileMode::Fprof;
+        let mut agg = t.aggregates();
+        let f = agg.function((key, cs), histogram);
+        f.calls += 1;
+        f.own += own;
+        f.acc += wall;
+        *f.busy.get_or_insert(0) += busy;
+        if let Some(h) = &mut f.histogram {
+            let _ = h.record(clock::nanos_between(0, wall).max(1));
+        }
+        if graph {
+            let e = agg.edges.entry((caller, cs)).or_default();
+            e.calls += 1;
+            e.own += own;
+            e.acc += wall;
+        }
+    });
+}
+
+/// A running profile: `cprof`, `eprof` or `fprof` of this node.
+///
+/// ```
+/// use nodetrace_agent::{Profile, ProfileOptions};
+/// use nodetrace_protocol::ProfileMode;
+///
+/// #[nodetrace_agent::traced]
+/// fn work(n: u64) -> u64 { n + 1 }
+///
+/// let options = ProfileOptions { mode: ProfileMode::Cprof, histogram: false, per_process: false };
+/// let profile = Profile::start(options, &[]).unwrap();
+/// for i in 0..10 { work(i); }
+/// let snapshot = profile.stop();
+/// assert_eq!(snapshot.functions[0].calls, 10);
+/// ```
+pub struct Profile {
+    session: Session,
+    profiler: Arc<Profiler>,
+}
+
+impl Profile {
+    /// Starts profiling the functions `patterns` match (every traceable
+    /// function if none) in every process; returns the profile and how many
+    /// functions it covers.
+    pub fn start(options: ProfileOptions, patterns: &[Pattern]) -> Result<Profile, ProfileError> {
+        Profile::start_in(options, patterns, Procs::All)
+    }
+
+    /// Like [`Profile::start`], in the processes `procs` selects.
+    pub fn start_in(
+        options: ProfileOptions,
+        patterns: &[Pattern],
+        procs: Procs,
+    ) -> Result<Profile, ProfileError> {
+        let session = Session::start(SessionOptions {
+            args: false,
+            returns: false,
+            profile: Some(options.mode),
+            ..SessionOptions::default()
+        })?;
+        let generation = GENERATION.load(Ordering::Relaxed) + 1;
+        let profiler = Arc::new(Profiler {
+            generation,
+            options,
+            start: clock::now(),
+            threads: Mutex::new(Vec::new()),
+        });
+        let previous = PROFILER.compare_and_swap(&None::<Arc<Profiler>>, Some(profiler.clone()));
+        if previous.is_some() {
+            return Err(ProfileError::Busy);
+        }
+        GENERATION.store(generation, Ordering::Release);
+        let profile = Profile { session, profiler };
+        profile.session.processes(procs, ProcFlags::CALLS)?;
+        let every: [Pattern; 1] = ["*".parse().expect("`*` is a pattern")];
+        let patterns = if patterns.is_empty() {
+            &every[..]
+        } else {
+            patterns
+        };
+        for pattern in patterns {
+            if profile.session.trace_pattern(pattern) == 0 {
+                return Err(ProfileError::NothingMatched(pattern.to_string()));
+            }
+        }
+        Ok(profile)
+    }
+
+    /// Functions the profile covers.
+    pub fn functions(&self) -> usize {
+        callsites().iter().filter(|c| c.is_enabled()).count()
+    }
+
+    /// Everything measured so far, merged over threads.
+    pub fn snapshot(&self) -> ProfileSnapshot {
+        snapshot(&self.profiler)
+    }
+
+    /// Stops profiling (every callsite it switched on goes off) and returns
+    /// the final figures.
+    pub fn stop(self) -> ProfileSnapshot {
+        self.session.stop();
+        snapshot(&self.profiler)
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        self.session.stop();
+        PROFILER.compare_and_swap(&Some(self.profiler.clone()), None::<Arc<Profiler>>);
+        GENERATION.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn snapshot(profiler: &Profiler) -> ProfileSnapshot {
+    let ns = |ticks: u64| clock::nanos_between(0, ticks);
+    let threads = profiler
+        .threads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut functions: FxHashMap<(u64, u32), FunctionAggregate> = FxHashMap::default();
+    let mut edges: FxHashMap<(u32, u32), EdgeAggregate> = FxHashMap::default();
+    let mut stacks: FxHashMap<Vec<u32>, u64> = FxHashMap::default();
+    for thread in &threads {
+        if profiler.options.mode == ProfileMode::Cprof {
+            for (cs, count) in thread.counts.iter().enumerate() {
+                let n = count.load(Ordering::Relaxed);
+                if n > 0 {
+                    functions.entry((0, cs as u32)).or_default().calls += n;
+                }
+            }
+            continue;
+        }
+        let agg = thread.aggregates.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, f) in &agg.functions {
+            let into = functions.entry(*key).or_default();
+            into.calls += f.calls;
+            into.own += f.own;
+            into.acc += f.acc;
+            if let Some(busy) = f.busy {
+                *into.busy.get_or_insert(0) += busy;
+            }
+            if let Some(h) = &f.histogram {
+                match &mut into.histogram {
+                    Some(merged) => {
+                        let _ = merged.add(h);
+                    }
+                    None => into.histogram = Some(h.clone()),
+                }
+            }
+        }
+        for (key, e) in &agg.edges {
+            let into = edges.entry(*key).or_default();
+            into.calls += e.calls;
+            into.acc += e.acc;
+            into.own += e.own;
+        }
+        for (i, own) in agg.node_own.iter().enumerate().filter(|(_, own)| **own > 0) {
+            let mut frames = Vec::new();
+            let mut node = i as u32 + 1;
+            while node != 0 {
+                let (parent, cs) = agg.nodes[node as usize - 1];
+                frames.push(cs);
+                node = parent;
+            }
+            frames.reverse();
+            *stacks.entry(frames).or_default() += own;
+        }
+    }
+    let percentile = |h: &Histogram<u64>| Percentiles {
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+    };
+    let mut snapshot = ProfileSnapshot {
+        elapsed_ns: ns(clock::now().saturating_sub(profiler.start)),
+        functions: functions
+            .into_iter()
+            .map(|((pid, cs), f)| FunctionProfile {
+                callsite: cs,
+                pid: profiler.options.per_process.then(|| Pid::from_bits(pid)),
+                calls: f.calls,
+                own_ns: ns(f.own),
+                acc_ns: ns(f.acc),
+                busy_ns: f.busy.map(ns),
+                histogram: f.histogram.as_ref().map(percentile),
+            })
+            .collect(),
+        edges: edges
+            .into_iter()
+            .map(|((caller, callee), e)| CallEdge {
+                caller: (caller != ROOT).then_some(caller),
+                callee,
+                calls: e.calls,
+                acc_ns: ns(e.acc),
+                own_ns: ns(e.own),
+            })
+            .collect(),
+        stacks: stacks
+            .into_iter()
+            .map(|(frames, own)| StackSample {
+                frames,
+                own_ns: ns(own),
+            })
+            .collect(),
+    };
+    snapshot.functions.sort_by_key(|f| (f.callsite, f.pid));
+    snapshot.edges.sort_by_key(|e| (e.caller, e.callee));
+    snapshot.stacks.sort_by(|a, b| a.frames.cmp(&b.frames));
+    snapshot
+}
