@@ -50,6 +50,7 @@ mod record;
 mod ring;
 mod session;
 pub mod sys;
+mod tc;
 
 pub use callsite::{Callsite, Metadata, callsite, callsites};
 pub use fmt::{AsPid, DEFAULT_TEXT_BOUND};
@@ -65,6 +66,7 @@ pub use session::{
     ArgMatch, Batches, DEFAULT_QUEUE, MAX_SELECTED, MAX_SESSIONS, ProcFlags, Procs, Session,
     SessionError, SessionOptions, clear_all,
 };
+pub use tc::{tc, tc_async};
 
 /// What `#[traced]` expands to; not a public API.
 #[doc(hidden)]

@@ -1,0 +1,122 @@
+//! Profiling the `todo load` workload in process: untraced, cprof, eprof and
+//! fprof (every traceable function), each against the untraced run in the
+//! same bench; the time a final fprof report takes; `tc` on an empty closure
+//! against no timing at all; and the memory of a 60 s eprof session.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nodetrace_agent::{Profile, ProfileOptions, tc};
+use nodetrace_protocol::ProfileMode;
+use todo::load::{self, LoadConfig};
+
+/// Operations per measured run.
+const REQUESTS: u64 = 20_000;
+
+const CONFIG: LoadConfig = LoadConfig {
+    requests: REQUESTS,
+    lists: 10,
+    clients: 8,
+};
+
+/// Runs the load `iters` times on fresh systems; returns the load's time.
+fn runs(runtime: &tokio::runtime::Runtime, iters: u64) -> Duration {
+    let mut timed = Duration::ZERO;
+    for _ in 0..iters {
+        let system = runtime.block_on(todo::start(None)).unwrap();
+        let report = runtime.block_on(load::run(&system, CONFIG)).unwrap();
+        assert_eq!(report.operations, REQUESTS);
+        timed += report.elapsed;
+        runtime.block_on(system.stop());
+    }
+    timed
+}
+
+fn options(mode: ProfileMode) -> ProfileOptions {
+    ProfileOptions {
+        mode,
+        histogram: false,
+        per_process: false,
+    }
+}
+
+fn profiles(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut group = c.benchmark_group("profile_todo_load");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Elements(REQUESTS));
+    group.bench_function("untraced", |b| b.iter_custom(|n| runs(&runtime, n)));
+    for mode in [ProfileMode::Cprof, ProfileMode::Eprof, ProfileMode::Fprof] {
+        let profile = Profile::start(options(mode), &[]).unwrap();
+        group.bench_function(mode.name(), |b| b.iter_custom(|n| runs(&runtime, n)));
+        let (took, snapshot) = tc(|| profile.stop());
+        eprintln!(
+            "{}: {} functions profiled; the final report took {took:?}",
+            mode.name(),
+            snapshot.functions.len()
+        );
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("tc");
+    group.bench_function("empty_closure_untimed", |b| {
+        b.iter(|| black_box(black_box(|| 1u8)()))
+    });
+    group.bench_function("tc_empty_closure", |b| {
+        b.iter(|| black_box(tc(black_box(|| 1u8))))
+    });
+    group.bench_function("std_instant_pair", |b| {
+        b.iter(|| {
+            let start = Instant::now();
+            let v = black_box(black_box(|| 1u8)());
+            black_box((start.elapsed(), v))
+        })
+    });
+    group.finish();
+}
+
+/// Resident memory in KiB, from /proc.
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+/// A 60 s eprof session under continuous load: resident memory after a
+/// 10 s warm-up and at the end. Set NODETRACE_BENCH_QUICK=1 to skip it.
+fn eprof_memory(_: &mut Criterion) {
+    if std::env::var_os("NODETRACE_BENCH_QUICK").is_some() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let profile = Profile::start(options(ProfileMode::Eprof), &[]).unwrap();
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut next = Duration::from_secs(10);
+    while start.elapsed() < Duration::from_secs(60) {
+        runs(&runtime, 1);
+        if start.elapsed() >= next {
+            samples.push((next.as_secs(), rss_kib()));
+            next += Duration::from_secs(10);
+        }
+    }
+    let snapshot = profile.stop();
+    let warm = samples.first().map_or(0, |s| s.1);
+    let end = samples.last().map_or(0, |s| s.1);
+    eprintln!(
+        "eprof memory over 60 s (KiB at each 10 s): {samples:?}; after warm-up {warm} KiB, at the end {end} KiB ({:+.1}%); {} functions, {} stacks",
+        (end as f64 - warm as f64) * 100.0 / warm.max(1) as f64,
+        snapshot.functions.len(),
+        snapshot.stacks.len()
+    );
+}
+
+criterion_group!(benches, profiles, eprof_memory);
+criterion_main!(benches);
