@@ -125,6 +125,64 @@ fn connection(stream: TcpStream, context: &Context) {
     }
 }
 
+/// Where `nodetrace profile -- CMD` listens for the command's agent.
+pub const PROFILER_ADDR_ENV: &str = "NODETRACE_PROFILER";
+/// The one-time cookie of that connection.
+pub const PROFILER_COOKIE_ENV: &str = "NODETRACE_PROFILER_COOKIE";
+/// How long the agent waits for the profiler's first command.
+const CONNECT_BACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects back to the profiler that started this process, if one did,
+/// and serves it: the handshake and the profiler's first command (the
+/// profile to run) complete before this returns, so the profile covers
+/// everything the program does from here on.
+pub(crate) fn connect_back(info: &NodeInfo) -> Result<(), NodeError> {
+    let Some(addr) = std::env::var_os(PROFILER_ADDR_ENV) else {
+        return Ok(());
+    };
+    let text = addr.to_string_lossy().into_owned();
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        NodeError::Profiler(format!("{PROFILER_ADDR_ENV}={text} is not an address"))
+    })?;
+    let cookie = std::env::var(PROFILER_COOKIE_ENV).unwrap_or_default();
+    let failed = |e: &dyn std::fmt::Display| NodeError::Profiler(format!("{addr}: {e}"));
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_BACK_TIMEOUT).map_err(|e| failed(&e))?;
+    let context = Context {
+        cookie,
+        info: info.clone(),
+    };
+    let Some(mut conn) = Connection::open(stream, &context).map_err(|e| failed(&e))? else {
+        return Err(failed(&"the profiler did not complete the handshake"));
+    };
+    conn.reader
+        .get_ref()
+        .set_read_timeout(Some(CONNECT_BACK_TIMEOUT))
+        .map_err(|e| failed(&e))?;
+    let first: TracerMessage =
+        frame::read_frame(&mut conn.reader, MAX_FRAME).map_err(|e| failed(&e))?;
+    if let Some(reply) = conn.handle(first).map_err(|e| failed(&e))? {
+        send(&conn.writer, &NodeMessage::Reply(reply)).map_err(|e| failed(&e))?;
+    }
+    conn.reader
+        .get_ref()
+        .set_read_timeout(Some(TICK))
+        .map_err(|e| failed(&e))?;
+    thread::Builder::new()
+        .name("nodetrace-profiler".into())
+        .spawn(move || {
+            mark_agent_thread();
+            let result = conn.serve();
+            conn.end_trace();
+            if let Err(e) = result
+                && !matches!(e, FrameError::Closed)
+            {
+                log(format_args!("the profiler's connection closed: {e}"));
+            }
+        })
+        .map_err(|e| failed(&e))?;
+    Ok(())
+}
+
 type Writer = Arc<Mutex<BufWriter<TcpStream>>>;
 
 fn send(writer: &Writer, message: &NodeMessage) -> Result<(), FrameError> {

@@ -62,6 +62,9 @@ pub enum NodeError {
     /// The control server could not listen.
     #[error("the control server cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// The profiler that started this process could not be reached.
+    #[error("cannot connect back to the profiler that started this program: {0}")]
+    Profiler(String),
 }
 
 struct Node {
@@ -83,12 +86,13 @@ pub fn start(config: NodeConfig) -> Result<SocketAddr, NodeError> {
         os_pid: std::process::id(),
         started_ms: control::unix_ms(SystemTime::now()),
     };
-    let addr = control::start(&config, info)?;
+    let addr = control::start(&config, info.clone())?;
     NODE.set(Node {
         name: config.name.clone(),
         addr,
     })
     .map_err(|_| NodeError::AlreadyStarted(config.name))?;
+    control::connect_back(&info)?;
     Ok(addr)
 }
 
