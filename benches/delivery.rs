@@ -2,8 +2,10 @@
 //! that reads and decodes every frame. The anchor is the same calls with no
 //! trace, in the same run.
 
+mod common;
+
 use std::hint::black_box;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -13,15 +15,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nodetrace_agent::node::{self, NodeConfig};
 use nodetrace_agent::traced;
 use nodetrace_protocol::frame::{MAX_FRAME, read_frame, write_frame};
-use nodetrace_protocol::handshake::{Side, challenge, prove};
-use nodetrace_protocol::{
-    Command, Limits, MAGIC, NodeMessage, PROTOCOL_VERSION, Processes, Reply, TraceSpec,
-    TracerMessage,
-};
+use nodetrace_protocol::{Command, Limits, NodeMessage, Reply, TracerMessage};
 
 /// Events per measured trace.
 const EVENTS: u64 = 200_000;
-const COOKIE: &str = "bench";
 
 #[traced]
 #[inline(never)]
@@ -29,41 +26,19 @@ fn hot(a: u64) -> u64 {
     a.wrapping_mul(31) ^ 7
 }
 
-/// Connects and completes the handshake.
-fn connect(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    let ours = challenge();
-    let hello = TracerMessage::Hello { magic: MAGIC, version: PROTOCOL_VERSION, challenge: ours };
-    write_frame(&mut s, &hello).unwrap();
-    let NodeMessage::Challenge { challenge: theirs, .. } = read_frame(&mut s, MAX_FRAME).unwrap() else {
-        panic!("no challenge")
-    };
-    let answer = TracerMessage::Answer { proof: prove(COOKIE, Side::Tracer, &ours, &theirs) };
-    write_frame(&mut s, &answer).unwrap();
-    assert!(matches!(read_frame(&mut s, MAX_FRAME).unwrap(), NodeMessage::Welcome { .. }));
-    s
-}
-
 /// Runs one trace of `EVENTS` calls and returns (events delivered, events
 /// lost, time from the trace's start to its end as the tracer saw it).
 fn one_trace(addr: SocketAddr) -> (u64, u64, Duration) {
-    let mut s = connect(addr);
-    let spec = TraceSpec {
-        patterns: vec!["delivery:hot".parse().unwrap()],
-        processes: Processes::All,
-        calls: true,
-        send: false,
-        receive: false,
-        sys: vec![],
-        args: false,
-        returns: false,
-        text_bound: 0,
-        arg_match: None,
-        limits: Limits { max_events: Some(EVENTS), rate: None, duration_ms: Some(60_000) },
+    let mut s = common::connect(addr);
+    let limits = Limits {
+        max_events: Some(EVENTS),
+        rate: None,
+        duration_ms: Some(60_000),
     };
+    let spec = common::calls("delivery:hot", false, limits);
     write_frame(&mut s, &TracerMessage::Command(Command::Trace(spec))).unwrap();
-    let NodeMessage::Reply(Reply::TraceStarted { .. }) = read_frame(&mut s, MAX_FRAME).unwrap() else {
+    let NodeMessage::Reply(Reply::TraceStarted { .. }) = read_frame(&mut s, MAX_FRAME).unwrap()
+    else {
         panic!("the trace did not start")
     };
     let done = Arc::new(AtomicBool::new(false));
@@ -98,13 +73,15 @@ fn one_trace(addr: SocketAddr) -> (u64, u64, Duration) {
 fn delivery(c: &mut Criterion) {
     let home = tempfile::tempdir().unwrap();
     let addr = node::start(NodeConfig {
-        cookie: Some(COOKIE.into()),
+        cookie: Some(common::COOKIE.into()),
         home: Some(home.path().into()),
         ..NodeConfig::new("bench@localhost")
     })
     .unwrap();
     let mut group = c.benchmark_group("delivery");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements(EVENTS));
     group.bench_function("untraced_calls", |b| {
         b.iter(|| {

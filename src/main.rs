@@ -1,3 +1,535 @@
 //! `nodetrace`: the tracer node's command line.
+//!
+//! Dispatch only: parsing here, the work in `nodetrace-tracer` (and the
+//! guided tour in `demo`).
 
-fn main() {}
+mod demo;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nodetrace_tracer::protocol::home::Home;
+use nodetrace_tracer::protocol::{Limits, Pattern, Processes, Rate, TraceSpec};
+use nodetrace_tracer::spec::{self, DEFAULT_TEXT_BOUND};
+use nodetrace_tracer::stream::{self, TraceRun};
+use nodetrace_tracer::{
+    Connection, Credentials, Format, StopSignal, TracerError, commands, resolve,
+};
+
+/// Live tracing for Rust services, the way BEAM's dbg and sys do it.
+///
+/// A node (a service linking nodetrace-agent) registers itself under a name;
+/// nodetrace finds it, proves the node's cookie, switches tracing on for
+/// exactly what you ask, prints what happens, and switches it off again.
+#[derive(Debug, Parser)]
+#[command(name = "nodetrace", version, propagate_version = true)]
+struct Cli {
+    /// The cookie the node knows [default: NODETRACE_COOKIE, else the file
+    /// <home>/cookie, the home being NODETRACE_HOME or ~/.nodetrace].
+    #[arg(long, global = true, value_name = "COOKIE", display_order = 100)]
+    cookie: Option<String>,
+
+    /// The node: a registered name (todo@localhost, or just todo) or
+    /// HOST:PORT [default: the only running node]. `trace` takes it several
+    /// times to trace several nodes at once.
+    #[arg(long, global = true, value_name = "NODE", display_order = 99)]
+    node: Vec<String>,
+
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Lists the running nodes: name, OS pid, address, start time (like
+    /// `epmd -names`).
+    Nodes(FormatArg),
+    /// Traces function calls or messages on one or more nodes (`dbg:tp`,
+    /// `dbg:p`).
+    #[command(subcommand)]
+    Trace(TraceCmd),
+    /// Ends every trace on the node and switches all tracing off
+    /// (`dbg:stop_clear()`); prints how many traces it ended.
+    StopClear(FormatArg),
+    /// gen_server tools: trace a server's messages and states, read its
+    /// state or its counters (`sys:trace`, `sys:get_state`,
+    /// `sys:statistics`).
+    #[command(subcommand)]
+    Sys(SysCmd),
+    /// Lists the node's traceable functions, `module:function/arity
+    /// file:line`.
+    Ls(LsArgs),
+    /// Lists the node's processes: pid, name, kind, mailbox, messages
+    /// handled, start time.
+    Ps(FormatArg),
+    /// Starts a Todo node in a temporary home, drives it with HTTP requests
+    /// and runs each command on it, printing how to do the same by hand.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum TraceCmd {
+    /// Traces calls of the functions PATTERN selects, like `dbg:tp`.
+    ///
+    /// Patterns: Todo.Server or todo::server (a module), Todo.Server:entries,
+    /// Todo.Server:entries/2, todo::* (a module and its submodules),
+    /// Todo.Server:handle_* (a glob), each with an optional ` -> return`.
+    /// With no --max, --rate or --duration the trace stops itself after
+    /// 1000 events or 60 s; '*' (everything) needs an explicit limit.
+    #[command(
+        after_help = "Examples:\n  nodetrace trace calls Todo.Server --max 20\n  nodetrace trace calls 'Todo.Server:entries/2' --return --process todo_server:bob\n  nodetrace trace calls 'todo::*' --rate 100/1s --duration 30s --format json"
+    )]
+    Calls(CallsArgs),
+    /// Traces messages processes send and receive, like `dbg:p(P, [m])`.
+    #[command(
+        after_help = "Examples:\n  nodetrace trace messages --process todo_server:bob --max 20\n  nodetrace trace messages --send --all --rate 10/1s"
+    )]
+    Messages(MessagesArgs),
+}
+
+#[derive(Debug, Args)]
+struct CallsArgs {
+    /// What to trace: Todo.Server, todo::server, Todo.Server:entries/2,
+    /// todo::*, Todo.Server:handle_* ...
+    #[arg(required = true, value_name = "PATTERN")]
+    patterns: Vec<String>,
+    #[command(flatten)]
+    processes: ProcessArgs,
+    /// Also show what each call returns (`return_trace`), with its duration.
+    #[arg(long = "return")]
+    returns: bool,
+    /// Do not capture arguments: `call m:f/2` instead of `call m:f(a, b)`.
+    #[arg(long)]
+    no_args: bool,
+    /// Only calls whose formatted arguments contain TEXT.
+    #[arg(long = "match", value_name = "TEXT")]
+    arg_match: Option<String>,
+    #[command(flatten)]
+    common: TraceArgs,
+}
+
+#[derive(Debug, Args)]
+struct MessagesArgs {
+    #[command(flatten)]
+    processes: ProcessArgs,
+    /// Messages the processes send (with --receive: both; neither: both).
+    #[arg(long)]
+    send: bool,
+    /// Messages the processes receive.
+    #[arg(long)]
+    receive: bool,
+    #[command(flatten)]
+    common: TraceArgs,
+}
+
+#[derive(Debug, Args)]
+struct ProcessArgs {
+    /// Only this process, by pid (<0.12.0>) or registered name
+    /// (todo_server:bob); repeatable [default: --all].
+    #[arg(long = "process", value_name = "PID|NAME")]
+    process: Vec<String>,
+    /// All processes, present and future.
+    #[arg(long, conflicts_with_all = ["process", "new", "existing"])]
+    all: bool,
+    /// Only processes started from now on.
+    #[arg(long, conflicts_with_all = ["process", "existing"])]
+    new: bool,
+    /// Only processes that exist now.
+    #[arg(long, conflicts_with = "process")]
+    existing: bool,
+}
+
+impl ProcessArgs {
+    fn to_processes(&self) -> Processes {
+        if !self.process.is_empty() {
+            Processes::Some(self.process.clone())
+        } else if self.new {
+            Processes::New
+        } else if self.existing {
+            Processes::Existing
+        } else {
+            Processes::All
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.to_processes() {
+            Processes::Some(names) => names.join(", "),
+            Processes::All => "all processes".to_owned(),
+            Processes::New => "new processes".to_owned(),
+            Processes::Existing => "existing processes".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct TraceArgs {
+    /// Stop after N events (counted in the node).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max: Option<u64>,
+    /// Show at most N events per DURATION, dropping (and counting) the rest:
+    /// 100/1s, 10/500ms.
+    #[arg(long, value_name = "N/DURATION", value_parser = spec::parse_rate)]
+    rate: Option<Rate>,
+    /// Stop after DURATION: 500ms, 10s, 2m.
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration)]
+    duration: Option<u64>,
+    /// Bound on each argument, value or message text, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_TEXT_BOUND)]
+    text_bound: u32,
+    #[command(flatten)]
+    format: FormatArg,
+    /// Write the events to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct FormatArg {
+    /// text: lines for people; json: one JSON object a line.
+    #[arg(long, value_enum, default_value_t = FormatOpt::Text)]
+    format: FormatOpt,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatOpt {
+    Text,
+    Json,
+}
+
+impl FormatArg {
+    fn get(&self) -> Format {
+        match self.format {
+            FormatOpt::Text => Format::Text,
+            FormatOpt::Json => Format::Json,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct LsArgs {
+    /// Only functions this pattern selects (Todo.Server, todo::*, ...).
+    #[arg(value_name = "PATTERN")]
+    pattern: Option<String>,
+    #[command(flatten)]
+    format: FormatArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum SysCmd {
+    /// Shows a gen_server's messages and new states as they happen
+    /// (`sys:trace(Name, true)`), with the same limits as `trace`.
+    ///
+    /// `off` has nothing to switch off: sys tracing lasts as long as the
+    /// `sys trace NAME` that started it (Ctrl-C, its limit, or `nodetrace
+    /// stop-clear`).
+    Trace(SysTraceArgs),
+    /// Prints a gen_server's state (`sys:get_state`).
+    GetState(SysTargetArgs),
+    /// Prints a gen_server's counters (`sys:statistics`).
+    Statistics(SysTargetArgs),
+}
+
+#[derive(Debug, Args)]
+struct SysTraceArgs {
+    /// The gen_server: registered name (todo_server:bob) or pid.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// on: trace it now; off: explains how sys tracing ends.
+    #[arg(value_enum, default_value_t = OnOff::On)]
+    switch: OnOff,
+    #[command(flatten)]
+    common: TraceArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+struct SysTargetArgs {
+    /// The gen_server: registered name (todo_server:bob) or pid.
+    #[arg(value_name = "NAME")]
+    name: String,
+    #[command(flatten)]
+    format: FormatArg,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nodetrace: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<TracerError>()
+            .is_some_and(TracerError::is_broken_pipe)
+            || cause
+                .downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let cookie = cli.cookie.as_deref();
+    let node = &cli.node;
+    match cli.command {
+        Cmd::Nodes(format) => {
+            let home = Home::from_env()?;
+            let mut out = io::stdout().lock();
+            let n = commands::nodes(&home, &mut out, format.get())?;
+            if n == 0 && format.get() == Format::Text {
+                eprintln!(
+                    "no nodes are running (none registered in {})",
+                    resolve::nodes_dir(&home).display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Trace(TraceCmd::Calls(args)) => trace_calls(cookie, node, args),
+        Cmd::Trace(TraceCmd::Messages(args)) => trace_messages(cookie, node, args),
+        Cmd::StopClear(format) => {
+            let home = Home::from_env()?;
+            let credentials = Credentials::resolve(cookie, &home)?;
+            let mut out = io::stdout().lock();
+            for target in resolve::resolve_all(&home, node)? {
+                let mut conn = Connection::open(&target, &credentials)?;
+                let traces = commands::stop_clear(&mut conn)?;
+                commands::render_cleared(&mut out, conn.name(), traces, format.get())
+                    .map_err(TracerError::Output)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Sys(SysCmd::Trace(args)) => sys_trace(cookie, node, args),
+        Cmd::Sys(SysCmd::GetState(args)) => {
+            let mut conn = connect_one(cookie, node, "sys get-state")?;
+            let state = commands::get_state(&mut conn, &args.name)?;
+            commands::render_state(
+                &mut io::stdout().lock(),
+                conn.name(),
+                &args.name,
+                &state,
+                args.format.get(),
+            )
+            .map_err(TracerError::Output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Sys(SysCmd::Statistics(args)) => {
+            let mut conn = connect_one(cookie, node, "sys statistics")?;
+            let stats = commands::statistics(&mut conn, &args.name)?;
+            commands::render_statistics(
+                &mut io::stdout().lock(),
+                conn.name(),
+                &args.name,
+                &stats,
+                args.format.get(),
+            )
+            .map_err(TracerError::Output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ls(args) => {
+            let pattern = args.pattern.as_deref().map(Pattern::parse).transpose()?;
+            let mut conn = connect_one(cookie, node, "ls")?;
+            let list = commands::callsites(&mut conn, pattern)?;
+            commands::render_callsites(
+                &mut io::stdout().lock(),
+                conn.name(),
+                &list,
+                args.format.get(),
+            )
+            .map_err(TracerError::Output)?;
+            if list.is_empty() && args.format.get() == Format::Text {
+                eprintln!("{}: no traceable function matches", conn.name());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ps(format) => {
+            let mut conn = connect_one(cookie, node, "ps")?;
+            let rows = commands::processes(&mut conn)?;
+            commands::render_processes(&mut io::stdout().lock(), conn.name(), &rows, format.get())
+                .map_err(TracerError::Output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo => demo::run(),
+    }
+}
+
+fn connect_one(
+    cookie: Option<&str>,
+    node: &[String],
+    command: &str,
+) -> Result<Connection, TracerError> {
+    let home = Home::from_env()?;
+    let credentials = Credentials::resolve(cookie, &home)?;
+    let target = resolve::resolve_one(&home, node, command)?;
+    Connection::open(&target, &credentials)
+}
+
+fn trace_calls(cookie: Option<&str>, node: &[String], args: CallsArgs) -> anyhow::Result<ExitCode> {
+    let patterns = spec::parse_patterns(&args.patterns)?;
+    let what = format!(
+        "calls of {}{}",
+        patterns
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        in_processes(&args.processes)
+    );
+    let spec = TraceSpec {
+        patterns,
+        processes: args.processes.to_processes(),
+        calls: true,
+        send: false,
+        receive: false,
+        sys: Vec::new(),
+        args: !args.no_args,
+        returns: args.returns,
+        text_bound: args.common.text_bound,
+        arg_match: args.arg_match,
+        limits: Limits::DEFAULT,
+    };
+    trace(cookie, node, spec, what, &args.common)
+}
+
+fn in_processes(p: &ProcessArgs) -> String {
+    if p.process.is_empty() && !p.new && !p.existing {
+        String::new()
+    } else {
+        format!(" in {}", p.describe())
+    }
+}
+
+fn trace_messages(
+    cookie: Option<&str>,
+    node: &[String],
+    args: MessagesArgs,
+) -> anyhow::Result<ExitCode> {
+    let (send, receive) = match (args.send, args.receive) {
+        (false, false) => (true, true),
+        both => both,
+    };
+    let verb = match (send, receive) {
+        (true, true) => "sent and received",
+        (true, false) => "sent",
+        _ => "received",
+    };
+    let what = format!("messages {verb} by {}", args.processes.describe());
+    let spec = TraceSpec {
+        patterns: Vec::new(),
+        processes: args.processes.to_processes(),
+        calls: false,
+        send,
+        receive,
+        sys: Vec::new(),
+        args: true,
+        returns: false,
+        text_bound: args.common.text_bound,
+        arg_match: None,
+        limits: Limits::DEFAULT,
+    };
+    trace(cookie, node, spec, what, &args.common)
+}
+
+fn sys_trace(
+    cookie: Option<&str>,
+    node: &[String],
+    args: SysTraceArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.switch == OnOff::Off {
+        eprintln!(
+            "sys tracing of {} lasts as long as the `nodetrace sys trace {}` that started it: stop that one (Ctrl-C), or end every trace with `nodetrace stop-clear`",
+            args.name, args.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let spec = TraceSpec {
+        patterns: Vec::new(),
+        processes: Processes::Some(vec![args.name.clone()]),
+        calls: false,
+        send: false,
+        receive: false,
+        sys: vec![args.name.clone()],
+        args: true,
+        returns: false,
+        text_bound: args.common.text_bound,
+        arg_match: None,
+        limits: Limits::DEFAULT,
+    };
+    let what = format!("sys events of {}", args.name);
+    trace(cookie, node, spec, what, &args.common)
+}
+
+fn trace(
+    cookie: Option<&str>,
+    node: &[String],
+    mut spec: TraceSpec,
+    what: String,
+    common: &TraceArgs,
+) -> anyhow::Result<ExitCode> {
+    let chosen = spec::choose_limits(common.max, common.rate, common.duration, &spec.patterns)
+        .map_err(TracerError::Refused)?;
+    spec.limits = chosen.limits;
+    let home = Home::from_env()?;
+    let credentials = Credentials::resolve(cookie, &home)?;
+    let targets = resolve::resolve_all(&home, node)?;
+    let mut out: Box<dyn Write> = match &common.output {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    let stop = StopSignal::new();
+    install_ctrl_c(&stop)?;
+    let run = TraceRun {
+        spec,
+        format: common.format.get(),
+        default_limits: chosen.defaulted,
+        what,
+    };
+    let report = stream::run(
+        &targets,
+        &credentials,
+        &run,
+        &mut out,
+        &mut io::stderr().lock(),
+        &stop,
+    )?;
+    let _ = out.flush();
+    for err in report.errors() {
+        eprintln!("nodetrace: {err}");
+    }
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Ctrl-C (or SIGTERM) stops the trace: each node is sent Stop and the
+/// summary is printed. A second one exits at once; the nodes clear the
+/// trace of a tracer that went away.
+fn install_ctrl_c(stop: &StopSignal) -> anyhow::Result<()> {
+    let stop = stop.clone();
+    ctrlc::set_handler(move || {
+        if stop.is_stopped() {
+            std::process::exit(130);
+        }
+        stop.stop();
+    })
+    .context("cannot handle Ctrl-C")
+}

@@ -346,7 +346,7 @@ impl Connection {
                 }
                 None
             }
-            Command::Trace(spec) => Some(self.start_trace(spec)),
+            Command::Trace(spec) => self.start_trace(spec)?,
         })
     }
 
@@ -359,38 +359,42 @@ impl Connection {
         })
     }
 
-    fn start_trace(&mut self, spec: TraceSpec) -> Reply {
+    /// Starts a trace. Its reply goes out before any of its events: the
+    /// streamer starts while this holds the writer and writes the reply.
+    fn start_trace(&mut self, spec: TraceSpec) -> Result<Option<Reply>, FrameError> {
         if let Some(running) = &self.trace {
             if !running.session.is_ended() {
-                return Reply::Error(
-                    "a trace already runs on this connection: stop it first".into(),
-                );
+                let busy = "a trace already runs on this connection: stop it first";
+                return Ok(Some(Reply::Error(busy.into())));
             }
             self.end_trace();
         }
         let (session, matched) = match open_session(&spec) {
             Ok(opened) => opened,
-            Err(message) => return Reply::Error(message),
+            Err(message) => return Ok(Some(Reply::Error(message))),
         };
-        let limits = session_limits(&spec);
         let session = Arc::new(session);
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let streamer = {
             let (session, writer) = (session.clone(), self.writer.clone());
             thread::Builder::new()
                 .name("nodetrace-stream".into())
                 .spawn(move || stream(&session, &writer))
         };
-        match streamer {
+        let reply = match streamer {
             Ok(streamer) => {
                 self.trace = Some(Running { session, streamer });
                 Reply::TraceStarted {
                     matched,
                     callsites: callsites().iter().map(|cs| cs.info()).collect(),
-                    limits,
+                    limits: session_limits(&spec),
                 }
             }
             Err(e) => Reply::Error(format!("the node could not start a trace thread: {e}")),
-        }
+        };
+        frame::write_frame(&mut *writer, &NodeMessage::Reply(reply))?;
+        writer.flush()?;
+        Ok(None)
     }
 
     /// Ends this connection's trace, if any, and waits for its streamer.

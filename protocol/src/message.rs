@@ -272,6 +272,7 @@ pub enum EndReason {
 impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            EndReason::MaxEvents(1) => f.write_str("reached the limit of 1 event"),
             EndReason::MaxEvents(n) => write!(f, "reached the limit of {n} events"),
             EndReason::Duration(ms) => write!(
                 f,

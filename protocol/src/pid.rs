@@ -21,7 +21,7 @@ const TASK_BIT: u64 = 1 << 63;
 /// assert_eq!(Pid::task(7).to_string(), "<0.7.1>");
 /// assert_eq!("<0.42.0>".parse::<Pid>().unwrap(), Pid::process(42));
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Pid(u64);
 
@@ -54,6 +54,14 @@ impl Pid {
     /// The inverse of [`Pid::to_bits`].
     pub const fn from_bits(bits: u64) -> Pid {
         Pid(bits)
+    }
+}
+
+/// A pid debugs as it displays, `<0.42.0>`, so that traced arguments read
+/// the way BEAM users know them.
+impl fmt::Debug for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -107,6 +115,7 @@ mod tests {
         assert_eq!(Pid::task(9).to_string(), "<0.9.1>");
         assert_ne!(Pid::process(9), Pid::task(9));
         assert!(Pid::task(9).is_task());
+        assert_eq!(format!("{:?}", Pid::task(9)), "<0.9.1>");
         assert_eq!(Pid::task(9).number(), 9);
     }
 
