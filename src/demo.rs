@@ -288,8 +288,9 @@ fn stop_clear_demo(target: &Target, credentials: &Credentials) -> anyhow::Result
     Ok(())
 }
 
-/// The `todo` binary next to this one, built first if it is missing and
-/// cargo is at hand (as under `cargo run`).
+/// The `todo` binary next to this one. Under `cargo run` (cargo at hand)
+/// it is built first, so that it matches this nodetrace; otherwise it must
+/// be there already.
 fn find_or_build_todo() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let dir = exe
@@ -297,10 +298,11 @@ fn find_or_build_todo() -> anyhow::Result<PathBuf> {
         .context("this executable has no directory")?
         .to_owned();
     let todo = dir.join(format!("todo{}", std::env::consts::EXE_SUFFIX));
-    if todo.is_file() {
+    let cargo = std::env::var_os("CARGO");
+    if cargo.is_none() && todo.is_file() {
         return Ok(todo);
     }
-    let Some(cargo) = std::env::var_os("CARGO") else {
+    let Some(cargo) = cargo else {
         bail!(
             "the todo node binary is not next to nodetrace ({}); build it with `cargo build --release -p todo`, or run the demo with `cargo run --release -- demo`",
             todo.display()
@@ -316,7 +318,7 @@ fn find_or_build_todo() -> anyhow::Result<PathBuf> {
         build.arg("--release");
     }
     eprintln!(
-        "building the Todo node first: cargo build {}-p todo --bin todo",
+        "building the Todo node first (if it changed): cargo build {}-p todo --bin todo",
         if release { "--release " } else { "" }
     );
     let status = build.status().context("cannot run cargo")?;
