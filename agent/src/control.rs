@@ -18,13 +18,14 @@ use nodetrace_protocol::frame::{self, FrameError, MAX_FRAME};
 use nodetrace_protocol::handshake::{self, Side};
 use nodetrace_protocol::home::{Home, NodeEntry, Registration, resolve_cookie};
 use nodetrace_protocol::{
-    Command, Limits, MAGIC, NodeInfo, NodeMessage, PROTOCOL_VERSION, ProcessRow, Processes, Reply,
-    StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
+    Command, Limits, MAGIC, NodeInfo, NodeMessage, PROTOCOL_VERSION, ProcessRow, Processes,
+    ProfileSpec, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
 };
 
 use crate::fmt::DEFAULT_TEXT_BOUND;
 use crate::node::{NodeConfig, NodeError};
 use crate::process::{ProcessKind, ProcessRef, processes};
+use crate::profile::{Profile, ProfileOptions};
 use crate::ring::mark_agent_thread;
 use crate::session::{ArgMatch, ProcFlags, Procs, RecvError, Session, SessionOptions, clear_all};
 use crate::{callsites, sys};
@@ -192,10 +193,156 @@ fn send(writer: &Writer, message: &NodeMessage) -> Result<(), FrameError> {
     Ok(())
 }
 
-/// A trace running on a connection: its session and the thread streaming it.
-struct Running {
-    session: Arc<Session>,
-    streamer: JoinHandle<()>,
+/// What runs on a connection: a trace and the thread streaming it, or a
+/// profile and the thread sending its snapshots.
+enum Running {
+    Trace {
+        session: Arc<Session>,
+        streamer: JoinHandle<()>,
+    },
+    Profile {
+        run: Arc<ProfileRun>,
+        reporter: JoinHandle<()>,
+    },
+}
+
+impl Running {
+    /// Whether it ended (its thread may still be finishing).
+    fn is_over(&self) -> bool {
+        match self {
+            Running::Trace { session, streamer } => session.is_ended() || streamer.is_finished(),
+            Running::Profile { run, reporter } => run.is_over() || reporter.is_finished(),
+        }
+    }
+
+    /// Ends it; `report` sends a profile's final report.
+    fn stop(&self, report: bool) {
+        match self {
+            Running::Trace { session, .. } => session.stop(),
+            Running::Profile { run, .. } => run.finish(report),
+        }
+    }
+
+    fn join(self) {
+        let thread = match self {
+            Running::Trace { streamer, .. } => streamer,
+            Running::Profile { reporter, .. } => reporter,
+        };
+        let _ = thread.join();
+    }
+}
+
+/// A profile running for a connection. The exit hook reaches it too, so
+/// that a program that exits (however: returning from main, an exit code,
+/// `process::exit`, a panic) still sends its final report.
+struct ProfileRun {
+    profile: Mutex<Option<Profile>>,
+    writer: Writer,
+    deadline: Option<Instant>,
+}
+
+impl ProfileRun {
+    fn is_over(&self) -> bool {
+        self.profile
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    /// Ends the profile, once; `report` sends its final figures.
+    fn finish(&self, report: bool) {
+        let taken = self
+            .profile
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(profile) = taken {
+            let snapshot = profile.stop();
+            if report {
+                let _ = send(
+                    &self.writer,
+                    &NodeMessage::Profile {
+                        snapshot,
+                        last: true,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Sends the figures so far; false once the profile is over.
+    fn report(&self) -> bool {
+        let snapshot = match self
+            .profile
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            Some(profile) => profile.snapshot(),
+            None => return false,
+        };
+        send(
+            &self.writer,
+            &NodeMessage::Profile {
+                snapshot,
+                last: false,
+            },
+        )
+        .is_ok()
+    }
+}
+
+/// Profiles to finish when the program exits.
+static AT_EXIT: Mutex<Vec<std::sync::Weak<ProfileRun>>> = Mutex::new(Vec::new());
+
+extern "C" fn finish_profiles_at_exit() {
+    let runs: Vec<_> = AT_EXIT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+        .collect();
+    for run in runs.iter().filter_map(std::sync::Weak::upgrade) {
+        run.finish(true);
+    }
+}
+
+fn finish_at_exit(run: &Arc<ProfileRun>) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        // Safety: `atexit` takes a plain `extern "C"` function with no
+        // arguments, which `finish_profiles_at_exit` is; it runs once, on
+        // the exiting thread, after `main` returns or `exit` is called.
+        unsafe {
+            libc::atexit(finish_profiles_at_exit);
+        }
+    });
+    let mut runs = AT_EXIT.lock().unwrap_or_else(|p| p.into_inner());
+    runs.retain(|r| r.strong_count() > 0);
+    runs.push(Arc::downgrade(run));
+}
+
+/// Sends a profile's snapshots every `every` (never if zero) until it ends
+/// or its deadline passes, then its final report.
+fn report(run: &ProfileRun, every: Duration) {
+    mark_agent_thread();
+    let mut last = Instant::now();
+    loop {
+        thread::sleep(TICK.min(every.max(Duration::from_millis(10))));
+        if run.is_over() {
+            return;
+        }
+        if run.deadline.is_some_and(|d| Instant::now() >= d) {
+            run.finish(true);
+            return;
+        }
+        if !every.is_zero() && last.elapsed() >= every {
+            if !run.report() {
+                run.finish(false);
+                return;
+            }
+            last = Instant::now();
+        }
+    }
 }
 
 struct Connection {
@@ -286,10 +433,8 @@ impl Connection {
                 Err(e) if e.is_timeout() => {}
                 Err(e) => return Err(e),
             }
-            if let Some(running) = &self.trace
-                && running.streamer.is_finished()
-            {
-                self.trace = None;
+            if self.trace.as_ref().is_some_and(Running::is_over) {
+                self.end_trace();
             }
             if self.trace.is_some() && heard.elapsed() > SILENCE_LIMIT {
                 return Err(FrameError::Malformed(format!(
@@ -342,10 +487,11 @@ impl Connection {
             }),
             Command::Stop => {
                 if let Some(running) = &self.trace {
-                    running.session.stop();
+                    running.stop(true);
                 }
                 None
             }
+            Command::Profile(spec) => self.start_profile(spec)?,
             Command::Trace(spec) => self.start_trace(spec)?,
         })
     }
@@ -362,12 +508,9 @@ impl Connection {
     /// Starts a trace. Its reply goes out before any of its events: the
     /// streamer starts while this holds the writer and writes the reply.
     fn start_trace(&mut self, spec: TraceSpec) -> Result<Option<Reply>, FrameError> {
-        if let Some(running) = &self.trace {
-            if !running.session.is_ended() {
-                let busy = "a trace already runs on this connection: stop it first";
-                return Ok(Some(Reply::Error(busy.into())));
-            }
-            self.end_trace();
+        if self.busy() {
+            let busy = "a trace or profile already runs on this connection: stop it first";
+            return Ok(Some(Reply::Error(busy.into())));
         }
         let (session, matched) = match open_session(&spec) {
             Ok(opened) => opened,
@@ -383,7 +526,7 @@ impl Connection {
         };
         let reply = match streamer {
             Ok(streamer) => {
-                self.trace = Some(Running { session, streamer });
+                self.trace = Some(Running::Trace { session, streamer });
                 Reply::TraceStarted {
                     matched,
                     callsites: callsites().iter().map(|cs| cs.info()).collect(),
@@ -397,11 +540,81 @@ impl Connection {
         Ok(None)
     }
 
-    /// Ends this connection's trace, if any, and waits for its streamer.
+    /// Whether a trace or profile still runs; one that ended is cleared.
+    fn busy(&mut self) -> bool {
+        if self.trace.as_ref().is_some_and(Running::is_over) {
+            self.end_trace();
+        }
+        self.trace.is_some()
+    }
+
+    /// Starts a profile. Its reply goes out before any snapshot.
+    fn start_profile(&mut self, spec: ProfileSpec) -> Result<Option<Reply>, FrameError> {
+        if self.busy() {
+            let busy = "a trace or profile already runs on this connection: stop it first";
+            return Ok(Some(Reply::Error(busy.into())));
+        }
+        let options = ProfileOptions {
+            mode: spec.mode,
+            histogram: spec.histogram,
+            per_process: spec.per_process,
+        };
+        let profile = match Profile::start_in(options, &spec.patterns, procs(&spec.processes)) {
+            Ok(profile) => profile,
+            Err(e) => return Ok(Some(Reply::Error(e.to_string()))),
+        };
+        let functions = profile.functions() as u64;
+        let run = Arc::new(ProfileRun {
+            profile: Mutex::new(Some(profile)),
+            writer: self.writer.clone(),
+            deadline: spec
+                .duration_ms
+                .map(|ms| Instant::now() + Duration::from_millis(ms)),
+        });
+        finish_at_exit(&run);
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let every = Duration::from_millis(spec.snapshot_ms);
+        let reporter = {
+            let run = run.clone();
+            thread::Builder::new()
+                .name("nodetrace-profile".into())
+                .spawn(move || report(&run, every))
+        };
+        let reply = match reporter {
+            Ok(reporter) => {
+                self.trace = Some(Running::Profile { run, reporter });
+                Reply::ProfileStarted {
+                    functions,
+                    callsites: callsites().iter().map(|cs| cs.info()).collect(),
+                }
+            }
+            Err(e) => {
+                run.finish(false);
+                Reply::Error(format!("the node could not start a profile thread: {e}"))
+            }
+        };
+        frame::write_frame(&mut *writer, &NodeMessage::Reply(reply))?;
+        writer.flush()?;
+        Ok(None)
+    }
+
+    /// Ends this connection's trace or profile, if any, and waits for its
+    /// thread. A profile ended this way sends no report: its tracer is gone.
     fn end_trace(&mut self) {
         if let Some(running) = self.trace.take() {
-            running.session.stop();
-            let _ = running.streamer.join();
+            running.stop(false);
+            running.join();
+        }
+    }
+}
+
+fn procs(processes: &Processes) -> Procs {
+    match processes {
+        Processes::All => Procs::All,
+        Processes::New => Procs::New,
+        Processes::Existing => Procs::Existing,
+        Processes::Some(names) => {
+            Procs::Some(names.iter().map(|n| ProcessRef::from(n.as_str())).collect())
         }
     }
 }
@@ -434,20 +647,14 @@ fn open_session(spec: &TraceSpec) -> Result<(Session, u64), String> {
         ..SessionOptions::default()
     };
     let session = Session::start(options).map_err(|e| e.to_string())?;
-    let procs = match &spec.processes {
-        Processes::All => Procs::All,
-        Processes::New => Procs::New,
-        Processes::Existing => Procs::Existing,
-        Processes::Some(names) => {
-            Procs::Some(names.iter().map(|n| ProcessRef::from(n.as_str())).collect())
-        }
-    };
     let flags = ProcFlags {
         calls: spec.calls,
         send: spec.send,
         receive: spec.receive,
     };
-    session.processes(procs, flags).map_err(|e| e.to_string())?;
+    session
+        .processes(procs(&spec.processes), flags)
+        .map_err(|e| e.to_string())?;
     let mut matched = 0u64;
     if spec.calls {
         let mut none = Vec::new();

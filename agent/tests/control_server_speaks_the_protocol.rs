@@ -11,8 +11,8 @@ use nodetrace_protocol::frame::{MAX_FRAME, read_frame, write_frame};
 use nodetrace_protocol::handshake::{Side, challenge, prove, verify};
 use nodetrace_protocol::home::Home;
 use nodetrace_protocol::{
-    Command, EndReason, Limits, MAGIC, NodeMessage, PROTOCOL_VERSION, Processes, Reply, TraceSpec,
-    TracerMessage,
+    Command, EndReason, Limits, MAGIC, NodeMessage, PROTOCOL_VERSION, Processes, ProfileMode,
+    ProfileSpec, Reply, TraceSpec, TracerMessage,
 };
 
 #[traced]
@@ -168,6 +168,45 @@ fn the_control_server_serves_tracers_and_survives_bad_ones() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+
+    // A profile streams snapshots and ends with its final report.
+    let mut s = connect(addr, COOKIE).unwrap();
+    let profile = ProfileSpec {
+        mode: ProfileMode::Eprof,
+        patterns: vec!["control_server_speaks_the_protocol:work".parse().unwrap()],
+        processes: Processes::All,
+        histogram: true,
+        per_process: false,
+        duration_ms: None,
+        snapshot_ms: 20,
+    };
+    write_frame(&mut s, &TracerMessage::Command(Command::Profile(profile))).unwrap();
+    let NodeMessage::Reply(Reply::ProfileStarted { functions, .. }) =
+        read_frame(&mut s, MAX_FRAME).unwrap()
+    else {
+        panic!("the profile did not start")
+    };
+    assert_eq!(functions, 1);
+    for i in 0..250 {
+        work(i);
+    }
+    let mut periodic = 0;
+    let last = loop {
+        let NodeMessage::Profile { snapshot, last } = read_frame(&mut s, MAX_FRAME).unwrap() else {
+            panic!("not a profile snapshot")
+        };
+        if last {
+            break snapshot;
+        }
+        periodic += 1;
+        if periodic == 2 {
+            write_frame(&mut s, &TracerMessage::Command(Command::Stop)).unwrap();
+        }
+    };
+    assert_eq!(last.functions.len(), 1);
+    assert_eq!(last.functions[0].calls, 250);
+    assert!(last.functions[0].histogram.is_some());
+    assert!(!enabled());
 
     // The node still serves: processes, and the junk connections are gone.
     let mut s = connect(addr, COOKIE).unwrap();

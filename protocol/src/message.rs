@@ -11,7 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::handshake::{Challenge, Proof};
-use crate::{CallsiteInfo, Event, Pattern, Pid};
+use crate::{CallsiteInfo, Event, Pattern, Pid, ProfileSnapshot, ProfileSpec};
 
 /// The version of this protocol; both sides must speak the same.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -72,6 +72,13 @@ pub enum NodeMessage {
     Events(Vec<Event>),
     /// The running trace ended.
     Ended(TraceEnd),
+    /// The running profile's figures so far; `last` is the final report.
+    Profile {
+        /// Everything measured since the profile started.
+        snapshot: ProfileSnapshot,
+        /// This is the final report: the profile ended.
+        last: bool,
+    },
 }
 
 /// A node, as it introduces itself.
@@ -109,8 +116,10 @@ pub enum Command {
     },
     /// Ends every trace on the node and switches everything off.
     StopClear,
-    /// Ends this connection's trace.
+    /// Ends this connection's trace or profile.
     Stop,
+    /// Starts this connection's profile; snapshots stream until it ends.
+    Profile(ProfileSpec),
 }
 
 /// Which processes a trace watches.
@@ -247,6 +256,13 @@ pub enum Reply {
     State(String),
     /// A gen_server's counters.
     Statistics(StatisticsRow),
+    /// The profile runs; snapshots follow.
+    ProfileStarted {
+        /// Functions the profile covers.
+        functions: u64,
+        /// The node's callsites, to name the functions figures refer to.
+        callsites: Vec<CallsiteInfo>,
+    },
     /// `stop-clear` ended this many traces.
     Cleared {
         /// Traces ended.

@@ -305,6 +305,7 @@ pub fn command_name(command: &Command) -> &'static str {
         Command::Statistics { .. } => "Statistics",
         Command::StopClear => "StopClear",
         Command::Stop => "Stop",
+        Command::Profile(_) => "Profile",
     }
 }
 
@@ -322,9 +323,11 @@ pub fn message_name(message: &NodeMessage) -> &'static str {
             Reply::State(_) => "Reply(State)",
             Reply::Statistics(_) => "Reply(Statistics)",
             Reply::Cleared { .. } => "Reply(Cleared)",
+            Reply::ProfileStarted { .. } => "Reply(ProfileStarted)",
             Reply::Error(_) => "Reply(Error)",
         },
         NodeMessage::Events(_) => "Events",
         NodeMessage::Ended(_) => "Ended",
+        NodeMessage::Profile { .. } => "Profile",
     }
 }
