@@ -126,10 +126,6 @@ fn connection(stream: TcpStream, context: &Context) {
     }
 }
 
-/// Where `nodetrace profile -- CMD` listens for the command's agent.
-pub const PROFILER_ADDR_ENV: &str = "NODETRACE_PROFILER";
-/// The one-time cookie of that connection.
-pub const PROFILER_COOKIE_ENV: &str = "NODETRACE_PROFILER_COOKIE";
 /// How long the agent waits for the profiler's first command.
 const CONNECT_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -33,5 +33,6 @@ pub use message::{
 pub use pattern::{Pattern, PatternError, PatternErrorKind, snake_case};
 pub use pid::{ParsePidError, Pid};
 pub use profile::{
-    CallEdge, FunctionProfile, Percentiles, ProfileMode, ProfileSnapshot, ProfileSpec, StackSample,
+    CallEdge, FunctionProfile, PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, Percentiles, ProfileMode,
+    ProfileSnapshot, ProfileSpec, StackSample,
 };

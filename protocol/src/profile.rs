@@ -6,6 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Pattern, Pid, Processes};
 
+/// Where `nodetrace profile -- CMD` listens for the command's agent to
+/// connect back: `HOST:PORT`, in the command's environment.
+pub const PROFILER_ADDR_ENV: &str = "NODETRACE_PROFILER";
+
+/// The one-time cookie of that connection, in the command's environment.
+pub const PROFILER_COOKIE_ENV: &str = "NODETRACE_PROFILER_COOKIE";
+
 /// Which of OTP's profilers a profile is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ProfileMode {
