@@ -18,8 +18,9 @@ use nodetrace_protocol::frame::{self, FrameError, MAX_FRAME};
 use nodetrace_protocol::handshake::{self, Side};
 use nodetrace_protocol::home::{Home, NodeEntry, Registration, resolve_cookie};
 use nodetrace_protocol::{
-    Command, Limits, MAGIC, NodeInfo, NodeMessage, PROTOCOL_VERSION, ProcessRow, Processes,
-    ProfileSpec, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
+    Command, Limits, MAGIC, NodeInfo, NodeMessage, PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV,
+    PROTOCOL_VERSION, ProcessRow, Processes, ProfileSpec, Reply, StatisticsRow, TraceEnd,
+    TraceSpec, TracerMessage,
 };
 
 use crate::fmt::DEFAULT_TEXT_BOUND;
