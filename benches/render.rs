@@ -1,0 +1,81 @@
+//! The tracer's rendering: events as dbg-style text lines and as JSON lines
+//! into a file, against writing the same number of ready-made lines.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::{BufWriter, Write};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nodetrace_protocol::{CallsiteInfo, Event, EventKind, Pid};
+use nodetrace_tracer::Format;
+use nodetrace_tracer::render::{NodeView, Renderer};
+
+const LINES: u64 = 100_000;
+
+fn events() -> Vec<Event> {
+    (0..LINES)
+        .map(|i| {
+            let call = i % 2 == 0;
+            Event {
+                kind: if call { EventKind::Call } else { EventKind::Return },
+                pid: Pid::task(40 + i % 7),
+                peer: None,
+                callsite: Some(0),
+                timestamp_ns: 1_795_000_000_000_000_000 + i * 1000,
+                duration_ns: (!call).then_some(12_400),
+                busy_ns: None,
+                text: Some(if call {
+                    "<0.9.0>, 2023-12-19".to_owned()
+                } else {
+                    "Ok([Entry { id: 1, date: 2023-12-19, title: \"Movies\" }])".to_owned()
+                }),
+                extra: None,
+            }
+        })
+        .collect()
+}
+
+fn render(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeView::new(
+        "todo@localhost",
+        [CallsiteInfo {
+            id: 0,
+            module: "todo::server".into(),
+            function: "entries".into(),
+            arity: 2,
+            file: "examples/todo/src/server.rs".into(),
+            line: 49,
+            is_async: true,
+        }],
+    );
+    let events = events();
+    let mut group = c.benchmark_group("render_to_file");
+    group.throughput(Throughput::Elements(LINES));
+    let line = "(<0.40.1>) call todo::server:entries(<0.9.0>, 2023-12-19)\n";
+    group.bench_function("ready_made_lines", |b| {
+        b.iter(|| {
+            let mut out = BufWriter::new(File::create(dir.path().join("plain.txt")).unwrap());
+            for _ in 0..LINES {
+                out.write_all(black_box(line.as_bytes())).unwrap();
+            }
+            out.flush().unwrap();
+        })
+    });
+    for format in [Format::Text, Format::Json] {
+        let renderer = Renderer::new(format, false);
+        group.bench_function(format!("{format}"), |b| {
+            b.iter(|| {
+                let mut out = BufWriter::new(File::create(dir.path().join("events")).unwrap());
+                for event in &events {
+                    renderer.event(&mut out, &node, event).unwrap();
+                }
+                out.flush().unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, render);
+criterion_main!(benches);
