@@ -107,5 +107,71 @@ fn delivery(c: &mut Criterion) {
     eprintln!("streamed: {delivered} events delivered and decoded, {lost} lost to full buffers");
 }
 
-criterion_group!(benches, delivery);
+/// Resident memory in KiB, from /proc.
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+/// A tracer that reads one frame every 20 ms while the node floods it for
+/// 6 s: the node's memory stays bounded (rings of a fixed size, a bounded
+/// queue); the excess is counted as lost. Set NODETRACE_BENCH_QUICK=1 to
+/// skip it.
+fn slow_tracer_memory(_: &mut Criterion) {
+    if std::env::var_os("NODETRACE_BENCH_QUICK").is_some() {
+        return;
+    }
+    let addr = nodetrace_agent::node::control_addr().expect("the node runs");
+    let mut s = common::connect(addr);
+    let limits = Limits {
+        max_events: None,
+        rate: None,
+        duration_ms: Some(6_000),
+    };
+    let spec = common::calls("delivery:hot", true, limits);
+    write_frame(&mut s, &TracerMessage::Command(Command::Trace(spec))).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let done = done.clone();
+        thread::spawn(move || {
+            let mut i = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                black_box(hot(black_box(i)));
+                i += 1;
+            }
+        })
+    };
+    let mut pinging = s.try_clone().unwrap();
+    thread::spawn(move || {
+        while write_frame(&mut pinging, &TracerMessage::Ping).is_ok() {
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut next = Duration::from_secs(1);
+    let end = loop {
+        match read_frame::<NodeMessage>(&mut s, MAX_FRAME).unwrap() {
+            NodeMessage::Ended(end) => break end,
+            _ => thread::sleep(Duration::from_millis(20)),
+        }
+        if start.elapsed() >= next {
+            samples.push(rss_kib());
+            next += Duration::from_secs(1);
+        }
+    };
+    done.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    eprintln!(
+        "slow tracer for 6 s: node RSS each second {samples:?} KiB; {} delivered, {} lost to full buffers",
+        end.counts.delivered, end.counts.lost
+    );
+}
+
+criterion_group!(benches, delivery, slow_tracer_memory);
 criterion_main!(benches);
