@@ -70,6 +70,7 @@ impl Callsite {
     }
 
     /// Index of this callsite in [`CALLSITES`]; events refer to it.
+    #[inline]
     pub fn id(&self) -> u32 {
         let base = CALLSITES.as_ptr() as usize;
         let offset = self as *const Callsite as usize - base;

@@ -203,9 +203,9 @@ impl Selection {
     };
 
     fn encode(self) -> [u64; WORDS] {
-        let flags = u64::from(self.flags.calls)
-            | u64::from(self.flags.send) << 1
-            | u64::from(self.flags.receive) << 2;
+        let flags = if self.flags.calls { CALLS_BIT } else { 0 }
+            | if self.flags.send { SEND_BIT } else { 0 }
+            | if self.flags.receive { RECEIVE_BIT } else { 0 };
         let mut words = [0; WORDS];
         let (kind, n) = match self.who {
             Who::All => (0, 0),
@@ -248,9 +248,9 @@ impl Selection {
             _ => Who::All,
         };
         let flags = ProcFlags {
-            calls: w & 1 != 0,
-            send: w & 2 != 0,
-            receive: w & 4 != 0,
+            calls: w & CALLS_BIT != 0,
+            send: w & SEND_BIT != 0,
+            receive: w & RECEIVE_BIT != 0,
         };
         Selection { who, flags }
     }
@@ -264,6 +264,11 @@ struct SelectionCell {
     words: [AtomicU64; WORDS],
 }
 
+/// The header word's flag bits; its bits 8 to 15 say who, 16 and up how many.
+const CALLS_BIT: u64 = 1;
+const SEND_BIT: u64 = 2;
+const RECEIVE_BIT: u64 = 4;
+
 /// Words of an encoded [`Selection`]: a header and up to five pids.
 const WORDS: usize = 1 + MAX_SELECTED;
 
@@ -273,6 +278,20 @@ impl SelectionCell {
             version: AtomicU64::new(0),
             words: [const { AtomicU64::new(0) }; WORDS],
         }
+    }
+
+    /// Whether `flag` (a bit of the header word) is on in `pid`. The common
+    /// case, every process, reads the header word alone.
+    #[inline]
+    fn selects(&self, pid: Pid, flag: u64) -> bool {
+        let before = self.version.load(Ordering::Acquire);
+        let header = self.words[0].load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if before & 1 == 0 && self.version.load(Ordering::Relaxed) == before && header >> 8 == 0 {
+            return header & flag != 0;
+        }
+        let sel = self.load();
+        sel.encode()[0] & flag != 0 && sel.selects(pid)
     }
 
     #[inline]
@@ -371,18 +390,15 @@ impl Slot {
     /// Whether the session records calls made in `pid`.
     #[inline]
     pub(crate) fn traces_calls_of(&self, pid: Pid) -> bool {
-        let sel = self.selection.load();
-        sel.flags.calls && sel.selects(pid)
+        self.selection.selects(pid, CALLS_BIT)
     }
 
     pub(crate) fn traces_sends_of(&self, pid: Pid) -> bool {
-        let sel = self.selection.load();
-        sel.flags.send && sel.selects(pid)
+        self.selection.selects(pid, SEND_BIT)
     }
 
     pub(crate) fn traces_receives_of(&self, pid: Pid) -> bool {
-        let sel = self.selection.load();
-        sel.flags.receive && sel.selects(pid)
+        self.selection.selects(pid, RECEIVE_BIT)
     }
 
     /// Whether the rate limit lets one more call or message through; counts
