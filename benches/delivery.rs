@@ -107,17 +107,6 @@ fn delivery(c: &mut Criterion) {
     eprintln!("streamed: {delivered} events delivered and decoded, {lost} lost to full buffers");
 }
 
-/// Resident memory in KiB, from /proc.
-fn rss_kib() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4
-}
-
 /// A tracer that reads one frame every 20 ms while the node floods it for
 /// 6 s: the node's memory stays bounded (rings of a fixed size, a bounded
 /// queue); the excess is counted as lost. Set NODETRACE_BENCH_QUICK=1 to
@@ -161,7 +150,7 @@ fn slow_tracer_memory(_: &mut Criterion) {
             _ => thread::sleep(Duration::from_millis(20)),
         }
         if start.elapsed() >= next {
-            samples.push(rss_kib());
+            samples.push(common::rss_kib());
             next += Duration::from_secs(1);
         }
     };

@@ -3,6 +3,8 @@
 //! same bench; the time a final fprof report takes; `tc` on an empty closure
 //! against no timing at all; and the memory of a 60 s eprof session.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -78,17 +80,6 @@ fn profiles(c: &mut Criterion) {
     group.finish();
 }
 
-/// Resident memory in KiB, from /proc.
-fn rss_kib() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4
-}
-
 /// A 60 s eprof session under continuous load: resident memory after a
 /// 10 s warm-up and at the end. Set NODETRACE_BENCH_QUICK=1 to skip it.
 fn eprof_memory(_: &mut Criterion) {
@@ -103,7 +94,7 @@ fn eprof_memory(_: &mut Criterion) {
     while start.elapsed() < Duration::from_secs(60) {
         runs(&runtime, 1);
         if start.elapsed() >= next {
-            samples.push((next.as_secs(), rss_kib()));
+            samples.push((next.as_secs(), common::rss_kib()));
             next += Duration::from_secs(10);
         }
     }

@@ -17,7 +17,11 @@ fn events() -> Vec<Event> {
         .map(|i| {
             let call = i % 2 == 0;
             Event {
-                kind: if call { EventKind::Call } else { EventKind::Return },
+                kind: if call {
+                    EventKind::Call
+                } else {
+                    EventKind::Return
+                },
                 pid: Pid::task(40 + i % 7),
                 peer: None,
                 callsite: Some(0),

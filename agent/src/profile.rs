@@ -251,6 +251,55 @@ pub(crate) fn enter(cs: u32, is_async: bool) -> bool {
     .unwrap_or(false)
 }
 
+/// One completed call's figures.
+struct Completed {
+    cs: u32,
+    pid: Pid,
+    caller: u32,
+    own: u64,
+    /// Time from call to return; for async, wall time.
+    acc: u64,
+    /// For async, the time of its polls.
+    busy: Option<u64>,
+    /// An outer frame of the same function is on the stack: its `acc`
+    /// already counts this call's time.
+    recursive: bool,
+    /// The stack node whose own time grows (sync calls; async polls add
+    /// theirs as they end).
+    node: Option<u32>,
+}
+
+impl ThreadProfile {
+    /// Adds one completed call to the function's figures and, for fprof,
+    /// to its caller edge.
+    fn complete(&mut self, c: Completed) {
+        let (key, histogram) = (self.pid_key(c.pid), self.profiler.options.histogram);
+        let graph = self.profiler.options.mode == ProfileMode::Fprof;
+        let mut agg = self.aggregates();
+        let f = agg.function((key, c.cs), histogram);
+        f.calls += 1;
+        f.own += c.own;
+        if !c.recursive {
+            f.acc += c.acc;
+        }
+        if let Some(busy) = c.busy {
+            *f.busy.get_or_insert(0) += busy;
+        }
+        if let Some(h) = &mut f.histogram {
+            let _ = h.record(clock::nanos_between(0, c.acc).max(1));
+        }
+        if graph {
+            let e = agg.edges.entry((c.caller, c.cs)).or_default();
+            e.calls += 1;
+            e.own += c.own;
+            e.acc += c.acc;
+        }
+        if let Some(node) = c.node {
+            agg.add_own(node, c.own);
+        }
+    }
+}
+
 /// A sync call of `cs` returned or unwound.
 #[inline(never)]
 pub(crate) fn exit(cs: u32, pid: Pid) {
@@ -259,25 +308,16 @@ pub(crate) fn exit(cs: u32, pid: Pid) {
         let Some((elapsed, own, caller, node, recursive)) = t.pop(cs, end) else {
             return;
         };
-        let (key, histogram) = (t.pid_key(pid), t.profiler.options.histogram);
-        let graph = t.profiler.options.mode == ProfileMode::Fprof;
-        let mut agg = t.aggregates();
-        let f = agg.function((key, cs), histogram);
-        f.calls += 1;
-        f.own += own;
-        if !recursive {
-            f.acc += elapsed;
-        }
-        if let Some(h) = &mut f.histogram {
-            let _ = h.record(clock::nanos_between(0, elapsed).max(1));
-        }
-        if graph {
-            let e = agg.edges.entry((caller, cs)).or_default();
-            e.calls += 1;
-            e.own += own;
-            e.acc += elapsed;
-        }
-        agg.add_own(node, own);
+        t.complete(Completed {
+            cs,
+            pid,
+            caller,
+            own,
+            acc: elapsed,
+            busy: None,
+            recursive,
+            node: Some(node),
+        });
     });
 }
 
@@ -305,23 +345,16 @@ pub(crate) fn exit_poll(cs: u32, end: u64) -> (u64, u32) {
 #[inline(never)]
 pub(crate) fn complete_async(cs: u32, pid: Pid, caller: u32, own: u64, busy: u64, wall: u64) {
     with_thread(|t| {
-        let (key, histogram) = (t.pid_key(pid), t.profiler.options.histogram);
-        let graph = t.profiler.options.mode == ProfileMode::Fprof;
-        let mut agg = t.aggregates();
-        let f = agg.function((key, cs), histogram);
-        f.calls += 1;
-        f.own += own;
-        f.acc += wall;
-        *f.busy.get_or_insert(0) += busy;
-        if let Some(h) = &mut f.histogram {
-            let _ = h.record(clock::nanos_between(0, wall).max(1));
-        }
-        if graph {
-            let e = agg.edges.entry((caller, cs)).or_default();
-            e.calls += 1;
-            e.own += own;
-            e.acc += wall;
-        }
+        t.complete(Completed {
+            cs,
+            pid,
+            caller,
+            own,
+            acc: wall,
+            busy: Some(busy),
+            recursive: false,
+            node: None,
+        })
     });
 }
 
