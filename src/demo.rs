@@ -3,8 +3,9 @@
 //! Starts the `todo` example as its own process in a temporary nodetrace
 //! home, keeps HTTP requests flowing at it, and runs the commands a user
 //! would: `nodes`, `ls`, `trace calls`, `trace calls --return`, `sys trace`,
-//! `sys statistics`, `stop-clear`. Before each step it prints what the step
-//! is and the command that does it by hand. Every wait is bounded and the
+//! `sys statistics`, `profile eprof` (with a flamegraph kept after the demo,
+//! in the system's temporary directory), `stop-clear`. Before each step it
+//! prints what the step is and the command that does it by hand. Every wait is bounded and the
 //! node is killed on the way out, whatever happened.
 
 use std::fs::{self, File};
@@ -18,8 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use nodetrace_profiler::{Outputs, ProfileRequest, ReportOptions, profile_node};
 use nodetrace_tracer::protocol::home::Home;
-use nodetrace_tracer::protocol::{Limits, Pattern, Processes, TraceSpec};
+use nodetrace_tracer::protocol::{Limits, Pattern, Processes, ProfileMode, ProfileSpec, TraceSpec};
 use nodetrace_tracer::spec::DEFAULT_TEXT_BOUND;
 use nodetrace_tracer::stream::{self, TraceRun};
 use nodetrace_tracer::{Connection, Credentials, Format, StopSignal, Target, commands, resolve};
@@ -167,8 +169,55 @@ pub fn run() -> anyhow::Result<ExitCode> {
         )?;
     }
 
+    let svg = tempfile::Builder::new()
+        .prefix("todo-eprof-")
+        .suffix(".svg")
+        .tempfile()
+        .context("cannot make the flamegraph's file")?
+        .keep()
+        .context("cannot keep the flamegraph's file")?
+        .1;
     step(
         9,
+        "Profile the node under load for 2s (eprof: calls and own time per function) and draw a flamegraph",
+        &format!(
+            "{env} nodetrace profile eprof --node {NODE} --duration 2s --flamegraph {}",
+            svg.display()
+        ),
+    );
+    let request = ProfileRequest {
+        spec: ProfileSpec {
+            mode: ProfileMode::Eprof,
+            patterns: Vec::new(),
+            processes: Processes::All,
+            histogram: false,
+            per_process: false,
+            duration_ms: Some(2000),
+            snapshot_ms: 500,
+        },
+        default_duration: false,
+        outputs: Outputs {
+            format: Format::Text,
+            report: ReportOptions::default(),
+            output: None,
+            flamegraph: Some(svg.clone()),
+            folded: None,
+        },
+    };
+    profile_node(
+        &target,
+        &credentials,
+        &request,
+        &mut io::stderr(),
+        &StopSignal::new(),
+    )?;
+    eprintln!(
+        "   the flamegraph stays after the demo: {} (open it in a browser)",
+        svg.display()
+    );
+
+    step(
+        10,
         "Switch everything off from another terminal (`dbg:stop_clear()`) while a message trace runs",
         &format!(
             "{env} nodetrace trace messages --process todo_server:bob --rate 2/1s --duration 30s   # then, elsewhere:\n   $ {env} nodetrace stop-clear"
@@ -177,7 +226,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     stop_clear_demo(&target, &credentials)?;
 
     load.stop();
-    step(10, "Stop the node", &format!("kill {}", node.child.id()));
+    step(11, "Stop the node", &format!("kill {}", node.child.id()));
     drop(node);
     eprintln!("   done: the node is stopped and its temporary home removed");
     Ok(ExitCode::SUCCESS)

@@ -1,19 +1,29 @@
 //! `nodetrace`: the tracer node's command line.
 //!
-//! Dispatch only: parsing here, the work in `nodetrace-tracer` (and the
-//! guided tour in `demo`).
+//! Dispatch only: parsing here, the work in `nodetrace-tracer` and
+//! `nodetrace-profiler` (and the guided tour in `demo`).
 
 mod demo;
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nodetrace_profiler::session::DEFAULT_DURATION_MS;
+use nodetrace_profiler::tc::{self, TcOptions};
+use nodetrace_profiler::{
+    Interrupts, Outputs, ProfileError, ProfileRequest, ReportOptions, Sort, profile_command,
+    profile_node,
+};
 use nodetrace_tracer::protocol::home::Home;
-use nodetrace_tracer::protocol::{Limits, Pattern, Processes, Rate, TraceSpec};
+use nodetrace_tracer::protocol::{
+    Limits, Pattern, Processes, ProfileMode, ProfileSpec, Rate, TraceSpec,
+};
 use nodetrace_tracer::spec::{self, DEFAULT_TEXT_BOUND};
 use nodetrace_tracer::stream::{self, TraceRun};
 use nodetrace_tracer::{
@@ -66,6 +76,28 @@ enum Cmd {
     /// Lists the node's processes: pid, name, kind, mailbox, messages
     /// handled, start time.
     Ps(FormatArg),
+    /// Profiles a running node for a while, or a command from its start to
+    /// its exit: cprof (call counts), eprof (own time), fprof (call graph).
+    ///
+    /// With --node (or no command: the only running node) the profile runs
+    /// for --duration (default 10s) and the report follows. With `-- CMD
+    /// ARGS` nodetrace starts the command (it must link nodetrace-agent and
+    /// call node::start), which connects back and is profiled from its
+    /// start-up to its exit; its output comes first, then the report, and
+    /// its exit code is nodetrace's. A command killed before its final
+    /// report gets its last periodic figures, marked incomplete.
+    #[command(
+        after_help = "Examples:\n  nodetrace profile eprof --node todo@localhost --duration 5s\n  nodetrace profile fprof Todo.Server --duration 2s --flamegraph todo.svg\n  nodetrace profile cprof -- ./target/release/todo load --requests 100000\n  nodetrace profile eprof --histogram --sort calls --format json -- ./my-service --once"
+    )]
+    Profile(ProfileArgs),
+    /// Times a command like `:timer.tc`: warm-up runs (not measured), then
+    /// RUNS timed runs; prints min, median, mean, p99 and max wall time of
+    /// the runs that succeeded and lists the failed ones (exit status 1 if
+    /// any failed).
+    #[command(
+        after_help = "Examples:\n  nodetrace tc -- sleep 0.1\n  nodetrace tc -n 20 --warmup 3 --format json -- ./target/release/todo load --requests 10000"
+    )]
+    Tc(TcArgs),
     /// Starts a Todo node in a temporary home, drives it with HTTP requests
     /// and runs each command on it, printing how to do the same by hand.
     Demo,
@@ -211,6 +243,94 @@ impl FormatArg {
 }
 
 #[derive(Debug, Args)]
+struct ProfileArgs {
+    /// cprof: call counts; eprof: calls and own time per function; fprof:
+    /// calls, accumulated and own time, callers and callees.
+    #[arg(value_enum)]
+    mode: ModeOpt,
+    /// Functions to profile: Todo.Server, todo::*, Todo.Server:handle_* ...
+    /// [default: every traceable function].
+    #[arg(value_name = "PATTERN")]
+    patterns: Vec<String>,
+    #[command(flatten)]
+    processes: ProcessArgs,
+    /// Profile for DURATION: 500ms, 10s, 2m [default: 10s on a running
+    /// node; a command's whole run].
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration)]
+    duration: Option<u64>,
+    /// How often the node sends its figures so far (kept in case it dies
+    /// before its final report).
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, default_value = "500ms")]
+    interval: u64,
+    /// Row order [default: eprof time (hot spots last), fprof acc, cprof
+    /// calls].
+    #[arg(long, value_enum)]
+    sort: Option<SortOpt>,
+    #[command(flatten)]
+    format: FormatArg,
+    /// Also draw a flamegraph SVG (eprof, fprof).
+    #[arg(long, value_name = "FILE.svg")]
+    flamegraph: Option<PathBuf>,
+    /// Also write folded stacks, `outer;inner own_ns` a line (eprof, fprof).
+    #[arg(long, value_name = "FILE")]
+    folded: Option<PathBuf>,
+    /// Add latency percentiles per function (p50, p90, p99, p99.9, max).
+    #[arg(long)]
+    histogram: bool,
+    /// eprof: one table per process.
+    #[arg(long)]
+    per_process: bool,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// How long the command may take to connect back before it is killed.
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, default_value = "5s")]
+    connect_timeout: u64,
+    /// The command to profile, after `--`; it must link nodetrace-agent.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeOpt {
+    Cprof,
+    Eprof,
+    Fprof,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SortOpt {
+    /// Own time, smallest first (eprof's order: hot spots last).
+    Time,
+    /// Calls, most first.
+    Calls,
+    /// Own time, most first.
+    Own,
+    /// Accumulated time, most first.
+    Acc,
+    /// By name.
+    Name,
+}
+
+#[derive(Debug, Args)]
+struct TcArgs {
+    /// Timed runs.
+    #[arg(short = 'n', long = "runs", value_name = "RUNS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Runs before the timed ones, not measured.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    warmup: u32,
+    /// Let the command write to the terminal (discarded otherwise).
+    #[arg(long)]
+    show_output: bool,
+    #[command(flatten)]
+    format: FormatArg,
+    /// The command to time, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
 struct LsArgs {
     /// Only functions this pattern selects (Todo.Server, todo::*, ...).
     #[arg(value_name = "PATTERN")]
@@ -277,6 +397,9 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<TracerError>()
             .is_some_and(TracerError::is_broken_pipe)
+            || cause
+                .downcast_ref::<ProfileError>()
+                .is_some_and(ProfileError::is_broken_pipe)
             || cause
                 .downcast_ref::<io::Error>()
                 .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
@@ -364,8 +487,123 @@ fn run() -> anyhow::Result<ExitCode> {
                 .map_err(TracerError::Output)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Profile(args) => profile(cookie, node, args),
+        Cmd::Tc(args) => timer_tc(args),
         Cmd::Demo => demo::run(),
     }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn profile(cookie: Option<&str>, node: &[String], args: ProfileArgs) -> anyhow::Result<ExitCode> {
+    let mode = match args.mode {
+        ModeOpt::Cprof => ProfileMode::Cprof,
+        ModeOpt::Eprof => ProfileMode::Eprof,
+        ModeOpt::Fprof => ProfileMode::Fprof,
+    };
+    let of_command = !args.command.is_empty();
+    if of_command && !node.is_empty() {
+        return Err(TracerError::Refused(
+            "profile a running node (--node NAME) or a command (after --), not both".to_owned(),
+        )
+        .into());
+    }
+    let (duration_ms, default_duration) = match args.duration {
+        Some(ms) => (Some(ms), false),
+        None if of_command => (None, false),
+        None => (Some(DEFAULT_DURATION_MS), true),
+    };
+    let request = ProfileRequest {
+        spec: ProfileSpec {
+            mode,
+            patterns: spec::parse_patterns(&args.patterns)?,
+            processes: args.processes.to_processes(),
+            histogram: args.histogram,
+            per_process: args.per_process,
+            duration_ms,
+            snapshot_ms: args.interval,
+        },
+        default_duration,
+        outputs: Outputs {
+            format: args.format.get(),
+            report: ReportOptions {
+                sort: args.sort.map(|s| match s {
+                    SortOpt::Time => Sort::Time,
+                    SortOpt::Calls => Sort::Calls,
+                    SortOpt::Own => Sort::Own,
+                    SortOpt::Acc => Sort::Acc,
+                    SortOpt::Name => Sort::Name,
+                }),
+                per_process: args.per_process,
+                histogram: args.histogram,
+            },
+            output: args.output,
+            flamegraph: args.flamegraph,
+            folded: args.folded,
+        },
+    };
+    request.outputs.check(mode)?;
+    if of_command {
+        // Ctrl-C reaches the command too: wait for it, and kill it on the
+        // second one.
+        let interrupts = Interrupts::new();
+        let hit = interrupts.clone();
+        ctrlc::set_handler(move || hit.hit()).context("cannot handle Ctrl-C")?;
+        let timeout = Duration::from_millis(args.connect_timeout);
+        return match profile_command(
+            &args.command,
+            &request,
+            timeout,
+            &interrupts,
+            &mut io::stderr(),
+        ) {
+            Ok(code) => Ok(exit_code(code)),
+            Err(err) if err.is_broken_pipe() => Ok(ExitCode::SUCCESS),
+            Err(err) => {
+                eprintln!("nodetrace: {err}");
+                Ok(exit_code(err.exit_code()))
+            }
+        };
+    }
+    let home = Home::from_env()?;
+    let credentials = Credentials::resolve(cookie, &home)?;
+    let target = resolve::resolve_one(&home, node, "profile")?;
+    let stop = StopSignal::new();
+    install_ctrl_c(&stop)?;
+    let complete = profile_node(&target, &credentials, &request, &mut io::stderr(), &stop)?;
+    Ok(if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn timer_tc(args: TcArgs) -> anyhow::Result<ExitCode> {
+    let options = TcOptions {
+        command: args.command,
+        runs: args.runs,
+        warmup: args.warmup,
+        show_output: args.show_output,
+        progress: true,
+    };
+    let report = match tc::run(&options) {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("nodetrace: {err}");
+            return Ok(exit_code(err.exit_code()));
+        }
+    };
+    let mut out = io::stdout().lock();
+    tc::write_report(&mut out, &report, args.format.get())
+        .and_then(|()| out.flush())
+        .map_err(TracerError::Output)?;
+    Ok(if report.all_succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn connect_one(

@@ -8,17 +8,18 @@
 //! Starts the node `exiting_<os pid>@localhost` (its home from
 //! `NODETRACE_HOME`, connecting back to a profiler named in the
 //! environment), calls `outer` CALLS times (default 100), each calling
-//! `inner` twice, says on stderr `exiting: os pid N, CALLS calls done`, then
-//! ends by MODE:
+//! `inner` twice, says on stderr `exiting: os pid N, CALLS calls done` and
+//! on stdout `exiting: done`, then ends by MODE:
 //!
 //! * `normal`: returns from main (exit code 0);
 //! * `code`: returns exit code 3 from main;
 //! * `exit`: `std::process::exit(4)`;
 //! * `panic`: panics in main (exit code 101);
-//! * `hang`: sleeps until killed;
+//! * `hang`: sleeps until killed (at most 5 minutes, then exits 9);
 //! * `noagent`: exits 0 without starting the node (no calls are made).
 
 use std::hint::black_box;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -43,6 +44,10 @@ fn inner(seed: u64) -> u64 {
     black_box(x)
 }
 
+fn say(line: &str) {
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
 fn usage() -> ExitCode {
     eprintln!("usage: exiting normal|code|exit|panic|hang|noagent [CALLS]");
     ExitCode::from(2)
@@ -65,7 +70,10 @@ fn main() -> ExitCode {
         Some(Err(_)) => return usage(),
     };
     if mode == "noagent" {
-        eprintln!("exiting: os pid {}, no agent", std::process::id());
+        say(&format!(
+            "exiting: os pid {}, no agent\n",
+            std::process::id()
+        ));
         return ExitCode::SUCCESS;
     }
     let name = format!("exiting_{}@localhost", std::process::id());
@@ -78,14 +86,23 @@ fn main() -> ExitCode {
         total = total.wrapping_add(outer(i));
     }
     black_box(total);
-    eprintln!("exiting: os pid {}, {calls} calls done", std::process::id());
+    // One write per line, so that it does not interleave with the
+    // profiler's lines on the same stderr.
+    say(&format!(
+        "exiting: os pid {}, {calls} calls done\n",
+        std::process::id()
+    ));
+    println!("exiting: done");
     match mode {
         "normal" => ExitCode::SUCCESS,
         "code" => ExitCode::from(3),
         "exit" => std::process::exit(4),
         "panic" => panic!("exiting on purpose"),
-        _ => loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        },
+        // Until killed; at most 5 minutes, so that a fixture a failed test
+        // forgot does not linger.
+        _ => {
+            std::thread::sleep(Duration::from_secs(300));
+            ExitCode::from(9)
+        }
     }
 }

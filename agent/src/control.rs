@@ -133,8 +133,17 @@ const CONNECT_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connects back to the profiler that started this process, if one did,
 /// and serves it: the handshake and the profiler's first command (the
 /// profile to run) complete before this returns, so the profile covers
-/// everything the program does from here on.
-pub(crate) fn connect_back(info: &NodeInfo) -> Result<(), NodeError> {
+/// everything the program does from here on. A failure is logged, not
+/// returned: the program runs on unprofiled (a child process of the
+/// profiled command inherits its environment, and the profiler takes one
+/// connection).
+pub(crate) fn connect_back(info: &NodeInfo) {
+    if let Err(e) = try_connect_back(info) {
+        log(format_args!("{e}; running without the profile"));
+    }
+}
+
+fn try_connect_back(info: &NodeInfo) -> Result<(), NodeError> {
     let Some(addr) = std::env::var_os(PROFILER_ADDR_ENV) else {
         return Ok(());
     };
@@ -267,6 +276,34 @@ impl ProfileRun {
         }
     }
 
+    /// Closes the connection so that the final report is not lost: a
+    /// socket closed with unread data (the profiler's pings) is reset, and
+    /// a reset drops what was not yet sent. So: end the sending side, then
+    /// read what is left, briefly.
+    fn close_gracefully(&self) {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(mut stream) = writer.get_ref().try_clone() else {
+            return;
+        };
+        drop(writer);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut sink = [0u8; 4096];
+        while Instant::now() < deadline {
+            match std::io::Read::read(&mut stream, &mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Sends the figures so far; false once the profile is over.
     fn report(&self) -> bool {
         let snapshot = match self
@@ -300,6 +337,7 @@ extern "C" fn finish_profiles_at_exit() {
         .collect();
     for run in runs.iter().filter_map(std::sync::Weak::upgrade) {
         run.finish(true);
+        run.close_gracefully();
     }
 }
 

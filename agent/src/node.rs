@@ -92,7 +92,7 @@ pub fn start(config: NodeConfig) -> Result<SocketAddr, NodeError> {
         addr,
     })
     .map_err(|_| NodeError::AlreadyStarted(config.name))?;
-    control::connect_back(&info)?;
+    control::connect_back(&info);
     Ok(addr)
 }
 

@@ -4,6 +4,12 @@
 //! Every renderer writes to any [`std::io::Write`], so tests render into a
 //! `Vec<u8>` and compare with golden files.
 //!
+//! Around the renderers: [`session`] runs a profile on a running node
+//! ([`profile_node`]) or on a command from its start to its exit
+//! ([`profile_command`], the command's agent connecting back), and [`tc`]
+//! times a command's runs like `:timer.tc`. [`exit`] maps how a command
+//! ended to the exit code a shell reports.
+//!
 //! ```
 //! use nodetrace_profiler::{Profile, ReportOptions, write_text};
 //! use nodetrace_protocol::{ProfileMode, ProfileSnapshot};
@@ -15,13 +21,19 @@
 //! assert!(String::from_utf8(out).unwrap().contains("FUNCTION"));
 //! ```
 
+pub mod exit;
 mod flame;
 mod json;
 mod report;
+pub mod session;
+pub mod tc;
 
 pub use flame::{FlameError, write_flamegraph, write_folded};
 pub use json::write_json;
 pub use report::{ReportOptions, Sort, write_text};
+pub use session::{
+    Interrupts, Outputs, ProfileError, ProfileRequest, profile_command, profile_node,
+};
 
 use nodetrace_protocol::{CallsiteInfo, ProfileMode, ProfileSnapshot};
 

@@ -123,7 +123,7 @@ pub struct ProfileSnapshot {
     pub elapsed_ns: u64,
     /// Per function.
     pub functions: Vec<FunctionProfile>,
-    /// Per caller and callee (`eprof` and `fprof`).
+    /// Per caller and callee (`fprof`).
     pub edges: Vec<CallEdge>,
     /// Per stack (`eprof` and `fprof`): flamegraph material.
     pub stacks: Vec<StackSample>,

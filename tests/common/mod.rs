@@ -49,6 +49,66 @@ pub fn todo_bin() -> &'static Path {
     })
 }
 
+/// The `exiting` example of nodetrace-agent (a node that calls traced
+/// functions a known number of times, then ends in a chosen way), built
+/// once per test binary.
+pub fn exiting_bin() -> &'static Path {
+    static EXITING: OnceLock<PathBuf> = OnceLock::new();
+    EXITING.get_or_init(|| {
+        let dir = Path::new(NODETRACE).parent().expect("a bin directory");
+        let exiting = dir
+            .join("examples")
+            .join(format!("exiting{}", std::env::consts::EXE_SUFFIX));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut build = Command::new(cargo);
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "nodetrace-agent",
+                "--example",
+                "exiting",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null());
+        match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                build.arg("--release");
+            }
+            Some(profile) => {
+                build.args(["--profile", profile]);
+            }
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(
+            status.success(),
+            "cargo build -p nodetrace-agent --example exiting failed: {status}"
+        );
+        assert!(
+            exiting.is_file(),
+            "no exiting example at {}",
+            exiting.display()
+        );
+        exiting
+    })
+}
+
+/// Kills an OS process by pid (SIGKILL) when dropped (if it is gone, `kill`
+/// fails quietly):
+/// for grandchildren a test cannot hold as a `Child`.
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);

@@ -74,13 +74,42 @@ impl Connection {
     /// Connects to `target` and runs the handshake: both sides prove they
     /// know the cookie.
     pub fn open(target: &Target, credentials: &Credentials) -> Result<Connection, TracerError> {
-        let label = target.label();
         let addr = target.addr;
         let connect_error = |cause| TracerError::Connect {
             node: target.describe(),
             cause,
         };
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(connect_error)?;
+        Connection::over(stream, target, credentials)
+    }
+
+    /// Runs the tracer's side of the handshake over a connection the node
+    /// opened itself: a program started by `nodetrace profile -- CMD`
+    /// connects back to the listener the profiler gave it. `target` names
+    /// the peer in messages until the node says who it is.
+    pub fn accepted(
+        stream: TcpStream,
+        target: &Target,
+        credentials: &Credentials,
+    ) -> Result<Connection, TracerError> {
+        stream
+            .set_nonblocking(false)
+            .map_err(|cause| TracerError::Connect {
+                node: target.describe(),
+                cause,
+            })?;
+        Connection::over(stream, target, credentials)
+    }
+
+    fn over(
+        stream: TcpStream,
+        target: &Target,
+        credentials: &Credentials,
+    ) -> Result<Connection, TracerError> {
+        let connect_error = |cause| TracerError::Connect {
+            node: target.describe(),
+            cause,
+        };
         let _ = stream.set_nodelay(true);
         stream
             .set_read_timeout(Some(REPLY_TIMEOUT))
@@ -89,11 +118,11 @@ impl Connection {
         let mut conn = Connection {
             stream,
             node: NodeInfo {
-                name: label.clone(),
+                name: target.label(),
                 os_pid: 0,
                 started_ms: 0,
             },
-            addr,
+            addr: target.addr,
             pending: VecDeque::new(),
         };
         conn.handshake(target, credentials)?;

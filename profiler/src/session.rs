@@ -1,0 +1,757 @@
+//! Running a profile: on a running node for a while (`--node N --duration
+//! D`), or on a command from its start to its exit (`-- CMD ARGS`).
+//!
+//! Either way the tracer sends the node a [`ProfileSpec`], then keeps the
+//! connection alive with a pinger thread (the node ends the profile of a
+//! silent tracer) while a reader thread hands over the node's snapshots.
+//! The final report (`last`) is the profile; if it never comes (the node
+//! died, the command was killed) the last periodic snapshot is shown,
+//! marked incomplete, and a line on stderr says why.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nodetrace_protocol::frame::{self, FrameError};
+use nodetrace_protocol::{
+    CallsiteInfo, Command as NodeCommand, NodeMessage, PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV,
+    ProfileMode, ProfileSnapshot, ProfileSpec, Reply, TracerMessage, display_ms, handshake,
+};
+use nodetrace_tracer::conn::message_name;
+use nodetrace_tracer::stream::{PING_EVERY, STOP_GRACE};
+use nodetrace_tracer::{Connection, Credentials, Format, StopSignal, Target, TracerError};
+
+use crate::exit::{describe_status, display_command, exit_code};
+use crate::tc::human_ns;
+use crate::{
+    FlameError, Profile, ReportOptions, write_flamegraph, write_folded, write_json, write_text,
+};
+
+/// How to link the agent, for a command that never connected.
+pub const AGENT_HINT: &str = "add nodetrace-agent and call nodetrace_agent::node::start(NodeConfig::new(\"name@host\")) at start-up";
+
+/// How long a command may take to connect back, unless told otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a profile of a running node lasts unless told otherwise.
+pub const DEFAULT_DURATION_MS: u64 = 10_000;
+
+/// The snapshot period unless told otherwise.
+pub const DEFAULT_INTERVAL_MS: u64 = 500;
+
+/// How long past its end a profile's final report may take.
+const REPORT_GRACE: Duration = Duration::from_secs(10);
+
+/// How long after a command exits its last frames may take to arrive.
+const EXIT_GRACE: Duration = Duration::from_secs(3);
+
+const READ_POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Why a profile could not be made or shown; each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// Connecting to the node, the handshake or the profile command failed.
+    #[error(transparent)]
+    Tracer(#[from] TracerError),
+    /// The request is not acceptable (refused before anything runs).
+    #[error("{0}")]
+    Refused(String),
+    /// The command could not be started.
+    #[error("cannot start {command}: {cause}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        cause: io::Error,
+    },
+    /// The command never connected back: it does not link the agent.
+    #[error("{0}: is the nodetrace agent linked? {AGENT_HINT}")]
+    NeverConnected(String),
+    /// The listener for the command's agent failed.
+    #[error("cannot listen for the command's agent on 127.0.0.1: {0}")]
+    Listen(io::Error),
+    /// Waiting for the command failed.
+    #[error("cannot wait for `{command}`: {cause}")]
+    Wait {
+        /// The command line.
+        command: String,
+        /// Why.
+        cause: io::Error,
+    },
+    /// A file could not be written.
+    #[error("cannot write {}: {cause}", path.display())]
+    File {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        cause: io::Error,
+    },
+    /// The report could not be written to stdout.
+    #[error("cannot write the report: {0}")]
+    Output(io::Error),
+    /// The flamegraph could not be drawn.
+    #[error("{}: {cause}", path.display())]
+    Flame {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        cause: FlameError,
+    },
+    /// The node ended before any figures came.
+    #[error("{0}: no figures to show")]
+    NoFigures(String),
+}
+
+impl ProfileError {
+    /// Whether this is a write to a closed pipe (`nodetrace profile ... |
+    /// head`), which ends the command quietly.
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            ProfileError::Output(e) => e.kind() == io::ErrorKind::BrokenPipe,
+            ProfileError::Tracer(e) => e.is_broken_pipe(),
+            _ => false,
+        }
+    }
+
+    /// The exit code for this error: 127 or 126 for a command that could
+    /// not be started (as a shell says), else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ProfileError::Spawn { cause, .. } => crate::exit::spawn_error_code(cause),
+            _ => 1,
+        }
+    }
+}
+
+/// Where and how a profile's figures go.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    /// Text tables or one JSON object.
+    pub format: Format,
+    /// Sort, per-process tables, histograms.
+    pub report: ReportOptions,
+    /// The report's file; stdout if `None`.
+    pub output: Option<PathBuf>,
+    /// A flamegraph SVG to draw (eprof, fprof).
+    pub flamegraph: Option<PathBuf>,
+    /// Folded stacks to write (eprof, fprof).
+    pub folded: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Refuses what cannot be done before anything runs: stacks of a
+    /// cprof profile, files in directories that do not exist.
+    pub fn check(&self, mode: ProfileMode) -> Result<(), ProfileError> {
+        if mode == ProfileMode::Cprof && (self.flamegraph.is_some() || self.folded.is_some()) {
+            return Err(ProfileError::Refused(
+                "--flamegraph and --folded draw call stacks, which cprof does not keep (it only counts calls): use eprof or fprof".to_owned(),
+            ));
+        }
+        for path in [&self.output, &self.flamegraph, &self.folded]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                return Err(ProfileError::Refused(format!(
+                    "cannot write {}: there is no directory {}",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the folded stacks, the flamegraph and the report; says on
+    /// `log` where the files are.
+    pub fn write(&self, profile: &Profile<'_>, log: &mut dyn Write) -> Result<(), ProfileError> {
+        if let Some(path) = &self.folded {
+            let mut file = create(path)?;
+            write_folded(&mut file, profile)
+                .and_then(|()| file.flush())
+                .map_err(|cause| file_error(path, cause))?;
+            note(log, &format!("folded stacks written to {}", path.display()));
+        }
+        if let Some(path) = &self.flamegraph {
+            let mut file = create(path)?;
+            let title = format!("{} of {}", profile.mode.name(), profile.node);
+            write_flamegraph(&mut file, profile, &title).map_err(|cause| ProfileError::Flame {
+                path: path.clone(),
+                cause,
+            })?;
+            file.flush().map_err(|cause| file_error(path, cause))?;
+            note(log, &format!("flamegraph written to {}", path.display()));
+        }
+        let (mut out, path): (Box<dyn Write>, Option<&Path>) = match &self.output {
+            Some(path) => (Box::new(create(path)?), Some(path)),
+            None => (Box::new(BufWriter::new(io::stdout().lock())), None),
+        };
+        let written = match self.format {
+            Format::Text => write_text(&mut out, profile, &self.report),
+            Format::Json => write_json(&mut out, profile),
+        }
+        .and_then(|()| out.flush());
+        match (written, path) {
+            (Ok(()), _) => Ok(()),
+            (Err(cause), Some(path)) => Err(file_error(path, cause)),
+            (Err(e), None) => Err(ProfileError::Output(e)),
+        }
+    }
+}
+
+/// Writes `nodetrace: TEXT` as one line in one write, so that it does not
+/// interleave with what a command writes to the same terminal.
+fn note(log: &mut dyn Write, text: &str) {
+    let _ = log.write_all(format!("nodetrace: {text}\n").as_bytes());
+    let _ = log.flush();
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>, ProfileError> {
+    File::create(path)
+        .map(BufWriter::new)
+        .map_err(|cause| file_error(path, cause))
+}
+
+fn file_error(path: &Path, cause: io::Error) -> ProfileError {
+    ProfileError::File {
+        path: path.to_owned(),
+        cause,
+    }
+}
+
+/// A profile to run and where its figures go.
+#[derive(Debug, Clone)]
+pub struct ProfileRequest {
+    /// What the node is asked.
+    pub spec: ProfileSpec,
+    /// The duration is the default one: say so.
+    pub default_duration: bool,
+    /// Where the figures go.
+    pub outputs: Outputs,
+}
+
+impl ProfileRequest {
+    /// `eprof of todo::server, todo::cache` or `cprof of every traceable
+    /// function`.
+    pub fn describe(&self) -> String {
+        let what = if self.spec.patterns.is_empty() {
+            "every traceable function".to_owned()
+        } else {
+            self.spec
+                .patterns
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!("{} of {what}", self.spec.mode.name())
+    }
+}
+
+/// Interrupts (Ctrl-C) counted, for a profile of a command: the first one
+/// reaches the command too and nodetrace waits for it to exit; the second
+/// kills it.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupts(Arc<AtomicU32>);
+
+impl Interrupts {
+    /// None yet.
+    pub fn new() -> Interrupts {
+        Interrupts::default()
+    }
+
+    /// Counts one (from a signal handler).
+    pub fn hit(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many so far.
+    pub fn count(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Started {
+    functions: u64,
+    callsites: Vec<CallsiteInfo>,
+}
+
+fn start(conn: &mut Connection, spec: &ProfileSpec) -> Result<Started, TracerError> {
+    match conn.request(NodeCommand::Profile(spec.clone()))? {
+        Reply::ProfileStarted {
+            functions,
+            callsites,
+        } => Ok(Started {
+            functions,
+            callsites,
+        }),
+        other => Err(TracerError::Unexpected {
+            node: conn.name().to_owned(),
+            what: "Profile".to_owned(),
+            got: message_name(&NodeMessage::Reply(other)).to_owned(),
+        }),
+    }
+}
+
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// What the reader thread hands over.
+enum Incoming {
+    Snapshot(ProfileSnapshot, bool),
+    Closed(String),
+    Note(String),
+}
+
+/// A profile's connection after it started: a pinger and a reader.
+struct Live {
+    rx: Receiver<Incoming>,
+    ctl: Option<Sender<()>>,
+    socket: TcpStream,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Live {
+    fn start(conn: Connection) -> Result<Live, TracerError> {
+        let name = conn.name().to_owned();
+        let lost = |cause: io::Error| TracerError::Lost {
+            node: name.clone(),
+            cause: FrameError::Io(cause),
+        };
+        let writer = conn.try_clone_stream().map_err(lost)?;
+        let socket = conn.try_clone_stream().map_err(lost)?;
+        conn.set_read_timeout(Some(READ_POLL)).map_err(lost)?;
+        let (ctl_tx, ctl_rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        let pinger = thread::Builder::new()
+            .name(format!("ping {name}"))
+            .spawn(move || ping(writer, &ctl_rx))
+            .map_err(lost)?;
+        let reader = thread::Builder::new()
+            .name(format!("read {name}"))
+            .spawn(move || read(conn, &tx))
+            .map_err(lost)?;
+        Ok(Live {
+            rx,
+            ctl: Some(ctl_tx),
+            socket,
+            threads: vec![pinger, reader],
+        })
+    }
+
+    /// Asks the node to end the profile (it sends its final report).
+    fn stop(&self) {
+        if let Some(ctl) = &self.ctl {
+            let _ = ctl.send(());
+        }
+    }
+
+    fn recv(&self, timeout: Duration) -> Option<Incoming> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(message) => Some(message),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                thread::sleep(timeout);
+                None
+            }
+        }
+    }
+
+    /// Closes the connection and waits for both threads.
+    fn close(mut self) {
+        let _ = self.socket.shutdown(Shutdown::Both);
+        self.ctl = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn ping(mut stream: TcpStream, ctl: &Receiver<()>) {
+    loop {
+        let message = match ctl.recv_timeout(PING_EVERY) {
+            Ok(()) => TracerMessage::Command(NodeCommand::Stop),
+            Err(RecvTimeoutError::Timeout) => TracerMessage::Ping,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if frame::write_frame(&mut stream, &message).is_err() {
+            return;
+        }
+    }
+}
+
+fn read(mut conn: Connection, tx: &Sender<Incoming>) {
+    loop {
+        let incoming = match conn.recv_frame() {
+            Ok(NodeMessage::Profile { snapshot, last }) => Incoming::Snapshot(snapshot, last),
+            // A Stop that crossed the profile's own end.
+            Ok(NodeMessage::Reply(Reply::Error(text))) => Incoming::Note(text),
+            Ok(other) => Incoming::Note(format!(
+                "unexpected {} during the profile",
+                message_name(&other)
+            )),
+            Err(e) if e.is_timeout() => continue,
+            Err(FrameError::Closed) => {
+                let _ = tx.send(Incoming::Closed("the connection was closed".to_owned()));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Incoming::Closed(format!("the connection was lost: {e}")));
+                return;
+            }
+        };
+        if tx.send(incoming).is_err() {
+            return;
+        }
+    }
+}
+
+/// The figures received so far.
+#[derive(Default)]
+struct Figures {
+    latest: Option<ProfileSnapshot>,
+    last: Option<ProfileSnapshot>,
+    closed: Option<String>,
+}
+
+impl Figures {
+    fn absorb(&mut self, incoming: Incoming, node: &str, log: &mut dyn Write) {
+        match incoming {
+            Incoming::Snapshot(snapshot, true) => self.last = Some(snapshot),
+            Incoming::Snapshot(snapshot, false) => self.latest = Some(snapshot),
+            Incoming::Closed(why) => self.closed = Some(why),
+            Incoming::Note(text) => {
+                note(log, &format!("{node}: {text}"));
+            }
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.last.is_some() || self.closed.is_some()
+    }
+}
+
+/// The figures to show: the final report, else the last periodic
+/// snapshot (incomplete, and `log` says `why`), else an error.
+fn conclude(
+    figures: Figures,
+    why: String,
+    log: &mut dyn Write,
+) -> Result<(ProfileSnapshot, bool), ProfileError> {
+    match (figures.last, figures.latest) {
+        (Some(last), _) => Ok((last, true)),
+        (None, Some(latest)) => {
+            note(
+                log,
+                &format!(
+                    "{why}: showing its last periodic figures, {} into the profile",
+                    human_ns(latest.elapsed_ns)
+                ),
+            );
+            Ok((latest, false))
+        }
+        (None, None) => Err(ProfileError::NoFigures(why)),
+    }
+}
+
+/// Profiles the running node `target` until the profile's duration ends
+/// (or `stop` is given), then writes the figures. Returns whether they are
+/// the node's final report (false: its last periodic figures, because the
+/// connection was lost).
+pub fn profile_node(
+    target: &Target,
+    credentials: &Credentials,
+    request: &ProfileRequest,
+    log: &mut dyn Write,
+    stop: &StopSignal,
+) -> Result<bool, ProfileError> {
+    request.outputs.check(request.spec.mode)?;
+    let mut conn = Connection::open(target, credentials)?;
+    let node = conn.name().to_owned();
+    let started = start(&mut conn, &request.spec)?;
+    let duration = match request.spec.duration_ms {
+        Some(ms) if request.default_duration => {
+            format!(" for {} (the default; set --duration)", display_ms(ms))
+        }
+        Some(ms) => format!(" for {}", display_ms(ms)),
+        None => String::new(),
+    };
+    note(
+        log,
+        &format!(
+            "{} on {node} ({}){duration}; Ctrl-C stops it early",
+            request.describe(),
+            plural(started.functions, "function")
+        ),
+    );
+    let live = Live::start(conn)?;
+    let deadline = request
+        .spec
+        .duration_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms) + REPORT_GRACE);
+    let mut figures = Figures::default();
+    let mut stop_sent: Option<Instant> = None;
+    let mut gave_up = None;
+    while !figures.done() {
+        if stop_sent.is_none() && stop.is_stopped() {
+            live.stop();
+            stop_sent = Some(Instant::now());
+        }
+        if stop_sent.is_some_and(|at| at.elapsed() > STOP_GRACE) {
+            gave_up = Some(format!(
+                "{node} sent no final report within {}s of Stop",
+                STOP_GRACE.as_secs()
+            ));
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            gave_up = Some(format!(
+                "{node} sent no final report within {}s of the profile's end",
+                REPORT_GRACE.as_secs()
+            ));
+            break;
+        }
+        if let Some(incoming) = live.recv(POLL) {
+            figures.absorb(incoming, &node, log);
+        }
+    }
+    live.close();
+    let why = gave_up.unwrap_or_else(|| {
+        let closed = figures.closed.as_deref().unwrap_or("the connection ended");
+        format!("lost {node} before its final report ({closed})")
+    });
+    let (snapshot, complete) = conclude(figures, why, log)?;
+    let profile = Profile {
+        mode: request.spec.mode,
+        node: &node,
+        snapshot: &snapshot,
+        callsites: &started.callsites,
+        complete,
+    };
+    request.outputs.write(&profile, log)?;
+    Ok(complete)
+}
+
+/// Kills the command if it still runs when dropped.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn one_time_cookie() -> String {
+    handshake::challenge()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Runs `command` with the agent told to connect back, profiles it from
+/// its start to its exit, writes the figures, and returns the command's
+/// exit code (128 + N if signal N killed it).
+///
+/// The command's stdin, stdout and stderr are this process's; the report
+/// follows its output. A command that does not connect within
+/// `connect_timeout` (or exits first) is killed and reported as
+/// [`ProfileError::NeverConnected`].
+pub fn profile_command(
+    command: &[OsString],
+    request: &ProfileRequest,
+    connect_timeout: Duration,
+    interrupts: &Interrupts,
+    log: &mut dyn Write,
+) -> Result<i32, ProfileError> {
+    request.outputs.check(request.spec.mode)?;
+    let (program, args) = command.split_first().ok_or_else(|| {
+        ProfileError::Refused(
+            "profile needs a command after `--`, or a running node (--node NAME)".to_owned(),
+        )
+    })?;
+    let display = display_command(command);
+    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(ProfileError::Listen)?;
+    let addr = listener.local_addr().map_err(ProfileError::Listen)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(ProfileError::Listen)?;
+    let cookie = one_time_cookie();
+    let child = Command::new(program)
+        .args(args)
+        .env(PROFILER_ADDR_ENV, addr.to_string())
+        .env(PROFILER_COOKIE_ENV, &cookie)
+        .spawn()
+        .map_err(|cause| ProfileError::Spawn {
+            command: display.clone(),
+            cause,
+        })?;
+    let mut child = ChildGuard(child);
+    let wait_error = |cause| ProfileError::Wait {
+        command: display.clone(),
+        cause,
+    };
+
+    let deadline = Instant::now() + connect_timeout;
+    let (stream, peer) = loop {
+        match listener.accept() {
+            Ok(accepted) => break accepted,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ProfileError::Listen(e)),
+        }
+        if let Some(status) = child.0.try_wait().map_err(wait_error)? {
+            return Err(ProfileError::NeverConnected(format!(
+                "`{display}` {} without connecting to the profiler",
+                describe_status(status)
+            )));
+        }
+        let interrupted = interrupts.count() >= 2;
+        if interrupted || Instant::now() > deadline {
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            let what = if interrupted {
+                format!(
+                    "`{display}` was killed on the second interrupt, before it connected to the profiler"
+                )
+            } else {
+                format!(
+                    "`{display}` did not connect to the profiler within {} (killed it)",
+                    display_ms(connect_timeout.as_millis().max(1) as u64)
+                )
+            };
+            return Err(ProfileError::NeverConnected(what));
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    // One program is profiled; others started with the same environment
+    // are refused at once rather than left waiting.
+    drop(listener);
+    let target = Target {
+        name: Some(format!("`{display}`")),
+        addr: peer,
+    };
+    let credentials = Credentials::new(cookie, "(the one-time cookie of nodetrace profile)");
+    let mut conn = Connection::accepted(stream, &target, &credentials)?;
+    let node = conn.name().to_owned();
+    let started = start(&mut conn, &request.spec)?;
+    note(
+        log,
+        &format!(
+            "{} in `{display}` ({node}, {}); the report follows when it exits",
+            request.describe(),
+            plural(started.functions, "function")
+        ),
+    );
+    let live = Live::start(conn)?;
+
+    let mut figures = Figures::default();
+    let mut noted = 0;
+    let status: ExitStatus = loop {
+        if let Some(status) = child.0.try_wait().map_err(wait_error)? {
+            break status;
+        }
+        match interrupts.count() {
+            0 => {}
+            1 if noted == 0 => {
+                note(
+                    log,
+                    &format!(
+                        "waiting for `{display}` to exit (the interrupt reached it too); interrupt again to kill it"
+                    ),
+                );
+                noted = 1;
+            }
+            1 => {}
+            _ if noted < 2 => {
+                let _ = child.0.kill();
+                noted = 2;
+            }
+            _ => {}
+        }
+        if let Some(incoming) = live.recv(POLL) {
+            figures.absorb(incoming, &node, log);
+        }
+    };
+    // The final report may still be on its way: the command's exit closes
+    // the connection after it.
+    let grace = Instant::now() + EXIT_GRACE;
+    while !figures.done() && Instant::now() < grace {
+        if let Some(incoming) = live.recv(POLL) {
+            figures.absorb(incoming, &node, log);
+        }
+    }
+    live.close();
+    let code = exit_code(status);
+    let why = format!(
+        "`{display}` {} before its final report",
+        describe_status(status)
+    );
+    let (snapshot, complete) = match conclude(figures, why, log) {
+        Ok(figures) => figures,
+        Err(e) => {
+            note(log, &format!("{e}"));
+            return Ok(if code == 0 { 1 } else { code });
+        }
+    };
+    let profile = Profile {
+        mode: request.spec.mode,
+        node: &node,
+        snapshot: &snapshot,
+        callsites: &started.callsites,
+        complete,
+    };
+    request.outputs.write(&profile, log)?;
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_of_cprof_and_missing_directories_are_refused_up_front() {
+        let outputs = Outputs {
+            flamegraph: Some("f.svg".into()),
+            ..Outputs::default()
+        };
+        let err = outputs.check(ProfileMode::Cprof).unwrap_err();
+        assert!(err.to_string().contains("use eprof or fprof"), "{err}");
+        assert!(outputs.check(ProfileMode::Eprof).is_ok());
+        let outputs = Outputs {
+            folded: Some("/no/such/dir/f.txt".into()),
+            ..Outputs::default()
+        };
+        let err = outputs.check(ProfileMode::Fprof).unwrap_err();
+        assert!(
+            err.to_string().contains("no directory /no/such/dir"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cookies_are_fresh_hex() {
+        let (a, b) = (one_time_cookie(), one_time_cookie());
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}
