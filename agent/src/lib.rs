@@ -75,7 +75,9 @@ pub mod __private {
     pub use crate::fmt::{
         Arg, ArgWriter, FmtDebug, FmtOpaque, FmtSelfPid, FmtSelfProcess, SelfArg,
     };
-    pub use crate::record::{Active, CallGuard, Traced, instrument, is_off, run, start_call};
+    pub use crate::record::{
+        Active, CallGuard, Traced, instrument, is_off, is_off_or_counted, run, start_call,
+    };
     pub use linkme;
 
     /// Pins an async block's output type, so `?` inside it infers.

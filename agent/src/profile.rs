@@ -23,7 +23,7 @@ use nodetrace_protocol::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::callsite::callsites;
+use crate::callsite::{callsites, session_bits};
 use crate::clock;
 use crate::session::{ProcFlags, Procs, Session, SessionError, SessionOptions};
 
@@ -114,6 +114,11 @@ struct ThreadProfile {
 }
 
 static PROFILER: ArcSwapOption<Profiler> = ArcSwapOption::const_empty();
+
+/// The flags word of a callsite that only a cprof of every process counts
+/// (zero when there is none): such a call is counted and nothing else,
+/// without choosing sessions or reading the pid.
+pub(crate) static COUNT_ONLY: AtomicU64 = AtomicU64::new(0);
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
@@ -230,6 +235,16 @@ impl Aggregates {
             *slot += own;
         }
     }
+}
+
+/// Counts a call of `cs` for cprof.
+#[inline(never)]
+pub(crate) fn count(cs: u32) {
+    with_thread(|t| {
+        if let Some(counter) = t.data.counts.get(cs as usize) {
+            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+    });
 }
 
 /// A sync call (or the first poll of an async one) entered `cs` in `pid`:
@@ -411,6 +426,7 @@ impl Profile {
         }
         GENERATION.store(generation, Ordering::Release);
         let profile = Profile { session, profiler };
+        let everyone = matches!(procs, Procs::All);
         profile.session.processes(procs, ProcFlags::CALLS)?;
         let every: [Pattern; 1] = ["*".parse().expect("`*` is a pattern")];
         let patterns = if patterns.is_empty() {
@@ -422,6 +438,10 @@ impl Profile {
             if profile.session.trace_pattern(pattern) == 0 {
                 return Err(ProfileError::NothingMatched(pattern.to_string()));
             }
+        }
+        if options.mode == ProfileMode::Cprof && everyone {
+            let bits = session_bits(profile.session.slot(), true, false);
+            COUNT_ONLY.store(bits, Ordering::Relaxed);
         }
         Ok(profile)
     }
@@ -446,6 +466,7 @@ impl Profile {
 
 impl Drop for Profile {
     fn drop(&mut self) {
+        COUNT_ONLY.store(0, Ordering::Relaxed);
         self.session.stop();
         PROFILER.compare_and_swap(&Some(self.profiler.clone()), None::<Arc<Profiler>>);
         GENERATION.fetch_add(1, Ordering::AcqRel);

@@ -146,6 +146,10 @@ fn start_call_on(
     flags: u64,
     args: impl FnOnce(&mut ArgWriter),
 ) -> Option<Active> {
+    if flags == profile::COUNT_ONLY.load(Ordering::Relaxed) {
+        profile::count(cs.id());
+        return None;
+    }
     let pending = sessions_for(flags)?;
     let text = (pending.args_bound > 0 && pending.mask != 0).then(|| {
         let mut w = ArgWriter::new(pending.args_bound, pending.pid);
@@ -221,11 +225,34 @@ impl Active {
 #[derive(Debug)]
 pub struct CallGuard(Option<Active>);
 
-/// Whether no session traces `cs`: the whole cost of a switched-off call.
+/// Whether no session traces `cs`: the whole cost of a switched-off call,
+/// one load and a branch.
 #[doc(hidden)]
 #[inline(always)]
 pub fn is_off(cs: &'static Callsite) -> bool {
     cs.flags() == 0
+}
+
+/// For an async function: whether its body runs as written, because no
+/// session traces `cs` or only a cprof counts it (then it is counted, and
+/// the body is not wrapped). A sync function keeps the bare [`is_off`], so
+/// that its switched-off path needs no stack frame; its cprof count costs
+/// a call more.
+#[doc(hidden)]
+#[inline(always)]
+pub fn is_off_or_counted(cs: &'static Callsite) -> bool {
+    let flags = cs.flags();
+    flags == 0 || only_counted(cs, flags)
+}
+
+#[cold]
+#[inline(never)]
+fn only_counted(cs: &'static Callsite, flags: u64) -> bool {
+    if flags != profile::COUNT_ONLY.load(Ordering::Relaxed) {
+        return false;
+    }
+    profile::count(cs.id());
+    true
 }
 
 /// Runs the body of a sync traced call whose call `guard` recorded, and

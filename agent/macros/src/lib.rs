@@ -339,10 +339,15 @@ fn instrument(sig: &Signature, block: &Block, options: &Options) -> syn::Result<
             })
         }
     };
+    let off = if is_async {
+        quote!(::nodetrace_agent::__private::is_off_or_counted(&#cs))
+    } else {
+        quote!(::nodetrace_agent::__private::is_off(&#cs))
+    };
     Ok(if twice {
         quote! {
             #callsite
-            if ::nodetrace_agent::__private::is_off(&#cs) #block else {
+            if #off #block else {
                 ::core::hint::cold_path();
                 #on
             }
