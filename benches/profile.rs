@@ -61,6 +61,8 @@ fn profiles(c: &mut Criterion) {
             snapshot.functions.len()
         );
     }
+    // The anchor again, after the profiles: how far the machine drifted.
+    group.bench_function("untraced_again", |b| b.iter_custom(|n| runs(&runtime, n)));
     group.finish();
 
     let mut group = c.benchmark_group("tc");
