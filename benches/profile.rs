@@ -1,6 +1,6 @@
 //! Profiling the `todo load` workload in process: untraced, cprof, eprof and
 //! fprof (every traceable function), each against the untraced run in the
-//! same bench; the time a final fprof report takes; `tc` on an empty closure
+//! same bench, and again interleaved with it round by round; the time a final fprof report takes; `tc` on an empty closure
 //! against no timing at all; and the memory of a 60 s eprof session.
 
 mod common;
@@ -82,6 +82,31 @@ fn profiles(c: &mut Criterion) {
     group.finish();
 }
 
+/// Each profiler against the untraced workload, interleaved: every round
+/// runs the load untraced, then under the profile, so that whatever drifts
+/// over the process's life weighs on both alike. Prints the ratio of the
+/// sums over 40 rounds.
+fn interleaved(_: &mut Criterion) {
+    const ROUNDS: u32 = 40;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for mode in [ProfileMode::Cprof, ProfileMode::Eprof, ProfileMode::Fprof] {
+        let (mut untraced, mut profiled) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..ROUNDS {
+            untraced += runs(&runtime, 1);
+            let profile = Profile::start(options(mode), &[]).unwrap();
+            profiled += runs(&runtime, 1);
+            profile.stop();
+        }
+        eprintln!(
+            "{} interleaved over {ROUNDS} rounds: untraced {:?} a run, profiled {:?} a run: {:.3}x",
+            mode.name(),
+            untraced / ROUNDS,
+            profiled / ROUNDS,
+            profiled.as_secs_f64() / untraced.as_secs_f64()
+        );
+    }
+}
+
 /// A 60 s eprof session under continuous load: resident memory after a
 /// 10 s warm-up and at the end. Set NODETRACE_BENCH_QUICK=1 to skip it.
 fn eprof_memory(_: &mut Criterion) {
@@ -111,5 +136,5 @@ fn eprof_memory(_: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, profiles, eprof_memory);
+criterion_group!(benches, profiles, interleaved, eprof_memory);
 criterion_main!(benches);
