@@ -38,8 +38,8 @@ use nodetrace_tracer::{
 #[derive(Debug, Parser)]
 #[command(name = "nodetrace", version, propagate_version = true)]
 struct Cli {
-    /// The cookie the node knows [default: NODETRACE_COOKIE, else the file
-    /// <home>/cookie, the home being NODETRACE_HOME or ~/.nodetrace].
+    /// The cookie the node knows [default: NODETRACE_COOKIE, else the cookie
+    /// file of the nodetrace home: $NODETRACE_HOME/cookie or ~/.nodetrace/cookie].
     #[arg(long, global = true, value_name = "COOKIE", display_order = 100)]
     cookie: Option<String>,
 

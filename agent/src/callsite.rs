@@ -1,7 +1,7 @@
 //! Callsites: one `static` per `#[traced]` function, known at link time.
 //!
 //! The `#[traced]` attribute gives every function a [`Callsite`] placed in
-//! the [`CALLSITES`] distributed slice (`linkme`), so the registry lists every
+//! the `CALLSITES` distributed slice (`linkme`), so the registry lists every
 //! traceable function of the binary before any of them ran, and a pattern set
 //! by a tracer reaches functions that have not been called yet.
 //!
@@ -69,7 +69,7 @@ impl Callsite {
         self.flags() != 0
     }
 
-    /// Index of this callsite in [`CALLSITES`]; events refer to it.
+    /// Index of this callsite in the registry; events refer to it.
     #[inline]
     pub fn id(&self) -> u32 {
         let base = CALLSITES.as_ptr() as usize;

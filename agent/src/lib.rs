@@ -1,7 +1,24 @@
 //! The in-node half of nodetrace: what a service links to be traceable.
 //!
-//! Mark functions `#[traced]`; start a [`Session`] (the tracer node does this
-//! over the wire); set patterns like `dbg:tp`; read events.
+//! Mark functions `#[traced]` and call [`node::start`] once at start-up:
+//!
+//! ```no_run
+//! use nodetrace_agent::node::{self, NodeConfig};
+//!
+//! #[nodetrace_agent::traced]
+//! fn entries(list: &str) -> Vec<String> { Vec::new() }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     node::start(NodeConfig::new("todo@localhost"))?;
+//!     // ... serve; `nodetrace trace calls my_crate:entries` now finds it.
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The node registers itself under its name and serves tracer nodes on a
+//! loopback port after a cookie handshake; a tracer's trace is a [`Session`]
+//! (like `dbg:tracer`), its patterns switch callsites on (like `dbg:tp`), and
+//! its limits are enforced here, in the node. The same API works in process:
 //!
 //! ```
 //! use nodetrace_agent::{traced, Session, SessionOptions};
@@ -33,8 +50,11 @@
 //!   session queue drops the event and counts it. Memory is bounded by the
 //!   ring capacity ([`set_ring_capacity`]) per recording thread plus each
 //!   session's queue.
-//! - **Ending a session** (dropping it, or [`clear_all`]) returns every
-//!   function it switched on to the off cost.
+//! - **Ending a session** (dropping it, a tripped limit, [`clear_all`], or
+//!   its tracer going away: a closed connection at once, a silent one after
+//!   800 ms) returns every function it switched on to the off cost.
+//! - **Profiles** ([`Profile`]) are aggregated here, per thread; only their
+//!   figures leave the node, never per-call events.
 
 mod callsite;
 mod clock;

@@ -313,7 +313,7 @@ impl Connection {
         }
     }
 
-    /// Changes how long [`recv`](Connection::recv) waits.
+    /// Changes how long a read of the next message waits.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream.set_read_timeout(timeout)
     }

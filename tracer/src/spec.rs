@@ -1,4 +1,4 @@
-//! From what an operator types to a [`TraceSpec`]: patterns, processes,
+//! From what an operator types to a [`TraceSpec`](crate::protocol::TraceSpec): patterns, processes,
 //! limits.
 
 use nodetrace_protocol::{Limits, Pattern, PatternError, Rate, display_ms, parse_duration_ms};
