@@ -40,8 +40,9 @@ pub const SILENCE_LIMIT: Duration = Duration::from_millis(800);
 /// How often the connection thread looks for silence and ended traces.
 const TICK: Duration = Duration::from_millis(100);
 
-/// The registry entry of this node, removed by [`unregister`].
-static REGISTRATION: Mutex<Option<Registration>> = Mutex::new(None);
+/// The registry entry of this node, held for the life of the process (a
+/// dead node's entry is pruned by whoever reads the registry next).
+static REGISTRATION: OnceLock<Registration> = OnceLock::new();
 
 /// Starts the control server for `config`; returns where it listens.
 pub(crate) fn start(config: &NodeConfig, info: NodeInfo) -> Result<SocketAddr, NodeError> {
@@ -63,21 +64,13 @@ pub(crate) fn start(config: &NodeConfig, info: NodeInfo) -> Result<SocketAddr, N
         addr,
         started_ms: info.started_ms,
     })?;
-    *REGISTRATION.lock().unwrap_or_else(|p| p.into_inner()) = Some(registration);
+    let _ = REGISTRATION.set(registration);
     let context = Arc::new(Context { cookie, info });
     thread::Builder::new()
         .name("nodetrace-control".into())
         .spawn(move || accept(listener, context))
         .map_err(|e| NodeError::Listen(listen, e))?;
     Ok(addr)
-}
-
-/// Removes this node from the registry.
-pub(crate) fn unregister() {
-    REGISTRATION
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
 }
 
 struct Context {
@@ -143,16 +136,19 @@ pub(crate) fn connect_back(info: &NodeInfo) {
     }
 }
 
-fn try_connect_back(info: &NodeInfo) -> Result<(), NodeError> {
+/// The error says what failed, for the log line.
+fn try_connect_back(info: &NodeInfo) -> Result<(), String> {
     let Some(addr) = std::env::var_os(PROFILER_ADDR_ENV) else {
         return Ok(());
     };
     let text = addr.to_string_lossy().into_owned();
-    let addr: SocketAddr = text.parse().map_err(|_| {
-        NodeError::Profiler(format!("{PROFILER_ADDR_ENV}={text} is not an address"))
-    })?;
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|_| format!("{PROFILER_ADDR_ENV}={text} is not an address"))?;
     let cookie = std::env::var(PROFILER_COOKIE_ENV).unwrap_or_default();
-    let failed = |e: &dyn std::fmt::Display| NodeError::Profiler(format!("{addr}: {e}"));
+    let failed = |e: &dyn std::fmt::Display| {
+        format!("cannot connect back to the profiler that started this program ({addr}): {e}")
+    };
     let stream = TcpStream::connect_timeout(&addr, CONNECT_BACK_TIMEOUT).map_err(|e| failed(&e))?;
     let context = Context {
         cookie,

@@ -96,7 +96,7 @@ pub mod __private {
         Arg, ArgWriter, FmtDebug, FmtOpaque, FmtSelfPid, FmtSelfProcess, SelfArg,
     };
     pub use crate::record::{
-        Active, CallGuard, Traced, instrument, is_off, is_off_or_counted, run, start_call,
+        Active, CallGuard, Traced, flags, instrument, only_counted, run, start_call,
     };
     pub use linkme;
 

@@ -62,9 +62,6 @@ pub enum NodeError {
     /// The control server could not listen.
     #[error("the control server cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
-    /// The profiler that started this process could not be reached.
-    #[error("cannot connect back to the profiler that started this program: {0}")]
-    Profiler(String),
 }
 
 struct Node {
@@ -94,12 +91,6 @@ pub fn start(config: NodeConfig) -> Result<SocketAddr, NodeError> {
     .map_err(|_| NodeError::AlreadyStarted(config.name))?;
     control::connect_back(&info);
     Ok(addr)
-}
-
-/// Removes this node from the registry, e.g. before a clean exit. Tracers
-/// then no longer find it by name; running traces go on.
-pub fn unregister() {
-    control::unregister();
 }
 
 /// This node's name ([`DEFAULT_NODE_NAME`] until [`start`]).

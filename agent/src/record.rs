@@ -132,8 +132,11 @@ fn begin(
 /// the arguments and runs only if a session wants them.
 #[doc(hidden)]
 #[inline(always)]
-pub fn start_call(cs: &'static Callsite, args: impl FnOnce(&mut ArgWriter)) -> Option<Active> {
-    let flags = cs.flags();
+pub fn start_call(
+    cs: &'static Callsite,
+    flags: u64,
+    args: impl FnOnce(&mut ArgWriter),
+) -> Option<Active> {
     if flags == 0 {
         return None;
     }
@@ -225,29 +228,23 @@ impl Active {
 #[derive(Debug)]
 pub struct CallGuard(Option<Active>);
 
-/// Whether no session traces `cs`: the whole cost of a switched-off call,
-/// one load and a branch.
+/// The flags word of `cs`, read once per call: zero is the whole cost of a
+/// switched-off call (one load and a branch); the switched-on path is handed
+/// the same word rather than reading it again.
 #[doc(hidden)]
 #[inline(always)]
-pub fn is_off(cs: &'static Callsite) -> bool {
-    cs.flags() == 0
+pub fn flags(cs: &'static Callsite) -> u64 {
+    cs.flags()
 }
 
-/// For an async function: whether its body runs as written, because no
-/// session traces `cs` or only a cprof counts it (then it is counted, and
-/// the body is not wrapped). A sync function keeps the bare [`is_off`], so
-/// that its switched-off path needs no stack frame; its cprof count costs
-/// a call more.
+/// For a switched-on async function: whether only a cprof counts it; then it
+/// is counted here and its body runs as written, unwrapped. A sync function
+/// does not ask (its switched-off path then needs no stack frame); its cprof
+/// count costs a call more.
 #[doc(hidden)]
-#[inline(always)]
-pub fn is_off_or_counted(cs: &'static Callsite) -> bool {
-    let flags = cs.flags();
-    flags == 0 || only_counted(cs, flags)
-}
-
 #[cold]
 #[inline(never)]
-fn only_counted(cs: &'static Callsite, flags: u64) -> bool {
+pub fn only_counted(cs: &'static Callsite, flags: u64) -> bool {
     if flags != profile::COUNT_ONLY.load(Ordering::Relaxed) {
         return false;
     }
@@ -274,11 +271,14 @@ impl CallGuard {
     /// The guard of a switched-off call: it records nothing.
     pub const OFF: CallGuard = CallGuard(None);
 
-    /// Starts a sync traced call on a callsite found switched on; `args`
-    /// writes the arguments if a session wants them.
+    /// Starts a sync traced call of `cs`, whose flags word is `flags`;
+    /// `args` writes the arguments if a session wants them.
     #[inline(always)]
-    pub fn enter(cs: &'static Callsite, args: impl FnOnce(&mut ArgWriter)) -> CallGuard {
-        let flags = cs.flags();
+    pub fn enter(
+        cs: &'static Callsite,
+        flags: u64,
+        args: impl FnOnce(&mut ArgWriter),
+    ) -> CallGuard {
         if flags == 0 {
             return CallGuard::OFF;
         }

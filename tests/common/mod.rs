@@ -24,29 +24,7 @@ pub const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 /// The `todo` binary, built once per test binary next to `nodetrace`.
 pub fn todo_bin() -> &'static Path {
     static TODO: OnceLock<PathBuf> = OnceLock::new();
-    TODO.get_or_init(|| {
-        let dir = Path::new(NODETRACE).parent().expect("a bin directory");
-        let todo = dir.join(format!("todo{}", std::env::consts::EXE_SUFFIX));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "--quiet", "-p", "todo", "--bin", "todo"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null());
-        match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cargo build -p todo failed: {status}");
-        assert!(todo.is_file(), "no todo binary at {}", todo.display());
-        todo
-    })
+    TODO.get_or_init(|| built(&["-p", "todo", "--bin", "todo"], &["todo"]))
 }
 
 /// The `exiting` example of nodetrace-agent (a node that calls traced
@@ -55,44 +33,48 @@ pub fn todo_bin() -> &'static Path {
 pub fn exiting_bin() -> &'static Path {
     static EXITING: OnceLock<PathBuf> = OnceLock::new();
     EXITING.get_or_init(|| {
-        let dir = Path::new(NODETRACE).parent().expect("a bin directory");
-        let exiting = dir
-            .join("examples")
-            .join(format!("exiting{}", std::env::consts::EXE_SUFFIX));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let mut build = Command::new(cargo);
-        build
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "nodetrace-agent",
-                "--example",
-                "exiting",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null());
-        match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(
-            status.success(),
-            "cargo build -p nodetrace-agent --example exiting failed: {status}"
-        );
-        assert!(
-            exiting.is_file(),
-            "no exiting example at {}",
-            exiting.display()
-        );
-        exiting
+        built(
+            &["-p", "nodetrace-agent", "--example", "exiting"],
+            &["examples", "exiting"],
+        )
     })
+}
+
+/// Runs `cargo build --quiet TARGET...` in the profile this test runs in and
+/// returns the artifact at `path` (relative to the profile's directory, the
+/// last part a program name).
+fn built(target: &[&str], path: &[&str]) -> PathBuf {
+    let dir = Path::new(NODETRACE).parent().expect("a bin directory");
+    let (name, parents) = path.split_last().expect("a program name");
+    let artifact = parents
+        .iter()
+        .fold(dir.to_owned(), |d, p| d.join(p))
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet"])
+        .args(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            build.arg("--release");
+        }
+        Some(profile) => {
+            build.args(["--profile", profile]);
+        }
+    }
+    let status = build.status().expect("cargo runs");
+    let what = target.join(" ");
+    assert!(status.success(), "cargo build {what} failed: {status}");
+    assert!(
+        artifact.is_file(),
+        "cargo build {what} left nothing at {}",
+        artifact.display()
+    );
+    artifact
 }
 
 /// Kills an OS process by pid (SIGKILL) when dropped (if it is gone, `kill`

@@ -300,7 +300,7 @@ fn instrument(sig: &Signature, block: &Block, options: &Options) -> syn::Result<
         };
         quote!({
             ::nodetrace_agent::__private::instrument(
-                ::nodetrace_agent::__private::start_call(&#cs, |__nt_w| { #uses #args }),
+                ::nodetrace_agent::__private::start_call(&#cs, __nt_flags, |__nt_w| { #uses #args }),
                 #body,
                 #ret,
             ).await
@@ -309,7 +309,7 @@ fn instrument(sig: &Signature, block: &Block, options: &Options) -> syn::Result<
         let rebind = rebind_args(sig);
         let guard = quote! {
             #rebind
-            let __nt_guard = ::nodetrace_agent::__private::CallGuard::enter(&#cs, |__nt_w| { #uses #args });
+            let __nt_guard = ::nodetrace_agent::__private::CallGuard::enter(&#cs, __nt_flags, |__nt_w| { #uses #args });
         };
         if lends_from_mut(sig) {
             quote!({ #guard #block })
@@ -317,7 +317,7 @@ fn instrument(sig: &Signature, block: &Block, options: &Options) -> syn::Result<
             quote!({
                 #rebind
                 ::nodetrace_agent::__private::run(
-                    ::nodetrace_agent::__private::CallGuard::enter(&#cs, |__nt_w| { #uses #args }),
+                    ::nodetrace_agent::__private::CallGuard::enter(&#cs, __nt_flags, |__nt_w| { #uses #args }),
                     || #block,
                     |__nt_w, __nt_r| {
                         #uses
@@ -340,19 +340,21 @@ fn instrument(sig: &Signature, block: &Block, options: &Options) -> syn::Result<
         }
     };
     let off = if is_async {
-        quote!(::nodetrace_agent::__private::is_off_or_counted(&#cs))
+        quote!(__nt_flags == 0 || ::nodetrace_agent::__private::only_counted(&#cs, __nt_flags))
     } else {
-        quote!(::nodetrace_agent::__private::is_off(&#cs))
+        quote!(__nt_flags == 0)
     };
+    let flags = quote!(let __nt_flags = ::nodetrace_agent::__private::flags(&#cs););
     Ok(if twice {
         quote! {
             #callsite
+            #flags
             if #off #block else {
                 ::core::hint::cold_path();
                 #on
             }
         }
     } else {
-        quote! { #callsite #on }
+        quote! { #callsite #flags #on }
     })
 }
