@@ -47,6 +47,8 @@ fn render(c: &mut Criterion) {
             id: 0,
             module: "todo::server".into(),
             function: "entries".into(),
+            self_type: None,
+            trait_name: None,
             arity: 2,
             file: "examples/todo/src/server.rs".into(),
             line: 49,

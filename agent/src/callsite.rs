@@ -16,14 +16,26 @@ use linkme::distributed_slice;
 use nodetrace_protocol::{CallsiteInfo, Pattern};
 
 /// Every `#[traced]` function of the binary, in link order.
+///
+/// The slice's name, and so its linker section, carries the version of the
+/// agent that semver lets cargo link twice (`0.1`, then `1`, `2`...): two
+/// such versions in one binary keep two registries instead of colliding
+/// in one section. A test checks that the name follows the version.
 #[distributed_slice]
-pub static CALLSITES: [Callsite];
+pub static NODETRACE_CALLSITES_0_1: [Callsite];
+
+pub use self::NODETRACE_CALLSITES_0_1 as CALLSITES;
 
 /// What a callsite is: where the function lives and what it looks like.
 #[derive(Debug)]
 pub struct Metadata {
     /// `module_path!()` of the function, e.g. `todo::server`.
     pub module_path: &'static str,
+    /// For a method of a traced `impl` block, its type as written there,
+    /// without generics, e.g. `Store`.
+    pub self_type: Option<&'static str>,
+    /// For a method of a trait impl, the trait, e.g. `Storage`.
+    pub trait_name: Option<&'static str>,
     /// The function's name.
     pub name: &'static str,
     /// Its parameter count, a `self` receiver included.
@@ -83,6 +95,8 @@ impl Callsite {
             id: self.id(),
             module: self.meta.module_path.to_owned(),
             function: self.meta.name.to_owned(),
+            self_type: self.meta.self_type.map(str::to_owned),
+            trait_name: self.meta.trait_name.map(str::to_owned),
             arity: self.meta.arity,
             file: self.meta.file.to_owned(),
             line: self.meta.line,
@@ -91,7 +105,12 @@ impl Callsite {
     }
 
     pub(crate) fn matches(&self, pattern: &Pattern) -> bool {
-        pattern.matches(self.meta.module_path, self.meta.name, self.meta.arity)
+        pattern.matches_method(
+            self.meta.module_path,
+            self.meta.self_type,
+            self.meta.name,
+            self.meta.arity,
+        )
     }
 
     pub(crate) fn set_bits(&self, bits: u64) {
@@ -124,4 +143,23 @@ pub fn callsite(id: u32) -> Option<&'static Callsite> {
 pub(crate) fn session_bits(slot: usize, call: bool, ret: bool) -> u64 {
     let bit = 1u64 << slot;
     (if call { bit } else { 0 }) | (if ret { bit << 32 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_registry_is_named_for_the_linkable_version() {
+        let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
+        let minor = env!("CARGO_PKG_VERSION_MINOR");
+        let expected = if major == 0 {
+            format!("_0_{minor}")
+        } else {
+            format!("_{major}")
+        };
+        let source = include_str!("callsite.rs");
+        assert!(
+            source.contains(&format!("pub static NODETRACE_CALLSITES{expected}:")),
+            "rename the callsite slice to NODETRACE_CALLSITES{expected} for this version"
+        );
+    }
 }

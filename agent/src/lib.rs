@@ -96,13 +96,7 @@ pub mod __private {
         Arg, ArgWriter, FmtDebug, FmtOpaque, FmtSelfPid, FmtSelfProcess, SelfArg,
     };
     pub use crate::record::{
-        Active, CallGuard, Traced, flags, instrument, only_counted, run, start_call,
+        Active, CallGuard, Traced, body, flags, instrument, never, run, start_call,
     };
     pub use linkme;
-
-    /// Pins an async block's output type, so `?` inside it infers.
-    #[inline(always)]
-    pub fn typed<T, F: core::future::Future<Output = T>>(fut: F) -> F {
-        fut
-    }
 }

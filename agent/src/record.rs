@@ -237,34 +237,45 @@ pub fn flags(cs: &'static Callsite) -> u64 {
     cs.flags()
 }
 
-/// For a switched-on async function: whether only a cprof counts it; then it
-/// is counted here and its body runs as written, unwrapped. A sync function
-/// does not ask (its switched-off path then needs no stack frame); its cprof
-/// count costs a call more.
+/// Gives the body's closure of a traced function the kind `FnOnce`, so that
+/// it may return borrows of what it captured (a `&mut self` lends through
+/// it as it does through the function).
 #[doc(hidden)]
-#[cold]
-#[inline(never)]
-pub fn only_counted(cs: &'static Callsite, flags: u64) -> bool {
-    if flags != profile::COUNT_ONLY.load(Ordering::Relaxed) {
-        return false;
-    }
-    profile::count(cs.id());
-    true
+#[inline(always)]
+pub fn body<R, F: FnOnce() -> R>(body: F) -> F {
+    body
 }
 
-/// Runs the body of a sync traced call whose call `guard` recorded, and
-/// records its return (`ret` writes the value if asked) or its panic. Out
-/// of line, so that the traced function itself keeps only the flag check.
+/// Pins the output type of an async body: `if false { return never() }` as
+/// its first statement makes every `return`, `?` and its tail coerce to the
+/// declared type, as in the `async fn` itself. Never runs.
 #[doc(hidden)]
-#[inline(never)]
+#[inline(always)]
+pub fn never<T>() -> T {
+    unreachable!("nodetrace: a type pin that never runs")
+}
+
+/// Runs the body of a sync traced call: as it is when `call` is `None` (the
+/// switched-off path, inlined into the function), else between its call
+/// record and its return record (`ret` writes the value if asked) or its
+/// exception record.
+#[doc(hidden)]
+#[inline(always)]
 pub fn run<R>(
-    guard: CallGuard,
+    call: Option<Active>,
     body: impl FnOnce() -> R,
     ret: impl FnOnce(&mut ArgWriter, &R),
 ) -> R {
-    let value = body();
-    guard.exit(|w| ret(w, &value));
-    value
+    match call {
+        None => body(),
+        Some(active) => {
+            std::hint::cold_path();
+            let guard = CallGuard(Some(active));
+            let value = body();
+            guard.exit(|w| ret(w, &value));
+            value
+        }
+    }
 }
 
 impl CallGuard {
@@ -341,17 +352,16 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Wraps the body of an async traced call; with no active call it only
-/// polls the body.
+/// Wraps the body of an async traced call whose call was recorded.
 #[doc(hidden)]
-pub fn instrument<F, R>(active: Option<Active>, fut: F, ret: R) -> Traced<F, R>
+pub fn instrument<F, R>(active: Active, fut: F, ret: R) -> Traced<F, R>
 where
     F: Future,
     R: FnMut(&mut ArgWriter, &F::Output),
 {
     Traced {
         fut,
-        active,
+        active: Some(active),
         busy: 0,
         own: 0,
         caller: u32::MAX,

@@ -68,6 +68,11 @@ fn every_traced_function_is_listed_with_its_metadata_before_it_runs() {
         "callsites_are_listed_before_first_call::inner"
     );
     assert_eq!(find("thing_method").metadata().arity, 1);
+    assert_eq!(find("thing_method").metadata().self_type, Some("Thing"));
+    assert_eq!(
+        find("method").info().rust_path(),
+        "callsites_are_listed_before_first_call::Server::method"
+    );
     assert_eq!(callsites().len(), 6);
 }
 
@@ -79,14 +84,14 @@ fn callsite_ids_index_the_registry() {
             nodetrace_agent::callsite(cs.id()).map(|c| c.metadata().name),
             Some(cs.metadata().name)
         );
+        let m = cs.metadata();
+        let function = match m.self_type {
+            Some(ty) => format!("{ty}::{}", m.name),
+            None => m.name.to_owned(),
+        };
         assert_eq!(
             cs.info().mfa(),
-            format!(
-                "{}:{}/{}",
-                cs.metadata().module_path,
-                cs.metadata().name,
-                cs.metadata().arity
-            )
+            format!("{}:{function}/{}", m.module_path, m.arity)
         );
         assert!(!cs.is_enabled());
     }

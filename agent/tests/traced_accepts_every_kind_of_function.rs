@@ -87,7 +87,7 @@ fn each_shape_records_calls_and_returns() {
         lines,
         [
             format!(r#"call entry {me}, "a""#),
-            "return entry".to_owned(),
+            "return entry 0".to_owned(),
             format!(r#"call get {me}, "a""#),
             "return get Some(5)".to_owned(),
             format!("call keys {me}"),
@@ -100,7 +100,7 @@ fn each_shape_records_calls_and_returns() {
             "return with_items 3".to_owned(),
             "call with_items 1".to_owned(),
             "return with_items 4".to_owned(),
-            "call destructures _, 3".to_owned(),
+            "call destructures (1, 2), 3".to_owned(),
             "return destructures 6".to_owned(),
             r#"call async_ref "xyz""#.to_owned(),
             r#"return async_ref "yz""#.to_owned(),

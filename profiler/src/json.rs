@@ -17,6 +17,8 @@ pub fn write_json(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
             let c = info(f.callsite);
             json!({
                 "module": c.map(|c| c.module.as_str()),
+                "self_type": c.and_then(|c| c.self_type.as_deref()),
+                "trait_name": c.and_then(|c| c.trait_name.as_deref()),
                 "function": c.map(|c| c.function.as_str()),
                 "arity": c.map(|c| c.arity),
                 "pid": f.pid.map(|p| p.to_string()),

@@ -16,6 +16,8 @@ fn callsites() -> Vec<CallsiteInfo> {
         id,
         module: module.into(),
         function: function.into(),
+        self_type: None,
+        trait_name: None,
         arity,
         file: "src/x.rs".into(),
         line: 1,

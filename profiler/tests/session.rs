@@ -96,6 +96,8 @@ fn started(s: &mut TcpStream) -> ProfileSpec {
                 id: 0,
                 module: "fake".into(),
                 function: "work".into(),
+                self_type: None,
+                trait_name: None,
                 arity: 1,
                 file: "src/fake.rs".into(),
                 line: 1,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::Pid;
 
 /// A traceable function, as the node describes it to a tracer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallsiteInfo {
     /// Index of the callsite in the node's registry; events refer to it.
     pub id: u32,
@@ -15,6 +15,11 @@ pub struct CallsiteInfo {
     pub module: String,
     /// Function name, e.g. `entries`.
     pub function: String,
+    /// For a method, the type of its `impl` block as written there, without
+    /// generics, e.g. `Store`.
+    pub self_type: Option<String>,
+    /// For a method of a trait impl, the trait, e.g. `Storage`.
+    pub trait_name: Option<String>,
     /// Number of parameters, a `self` receiver included.
     pub arity: u8,
     /// Source file.
@@ -26,9 +31,45 @@ pub struct CallsiteInfo {
 }
 
 impl CallsiteInfo {
-    /// `module:function/arity`, as dbg prints a function.
+    /// The function with its type, if it is a method: `entries`,
+    /// `Store::get`, `<Store as Storage>::get`.
+    pub fn function_path(&self) -> String {
+        match (&self.self_type, &self.trait_name) {
+            (Some(ty), Some(tr)) => format!("<{ty} as {tr}>::{}", self.function),
+            (Some(ty), None) => format!("{ty}::{}", self.function),
+            _ => self.function.clone(),
+        }
+    }
+
+    /// `module:function/arity`, as dbg prints a function; a method keeps
+    /// its type (`kv::store:Store::get/2`), so two `get`s never merge.
     pub fn mfa(&self) -> String {
-        format!("{}:{}/{}", self.module, self.function, self.arity)
+        format!("{}:{}/{}", self.module, self.function_path(), self.arity)
+    }
+
+    /// The Rust path of the function: `kv::store::Store::get`, and for a
+    /// trait method `<kv::store::Store as Storage>::get`.
+    ///
+    /// ```
+    /// use nodetrace_protocol::CallsiteInfo;
+    ///
+    /// let get = CallsiteInfo {
+    ///     module: "kv::store".into(),
+    ///     self_type: Some("Store".into()),
+    ///     trait_name: Some("Storage".into()),
+    ///     function: "get".into(),
+    ///     arity: 2,
+    ///     ..CallsiteInfo::default()
+    /// };
+    /// assert_eq!(get.rust_path(), "<kv::store::Store as Storage>::get");
+    /// assert_eq!(get.mfa(), "kv::store:<Store as Storage>::get/2");
+    /// ```
+    pub fn rust_path(&self) -> String {
+        match (&self.self_type, &self.trait_name) {
+            (Some(ty), Some(tr)) => format!("<{}::{ty} as {tr}>::{}", self.module, self.function),
+            (Some(ty), None) => format!("{}::{ty}::{}", self.module, self.function),
+            _ => format!("{}::{}", self.module, self.function),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use std::str::FromStr;
 /// ```text
 /// pattern  = module [ ":" function ] [ "/" arity ] [ "->" "return" ]
 /// module   = segment { ( "." | "::" ) segment }      optionally in '…'
-/// function = name | "_" | "*"                         optionally in '…'
+/// function = [ type "::" ] name | "_" | "*"          optionally in '…'
 /// arity    = 0..=255 | "_" | "*"
 /// ```
 ///
@@ -90,16 +90,68 @@ impl Pattern {
     /// Module path segments are compared after [`snake_case`]; a raw
     /// identifier prefix `r#` on a segment or on `function` is ignored.
     pub fn matches(&self, module_path: &str, function: &str, arity: u8) -> bool {
+        self.matches_method(module_path, None, function, arity)
+    }
+
+    /// Whether a traced function or method is selected: a method is named
+    /// by its module, the type of its `impl` block (`self_type`) and its
+    /// name. A module pattern selects the functions and the methods
+    /// directly in the module; a path may also name a type (its methods) or
+    /// the function itself, as Rust names it (`kv::store::Store::get`); and
+    /// `Module:Type::function` names one method.
+    ///
+    /// ```
+    /// use nodetrace_protocol::Pattern;
+    ///
+    /// let select = |p: &str| -> bool {
+    ///     let p: Pattern = p.parse().unwrap();
+    ///     p.matches_method("kv::store", Some("Store"), "get", 2)
+    /// };
+    /// assert!(select("kv::store::Store::get"));
+    /// assert!(select("kv::store::Store::*"));
+    /// assert!(select("Kv.Store"));
+    /// assert!(select("Kv.Store:get/2"));
+    /// assert!(select("kv::store:Store::get"));
+    /// assert!(!select("kv::store:Cache::get"));
+    /// assert!(!select("kv::store::Cache"));
+    /// ```
+    pub fn matches_method(
+        &self,
+        module_path: &str,
+        self_type: Option<&str>,
+        function: &str,
+        arity: u8,
+    ) -> bool {
         if self.arity.is_some_and(|a| a != arity) {
             return false;
         }
+        let function = function.strip_prefix("r#").unwrap_or(function);
+        let module = || module_path.split("::").filter(|_| !module_path.is_empty());
+        let ty = self_type.map(snake_case);
+        let with_type = || module().chain(ty.as_deref());
         if let Some(glob) = &self.function {
-            let function = function.strip_prefix("r#").unwrap_or(function);
-            if !glob_match(glob, function) {
+            let (type_glob, fn_glob) = match glob.rsplit_once("::") {
+                Some((t, f)) => (Some(t), f),
+                None => (None, glob.as_str()),
+            };
+            if !glob_match(fn_glob, function) {
                 return false;
             }
+            return match type_glob {
+                Some(t) => {
+                    ty.as_deref()
+                        .is_some_and(|ty| glob_match(&snake_case(t), ty))
+                        && self.matches_segments(module())
+                }
+                None => {
+                    self.matches_segments(module())
+                        || (ty.is_some() && self.matches_segments(with_type()))
+                }
+            };
         }
-        self.matches_module(module_path)
+        self.matches_segments(module())
+            || (ty.is_some() && self.matches_segments(with_type()))
+            || self.matches_segments(with_type().chain([function]))
     }
 
     /// Whether return values (and unwinds) of selected functions should be
@@ -130,8 +182,7 @@ impl Pattern {
         self.arity
     }
 
-    fn matches_module(&self, module_path: &str) -> bool {
-        let mut path = module_path.split("::").filter(|_| !module_path.is_empty());
+    fn matches_segments<'s>(&self, mut path: impl Iterator<Item = &'s str>) -> bool {
         for glob in &self.module {
             match path.next() {
                 Some(segment) if glob_match(glob, &normalize_segment(segment)) => {}
@@ -493,8 +544,13 @@ impl<'a> Parser<'a> {
     fn function(&mut self) -> Result<Option<String>, PatternError> {
         let quoted = self.open_quote()?;
         let start = self.pos;
-        while self.peek().is_some_and(is_name_char) {
-            self.pos += 1;
+        while self.peek().is_some_and(is_name_char)
+            || (self.pos > start
+                && self.peek() == Some(':')
+                && self.peek_at(1) == Some(':')
+                && self.peek_at(2).is_some_and(is_name_char))
+        {
+            self.pos += if self.peek() == Some(':') { 2 } else { 1 };
         }
         if start == self.pos {
             return Err(match self.peek() {

@@ -117,7 +117,13 @@ struct CallsiteJson<'a> {
     node: &'a str,
     id: u32,
     module: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    self_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trait_name: Option<&'a str>,
     function: &'a str,
+    /// The Rust path, with the type of a method.
+    path: String,
     arity: u8,
     file: &'a str,
     line: u32,
@@ -154,7 +160,10 @@ pub fn render_callsites(
                         node,
                         id: c.id,
                         module: &c.module,
+                        self_type: c.self_type.as_deref(),
+                        trait_name: c.trait_name.as_deref(),
                         function: &c.function,
+                        path: c.rust_path(),
                         arity: c.arity,
                         file: &c.file,
                         line: c.line,
@@ -175,7 +184,11 @@ pub fn callsites(
     match conn.request(Command::Callsites { pattern })? {
         Reply::Callsites(mut list) => {
             list.sort_by(|a, b| {
-                (&a.module, &a.function, a.arity).cmp(&(&b.module, &b.function, b.arity))
+                (&a.module, a.function_path(), a.arity).cmp(&(
+                    &b.module,
+                    b.function_path(),
+                    b.arity,
+                ))
             });
             Ok(list)
         }
@@ -435,6 +448,8 @@ todo2@localhost       7  127.0.0.1:5      2023-11-14T22:14:20Z
                 id: 0,
                 module: "todo::server".into(),
                 function: "entries".into(),
+                self_type: None,
+                trait_name: None,
                 arity: 2,
                 file: "examples/todo/src/server.rs".into(),
                 line: 50,
@@ -444,6 +459,8 @@ todo2@localhost       7  127.0.0.1:5      2023-11-14T22:14:20Z
                 id: 1,
                 module: "todo::list".into(),
                 function: "add".into(),
+                self_type: None,
+                trait_name: None,
                 arity: 2,
                 file: "examples/todo/src/list.rs".into(),
                 line: 7,

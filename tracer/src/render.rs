@@ -139,7 +139,7 @@ impl Renderer {
         match e.kind {
             EventKind::Call => match (node.callsite(e.callsite), text) {
                 (Some(c), Some(args)) => {
-                    writeln!(w, "{who} call {}:{}({args})", c.module, c.function)
+                    writeln!(w, "{who} call {}:{}({args})", c.module, c.function_path())
                 }
                 (Some(c), None) => writeln!(w, "{who} call {}", c.mfa()),
                 (None, Some(args)) => writeln!(w, "{who} call {}({args})", mfa()),
@@ -217,6 +217,10 @@ struct JsonEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     module: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    self_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trait_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     function: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     arity: Option<u8>,
@@ -265,6 +269,8 @@ fn json(w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
         name,
         kind: e.kind,
         module: callsite.map(|c| c.module.as_str()),
+        self_type: callsite.and_then(|c| c.self_type.as_deref()),
+        trait_name: callsite.and_then(|c| c.trait_name.as_deref()),
         function: callsite.map(|c| c.function.as_str()),
         arity: callsite.map(|c| c.arity),
         callsite: if is_call && callsite.is_none() {
@@ -320,6 +326,8 @@ mod tests {
             id,
             module: "todo::server".into(),
             function: function.into(),
+            self_type: None,
+            trait_name: None,
             arity,
             file: "examples/todo/src/server.rs".into(),
             line: 50,

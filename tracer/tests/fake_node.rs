@@ -194,6 +194,8 @@ fn callsites() -> Vec<CallsiteInfo> {
         id: 4,
         module: "todo::server".into(),
         function: "entries".into(),
+        self_type: None,
+        trait_name: None,
         arity: 2,
         file: "server.rs".into(),
         line: 1,

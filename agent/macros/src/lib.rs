@@ -2,26 +2,49 @@
 //!
 //! Put it on a `fn`, an `async fn`, an `impl` block (every method) or an
 //! inline `mod` (every function, methods included). Each function gets a
-//! `static` callsite in the agent's link-time registry and a guard around its
-//! body; see `nodetrace_agent` for what that costs. Options:
-//! `#[traced(skip(arg, ...))]` leaves arguments out of call events, and
-//! `#[traced(skip_all)]` leaves out all of them.
+//! `static` callsite in the agent's link-time registry; see
+//! `nodetrace_agent` for what that costs. Options:
 //!
-//! The body runs inside a closure so that every way out of it, `return` and
-//! `?` included, passes its value to the return event. A function that
-//! returns a borrow while it takes a `&mut` cannot lend through a closure;
-//! its return events carry the elapsed time without the value.
+//! - `skip(arg, ...)` leaves arguments out of call events (a name that is
+//!   not a parameter is an error), `skip_all` leaves out all of them;
+//! - `crate = path` names the agent when it is not `::nodetrace_agent`
+//!   (a renamed dependency, or a facade crate that re-exports it).
+//!
+//! # How a function is rewritten
+//!
+//! The body is written once, as a `move` closure called at once (so that
+//! `return` and `?` pass its value to the return event), with the declared
+//! return type, so every coercion of the original still happens. The
+//! closure is inlined at two places: behind the switched-off check, where
+//! it is the whole function (one load and a branch before it), and in the
+//! switched-on branch between the call and return records. One closure,
+//! one type: `impl Trait` returns, closures and items in the body mean what
+//! they meant. Parameters are moved into the closure and bound again in
+//! their order, so they drop in the order they did. A parameter written as
+//! a pattern (`Path(id): Path<u32>`) is received whole and destructured
+//! first thing, so that call events show the whole value.
+//!
+//! An `async fn` keeps its body in one `async move` block, awaited plain
+//! when off and under the recording wrapper when on. A `#[track_caller]`
+//! function runs its body inline (a closure would hide the caller's
+//! location); its returns through `return` or `?` carry no value.
+//!
+//! Methods that a macro generates inside a traced `impl` block are not
+//! traced: the attribute sees the macro call, not the methods it expands
+//! to. Put `#[traced]` inside the macro's output instead.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::visit::Visit;
+use syn::visit_mut::VisitMut;
 use syn::{
-    Block, FnArg, Ident, ImplItem, ImplItemFn, Item, ItemFn, ItemImpl, ItemMod, Pat, ReturnType,
-    Signature, Token, Type, parse_macro_input, parse_quote,
+    Attribute, Block, FnArg, GenericParam, Generics, Ident, ImplItem, ImplItemFn, Item, ItemFn,
+    ItemImpl, ItemMod, Pat, PatType, Path, Receiver, ReturnType, Signature, Token, Type,
+    TypeParamBound, WherePredicate, parse_macro_input, parse_quote,
 };
 
 /// Makes a function, every method of an `impl` block, or every function of
@@ -30,21 +53,26 @@ use syn::{
 pub fn traced(attr: TokenStream, item: TokenStream) -> TokenStream {
     let options = parse_macro_input!(attr as Options);
     let item = parse_macro_input!(item as Item);
-    match expand_item(item, &options, true) {
+    match expand_item(item, &options, None, true) {
         Ok(tokens) => tokens.into(),
         Err(err) => err.to_compile_error().into(),
     }
 }
 
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct Options {
     skip: Vec<Ident>,
     skip_all: bool,
+    krate: Path,
 }
 
 impl Parse for Options {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let mut options = Options::default();
+        let mut options = Options {
+            skip: Vec::new(),
+            skip_all: false,
+            krate: parse_quote!(::nodetrace_agent),
+        };
         let metas = Punctuated::<syn::Meta, Token![,]>::parse_terminated(input)?;
         for meta in metas {
             match &meta {
@@ -54,10 +82,19 @@ impl Parse for Options {
                         list.parse_args_with(Punctuated::<Ident, Token![,]>::parse_terminated)?;
                     options.skip.extend(names);
                 }
+                syn::Meta::NameValue(nv) if nv.path.is_ident("crate") => {
+                    let syn::Expr::Path(p) = &nv.value else {
+                        return Err(syn::Error::new(
+                            nv.value.span(),
+                            "`crate = ...` takes a path, e.g. `crate = my_facade::agent`",
+                        ));
+                    };
+                    options.krate = p.path.clone();
+                }
                 _ => {
                     return Err(syn::Error::new(
                         meta.span(),
-                        "unknown #[traced] option: expected `skip(arg, ...)` or `skip_all`",
+                        "unknown #[traced] option: expected `skip(arg, ...)`, `skip_all` or `crate = path`",
                     ));
                 }
             }
@@ -66,9 +103,22 @@ impl Parse for Options {
     }
 }
 
-fn expand_item(item: Item, options: &Options, direct: bool) -> syn::Result<TokenStream2> {
+/// The `impl` block a method is in: its type and trait as the callsite
+/// names them, and its generics.
+struct ImplCtx {
+    self_type: String,
+    trait_name: Option<String>,
+    generics: Generics,
+}
+
+fn expand_item(
+    item: Item,
+    options: &Options,
+    ctx: Option<&ImplCtx>,
+    direct: bool,
+) -> syn::Result<TokenStream2> {
     match item {
-        Item::Fn(f) => expand_fn(f, options, direct),
+        Item::Fn(f) => expand_fn(f, options, ctx, direct),
         Item::Impl(i) => Ok(expand_impl(i, options)),
         Item::Mod(m) => expand_mod(m, options),
         other if direct => Err(syn::Error::new(
@@ -80,7 +130,7 @@ fn expand_item(item: Item, options: &Options, direct: bool) -> syn::Result<Token
 }
 
 /// Whether an item carries its own `#[traced]`, which then expands it.
-fn has_own_attr(attrs: &[syn::Attribute]) -> bool {
+fn has_own_attr(attrs: &[Attribute]) -> bool {
     attrs.iter().any(|a| {
         a.path()
             .segments
@@ -89,12 +139,17 @@ fn has_own_attr(attrs: &[syn::Attribute]) -> bool {
     })
 }
 
-fn expand_fn(f: ItemFn, options: &Options, direct: bool) -> syn::Result<TokenStream2> {
-    if f.sig.constness.is_some() {
+fn expand_fn(
+    f: ItemFn,
+    options: &Options,
+    ctx: Option<&ImplCtx>,
+    direct: bool,
+) -> syn::Result<TokenStream2> {
+    if let Some(constness) = f.sig.constness {
         if direct {
             return Err(syn::Error::new(
-                f.sig.span(),
-                "#[traced] cannot trace a const fn",
+                constness.span(),
+                "#[traced] cannot trace a const fn: it may run at compile time, where nothing records",
             ));
         }
         return Ok(quote!(#f));
@@ -102,23 +157,40 @@ fn expand_fn(f: ItemFn, options: &Options, direct: bool) -> syn::Result<TokenStr
     let ItemFn {
         attrs,
         vis,
-        sig,
+        mut sig,
         block,
     } = f;
-    let body = instrument(&sig, &block, options)?;
-    Ok(quote! { #(#attrs)* #vis #sig { #body } })
+    let body = instrument(&mut sig, &attrs, *block, options, ctx)?;
+    Ok(quote! { #(#attrs)* #vis #sig #body })
+}
+
+fn last_segment(path: &Path) -> String {
+    path.segments
+        .last()
+        .map_or_else(String::new, |s| s.ident.to_string())
 }
 
 fn expand_impl(mut imp: ItemImpl, options: &Options) -> TokenStream2 {
+    let self_type = match &*imp.self_ty {
+        Type::Path(p) if p.qself.is_none() => last_segment(&p.path),
+        other => other.to_token_stream().to_string(),
+    };
+    let ctx = ImplCtx {
+        self_type,
+        trait_name: imp.trait_.as_ref().map(|(_, path, _)| last_segment(path)),
+        generics: imp.generics.clone(),
+    };
     let mut errors = TokenStream2::new();
     for item in &mut imp.items {
         if let ImplItem::Fn(method) = item {
             if method.sig.constness.is_some() || has_own_attr(&method.attrs) {
                 continue;
             }
-            let ImplItemFn { sig, block, .. } = &*method;
-            match instrument(sig, block, options) {
-                Ok(body) => method.block = parse_quote!({ #body }),
+            let ImplItemFn {
+                sig, block, attrs, ..
+            } = method;
+            match instrument(sig, attrs, block.clone(), options, Some(&ctx)) {
+                Ok(body) => *block = body,
                 Err(err) => errors.extend(err.to_compile_error()),
             }
         }
@@ -129,7 +201,9 @@ fn expand_impl(mut imp: ItemImpl, options: &Options) -> TokenStream2 {
 fn expand_mod(mut module: ItemMod, options: &Options) -> syn::Result<TokenStream2> {
     let Some((brace, items)) = module.content.take() else {
         return Err(syn::Error::new(
-            module.span(),
+            module
+                .semi
+                .map_or_else(|| module.ident.span(), |s| s.span()),
             "#[traced] on a mod needs its items inline: `#[traced] mod m { ... }`",
         ));
     };
@@ -144,7 +218,7 @@ fn expand_mod(mut module: ItemMod, options: &Options) -> syn::Result<TokenStream
         if own {
             expanded.push(item);
         } else {
-            let tokens = expand_item(item, options, false)?;
+            let tokens = expand_item(item, options, None, false)?;
             expanded.push(syn::parse2(tokens)?);
         }
     }
@@ -152,124 +226,339 @@ fn expand_mod(mut module: ItemMod, options: &Options) -> syn::Result<TokenStream
     Ok(quote!(#module))
 }
 
-/// The return type as written, unless it cannot be named in a `let`.
-fn nameable_output(sig: &Signature) -> Option<TokenStream2> {
-    match &sig.output {
-        ReturnType::Default => Some(quote!(())),
-        ReturnType::Type(_, ty) if !contains_impl(ty) => Some(quote!(#ty)),
-        ReturnType::Type(..) => None,
-    }
+/// A name of ours that user code cannot see or clash with.
+fn hidden(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
 }
 
-fn contains_impl(ty: &Type) -> bool {
-    quote!(#ty)
-        .to_string()
-        .split_whitespace()
-        .any(|t| t == "impl")
+/// The generic type parameters in scope, and those bounded by `Debug`.
+struct Generic {
+    all: Vec<String>,
+    debug: Vec<String>,
 }
 
-/// A sync fn that returns a borrow and takes a `&mut` cannot run its body in
-/// a closure: the borrow could not leave it.
-fn lends_from_mut(sig: &Signature) -> bool {
-    let output = match &sig.output {
-        ReturnType::Default => return false,
-        ReturnType::Type(_, ty) => quote!(#ty).to_string(),
-    };
-    let borrows = output.contains('&') || output.contains('\'');
-    let takes_mut = sig.inputs.iter().any(|arg| {
-        let text = match arg {
-            FnArg::Receiver(r) => quote!(#r).to_string(),
-            FnArg::Typed(t) => {
-                let ty = &t.ty;
-                quote!(#ty).to_string()
-            }
+impl Generic {
+    fn of(sig: &Signature, ctx: Option<&ImplCtx>) -> Generic {
+        let mut g = Generic {
+            all: Vec::new(),
+            debug: Vec::new(),
         };
-        text.contains("& mut") || text.contains("&mut")
-    });
-    borrows && takes_mut
-}
+        let impl_generic = ctx.is_some_and(|c| c.generics.type_params().next().is_some());
+        for generics in ctx.map(|c| &c.generics).into_iter().chain([&sig.generics]) {
+            g.collect(generics);
+        }
+        if impl_generic {
+            g.all.push("Self".to_owned());
+        }
+        g
+    }
 
-fn arg_writers(sig: &Signature, options: &Options) -> TokenStream2 {
-    let w = format_ident!("__nt_w");
-    let mut out = TokenStream2::new();
-    for arg in &sig.inputs {
-        let line = match arg {
-            FnArg::Receiver(r) => {
-                let value = if r.reference.is_none() && r.colon_token.is_none() {
-                    quote!(&self)
-                } else {
-                    quote!(&*self)
-                };
-                quote_spanned!(r.span()=> (&::nodetrace_agent::__private::SelfArg(#value)).nt_fmt(#w);)
-            }
-            FnArg::Typed(t) => match &*t.pat {
-                Pat::Ident(p) if !options.skip_all && !options.skip.contains(&p.ident) => {
-                    let name = &p.ident;
-                    quote_spanned!(t.span()=> (&::nodetrace_agent::__private::Arg(&#name)).nt_fmt(#w);)
+    fn collect(&mut self, generics: &Generics) {
+        let is_debug = |bounds: &Punctuated<TypeParamBound, Token![+]>| {
+            bounds.iter().any(|b| {
+                matches!(b, TypeParamBound::Trait(t)
+                    if t.path.segments.last().is_some_and(|s| s.ident == "Debug"))
+            })
+        };
+        for param in &generics.params {
+            if let GenericParam::Type(t) = param {
+                self.all.push(t.ident.to_string());
+                if is_debug(&t.bounds) {
+                    self.debug.push(t.ident.to_string());
                 }
-                _ => quote!(#w.skipped();),
-            },
-        };
-        out.extend(line);
+            }
+        }
+        for pred in generics.where_clause.iter().flat_map(|w| &w.predicates) {
+            if let WherePredicate::Type(p) = pred
+                && let Type::Path(tp) = &p.bounded_ty
+                && let Some(id) = tp.path.get_ident()
+                && is_debug(&p.bounds)
+            {
+                self.debug.push(id.to_string());
+            }
+        }
+    }
+
+    /// Whether a value of type `ty` can be shown with `Debug` through
+    /// autoref specialization, which cannot see through a generic
+    /// parameter without a `Debug` bound (nor an `impl Trait`).
+    fn shows_debug(&self, ty: &Type) -> bool {
+        self.shows(ty, false)
+    }
+
+    /// The same for a returned value: an `impl Trait` there is a concrete
+    /// type that the value's writer sees, unless it may hold a generic.
+    fn shows_debug_returned(&self, ty: &Type) -> bool {
+        self.shows(ty, self.all.is_empty())
+    }
+
+    fn shows(&self, ty: &Type, impl_ok: bool) -> bool {
+        struct Finder<'a>(&'a Generic, bool, bool);
+        impl<'ast> Visit<'ast> for Finder<'_> {
+            fn visit_type_impl_trait(&mut self, t: &'ast syn::TypeImplTrait) {
+                if self.2 {
+                    syn::visit::visit_type_impl_trait(self, t);
+                } else {
+                    self.1 = false;
+                }
+            }
+            fn visit_path(&mut self, p: &'ast Path) {
+                if let Some(first) = p.segments.first() {
+                    let name = first.ident.to_string();
+                    if self.0.all.contains(&name) && !self.0.debug.contains(&name) {
+                        self.1 = false;
+                    }
+                }
+                syn::visit::visit_path(self, p);
+            }
+        }
+        let mut finder = Finder(self, true, impl_ok);
+        finder.visit_type(ty);
+        finder.1
+    }
+}
+
+/// `ty` with every `impl Trait` replaced by `_`, for a closure's return
+/// type; `None` if nothing is left to annotate.
+fn closure_return(ty: &Type) -> Option<Type> {
+    struct Infer;
+    impl VisitMut for Infer {
+        fn visit_type_mut(&mut self, ty: &mut Type) {
+            if matches!(ty, Type::ImplTrait(_)) {
+                *ty = parse_quote!(_);
+            } else {
+                syn::visit_mut::visit_type_mut(self, ty);
+            }
+        }
+    }
+    let mut ty = ty.clone();
+    Infer.visit_type_mut(&mut ty);
+    (!matches!(ty, Type::Infer(_))).then_some(ty)
+}
+
+/// Attributes of a parameter that decide whether it exists.
+fn cfg_attrs(attrs: &[Attribute]) -> Vec<&Attribute> {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg") || a.path().is_ident("cfg_attr"))
+        .collect()
+}
+
+/// Every name a pattern binds.
+fn bound_names(pat: &Pat) -> Vec<Ident> {
+    struct Names(Vec<Ident>);
+    impl<'ast> Visit<'ast> for Names {
+        fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
+            self.0.push(p.ident.clone());
+            syn::visit::visit_pat_ident(self, p);
+        }
+    }
+    let mut names = Names(Vec::new());
+    names.visit_pat(pat);
+    names.0
+}
+
+/// One parameter as the expansion handles it.
+struct Param {
+    /// `#[cfg]` attributes it carries.
+    cfg: Vec<Attribute>,
+    /// The name the whole value has in the function, and whether it was
+    /// written `mut`.
+    kind: ParamKind,
+    /// Names it binds, for `skip`.
+    names: Vec<Ident>,
+    ty: Option<Type>,
+}
+
+enum ParamKind {
+    Receiver(Receiver),
+    /// `name: T` or `mut name: T`.
+    Ident(Ident, Option<Token![mut]>),
+    /// A pattern, now received whole as the hidden name and destructured.
+    Pattern(Ident, Box<Pat>),
+}
+
+/// Reads the parameters, renaming those written as patterns so that the
+/// whole value has a name.
+fn params(sig: &mut Signature) -> Vec<Param> {
+    let mut out = Vec::new();
+    for (i, arg) in sig.inputs.iter_mut().enumerate() {
+        match arg {
+            FnArg::Receiver(r) => out.push(Param {
+                cfg: cfg_attrs(&r.attrs).into_iter().cloned().collect(),
+                kind: ParamKind::Receiver(r.clone()),
+                names: Vec::new(),
+                ty: None,
+            }),
+            FnArg::Typed(PatType { attrs, pat, ty, .. }) => {
+                let cfg = cfg_attrs(attrs).into_iter().cloned().collect();
+                let names = bound_names(pat);
+                let kind = match &mut **pat {
+                    // `mut` moves to the binding inside, where it acts.
+                    Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                        ParamKind::Ident(p.ident.clone(), p.mutability.take())
+                    }
+                    _ => {
+                        let whole = hidden(&format!("__nt_arg{i}"));
+                        let original = std::mem::replace(pat, parse_quote!(#whole));
+                        ParamKind::Pattern(whole, original)
+                    }
+                };
+                out.push(Param {
+                    cfg,
+                    kind,
+                    names,
+                    ty: Some((**ty).clone()),
+                });
+            }
+        }
     }
     out
 }
 
-/// `let a = a;` for each named argument: the switched-on branch then takes
-/// the address of its own copies, and the switched-off branch keeps the
-/// arguments in registers.
-fn rebind_args(sig: &Signature) -> TokenStream2 {
+fn check_skips(params: &[Param], options: &Options) -> syn::Result<()> {
+    for name in &options.skip {
+        if !params.iter().any(|p| p.names.contains(name)) {
+            let known: Vec<String> = params
+                .iter()
+                .flat_map(|p| &p.names)
+                .map(Ident::to_string)
+                .collect();
+            return Err(syn::Error::new(
+                name.span(),
+                format!(
+                    "`skip({name})`: no parameter is named `{name}` (the parameters are: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Statements that write each argument into the writer `w`.
+fn arg_writers(params: &[Param], options: &Options, generic: &Generic, k: &Path) -> TokenStream2 {
+    let w = hidden("__nt_w");
     let mut out = TokenStream2::new();
-    for arg in &sig.inputs {
-        if let FnArg::Typed(t) = arg
-            && let Pat::Ident(p) = &*t.pat
-            && p.by_ref.is_none()
-            && p.subpat.is_none()
-        {
-            let (name, mutability) = (&p.ident, &p.mutability);
-            out.extend(quote!(#[allow(unused_mut)] let #mutability #name = #name;));
+    for p in params {
+        let cfg = &p.cfg;
+        let skipped = options.skip_all || p.names.iter().any(|n| options.skip.contains(n));
+        let line = match &p.kind {
+            ParamKind::Receiver(r) => {
+                let this = &r.self_token;
+                let value = if r.reference.is_none() && r.colon_token.is_none() {
+                    quote!(&#this)
+                } else {
+                    quote!(&*#this)
+                };
+                if generic.all.iter().any(|g| g == "Self") {
+                    quote!(#w.current_process();)
+                } else {
+                    quote_spanned!(r.span()=> (&#k::__private::SelfArg(#value)).nt_fmt(#w);)
+                }
+            }
+            _ if skipped => quote!(#w.skipped();),
+            ParamKind::Ident(name, _) | ParamKind::Pattern(name, _) => {
+                let ty = p.ty.as_ref().expect("a typed parameter");
+                if generic.shows_debug(ty) {
+                    quote!((&#k::__private::Arg(&#name)).nt_fmt(#w);)
+                } else {
+                    quote!(#w.opaque(::core::any::type_name_of_val(&#name));)
+                }
+            }
+        };
+        out.extend(quote!(#(#cfg)* #line));
+    }
+    out
+}
+
+/// `let a = a;` for each parameter, in order, and `let PAT = whole;` for
+/// those written as patterns: inside the body's closure, they then drop in
+/// the order they did.
+fn rebind(params: &[Param]) -> TokenStream2 {
+    let mut out = TokenStream2::new();
+    for p in params {
+        let cfg = &p.cfg;
+        match &p.kind {
+            ParamKind::Receiver(_) => {}
+            ParamKind::Ident(name, mutability) => {
+                out.extend(quote!(#(#cfg)* #[allow(unused_mut, unused_variables)] let #mutability #name = #name;));
+            }
+            ParamKind::Pattern(whole, pat) => {
+                out.extend(
+                    quote!(#(#cfg)* #[allow(unused_mut, unused_variables)] let #pat = #whole;),
+                );
+            }
         }
     }
     out
 }
 
-/// Whether a body holds items (or statement macros that may expand to
-/// them): such a body is not written twice, since its items would be too.
-fn defines_items(block: &Block) -> bool {
-    struct Finder(bool);
-    impl<'ast> Visit<'ast> for Finder {
-        fn visit_item(&mut self, _: &'ast Item) {
-            self.0 = true;
-        }
-        fn visit_stmt_macro(&mut self, _: &'ast syn::StmtMacro) {
-            self.0 = true;
-        }
+/// The arity as a constant: parameters that a `#[cfg]` removes do not count.
+fn arity(params: &[Param]) -> syn::Result<TokenStream2> {
+    if params.len() > usize::from(u8::MAX) {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "#[traced] supports at most 255 parameters",
+        ));
     }
-    let mut finder = Finder(false);
-    finder.visit_block(block);
-    finder.0
+    let n = hidden("__nt_n");
+    let counts = params.iter().map(|p| {
+        let cfg = &p.cfg;
+        quote!(#(#cfg)* { #n += 1; })
+    });
+    Ok(quote!({ let mut #n: u8 = 0; #(#counts)* #n }))
 }
 
-fn instrument(sig: &Signature, block: &Block, options: &Options) -> syn::Result<TokenStream2> {
-    let arity = u8::try_from(sig.inputs.len()).map_err(|_| {
-        syn::Error::new(
-            sig.inputs.span(),
-            "#[traced] supports at most 255 parameters",
-        )
-    })?;
+fn is_track_caller(attrs: &[Attribute]) -> bool {
+    attrs.iter().any(|a| a.path().is_ident("track_caller"))
+}
+
+fn instrument(
+    sig: &mut Signature,
+    attrs: &[Attribute],
+    block: Block,
+    options: &Options,
+    ctx: Option<&ImplCtx>,
+) -> syn::Result<Block> {
+    let k = &options.krate;
+    let params = params(sig);
+    check_skips(&params, options)?;
+    let generic = Generic::of(sig, ctx);
+    let arity = arity(&params)?;
     let name = sig.ident.to_string();
+    let name = name.strip_prefix("r#").unwrap_or(&name);
     let is_async = sig.asyncness.is_some();
-    let cs = Ident::new("__NODETRACE_CALLSITE", Span::mixed_site());
-    let args = arg_writers(sig, options);
-    let uses = quote! {
-        #[allow(unused_imports)]
-        use ::nodetrace_agent::__private::{FmtDebug as _, FmtOpaque as _, FmtSelfPid as _, FmtSelfProcess as _};
+    let (cs, flags, call, body, w, r) = (
+        hidden("__NODETRACE_CALLSITE"),
+        hidden("__nt_flags"),
+        hidden("__nt_call"),
+        hidden("__nt_body"),
+        hidden("__nt_w"),
+        hidden("__nt_r"),
+    );
+    let self_type = match ctx {
+        Some(c) => {
+            let t = &c.self_type;
+            quote!(::core::option::Option::Some(#t))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let trait_name = match ctx.and_then(|c| c.trait_name.as_ref()) {
+        Some(t) => quote!(::core::option::Option::Some(#t)),
+        None => quote!(::core::option::Option::None),
     };
     let callsite = quote! {
-        #[::nodetrace_agent::__private::linkme::distributed_slice(::nodetrace_agent::__private::CALLSITES)]
-        #[linkme(crate = ::nodetrace_agent::__private::linkme)]
-        static #cs: ::nodetrace_agent::Callsite = ::nodetrace_agent::Callsite::new(::nodetrace_agent::Metadata {
+        #[#k::__private::linkme::distributed_slice(#k::__private::CALLSITES)]
+        #[linkme(crate = #k::__private::linkme)]
+        static #cs: #k::Callsite = #k::Callsite::new(#k::Metadata {
             module_path: ::core::module_path!(),
+            self_type: #self_type,
+            trait_name: #trait_name,
             name: #name,
             arity: #arity,
             file: ::core::file!(),
@@ -277,84 +566,113 @@ fn instrument(sig: &Signature, block: &Block, options: &Options) -> syn::Result<
             is_async: #is_async,
         });
     };
-    let output = nameable_output(sig);
-    // Switched off, the body runs as written; switched on, a second copy runs
-    // under the recording guard. A body with items is written once, and pays
-    // for the guard's checks when off.
-    let twice = !defines_items(block);
-    let on = if is_async {
-        let (body, ret) = match &output {
-            Some(ty) => (
-                quote!(::nodetrace_agent::__private::typed::<#ty, _>(async move #block)),
-                quote!(|__nt_w: &mut ::nodetrace_agent::__private::ArgWriter, __nt_r: &#ty| {
-                    #uses
-                    (&::nodetrace_agent::__private::Arg(__nt_r)).nt_fmt(__nt_w);
-                }),
-            ),
-            None => (
-                quote!(async move #block),
-                quote!(
-                    |__nt_w: &mut ::nodetrace_agent::__private::ArgWriter, _: &_| __nt_w.skipped()
-                ),
-            ),
-        };
+    let uses = quote! {
+        #[allow(unused_imports)]
+        use #k::__private::{FmtDebug as _, FmtOpaque as _, FmtSelfPid as _, FmtSelfProcess as _};
+    };
+    let args = arg_writers(&params, options, &generic, k);
+    let rebinds = rebind(&params);
+    let output = match &sig.output {
+        ReturnType::Default => Some(parse_quote!(())),
+        ReturnType::Type(_, ty) => Some((**ty).clone()),
+    };
+    let never = matches!(&output, Some(Type::Never(_)));
+    let write_ret = match &output {
+        _ if never => quote!(let _ = (#w, #r);),
+        Some(ty) if !generic.shows_debug_returned(ty) => {
+            quote!(#w.opaque(::core::any::type_name_of_val(#r));)
+        }
+        _ => quote!(#uses (&#k::__private::Arg(#r)).nt_fmt(#w);),
+    };
+    let annotation = output.as_ref().and_then(closure_return);
+    let stmts = &block.stmts;
+    let start = quote! {
+        #callsite
+        let #flags = #k::__private::flags(&#cs);
+    };
+    let expanded = if is_async {
+        let pin = annotation
+            .as_ref()
+            .map(|ty| quote!(if false { return #k::__private::never::<#ty>(); }));
         quote!({
-            ::nodetrace_agent::__private::instrument(
-                ::nodetrace_agent::__private::start_call(&#cs, __nt_flags, |__nt_w| { #uses #args }),
-                #body,
-                #ret,
-            ).await
+            #start
+            let #call = #k::__private::start_call(&#cs, #flags, |#w| { #uses #args });
+            let #body = async move { #pin #rebinds #(#stmts)* };
+            match #call {
+                ::core::option::Option::None => #body.await,
+                ::core::option::Option::Some(#call) => {
+                    #k::__private::instrument(#call, #body, |#w, #r| { #write_ret }).await
+                }
+            }
+        })
+    } else if is_track_caller(attrs) {
+        let annotation = annotation.map(|ty| quote!(: #ty));
+        quote!({
+            #start
+            let #call = #k::__private::CallGuard::enter(&#cs, #flags, |#w| { #uses #args });
+            #rebinds
+            let #r #annotation = { #(#stmts)* };
+            #call.exit(|#w| { let #r = &#r; #write_ret });
+            #r
         })
     } else {
-        let rebind = rebind_args(sig);
-        let guard = quote! {
-            #rebind
-            let __nt_guard = ::nodetrace_agent::__private::CallGuard::enter(&#cs, __nt_flags, |__nt_w| { #uses #args });
-        };
-        if lends_from_mut(sig) {
-            quote!({ #guard #block })
-        } else if twice {
-            quote!({
-                #rebind
-                ::nodetrace_agent::__private::run(
-                    ::nodetrace_agent::__private::CallGuard::enter(&#cs, __nt_flags, |__nt_w| { #uses #args }),
-                    || #block,
-                    |__nt_w, __nt_r| {
-                        #uses
-                        (&::nodetrace_agent::__private::Arg(__nt_r)).nt_fmt(__nt_w);
-                    },
-                )
-            })
-        } else {
-            let annotation = output.map(|ty| quote!(: #ty));
-            quote!({
-                #guard
-                #[allow(clippy::redundant_closure_call)]
-                let __nt_ret #annotation = (|| #block)();
-                __nt_guard.exit(|__nt_w| {
-                    #uses
-                    (&::nodetrace_agent::__private::Arg(&__nt_ret)).nt_fmt(__nt_w);
-                });
-                __nt_ret
-            })
-        }
+        let annotation = annotation.map(|ty| quote!(-> #ty));
+        quote!({
+            #start
+            let #call = #k::__private::start_call(&#cs, #flags, |#w| { #uses #args });
+            let #body = #k::__private::body(#[inline(always)] move || #annotation { #rebinds #(#stmts)* });
+            #k::__private::run(#call, #body, |#w, #r| { #write_ret })
+        })
     };
-    let off = if is_async {
-        quote!(__nt_flags == 0 || ::nodetrace_agent::__private::only_counted(&#cs, __nt_flags))
-    } else {
-        quote!(__nt_flags == 0)
-    };
-    let flags = quote!(let __nt_flags = ::nodetrace_agent::__private::flags(&#cs););
-    Ok(if twice {
-        quote! {
-            #callsite
-            #flags
-            if #off #block else {
-                ::core::hint::cold_path();
-                #on
-            }
-        }
-    } else {
-        quote! { #callsite #flags #on }
-    })
+    syn::parse2(expanded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn impl_trait_becomes_inferred_in_a_closure_return() {
+        let ty: Type = parse_quote!(Result<impl Iterator<Item = u32>, String>);
+        let got = closure_return(&ty).unwrap();
+        assert_eq!(quote!(#got).to_string(), "Result < _ , String >");
+        let bare: Type = parse_quote!(impl Iterator<Item = u32>);
+        assert!(closure_return(&bare).is_none());
+    }
+
+    #[test]
+    fn generic_types_without_debug_are_shown_by_type_name() {
+        let sig: Signature =
+            parse_quote!(fn f<T: Default, U: std::fmt::Debug>(t: T, u: U) -> Vec<T>);
+        let g = Generic::of(&sig, None);
+        assert!(!g.shows_debug(&parse_quote!(Vec<T>)));
+        assert!(g.shows_debug(&parse_quote!(Option<U>)));
+        assert!(g.shows_debug(&parse_quote!(u32)));
+        assert!(!g.shows_debug(&parse_quote!(impl std::fmt::Display)));
+    }
+
+    #[test]
+    fn a_skip_of_no_parameter_is_an_error() {
+        let mut sig: Signature = parse_quote!(fn login(user: &str, password: &str));
+        let params = params(&mut sig);
+        let options: Options = syn::parse_str("skip(pasword)").unwrap();
+        let err = check_skips(&params, &options).unwrap_err().to_string();
+        assert!(err.contains("no parameter is named `pasword`"), "{err}");
+        assert!(err.contains("user, password"), "{err}");
+    }
+
+    #[test]
+    fn pattern_parameters_are_received_whole() {
+        let mut sig: Signature = parse_quote!(fn h(Path(id): Path<u32>, (a, b): (u8, u8), n: u8));
+        let params = params(&mut sig);
+        let names: Vec<Vec<String>> = params
+            .iter()
+            .map(|p| p.names.iter().map(Ident::to_string).collect())
+            .collect();
+        assert_eq!(names, [vec!["id"], vec!["a", "b"], vec!["n"]]);
+        assert_eq!(
+            sig.inputs.to_token_stream().to_string(),
+            "__nt_arg0 : Path < u32 > , __nt_arg1 : (u8 , u8) , n : u8"
+        );
+    }
 }
