@@ -6,7 +6,7 @@
 //! queue counts the event as lost. Nothing it runs is traced.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, Once};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -19,27 +19,56 @@ use crate::session::{MAX_SESSIONS, SLOTS, SessionShared};
 /// How long the collector sleeps when every ring is empty.
 const IDLE: Duration = Duration::from_millis(1);
 
-static COLLECTOR: OnceLock<Thread> = OnceLock::new();
+/// The collector thread, and the fork generation it runs in: after a
+/// `fork()` the child has no collector (threads do not survive a fork) until
+/// it starts its own.
+static COLLECTOR: Mutex<Option<(u64, Thread)>> = Mutex::new(None);
 static FLUSH_ASKED: AtomicU64 = AtomicU64::new(0);
 static FLUSH_DONE: AtomicU64 = AtomicU64::new(0);
 
-/// Starts the collector thread if it is not running.
-pub(crate) fn ensure_running() {
-    COLLECTOR.get_or_init(|| {
-        thread::Builder::new()
-            .name("nodetrace-collector".into())
-            .spawn(run)
-            .expect("spawn the nodetrace collector thread")
-            .thread()
-            .clone()
+/// How many times this process's ancestors forked on the way to it: a
+/// `pthread_atfork` child handler counts (an atomic add, safe after fork).
+pub(crate) static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn forked_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Starts the collector thread if this process has none running.
+pub(crate) fn ensure_running() -> Thread {
+    static AT_FORK: Once = Once::new();
+    AT_FORK.call_once(|| {
+        // Safety: the handler only adds to an atomic, which is
+        // async-signal-safe, as a child handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
     });
+    let forks = FORKS.load(Ordering::Relaxed);
+    let mut collector = COLLECTOR.lock().unwrap_or_else(|p| p.into_inner());
+    match &*collector {
+        Some((generation, thread)) if *generation == forks => thread.clone(),
+        _ => {
+            let thread = thread::Builder::new()
+                .name("nodetrace-collector".into())
+                .spawn(run)
+                .expect("spawn the nodetrace collector thread")
+                .thread()
+                .clone();
+            *collector = Some((forks, thread.clone()));
+            thread
+        }
+    }
 }
 
 /// Waits until every record pushed before this call was delivered or lost.
 pub(crate) fn flush() {
-    let Some(collector) = COLLECTOR.get() else {
+    let running = COLLECTOR
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some();
+    if !running {
         return;
-    };
+    }
+    let collector = ensure_running();
     let ticket = FLUSH_ASKED.fetch_add(1, Ordering::AcqRel) + 1;
     while FLUSH_DONE.load(Ordering::Acquire) < ticket {
         collector.unpark();
@@ -157,7 +186,12 @@ fn dispatch(
         let slot = mask.trailing_zeros() as usize;
         mask &= mask - 1;
         let Some(s) = &sessions[slot] else { continue };
-        if record.ts < s.start {
+        // A record older than the session is not its own; nor is the
+        // return of a call that began before it (a session that took the
+        // slot of one that ended gets none of its calls' returns).
+        if record.ts < s.start
+            || (duration_ns.is_some() && record.ts.saturating_sub(record.duration) < s.start)
+        {
             continue;
         }
         if s.is_ended() {

@@ -18,7 +18,7 @@ use nodetrace_protocol::{EventKind, Pid};
 use crate::callsite::Callsite;
 use crate::fmt::ArgWriter;
 use crate::process::self_pid;
-use crate::ring::{is_agent_thread, push};
+use crate::ring::{is_agent_thread, push, untraced};
 use crate::session::for_each_slot;
 use crate::{clock, panics, profile};
 
@@ -156,7 +156,7 @@ fn start_call_on(
     let pending = sessions_for(flags)?;
     let text = (pending.args_bound > 0 && pending.mask != 0).then(|| {
         let mut w = ArgWriter::new(pending.args_bound, pending.pid);
-        args(&mut w);
+        untraced(|| args(&mut w));
         w.finish()
     });
     begin(cs, flags, pending, text)
@@ -167,7 +167,7 @@ impl Active {
         (self.ret != 0)
             .then(|| {
                 let mut w = ArgWriter::new(self.bound, self.pid);
-                ret(&mut w);
+                untraced(|| ret(&mut w));
                 w.finish()
             })
             .filter(|text| !text.is_empty())
@@ -384,10 +384,14 @@ where
         let profiled = this.active.as_ref().is_some_and(|a| a.profiled);
         let cs = this.active.as_ref().map_or(0, |a| a.cs.id());
         let t0 = clock::now();
-        if profiled {
+        // A poll that panics still pops its profile frame, so later calls
+        // on this thread are not charged to it.
+        let frame = profiled.then(|| {
             profile::enter_poll(cs, t0);
-        }
+            PollFrame(cs)
+        });
         let polled = this.fut.poll(cx);
+        std::mem::forget(frame);
         let t1 = clock::now();
         *this.busy += t1.saturating_sub(t0);
         if profiled {
@@ -406,6 +410,15 @@ where
             active.end(EventKind::Return, t1, Some(*this.busy), text);
         }
         polled
+    }
+}
+
+/// The profile frame of a poll, popped by its drop if the poll unwinds.
+struct PollFrame(u32);
+
+impl Drop for PollFrame {
+    fn drop(&mut self) {
+        profile::exit_poll(self.0, clock::now());
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use nodetrace_protocol::{EventKind, Pid};
 
+use crate::collector::{self, FORKS};
 use crate::process::thread_pid;
 use crate::session::{MAX_SESSIONS, SLOTS};
 
@@ -69,10 +70,15 @@ impl RingStats {
 /// Rings created since the collector last looked.
 pub(crate) static NEW_RINGS: Mutex<Vec<rtrb::Consumer<Record>>> = Mutex::new(Vec::new());
 
-/// The counters of every ring ever created.
+/// The counters of every live thread's ring. A thread that exits folds its
+/// counts into [`RETIRED_LOST`] and leaves, so the list holds live threads
+/// only, however many came and went.
 static RING_STATS: Mutex<Vec<Arc<RingStats>>> = Mutex::new(Vec::new());
 
-/// Records each thread's ring dropped because it was full, by thread pid.
+/// Records lost by the rings of threads that have exited, by session slot.
+static RETIRED_LOST: [AtomicU64; MAX_SESSIONS] = [const { AtomicU64::new(0) }; MAX_SESSIONS];
+
+/// Records each live thread's ring dropped because it was full, by thread pid.
 pub fn ring_drops() -> Vec<(Pid, u64)> {
     RING_STATS
         .lock()
@@ -84,17 +90,38 @@ pub fn ring_drops() -> Vec<(Pid, u64)> {
 
 /// Records dropped by full rings for the session in `slot`, ever.
 pub(crate) fn ring_lost(slot: usize) -> u64 {
-    RING_STATS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let stats = RING_STATS.lock().unwrap_or_else(|p| p.into_inner());
+    let live: u64 = stats
         .iter()
         .map(|s| s.lost[slot].load(Ordering::Relaxed))
-        .sum()
+        .sum();
+    live + RETIRED_LOST[slot].load(Ordering::Relaxed)
+}
+
+/// Rings whose counters are kept, one per live recording thread.
+#[cfg(test)]
+pub(crate) fn live_rings() -> usize {
+    RING_STATS.lock().unwrap_or_else(|p| p.into_inner()).len()
 }
 
 struct ThreadRing {
     producer: rtrb::Producer<Record>,
     stats: Arc<RingStats>,
+    /// The fork generation it was made in: in a forked child, the ring's
+    /// reader is gone, and the thread makes a new one.
+    forks: u64,
+}
+
+impl Drop for ThreadRing {
+    /// The thread exits: its losses join the retired counts, under the
+    /// list's lock so that a reader never counts them twice or not at all.
+    fn drop(&mut self) {
+        let mut stats = RING_STATS.lock().unwrap_or_else(|p| p.into_inner());
+        for (retired, lost) in RETIRED_LOST.iter().zip(&self.stats.lost) {
+            retired.fetch_add(lost.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        stats.retain(|s| !Arc::ptr_eq(s, &self.stats));
+    }
 }
 
 thread_local! {
@@ -107,10 +134,24 @@ pub(crate) fn mark_agent_thread() {
     AGENT_THREAD.with(|a| a.set(true));
 }
 
-/// Whether this thread is the agent's own.
+/// Whether this thread is the agent's own, or is formatting an event (a
+/// `Debug` impl that calls a traced function then runs it untraced, rather
+/// than recursing until the stack overflows).
 #[inline]
 pub(crate) fn is_agent_thread() -> bool {
     AGENT_THREAD.try_with(Cell::get).unwrap_or(true)
+}
+
+/// Runs `f`, which formats an event, with this thread's own tracing off.
+pub(crate) fn untraced<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = AGENT_THREAD.try_with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(AGENT_THREAD.try_with(|a| a.replace(true)).unwrap_or(true));
+    f()
 }
 
 fn new_ring() -> ThreadRing {
@@ -128,7 +169,12 @@ fn new_ring() -> ThreadRing {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(consumer);
-    ThreadRing { producer, stats }
+    collector::ensure_running();
+    ThreadRing {
+        producer,
+        stats,
+        forks: FORKS.load(Ordering::Relaxed),
+    }
 }
 
 /// Writes a record into this thread's ring, or drops and counts it.
@@ -161,12 +207,12 @@ pub(crate) fn push(
         };
         let mut ring = cell.borrow_mut();
         match ring.as_mut() {
-            Some(ring) => {
+            Some(ring) if ring.forks == FORKS.load(Ordering::Relaxed) => {
                 if let Err(rtrb::PushError::Full(record)) = ring.producer.push(record) {
                     ring.dropped(record);
                 }
             }
-            None => first_push(&mut ring, record),
+            _ => first_push(&mut ring, record),
         }
     });
     if pushed.is_err() {
@@ -177,6 +223,11 @@ pub(crate) fn push(
 #[cold]
 #[inline(never)]
 fn first_push(ring: &mut Option<ThreadRing>, record: Record) {
+    // A ring from before a fork has no reader in this process; its drop
+    // would take locks that a thread of the parent may have held.
+    if let Some(stale) = ring.take() {
+        std::mem::forget(stale);
+    }
     let ring = ring.insert(new_ring());
     if let Err(rtrb::PushError::Full(record)) = ring.producer.push(record) {
         ring.dropped(record);
@@ -203,5 +254,31 @@ fn count_lost(mut mask: u32) {
         let i = mask.trailing_zeros() as usize;
         mask &= mask - 1;
         SLOTS[i].lost.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exited_thread_leaves_its_losses_and_nothing_else() {
+        let before = live_rings();
+        let threads: Vec<_> = (0..200)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    // Slot 31 is no session's: the record is counted, not read.
+                    push(EventKind::Call, 1 << 31, 0, 0, Pid::process(1), 0, 0, None);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(
+            live_rings() <= before + 1,
+            "{} rings kept for 200 exited threads",
+            live_rings() - before
+        );
     }
 }

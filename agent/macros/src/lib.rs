@@ -121,6 +121,10 @@ fn expand_item(
         Item::Fn(f) => expand_fn(f, options, ctx, direct),
         Item::Impl(i) => Ok(expand_impl(i, options)),
         Item::Mod(m) => expand_mod(m, options),
+        Item::Trait(t) if direct => Err(syn::Error::new(
+            t.trait_token.span(),
+            "#[traced] cannot trace a trait declaration: put it on the trait's impl blocks, where the bodies are",
+        )),
         other if direct => Err(syn::Error::new(
             other.span(),
             "#[traced] goes on a fn, an impl block or an inline mod",
@@ -488,10 +492,16 @@ fn rebind(params: &[Param]) -> TokenStream2 {
             ParamKind::Ident(name, mutability) => {
                 out.extend(quote!(#(#cfg)* #[allow(unused_mut, unused_variables)] let #mutability #name = #name;));
             }
+            // Moved in whole first: what the pattern leaves (a `_`) drops
+            // with the other parameters, not after them.
+            ParamKind::Pattern(whole, pat) if matches!(**pat, Pat::Wild(_)) => {
+                out.extend(quote!(#(#cfg)* let #whole = #whole;));
+            }
             ParamKind::Pattern(whole, pat) => {
-                out.extend(
-                    quote!(#(#cfg)* #[allow(unused_mut, unused_variables)] let #pat = #whole;),
-                );
+                out.extend(quote!(
+                    #(#cfg)* let #whole = #whole;
+                    #(#cfg)* #[allow(unused_mut, unused_variables)] let #pat = #whole;
+                ));
             }
         }
     }

@@ -1,0 +1,8 @@
+#[nodetrace_agent::traced]
+const fn answer() -> u32 {
+    42
+}
+
+fn main() {
+    let _ = answer();
+}

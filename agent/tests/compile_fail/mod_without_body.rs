@@ -1,0 +1,4 @@
+#[nodetrace_agent::traced]
+mod elsewhere;
+
+fn main() {}

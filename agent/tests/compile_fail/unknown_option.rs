@@ -1,0 +1,6 @@
+#[nodetrace_agent::traced(level = "debug")]
+fn work() {}
+
+fn main() {
+    work();
+}
