@@ -56,47 +56,38 @@
 //! - **Profiles** ([`Profile`]) are aggregated here, per thread; only their
 //!   figures leave the node, never per-call events.
 
-mod callsite;
-mod clock;
-mod collector;
 mod control;
-mod fmt;
-pub mod gen_server;
-pub mod node;
-mod panics;
 mod process;
 mod profile;
 mod record;
-mod ring;
 mod session;
-pub mod sys;
-mod tc;
 
-pub use callsite::{Callsite, Metadata, callsite, callsites};
-pub use fmt::{AsPid, DEFAULT_TEXT_BOUND};
+pub use control::node;
 pub use nodetrace_agent_macros::traced;
 pub use nodetrace_protocol::{Event, EventKind, Pattern, Pid};
 pub use process::{
-    ProcessInfo, ProcessKind, ProcessRef, RegistryError, processes, register, self_pid, unregister,
-    whereis,
+    ProcessInfo, ProcessKind, ProcessRef, RegistryError, gen_server, processes, register, self_pid,
+    sys, unregister, whereis,
 };
+pub use profile::tc::{tc, tc_async};
 pub use profile::{Profile, ProfileError, ProfileOptions};
-pub use ring::{DEFAULT_RING_CAPACITY, ring_drops, set_ring_capacity};
+pub use record::callsite::{Callsite, Metadata, callsite, callsites};
+pub use record::fmt::{AsPid, DEFAULT_TEXT_BOUND};
+pub use record::ring::{DEFAULT_RING_CAPACITY, ring_drops, set_ring_capacity};
 pub use session::{
     ArgMatch, Batches, DEFAULT_QUEUE, MAX_SELECTED, MAX_SESSIONS, ProcFlags, Procs, Session,
     SessionError, SessionOptions, clear_all,
 };
-pub use tc::{tc, tc_async};
 
 /// What `#[traced]` expands to; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::callsite::CALLSITES;
-    pub use crate::fmt::{
-        Arg, ArgWriter, FmtDebug, FmtOpaque, FmtSelfPid, FmtSelfProcess, SelfArg,
-    };
-    pub use crate::record::{
+    pub use crate::record::call::{
         Active, CallGuard, Traced, body, flags, instrument, never, run, start_call,
+    };
+    pub use crate::record::callsite::CALLSITES;
+    pub use crate::record::fmt::{
+        Arg, ArgWriter, FmtDebug, FmtOpaque, FmtSelfPid, FmtSelfProcess, SelfArg,
     };
     pub use linkme;
 }

@@ -52,5 +52,9 @@ fn later_calls_are_not_charged_to_a_panicked_poll() {
         .filter(|e| e.callee == id("after"))
         .map(|e| e.caller)
         .collect();
-    assert_eq!(callers, [None], "`after` was called from the top, not from the panicked poll");
+    assert_eq!(
+        callers,
+        [None],
+        "`after` was called from the top, not from the panicked poll"
+    );
 }

@@ -80,7 +80,11 @@ fn a_forked_child_records_and_flushes() {
             session.flush();
             let _ = tx.send(());
         });
-        let code = if rx.recv_timeout(Duration::from_secs(10)).is_ok() { 0 } else { 3 };
+        let code = if rx.recv_timeout(Duration::from_secs(10)).is_ok() {
+            0
+        } else {
+            3
+        };
         unsafe { libc::_exit(code) };
     }
     let mut status = 0;
@@ -96,5 +100,9 @@ fn a_forked_child_records_and_flushes() {
         waited += Duration::from_millis(20);
     }
     assert!(libc::WIFEXITED(status), "child status {status}");
-    assert_eq!(libc::WEXITSTATUS(status), 0, "flush hung in the forked child");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "flush hung in the forked child"
+    );
 }

@@ -15,12 +15,13 @@ use std::task::{Context, Poll};
 
 use nodetrace_protocol::{EventKind, Pid};
 
-use crate::callsite::Callsite;
-use crate::fmt::ArgWriter;
 use crate::process::self_pid;
-use crate::ring::{is_agent_thread, push, untraced};
+use crate::profile;
+use crate::record::callsite::Callsite;
+use crate::record::fmt::ArgWriter;
+use crate::record::ring::{is_agent_thread, push, untraced};
+use crate::record::{clock, panics};
 use crate::session::for_each_slot;
-use crate::{clock, panics, profile};
 
 /// A call being recorded: who, for which sessions, since when.
 #[doc(hidden)]

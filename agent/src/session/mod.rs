@@ -8,6 +8,8 @@
 //! for. Dropping the session, or [`clear_all`], returns every callsite it set
 //! to zero cost.
 
+pub(crate) mod collector;
+
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
@@ -19,11 +21,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use nodetrace_protocol::{Counts, EndReason, Event, Limits, Pattern, Pid, ProfileMode};
 use regex::Regex;
 
-use crate::callsite::{callsites, session_bits};
-use crate::fmt::DEFAULT_TEXT_BOUND;
 use crate::process::{ProcessRef, RegistryError, pid_watermark, processes, registry, task_number};
-use crate::ring::ring_lost;
-use crate::{clock, collector, panics};
+use crate::record::callsite::{callsites, session_bits};
+use crate::record::fmt::DEFAULT_TEXT_BOUND;
+use crate::record::ring::ring_lost;
+use crate::record::{clock, panics};
 
 /// At most this many sessions trace one node at once.
 pub const MAX_SESSIONS: usize = 32;

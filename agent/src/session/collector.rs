@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use nodetrace_protocol::{EndReason, Event, EventKind, Pid};
 
-use crate::clock;
-use crate::ring::{NEW_RINGS, Record, mark_agent_thread};
+use crate::record::clock;
+use crate::record::ring::{NEW_RINGS, Record, mark_agent_thread};
 use crate::session::{MAX_SESSIONS, SLOTS, SessionShared};
 
 /// How long the collector sleeps when every ring is empty.

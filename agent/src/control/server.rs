@@ -23,13 +23,14 @@ use nodetrace_protocol::{
     TraceSpec, TracerMessage,
 };
 
-use crate::fmt::DEFAULT_TEXT_BOUND;
-use crate::node::{NodeConfig, NodeError};
+use crate::callsites;
+use crate::control::node::{NodeConfig, NodeError};
+use crate::process::sys;
 use crate::process::{ProcessKind, ProcessRef, processes};
 use crate::profile::{Profile, ProfileOptions};
-use crate::ring::mark_agent_thread;
+use crate::record::fmt::DEFAULT_TEXT_BOUND;
+use crate::record::ring::mark_agent_thread;
 use crate::session::{ArgMatch, ProcFlags, Procs, RecvError, Session, SessionOptions, clear_all};
-use crate::{callsites, sys};
 
 /// How long a tracer has to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

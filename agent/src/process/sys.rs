@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use nodetrace_protocol::Pid;
 use tokio::sync::oneshot;
 
-use crate::gen_server::SystemMessage;
+use crate::process::gen_server::SystemMessage;
 use crate::process::{ProcessRef, RegistryError, registry};
 use crate::session::Session;
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use nodetrace_protocol::{EventKind, Pid};
 
-use crate::collector::{self, FORKS};
 use crate::process::thread_pid;
+use crate::session::collector::{self, FORKS};
 use crate::session::{MAX_SESSIONS, SLOTS};
 
 /// The default number of records a thread's ring holds.

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::clock;
+use crate::record::clock;
 
 /// Runs `f` and returns how long it took with its result, like
 /// `:timer.tc/1`. Two raw clock reads; nothing else is paid.

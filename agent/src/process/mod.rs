@@ -5,6 +5,9 @@
 //! and threads are numbered by the agent from one counter (`<0.N.0>`); a
 //! tokio task is known by its task id (`<0.N.1>`).
 
+pub mod gen_server;
+pub mod sys;
+
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -14,7 +17,7 @@ use std::time::SystemTime;
 
 use nodetrace_protocol::Pid;
 
-use crate::gen_server::ServerShared;
+use crate::process::gen_server::ServerShared;
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
 

@@ -50,9 +50,9 @@ use std::time::{Duration, SystemTime};
 use nodetrace_protocol::{EventKind, Pid};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::fmt::{ArgWriter, AsPid};
 use crate::process::{RegistryError, as_server, next_pid, registry, self_pid, with_current_server};
-use crate::record::record_event;
+use crate::record::call::record_event;
+use crate::record::fmt::{ArgWriter, AsPid};
 use crate::session::{MESSAGE_SESSIONS, Slot, admitted, for_each_slot};
 
 /// How long [`GenServerRef::call`] waits for a reply.

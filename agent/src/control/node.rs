@@ -12,7 +12,8 @@ use std::time::SystemTime;
 use nodetrace_protocol::NodeInfo;
 use nodetrace_protocol::home::HomeError;
 
-use crate::{collector, control};
+use crate::control;
+use crate::session::collector;
 
 /// The name a node has unless configured, like `nonode@nohost`.
 pub const DEFAULT_NODE_NAME: &str = "nonode@nohost";

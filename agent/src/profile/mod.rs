@@ -12,6 +12,8 @@
 //! adds its own time; its call counts once, at completion, with its wall
 //! time as accumulated time and the sum of its polls as busy time.
 
+pub(crate) mod tc;
+
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +25,8 @@ use nodetrace_protocol::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::callsite::{callsites, session_bits};
-use crate::clock;
+use crate::record::callsite::{callsites, session_bits};
+use crate::record::clock;
 use crate::session::{ProcFlags, Procs, Session, SessionError, SessionOptions};
 
 /// The caller id of a call whose caller is not traced.
