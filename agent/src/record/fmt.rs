@@ -216,7 +216,7 @@ mod tests {
         });
         assert_eq!(
             text,
-            r#""bob", 42, <nodetrace_agent::fmt::tests::Opaque>, <0.9.0>, <0.3.0>"#
+            r#""bob", 42, <nodetrace_agent::record::fmt::tests::Opaque>, <0.9.0>, <0.3.0>"#
         );
     }
 
