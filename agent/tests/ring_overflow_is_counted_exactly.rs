@@ -25,19 +25,25 @@ fn every_record_is_either_delivered_or_counted_as_lost() {
     const THREADS: u64 = 2;
     const CALLS: u64 = 50_000;
     let start = Arc::new(Barrier::new(THREADS as usize));
+    // The workers stay alive until their counts are read: an exited
+    // thread's counts join the retired totals and leave `ring_drops`.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let (checked, checked_rx) = std::sync::mpsc::channel::<()>();
+    let checked_rx = Arc::new(std::sync::Mutex::new(checked_rx));
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
-            let start = start.clone();
+            let (start, done_tx, checked_rx) = (start.clone(), done_tx.clone(), checked_rx.clone());
             thread::spawn(move || {
                 start.wait();
                 for i in 0..CALLS {
                     tick(i);
                 }
-                self_pid()
+                done_tx.send(self_pid()).unwrap();
+                let _ = checked_rx.lock().unwrap().recv();
             })
         })
         .collect();
-    let pids: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let pids: Vec<_> = (0..THREADS).map(|_| done.recv().unwrap()).collect();
     session.flush();
 
     let emitted = THREADS * CALLS * 2; // a call and a return each
@@ -58,5 +64,14 @@ fn every_record_is_either_delivered_or_counted_as_lost() {
         per_thread,
         session.lost(),
         "the per-thread counts add up to the same loss"
+    );
+    drop(checked);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(
+        session.lost(),
+        emitted - delivered,
+        "the loss stays counted after the threads exit"
     );
 }
