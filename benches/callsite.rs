@@ -22,6 +22,50 @@ fn traced_fn(a: u64, b: u64) -> u64 {
     a.wrapping_mul(b) ^ 7
 }
 
+/// The same function with a statement macro in its body, plain and traced:
+/// off, the traced one must cost what the plain one does.
+#[inline(never)]
+fn untraced_macro(a: u64, b: u64) -> u64 {
+    tracing::debug!(a, "multiplying");
+    a.wrapping_mul(b) ^ 7
+}
+
+#[traced]
+#[inline(never)]
+fn traced_macro(a: u64, b: u64) -> u64 {
+    tracing::debug!(a, "multiplying");
+    a.wrapping_mul(b) ^ 7
+}
+
+/// A recursive function with a few locals, to measure the stack a frame
+/// takes: untraced, and traced when on.
+#[inline(never)]
+fn depth_untraced(n: u32, acc: &mut [u64; 8]) -> usize {
+    let here = std::hint::black_box([n as u64; 6]);
+    acc[n as usize % 8] += here[0];
+    if n == 0 {
+        return &here as *const _ as usize;
+    }
+    black_box(depth_untraced(n - 1, acc))
+}
+
+#[traced]
+#[inline(never)]
+fn depth_traced(n: u32, acc: &mut [u64; 8]) -> usize {
+    let here = std::hint::black_box([n as u64; 6]);
+    acc[n as usize % 8] += here[0];
+    if n == 0 {
+        return &here as *const _ as usize;
+    }
+    black_box(depth_traced(n - 1, acc))
+}
+
+/// Bytes of stack per level of `f`'s recursion.
+fn frame_bytes(f: fn(u32, &mut [u64; 8]) -> usize) -> usize {
+    let mut acc = [0; 8];
+    (f(0, &mut acc) - f(100, &mut acc)) / 100
+}
+
 #[tracing::instrument]
 #[inline(never)]
 fn instrumented(a: u64, b: u64) -> u64 {
@@ -63,6 +107,55 @@ fn calls(c: &mut Criterion) {
     group.bench_function("traced_off", |bench| {
         bench.iter(|| traced_fn(black_box(a), black_box(b)))
     });
+    group.bench_function("untraced_macro", |bench| {
+        bench.iter(|| untraced_macro(black_box(a), black_box(b)))
+    });
+    group.bench_function("traced_off_macro", |bench| {
+        bench.iter(|| traced_macro(black_box(a), black_box(b)))
+    });
+    // The floor of a switched-on call: two clock reads and two pushes of
+    // one 64-byte record into a ring that another thread drains.
+    {
+        #[repr(align(64))]
+        struct Line([u64; 8]);
+        let (mut tx, mut rx) =
+            rtrb::RingBuffer::<Line>::new(nodetrace_agent::DEFAULT_RING_CAPACITY);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let drainer = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while rx.pop().is_ok() {}
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let clock = quanta::Clock::new();
+        group.bench_function("floor_two_clocks_two_pushes", |bench| {
+            bench.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let burst = left.min(BURST);
+                    let start = Instant::now();
+                    for i in 0..burst {
+                        let t0 = clock.raw();
+                        let _ = tx.push(Line([i, t0, 0, 0, 0, 0, 0, 0]));
+                        let t1 = clock.raw();
+                        let _ = tx.push(Line([i, t1, t1 - t0, 0, 0, 0, 0, 0]));
+                    }
+                    timed += start.elapsed();
+                    while tx.slots() < tx.buffer().capacity() {
+                        std::hint::spin_loop();
+                    }
+                    left -= burst;
+                }
+                timed
+            })
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drainer.join().unwrap();
+    }
     // Switched on, calls are timed in bursts that fit the ring, and the
     // collector drains between bursts, outside the timed part: this is the
     // cost a traced thread pays per call, not the collector's throughput
@@ -86,6 +179,15 @@ fn calls(c: &mut Criterion) {
                 timed
             })
         });
+        if name == "traced_on" {
+            let pattern: Pattern = "callsite:depth_traced".parse().unwrap();
+            session.trace_pattern(&pattern);
+            let (plain, on) = (frame_bytes(depth_untraced), frame_bytes(depth_traced));
+            eprintln!(
+                "stack per frame: untraced {plain} B, traced and on {on} B ({:.2}x)",
+                on as f64 / plain as f64
+            );
+        }
         session.flush();
         assert_eq!(session.lost(), 0, "{name}: the bursts must fit the ring");
         drop(session);

@@ -416,7 +416,7 @@ fn eprof_of_a_running_todo_node_under_load() {
     assert!(
         server_rows
             .iter()
-            .any(|l| l.starts_with("todo::server:handle_call/3")),
+            .any(|l| l.starts_with("todo::server:<Server as GenServer>::handle_call/3")),
         "{out}"
     );
     assert!(

@@ -478,7 +478,7 @@ todo::list:add/2                examples/todo/src/list.rs:7
         let json = render(|w| render_callsites(w, "n@h", &list, Format::Json));
         assert_eq!(
             json.lines().nth(1).unwrap(),
-            r#"{"node":"n@h","id":1,"module":"todo::list","function":"add","arity":2,"file":"examples/todo/src/list.rs","line":7,"async":false}"#
+            r#"{"node":"n@h","id":1,"module":"todo::list","function":"add","path":"todo::list::add","arity":2,"file":"examples/todo/src/list.rs","line":7,"async":false}"#
         );
     }
 
