@@ -17,7 +17,10 @@
 //! return type, so every coercion of the original still happens. The
 //! closure is inlined at two places: behind the switched-off check, where
 //! it is the whole function (one load and a branch before it), and in the
-//! switched-on branch between the call and return records. One closure,
+//! switched-on branch, handed there a slot for the call, where it first
+//! records the call (the arguments' addresses are taken in that copy only,
+//! so the switched-off copy keeps them in registers); the return record
+//! follows it. One closure,
 //! one type: `impl Trait` returns, closures and items in the body mean what
 //! they meant. Parameters are moved into the closure and bound again in
 //! their order, so they drop in the order they did. A parameter written as
@@ -629,9 +632,14 @@ fn instrument(
         let annotation = annotation.map(|ty| quote!(-> #ty));
         quote!({
             #start
-            let #call = #k::__private::start_call(&#cs, #flags, |#w| { #uses #args });
-            let #body = #k::__private::body(#[inline(always)] move || #annotation { #rebinds #(#stmts)* });
-            #k::__private::run(#call, #body, |#w, #r| { #write_ret })
+            let #body = #k::__private::body(#[inline(always)] move |#call: #k::__private::CallSlot<'_>| #annotation {
+                if let ::core::option::Option::Some(#call) = #call {
+                    #call.set(#k::__private::start_call(&#cs, #flags, |#w| { #uses #args }));
+                }
+                #rebinds
+                #(#stmts)*
+            });
+            #k::__private::run(#flags, #body, |#w, #r| { #write_ret })
         })
     };
     syn::parse2(expanded)

@@ -8,6 +8,7 @@
 //! record with the elapsed time, or, if the function unwinds, an exception
 //! record with the panic message.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -243,7 +244,7 @@ pub fn flags(cs: &'static Callsite) -> u64 {
 /// it as it does through the function).
 #[doc(hidden)]
 #[inline(always)]
-pub fn body<R, F: FnOnce() -> R>(body: F) -> F {
+pub fn body<R, F: FnOnce(CallSlot<'_>) -> R>(body: F) -> F {
     body
 }
 
@@ -256,25 +257,51 @@ pub fn never<T>() -> T {
     unreachable!("nodetrace: a type pin that never runs")
 }
 
-/// Runs the body of a sync traced call: as it is when `call` is `None` (the
-/// switched-off path, inlined into the function), else between its call
-/// record and its return record (`ret` writes the value if asked) or its
-/// exception record.
+/// Where the switched-on copy of a traced body puts its recorded call;
+/// `None` in the switched-off copy, which then records nothing.
+#[doc(hidden)]
+pub type CallSlot<'a> = Option<&'a Cell<Option<Active>>>;
+
+/// Runs the body of a sync traced call: as it is when `flags` is zero (the
+/// switched-off path, inlined into the function); else the body first
+/// records its call into the slot it is handed, and what it returns is
+/// recorded (`ret` writes the value if asked), or its panic.
 #[doc(hidden)]
 #[inline(always)]
 pub fn run<R>(
-    call: Option<Active>,
-    body: impl FnOnce() -> R,
+    flags: u64,
+    body: impl FnOnce(CallSlot<'_>) -> R,
     ret: impl FnOnce(&mut ArgWriter, &R),
 ) -> R {
-    match call {
-        None => body(),
-        Some(active) => {
-            std::hint::cold_path();
-            let guard = CallGuard(Some(active));
-            let value = body();
-            guard.exit(|w| ret(w, &value));
-            value
+    if flags == 0 {
+        return body(None);
+    }
+    std::hint::cold_path();
+    run_on(body, ret)
+}
+
+/// The switched-on path, out of line: the traced function jumps here (a
+/// tail call when its parameters fit in registers), so that neither its own
+/// frame nor its switched-off path carries anything of the recording.
+#[inline(never)]
+fn run_on<R>(body: impl FnOnce(CallSlot<'_>) -> R, ret: impl FnOnce(&mut ArgWriter, &R)) -> R {
+    let call = Cell::new(None);
+    let unwinding = Unwinding(&call);
+    let value = body(Some(&call));
+    std::mem::forget(unwinding);
+    if let Some(active) = call.take() {
+        active.returned(|w| ret(w, &value));
+    }
+    value
+}
+
+/// Records the exception of a call whose body unwinds.
+struct Unwinding<'a>(&'a Cell<Option<Active>>);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if let Some(active) = self.0.take() {
+            active.unwound(panics::message());
         }
     }
 }
