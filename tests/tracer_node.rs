@@ -49,9 +49,9 @@ fn nodes_lists_the_node_and_commands_attach_by_name() {
     let addr = json[0]["addr"].as_str().unwrap().to_owned();
     let short = name.split('@').next().unwrap().to_owned();
     for args in [
-        vec!["--node", &name, "ps"],
+        vec!["ps", "--node", &name],
         vec!["ps", "--node", &short],
-        vec!["--node", &addr, "ps"],
+        vec!["ps", "--node", &addr],
         vec!["ps"],
     ] {
         let ps = home.run(&args);
@@ -379,7 +379,7 @@ fn rate_limit_counts_are_exact_under_a_flood() {
 fn a_wrong_cookie_is_refused_clearly() {
     let home = Home::new();
     let node = home.start_node(&unique("cookie"));
-    let run = home.run(&["--cookie", "wrong", "ps"]);
+    let run = home.run(&["ps", "--cookie", "wrong"]);
     assert!(!run.status.success());
     let want = format!(
         "{} refused the cookie: use the node's cookie (--cookie, NODETRACE_COOKIE or {})",
@@ -397,14 +397,14 @@ fn a_wrong_cookie_is_refused_clearly() {
 
     // The right cookie, given explicitly, works.
     let cookie = home.cookie();
-    home.run(&["--cookie", &cookie, "ps"]).ok();
+    home.run(&["ps", "--cookie", &cookie]).ok();
 }
 
 #[test]
 fn an_unknown_node_lists_the_known_ones() {
     let home = Home::new();
     let a = home.start_node(&unique("known"));
-    let run = home.run(&["--node", "foo@localhost", "ps"]);
+    let run = home.run(&["ps", "--node", "foo@localhost"]);
     assert!(!run.status.success());
     assert_eq!(
         run.stderr.trim(),
@@ -434,7 +434,7 @@ fn an_unknown_node_lists_the_known_ones() {
     );
 
     // The HTTP port is not the control port, and says so.
-    let run = home.run(&["--node", &format!("127.0.0.1:{}", a.port), "ps"]);
+    let run = home.run(&["ps", "--node", &format!("127.0.0.1:{}", a.port)]);
     assert!(!run.status.success());
     assert!(
         run.stderr.contains("is not a nodetrace node"),

@@ -185,7 +185,7 @@ pub fn run(
         if patterns_only && s.matched == 0 {
             let _ = writeln!(
                 log,
-                "{}: no traced function matches; `nodetrace --node {} ls` lists them",
+                "{}: no traced function matches; `nodetrace ls --node {}` lists them",
                 conn.name(),
                 conn.name()
             );
