@@ -25,10 +25,10 @@ use nodetrace_tracer::protocol::home::Home;
 use nodetrace_tracer::protocol::{
     Limits, Pattern, Processes, ProfileMode, ProfileSpec, Rate, TraceSpec,
 };
-use nodetrace_tracer::spec::{self, DEFAULT_TEXT_BOUND};
+use nodetrace_tracer::spec::{self, DEFAULT_TEXT_BOUND, PatternArg};
 use nodetrace_tracer::stream::{self, TraceRun};
 use nodetrace_tracer::{
-    Connection, Credentials, Format, StopSignal, TracerError, commands, resolve,
+    Connection, Credentials, Format, StopSignal, TracerError, commands, resolve, suggest,
 };
 
 /// Live tracing for Rust services, the way BEAM's dbg and sys do it.
@@ -161,7 +161,7 @@ struct CallsArgs {
     /// What to trace: MyApp.Server, my_app::server, MyApp.Server:handle_call/3,
     /// my_app::*, MyApp.Server:handle_* ... (quote it: 'PATTERN -> return').
     #[arg(required = true, value_name = "PATTERN", value_parser = spec::parse_trace_pattern)]
-    patterns: Vec<Pattern>,
+    patterns: Vec<PatternArg>,
     #[command(flatten)]
     processes: ProcessArgs,
     /// Also show what each call returns (`return_trace`), with its duration.
@@ -361,7 +361,7 @@ struct ProfileArgs {
     /// Functions to profile: MyApp.Server, my_app::*, MyApp.Server:handle_*
     /// ... [default: every traceable function].
     #[arg(value_name = "PATTERN", value_parser = spec::parse_pattern)]
-    patterns: Vec<Pattern>,
+    patterns: Vec<PatternArg>,
     #[command(flatten)]
     processes: ProcessArgs,
     /// Profile for DURATION: 500ms, 10s, 2m [default: 10s on a running
@@ -434,7 +434,7 @@ struct TcArgs {
 struct LsArgs {
     /// Only functions this pattern selects (MyApp.Server, my_app::*, ...).
     #[arg(value_name = "PATTERN", value_parser = spec::parse_pattern)]
-    pattern: Option<Pattern>,
+    pattern: Option<PatternArg>,
     #[command(flatten)]
     format: FormatArg,
     #[command(flatten)]
@@ -512,7 +512,17 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("nodetrace: {err:#}");
-            ExitCode::FAILURE
+            let code = err.chain().find_map(|cause| {
+                cause
+                    .downcast_ref::<TracerError>()
+                    .map(TracerError::exit_code)
+                    .or_else(|| {
+                        cause
+                            .downcast_ref::<ProfileError>()
+                            .map(|e| u8::try_from(e.exit_code()).unwrap_or(1))
+                    })
+            });
+            ExitCode::from(code.unwrap_or(1))
         }
     }
 }
@@ -563,6 +573,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Cmd::Sys(SysCmd::Trace(args)) => sys_trace(args),
         Cmd::Sys(SysCmd::GetState(args)) => {
             let mut conn = connect_one(&args.node, "sys get-state")?;
+            commands::check_process_names(&mut conn, std::slice::from_ref(&args.name))?;
             let state = commands::get_state(&mut conn, &args.name)?;
             commands::render_state(
                 &mut io::stdout().lock(),
@@ -576,6 +587,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Cmd::Sys(SysCmd::Statistics(args)) => {
             let mut conn = connect_one(&args.node, "sys statistics")?;
+            commands::check_process_names(&mut conn, std::slice::from_ref(&args.name))?;
             let stats = commands::statistics(&mut conn, &args.name)?;
             commands::render_statistics(
                 &mut io::stdout().lock(),
@@ -589,7 +601,19 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Cmd::Ls(args) => {
             let mut conn = connect_one(&args.node, "ls")?;
-            let list = commands::callsites(&mut conn, args.pattern.clone())?;
+            let list =
+                commands::callsites(&mut conn, args.pattern.as_ref().map(|p| p.pattern.clone()))?;
+            if let (true, Some(typed)) = (list.is_empty(), &args.pattern) {
+                let all = commands::callsites(&mut conn, None)?;
+                let typed = [typed.text.clone()];
+                return Err(TracerError::NoMatch(format!(
+                    "no traceable function on {} matches {}{}",
+                    conn.name(),
+                    typed[0],
+                    suggest::did_you_mean(&typed, &all)
+                ))
+                .into());
+            }
             commands::render_callsites(
                 &mut io::stdout().lock(),
                 conn.name(),
@@ -598,7 +622,7 @@ fn run() -> anyhow::Result<ExitCode> {
             )
             .map_err(TracerError::Output)?;
             if list.is_empty() && args.format.get() == Format::Text {
-                eprintln!("{}: no traceable function matches", conn.name());
+                eprintln!("{}: the node has no traceable function", conn.name());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -676,7 +700,7 @@ fn profile(
     let request = ProfileRequest {
         spec: ProfileSpec {
             mode,
-            patterns: args.patterns,
+            patterns: args.patterns.into_iter().map(|p| p.pattern).collect(),
             processes: args.processes.to_processes(),
             histogram: timed.histogram,
             per_process,
@@ -772,7 +796,8 @@ fn connect_one(node: &NodeArg, command: &str) -> Result<Connection, TracerError>
 }
 
 fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
-    let patterns = args.patterns;
+    let typed: Vec<String> = args.patterns.iter().map(|p| p.text.clone()).collect();
+    let patterns: Vec<Pattern> = args.patterns.into_iter().map(|p| p.pattern).collect();
     let what = format!(
         "calls of {}{}",
         patterns
@@ -795,7 +820,7 @@ fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
         arg_match: args.arg_match,
         limits: Limits::DEFAULT,
     };
-    trace(spec, what, &args.common)
+    trace(spec, what, typed, &args.common)
 }
 
 fn in_processes(p: &ProcessArgs) -> String {
@@ -830,7 +855,7 @@ fn trace_messages(args: MessagesArgs) -> anyhow::Result<ExitCode> {
         arg_match: None,
         limits: Limits::DEFAULT,
     };
-    trace(spec, what, &args.common)
+    trace(spec, what, Vec::new(), &args.common)
 }
 
 fn sys_trace(args: SysTraceArgs) -> anyhow::Result<ExitCode> {
@@ -855,10 +880,15 @@ fn sys_trace(args: SysTraceArgs) -> anyhow::Result<ExitCode> {
         limits: Limits::DEFAULT,
     };
     let what = format!("sys events of {}", args.name);
-    trace(spec, what, &args.common)
+    trace(spec, what, Vec::new(), &args.common)
 }
 
-fn trace(mut spec: TraceSpec, what: String, common: &TraceArgs) -> anyhow::Result<ExitCode> {
+fn trace(
+    mut spec: TraceSpec,
+    what: String,
+    typed_patterns: Vec<String>,
+    common: &TraceArgs,
+) -> anyhow::Result<ExitCode> {
     let chosen = spec::choose_limits(common.max, common.rate, common.duration, &spec.patterns)
         .map_err(TracerError::Refused)?;
     spec.limits = chosen.limits;
@@ -878,6 +908,7 @@ fn trace(mut spec: TraceSpec, what: String, common: &TraceArgs) -> anyhow::Resul
         format: common.format.get(),
         default_limits: chosen.defaulted,
         what,
+        typed_patterns,
     };
     let report = stream::run(
         &targets,

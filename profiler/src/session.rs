@@ -127,6 +127,7 @@ impl ProfileError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ProfileError::Spawn { cause, .. } => crate::exit::spawn_error_code(cause),
+            ProfileError::Tracer(e) => i32::from(e.exit_code()),
             _ => 1,
         }
     }

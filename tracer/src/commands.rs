@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
 use comfy_table::{CellAlignment, Table, presets};
+use nodetrace_protocol::Pid;
 use nodetrace_protocol::home::{Home, NodeEntry};
 use nodetrace_protocol::{CallsiteInfo, Command, Pattern, ProcessRow, Reply, StatisticsRow};
 use serde::Serialize;
@@ -255,6 +256,30 @@ pub fn processes(conn: &mut Connection) -> Result<Vec<ProcessRow>, TracerError> 
             Ok(rows)
         }
         other => Err(unexpected(conn, "Processes", other)),
+    }
+}
+
+/// Refuses the registered `names` (pids pass) that no process of the node
+/// has, naming the nearest one: a typo is caught before anything runs.
+pub fn check_process_names(conn: &mut Connection, names: &[String]) -> Result<(), TracerError> {
+    let names: Vec<&String> = names.iter().filter(|n| n.parse::<Pid>().is_err()).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let rows = processes(conn)?;
+    let known: Vec<&str> = rows.iter().filter_map(|r| r.name.as_deref()).collect();
+    match names.iter().find(|n| !known.contains(&n.as_str())) {
+        None => Ok(()),
+        Some(name) => {
+            let hint = match crate::suggest::nearest(name, known.iter().copied()) {
+                Some(near) => format!("did you mean {near}? "),
+                None => String::new(),
+            };
+            Err(TracerError::NoMatch(format!(
+                "no process named {name} on {}; {hint}`nodetrace ps` lists the processes",
+                conn.name()
+            )))
+        }
     }
 }
 

@@ -38,14 +38,30 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     parse_duration_ms(text)
 }
 
+/// A pattern as typed on a command line, and parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternArg {
+    /// As typed (`Todo.Servr`), for messages and suggestions.
+    pub text: String,
+    /// Parsed.
+    pub pattern: Pattern,
+}
+
 /// Parses a pattern as `trace calls` takes it: like [`parse_pattern`],
 /// and a pattern the shell mangled says to quote it or to use `--return`.
-pub fn parse_trace_pattern(text: &str) -> Result<Pattern, String> {
+pub fn parse_trace_pattern(text: &str) -> Result<PatternArg, String> {
     check_not_mangled(
         text,
         "quote the whole pattern ('MyApp.Server:get -> return') or use --return",
     )?;
-    Pattern::parse(text).map_err(|e| e.to_string())
+    arg(text)
+}
+
+fn arg(text: &str) -> Result<PatternArg, String> {
+    Ok(PatternArg {
+        text: text.trim().to_owned(),
+        pattern: Pattern::parse(text).map_err(|e| e.to_string())?,
+    })
 }
 
 /// Parses a pattern given on a command line (`ls`, `profile`): a lone `-`
@@ -57,9 +73,9 @@ pub fn parse_trace_pattern(text: &str) -> Result<Pattern, String> {
 /// assert!(parse_pattern("Todo.Server:entries/2").is_ok());
 /// assert!(parse_pattern("-").unwrap_err().contains("quote"));
 /// ```
-pub fn parse_pattern(text: &str) -> Result<Pattern, String> {
+pub fn parse_pattern(text: &str) -> Result<PatternArg, String> {
     check_not_mangled(text, "quote the whole pattern ('MyApp.Server:get')")?;
-    Pattern::parse(text).map_err(|e| e.to_string())
+    arg(text)
 }
 
 fn check_not_mangled(text: &str, fix: &str) -> Result<(), String> {
@@ -229,8 +245,9 @@ mod tests {
             assert!(err.contains("quote the whole pattern"), "{mangled}: {err}");
             assert!(!err.contains("--return"), "{mangled}: {err}");
         }
-        let p = parse_trace_pattern("Todo.Server:entries -> return").unwrap();
-        assert!(p.return_trace());
+        let p = parse_trace_pattern(" Todo.Server:entries -> return").unwrap();
+        assert!(p.pattern.return_trace());
+        assert_eq!(p.text, "Todo.Server:entries -> return");
         assert!(parse_pattern("my-crate::server").is_ok());
     }
 
