@@ -11,6 +11,8 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,8 +20,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use nodetrace_profiler::session::DEFAULT_DURATION_MS;
 use nodetrace_profiler::tc::{self, TcOptions};
 use nodetrace_profiler::{
-    Interrupts, Outputs, ProfileError, ProfileRequest, ReportOptions, Sort, profile_command,
-    profile_node,
+    Interrupt, Interrupts, Outputs, ProfileError, ProfileRequest, ReportOptions, Sort,
+    profile_command, profile_node,
 };
 use nodetrace_tracer::protocol::home::Home;
 use nodetrace_tracer::protocol::{
@@ -30,6 +32,10 @@ use nodetrace_tracer::stream::{self, TraceRun};
 use nodetrace_tracer::{
     Connection, Credentials, Format, StopSignal, TracerError, commands, resolve, suggest,
 };
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::exfiltrator::origin::WithOrigin;
+use signal_hook::iterator::{Signals, SignalsInfo};
+use signal_hook::low_level::siginfo::Cause;
 
 /// Live tracing for Rust services, the way BEAM's dbg and sys do it.
 ///
@@ -728,11 +734,21 @@ fn profile(
     };
     request.outputs.check(mode)?;
     if of_command {
-        // Ctrl-C reaches the command too: wait for it, and kill it on the
-        // second one.
+        // See `Interrupts`: a terminal's Ctrl-C reaches the command by
+        // itself, a signal to nodetrace alone is forwarded to it; the
+        // second one kills it.
         let interrupts = Interrupts::new();
         let hit = interrupts.clone();
-        ctrlc::set_handler(move || hit.hit()).context("cannot handle Ctrl-C")?;
+        let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])
+            .context("cannot handle SIGINT and SIGTERM")?;
+        std::thread::spawn(move || {
+            for info in signals.forever() {
+                hit.hit(Interrupt {
+                    signal: info.signal,
+                    from_terminal: info.cause == Cause::Kernel,
+                });
+            }
+        });
         let timeout = Duration::from_millis(args.connect_timeout);
         return match profile_command(
             &args.command,
@@ -753,7 +769,7 @@ fn profile(
     let credentials = Credentials::resolve(args.cookie.as_deref(), &home)?;
     let target = resolve::resolve_one(&home, args.node.as_slice(), "profile")?;
     let stop = StopSignal::new();
-    install_ctrl_c(&stop)?;
+    install_stop_signals(&stop)?;
     let complete = profile_node(&target, &credentials, &request, &mut io::stderr(), &stop)?;
     Ok(if complete {
         ExitCode::SUCCESS
@@ -902,7 +918,7 @@ fn trace(
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
     let stop = StopSignal::new();
-    install_ctrl_c(&stop)?;
+    let signal = install_stop_signals(&stop)?;
     let run = TraceRun {
         spec,
         format: common.format.get(),
@@ -922,23 +938,41 @@ fn trace(
     for err in report.errors() {
         eprintln!("nodetrace: {err}");
     }
-    Ok(if report.is_ok() {
+    let code = if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    };
+    Ok(after_signal(&signal, code))
 }
 
-/// Ctrl-C (or SIGTERM) stops the trace: each node is sent Stop and the
-/// summary is printed. A second one exits at once; the nodes clear the
-/// trace of a tracer that went away.
-fn install_ctrl_c(stop: &StopSignal) -> anyhow::Result<()> {
+/// SIGINT (Ctrl-C) or SIGTERM stops the trace or the profile: each node is
+/// sent Stop and the summary is printed. A second one exits at once (the
+/// nodes clear the trace of a tracer that went away). Returns the signal
+/// that came (0: none yet).
+fn install_stop_signals(stop: &StopSignal) -> anyhow::Result<Arc<AtomicI32>> {
     let stop = stop.clone();
-    ctrlc::set_handler(move || {
-        if stop.is_stopped() {
-            std::process::exit(130);
+    let got = Arc::new(AtomicI32::new(0));
+    let seen = got.clone();
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).context("cannot handle SIGINT and SIGTERM")?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if stop.is_stopped() {
+                std::process::exit(128 + signal);
+            }
+            seen.store(signal, Ordering::SeqCst);
+            stop.stop();
         }
-        stop.stop();
-    })
-    .context("cannot handle Ctrl-C")
+    });
+    Ok(got)
+}
+
+/// The exit code of a command a signal stopped, as a shell reports it
+/// (SIGINT 130, SIGTERM 143), else `otherwise`.
+fn after_signal(signal: &AtomicI32, otherwise: ExitCode) -> ExitCode {
+    match u8::try_from(128 + signal.load(Ordering::SeqCst)) {
+        Ok(code) if code > 128 => ExitCode::from(code),
+        _ => otherwise,
+    }
 }

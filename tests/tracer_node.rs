@@ -301,7 +301,7 @@ fn no_limit_means_the_default_and_everything_needs_one() {
     trace.wait_stderr("limits: 1000 events, 1m (the default", TRACE_LIMIT);
     trace.signal("INT");
     let run = trace.wait(TRACE_LIMIT);
-    run.ok();
+    assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     assert!(
         run.stderr.contains("stopped by the tracer"),
         "{}",
@@ -353,7 +353,7 @@ fn rate_limit_counts_are_exact_under_a_flood() {
     }
     trace.signal("INT");
     let run = trace.wait(TRACE_LIMIT);
-    run.ok();
+    assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     let (shown, dropped, lost, discarded) = summary_counts(&run.stderr, &node.name);
     assert!(
         run.stderr.contains("stopped by the tracer"),

@@ -14,9 +14,8 @@ use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ use nodetrace_tracer::conn::message_name;
 use nodetrace_tracer::stream::{PING_EVERY, STOP_GRACE};
 use nodetrace_tracer::{Connection, Credentials, Format, StopSignal, Target, TracerError};
 
-use crate::exit::{describe_status, display_command, exit_code};
+use crate::exit::{describe_status, display_command, exit_code, signal_name};
 use crate::tc::human_ns;
 use crate::{
     FlameError, Profile, ReportOptions, write_flamegraph, write_folded, write_json, write_text,
@@ -260,11 +259,26 @@ impl ProfileRequest {
     }
 }
 
-/// Interrupts (Ctrl-C) counted, for a profile of a command: the first one
-/// reaches the command too and nodetrace waits for it to exit; the second
-/// kills it.
+/// Interrupts (SIGINT, SIGTERM) of a profile of a command, as a signal
+/// handler reports them.
+///
+/// The first one ends the command gracefully: a terminal's Ctrl-C reaches
+/// the command by itself (the terminal signals the whole foreground process
+/// group), so nodetrace only waits for it to exit; a signal sent to
+/// nodetrace alone (`kill -INT`, a supervisor's SIGTERM) is forwarded to
+/// the command, as `timeout` and `docker run` do. The second one kills the
+/// command.
 #[derive(Debug, Clone, Default)]
-pub struct Interrupts(Arc<AtomicU32>);
+pub struct Interrupts(Arc<Mutex<Vec<Interrupt>>>);
+
+/// One interrupt: the signal and whether the terminal sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupt {
+    /// The signal number (`libc::SIGINT`).
+    pub signal: i32,
+    /// The terminal sent it (Ctrl-C), so the command got it too.
+    pub from_terminal: bool,
+}
 
 impl Interrupts {
     /// None yet.
@@ -272,15 +286,86 @@ impl Interrupts {
         Interrupts::default()
     }
 
-    /// Counts one (from a signal handler).
-    pub fn hit(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+    /// Records one (from a signal-handling thread).
+    pub fn hit(&self, interrupt: Interrupt) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(interrupt);
     }
 
     /// How many so far.
-    pub fn count(&self) -> u32 {
-        self.0.load(Ordering::SeqCst)
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+
+    fn get(&self, index: usize) -> Option<Interrupt> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index)
+            .copied()
+    }
+}
+
+/// Acts on the interrupts not handled yet: the first is forwarded to the
+/// command unless the terminal sent it (see [`Interrupts`]); the second
+/// kills the command.
+struct InterruptHandler {
+    handled: usize,
+}
+
+impl InterruptHandler {
+    fn handle(
+        &mut self,
+        interrupts: &Interrupts,
+        child: &mut Child,
+        display: &str,
+        log: &mut dyn Write,
+    ) {
+        while let Some(interrupt) = interrupts.get(self.handled) {
+            self.handled += 1;
+            let name = signal_name(interrupt.signal).unwrap_or("the signal");
+            if self.handled == 1 {
+                if interrupt.from_terminal {
+                    note(
+                        log,
+                        &format!(
+                            "waiting for `{display}` to exit (the terminal sent {name} to it too); interrupt again to kill it"
+                        ),
+                    );
+                } else {
+                    forward(child, interrupt.signal);
+                    note(
+                        log,
+                        &format!(
+                            "forwarded {name} to `{display}` (pid {}); waiting for it to exit; interrupt again to kill it",
+                            child.id()
+                        ),
+                    );
+                }
+            } else if self.handled == 2 {
+                note(log, &format!("killing `{display}` (second interrupt)"));
+                let _ = child.kill();
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn forward(child: &Child, signal: i32) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // Safety: kill(2) with a pid we spawned and have not waited for
+        // yet (so it is not reused) and a valid signal number.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn forward(child: &mut Child, _signal: i32) {
+    let _ = child.kill();
 }
 
 struct Started {
@@ -611,6 +696,7 @@ pub fn profile_command(
         cause,
     };
 
+    let mut handler = InterruptHandler { handled: 0 };
     let deadline = Instant::now() + connect_timeout;
     let (stream, peer) = loop {
         match listener.accept() {
@@ -625,6 +711,7 @@ pub fn profile_command(
                 describe_status(status)
             )));
         }
+        handler.handle(interrupts, &mut child.0, &display, log);
         let interrupted = interrupts.count() >= 2;
         if interrupted || Instant::now() > deadline {
             let _ = child.0.kill();
@@ -665,29 +752,11 @@ pub fn profile_command(
     let live = Live::start(conn)?;
 
     let mut figures = Figures::default();
-    let mut noted = 0;
     let status: ExitStatus = loop {
         if let Some(status) = child.0.try_wait().map_err(wait_error)? {
             break status;
         }
-        match interrupts.count() {
-            0 => {}
-            1 if noted == 0 => {
-                note(
-                    log,
-                    &format!(
-                        "waiting for `{display}` to exit (the interrupt reached it too); interrupt again to kill it"
-                    ),
-                );
-                noted = 1;
-            }
-            1 => {}
-            _ if noted < 2 => {
-                let _ = child.0.kill();
-                noted = 2;
-            }
-            _ => {}
-        }
+        handler.handle(interrupts, &mut child.0, &display, log);
         if let Some(incoming) = live.recv(POLL) {
             figures.absorb(incoming, &node, log);
         }
