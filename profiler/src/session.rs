@@ -8,7 +8,7 @@
 //! died, the command was killed) the last periodic snapshot is shown,
 //! marked incomplete, and a line on stderr says why.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -56,7 +56,7 @@ const READ_POLL: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_millis(50);
 
 /// Why a profile could not be made or shown; each displays as one line.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum ProfileError {
     /// Connecting to the node, the handshake or the profile command failed.
     #[error(transparent)]
@@ -75,6 +75,13 @@ pub enum ProfileError {
     /// The command never connected back: it does not link the agent.
     #[error("{0}: is the nodetrace agent linked? {AGENT_HINT}")]
     NeverConnected(String),
+    /// The command links the agent (its program holds the agent's
+    /// environment variable) but never connected back: its `node::start`
+    /// failed (a name already taken, say) or was not called in time.
+    #[error(
+        "{0}: it links the nodetrace agent, so the agent did not start: see the command's own error above (a node name already taken shows in `nodetrace nodes`), or give it longer with --connect-timeout"
+    )]
+    AgentDidNotStart(String),
     /// The listener for the command's agent failed.
     #[error("cannot listen for the command's agent on 127.0.0.1: {0}")]
     Listen(io::Error),
@@ -108,6 +115,13 @@ pub enum ProfileError {
     /// The node ended before any figures came.
     #[error("{0}: no figures to show")]
     NoFigures(String),
+}
+
+/// Reads like `Display`, so that `?` in a `main` prints one line.
+impl std::fmt::Debug for ProfileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl ProfileError {
@@ -653,6 +667,36 @@ fn one_time_cookie() -> String {
         .collect()
 }
 
+/// Why a command did not connect back: [`ProfileError::AgentDidNotStart`]
+/// when its program links the agent, else
+/// [`ProfileError::NeverConnected`].
+fn never_connected(program: &OsStr, what: String) -> ProfileError {
+    if links_agent(program) {
+        ProfileError::AgentDidNotStart(what)
+    } else {
+        ProfileError::NeverConnected(what)
+    }
+}
+
+/// Whether the program file (found on `PATH` when it has no `/`) holds
+/// the name of the agent's connect-back variable, which every program
+/// linking the agent does. A script that starts such a program does not.
+fn links_agent(program: &OsStr) -> bool {
+    let path = Path::new(program);
+    let candidates: Vec<PathBuf> = if path.components().count() > 1 {
+        vec![path.to_owned()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|dirs| std::env::split_paths(&dirs).map(|d| d.join(path)).collect())
+            .unwrap_or_default()
+    };
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::read(p).ok())
+        .is_some_and(|bytes| memchr::memmem::find(&bytes, PROFILER_ADDR_ENV.as_bytes()).is_some())
+}
+
 /// Runs `command` with the agent told to connect back, profiles it from
 /// its start to its exit, writes the figures, and returns the command's
 /// exit code (128 + N if signal N killed it).
@@ -660,6 +704,7 @@ fn one_time_cookie() -> String {
 /// The command's stdin, stdout and stderr are this process's; the report
 /// follows its output. A command that does not connect within
 /// `connect_timeout` (or exits first) is killed and reported as
+/// [`ProfileError::AgentDidNotStart`] if its program links the agent, else
 /// [`ProfileError::NeverConnected`].
 pub fn profile_command(
     command: &[OsString],
@@ -706,10 +751,13 @@ pub fn profile_command(
             Err(e) => return Err(ProfileError::Listen(e)),
         }
         if let Some(status) = child.0.try_wait().map_err(wait_error)? {
-            return Err(ProfileError::NeverConnected(format!(
-                "`{display}` {} without connecting to the profiler",
-                describe_status(status)
-            )));
+            return Err(never_connected(
+                program,
+                format!(
+                    "`{display}` {} without connecting to the profiler",
+                    describe_status(status)
+                ),
+            ));
         }
         handler.handle(interrupts, &mut child.0, &display, log);
         let interrupted = interrupts.count() >= 2;
@@ -726,7 +774,11 @@ pub fn profile_command(
                     display_ms(connect_timeout.as_millis().max(1) as u64)
                 )
             };
-            return Err(ProfileError::NeverConnected(what));
+            return Err(if interrupted {
+                ProfileError::NeverConnected(what)
+            } else {
+                never_connected(program, what)
+            });
         }
         thread::sleep(Duration::from_millis(20));
     };

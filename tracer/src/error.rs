@@ -12,7 +12,7 @@ pub const EXIT_NO_MATCH: u8 = 3;
 
 /// What can go wrong between the tracer and a node; each displays as one
 /// line that says what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum TracerError {
     /// The node could not be found.
     #[error(transparent)]
@@ -114,6 +114,13 @@ pub enum TracerError {
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(io::Error),
+}
+
+/// Reads like `Display`, so that `?` in a `main` prints one line.
+impl std::fmt::Debug for TracerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl TracerError {
