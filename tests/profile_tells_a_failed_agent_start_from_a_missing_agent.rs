@@ -41,7 +41,7 @@ fn a_taken_node_name_is_not_reported_as_a_missing_agent() {
     assert!(!run.stderr.contains("NameTaken"), "{}", run.stderr);
     let last = run.stderr.lines().last().unwrap();
     assert!(
-        last.contains("exited with code 1 without connecting to the profiler: it links the nodetrace agent, so the agent did not start"),
+        last.contains("exited with code 1 without connecting to the profiler: it links the nodetrace agent, but no node started: node::start failed"),
         "{last}"
     );
     assert!(

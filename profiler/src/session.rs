@@ -77,9 +77,9 @@ pub enum ProfileError {
     NeverConnected(String),
     /// The command links the agent (its program holds the agent's
     /// environment variable) but never connected back: its `node::start`
-    /// failed (a name already taken, say) or was not called in time.
+    /// failed (a name already taken, say) or was not called.
     #[error(
-        "{0}: it links the nodetrace agent, so the agent did not start: see the command's own error above (a node name already taken shows in `nodetrace nodes`), or give it longer with --connect-timeout"
+        "{0}: it links the nodetrace agent, but no node started: node::start failed (see the command's own error above; `nodetrace nodes` lists the names taken) or was not called ({AGENT_HINT})"
     )]
     AgentDidNotStart(String),
     /// The listener for the command's agent failed.
