@@ -80,7 +80,11 @@ fn trace_json(home: &Home, args: &[&str]) -> (Vec<Value>, String) {
     all.extend_from_slice(&["--format", "json", "--duration", "20s"]);
     let run = home.run(&all);
     run.ok();
-    (run.json_lines(), run.stderr)
+    let mut events = run.json_lines();
+    let end = events.pop().expect("an end object");
+    assert_eq!(end["type"], "end", "{end}");
+    assert_eq!(end["shown"], events.len(), "{end}");
+    (events, run.stderr)
 }
 
 #[test]
@@ -111,7 +115,7 @@ fn each_pattern_form_sees_the_right_calls() {
         let (events, stderr) = trace_json(&home, &[pattern, "--max", "12"]);
         assert_eq!(events.len(), 12, "{pattern}: {stderr}\n{events:?}");
         for e in &events {
-            assert_eq!(e["kind"], "call", "{pattern}: {e}");
+            assert_eq!(e["type"], "call", "{pattern}: {e}");
             assert_eq!(e["node"], node.name.as_str());
             assert!(check(e), "{pattern} selected {e}");
         }
@@ -168,11 +172,11 @@ fn return_shows_values_and_durations() {
     let (events, _) = trace_json(&home, &["Todo.Server:entries/2", "--return", "--max", "4"]);
     let ret = events
         .iter()
-        .find(|e| e["kind"] == "return")
+        .find(|e| e["type"] == "return")
         .expect("a return event");
     assert!(ret["result"].as_str().unwrap().starts_with("Ok(["), "{ret}");
-    assert!(ret["duration"].as_u64().unwrap() > 0, "{ret}");
-    assert!(ret["timestamp"].as_u64().unwrap() > 0, "{ret}");
+    assert!(ret["duration_ns"].as_u64().unwrap() > 0, "{ret}");
+    assert!(ret["timestamp_ns"].as_u64().unwrap() > 0, "{ret}");
 }
 
 #[test]
@@ -214,8 +218,13 @@ fn messages_of_a_named_server() {
         "json",
     ]);
     run.ok();
-    for e in run.json_lines() {
-        assert_eq!(e["kind"], "receive", "{e}");
+    let mut events = run.json_lines();
+    let end = events.pop().expect("an end object");
+    assert_eq!(end["type"], "end", "{end}");
+    assert_eq!(end["reason"], "max_events", "{end}");
+    assert_eq!(events.len(), 4);
+    for e in events {
+        assert_eq!(e["type"], "receive", "{e}");
         assert_eq!(e["pid"], bob.as_str());
     }
 }
@@ -360,10 +369,13 @@ fn rate_limit_counts_are_exact_under_a_flood() {
         "{}",
         run.stderr
     );
+    let mut lines = run.json_lines();
+    let end = lines.pop().expect("an end object");
+    assert_eq!(shown as usize, lines.len(), "shown is what was printed");
     assert_eq!(
-        shown as usize,
-        run.lines().len(),
-        "shown is what was printed"
+        (&end["shown"], &end["rate_dropped"], &end["lost"]),
+        (&shown.into(), &dropped.into(), &lost.into()),
+        "the end object counts as the summary line does: {end}"
     );
     assert_eq!(
         shown + dropped + lost + discarded,

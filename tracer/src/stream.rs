@@ -233,6 +233,10 @@ pub fn run(
             });
             if let Ok(end) = &result {
                 let _ = writeln!(log, "{}", crate::render::summary(node.view.name(), end));
+                if run.format == Format::Json && !output_closed {
+                    let _ = crate::render::json_end(out, node.view.name(), end, node.shown)
+                        .and_then(|()| out.flush());
+                }
             }
             NodeOutcome {
                 node: node.view.name().to_owned(),
