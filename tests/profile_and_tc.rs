@@ -410,6 +410,12 @@ fn eprof_of_a_running_todo_node_under_load() {
     let load = node.load();
     let started = Instant::now();
     let run = home.run(&["profile", "eprof", "--node", &node.name, "--duration", "1s"]);
+    // stderr is a pipe here: no countdown is drawn into it.
+    assert!(
+        !run.stderr.contains("left;") && !run.stderr.contains('\r'),
+        "{}",
+        run.stderr
+    );
     let elapsed = started.elapsed();
     let out = run.ok();
     assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nodetrace_protocol::frame::{self, FrameError};
 use nodetrace_protocol::{
     CallsiteInfo, Command as NodeCommand, NodeMessage, PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV,
@@ -542,8 +543,38 @@ impl Figures {
         }
     }
 
+    /// Calls aggregated so far, by the latest figures.
+    fn calls(&self) -> u64 {
+        self.last
+            .as_ref()
+            .or(self.latest.as_ref())
+            .map_or(0, |s| s.functions.iter().map(|f| f.calls).sum())
+    }
+
     fn done(&self) -> bool {
         self.last.is_some() || self.closed.is_some()
+    }
+}
+
+/// A countdown over `duration_ms` (a spinner with the elapsed time when
+/// `None`) on stderr, drawn only when stderr is a terminal.
+fn progress(duration_ms: Option<u64>) -> ProgressBar {
+    let target = ProgressDrawTarget::stderr();
+    match duration_ms {
+        Some(ms) => {
+            let bar = ProgressBar::with_draw_target(Some(ms), target);
+            if let Ok(style) = ProgressStyle::with_template("[{bar:30}] {msg}") {
+                bar.set_style(style);
+            }
+            bar
+        }
+        None => {
+            let spinner = ProgressBar::with_draw_target(None, target);
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed} {msg}") {
+                spinner.set_style(style);
+            }
+            spinner
+        }
     }
 }
 
@@ -608,7 +639,18 @@ pub fn profile_node(
     let mut figures = Figures::default();
     let mut stop_sent: Option<Instant> = None;
     let mut gave_up = None;
+    let began = Instant::now();
+    let countdown = progress(request.spec.duration_ms);
     while !figures.done() {
+        if let Some(ms) = request.spec.duration_ms {
+            let elapsed = began.elapsed().as_millis().min(u128::from(ms)) as u64;
+            countdown.set_position(elapsed);
+            countdown.set_message(format!(
+                "{} left; {} calls",
+                display_ms((ms - elapsed).div_ceil(1000) * 1000),
+                figures.calls()
+            ));
+        }
         if stop_sent.is_none() && stop.is_stopped() {
             live.stop();
             stop_sent = Some(Instant::now());
@@ -631,6 +673,7 @@ pub fn profile_node(
             figures.absorb(incoming, &node, log);
         }
     }
+    countdown.finish_and_clear();
     live.close();
     let why = gave_up.unwrap_or_else(|| {
         let closed = figures.closed.as_deref().unwrap_or("the connection ended");
@@ -804,7 +847,10 @@ pub fn profile_command(
     let live = Live::start(conn)?;
 
     let mut figures = Figures::default();
+    let spinner = progress(None);
     let status: ExitStatus = loop {
+        spinner.set_message(format!("`{display}` running; {} calls", figures.calls()));
+        spinner.tick();
         if let Some(status) = child.0.try_wait().map_err(wait_error)? {
             break status;
         }
@@ -813,6 +859,7 @@ pub fn profile_command(
             figures.absorb(incoming, &node, log);
         }
     };
+    spinner.finish_and_clear();
     // The final report may still be on its way: the command's exit closes
     // the connection after it.
     let grace = Instant::now() + EXIT_GRACE;
