@@ -117,7 +117,7 @@ fn calls(c: &mut Criterion) {
     // one 64-byte record into a ring that another thread drains.
     {
         #[repr(align(64))]
-        struct Line([u64; 8]);
+        struct Line(#[allow(dead_code)] [u64; 8]);
         let (mut tx, mut rx) =
             rtrb::RingBuffer::<Line>::new(nodetrace_agent::DEFAULT_RING_CAPACITY);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

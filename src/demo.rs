@@ -267,6 +267,7 @@ fn trace(
         format: Format::Text,
         default_limits: false,
         what: what.to_owned(),
+        typed_patterns: Vec::new(),
     };
     let report = stream::run(
         std::slice::from_ref(target),
@@ -308,6 +309,7 @@ fn stop_clear_demo(target: &Target, credentials: &Credentials) -> anyhow::Result
         format: Format::Text,
         default_limits: false,
         what: "messages of todo_server:bob".to_owned(),
+        typed_patterns: Vec::new(),
     };
     let (tx, rx) = mpsc::channel();
     let (t, c) = (target.clone(), credentials.clone());

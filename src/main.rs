@@ -4,31 +4,38 @@
 //! `nodetrace-profiler` (and the guided tour in `demo`).
 
 mod demo;
+mod help;
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use nodetrace_profiler::session::DEFAULT_DURATION_MS;
 use nodetrace_profiler::tc::{self, TcOptions};
 use nodetrace_profiler::{
-    Interrupts, Outputs, ProfileError, ProfileRequest, ReportOptions, Sort, profile_command,
-    profile_node,
+    Interrupt, Interrupts, Outputs, ProfileError, ProfileRequest, ReportOptions, Sort,
+    profile_command, profile_node,
 };
 use nodetrace_tracer::protocol::home::Home;
 use nodetrace_tracer::protocol::{
     Limits, Pattern, Processes, ProfileMode, ProfileSpec, Rate, TraceSpec,
 };
-use nodetrace_tracer::spec::{self, DEFAULT_TEXT_BOUND};
+use nodetrace_tracer::spec::{self, DEFAULT_TEXT_BOUND, PatternArg};
 use nodetrace_tracer::stream::{self, TraceRun};
 use nodetrace_tracer::{
-    Connection, Credentials, Format, StopSignal, TracerError, commands, resolve,
+    Connection, Credentials, Format, StopSignal, TracerError, commands, resolve, suggest,
 };
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::exfiltrator::origin::WithOrigin;
+use signal_hook::iterator::{Signals, SignalsInfo};
+use signal_hook::low_level::siginfo::Cause;
 
 /// Live tracing for Rust services, the way BEAM's dbg and sys do it.
 ///
@@ -36,19 +43,14 @@ use nodetrace_tracer::{
 /// nodetrace finds it, proves the node's cookie, switches tracing on for
 /// exactly what you ask, prints what happens, and switches it off again.
 #[derive(Debug, Parser)]
-#[command(name = "nodetrace", version, propagate_version = true)]
+#[command(
+    name = "nodetrace",
+    version,
+    propagate_version = true,
+    disable_help_subcommand = true,
+    after_help = "`nodetrace help patterns` states the pattern grammar."
+)]
 struct Cli {
-    /// The cookie the node knows [default: NODETRACE_COOKIE, else the cookie
-    /// file of the nodetrace home: $NODETRACE_HOME/cookie or ~/.nodetrace/cookie].
-    #[arg(long, global = true, value_name = "COOKIE", display_order = 100)]
-    cookie: Option<String>,
-
-    /// The node: a registered name (todo@localhost, or just todo) or
-    /// HOST:PORT [default: the only running node]. `trace` takes it several
-    /// times to trace several nodes at once.
-    #[arg(long, global = true, value_name = "NODE", display_order = 99)]
-    node: Vec<String>,
-
     #[command(subcommand)]
     command: Cmd,
 }
@@ -64,7 +66,7 @@ enum Cmd {
     Trace(TraceCmd),
     /// Ends every trace on the node and switches all tracing off
     /// (`dbg:stop_clear()`); prints how many traces it ended.
-    StopClear(FormatArg),
+    StopClear(StopClearArgs),
     /// gen_server tools: trace a server's messages and states, read its
     /// state or its counters (`sys:trace`, `sys:get_state`,
     /// `sys:statistics`).
@@ -75,7 +77,7 @@ enum Cmd {
     Ls(LsArgs),
     /// Lists the node's processes: pid, name, kind, mailbox, messages
     /// handled, start time.
-    Ps(FormatArg),
+    Ps(PsArgs),
     /// Profiles a running node for a while, or a command from its start to
     /// its exit: cprof (call counts), eprof (own time), fprof (call graph).
     ///
@@ -84,51 +86,88 @@ enum Cmd {
     /// ARGS` nodetrace starts the command (it must link nodetrace-agent and
     /// call node::start), which connects back and is profiled from its
     /// start-up to its exit; its output comes first, then the report, and
-    /// its exit code is nodetrace's. A command killed before its final
-    /// report gets its last periodic figures, marked incomplete.
-    #[command(
-        after_help = "Examples:\n  nodetrace profile eprof --node todo@localhost --duration 5s\n  nodetrace profile fprof Todo.Server --duration 2s --flamegraph todo.svg\n  nodetrace profile cprof -- ./target/release/todo load --requests 100000\n  nodetrace profile eprof --histogram --sort calls --format json -- ./my-service --once"
-    )]
-    Profile(ProfileArgs),
+    /// its exit code is nodetrace's.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
     /// Times a command like `:timer.tc`: warm-up runs (not measured), then
     /// RUNS timed runs; prints min, median, mean, p99 and max wall time of
     /// the runs that succeeded and lists the failed ones (exit status 1 if
     /// any failed).
     #[command(
-        after_help = "Examples:\n  nodetrace tc -- sleep 0.1\n  nodetrace tc -n 20 --warmup 3 --format json -- ./target/release/todo load --requests 10000"
+        after_help = "Examples:\n  nodetrace tc -- sleep 0.1\n  nodetrace tc -n 20 --warmup 3 --format json -- ./target/release/my-service --once"
     )]
     Tc(TcArgs),
     /// Starts a Todo node in a temporary home, drives it with HTTP requests
     /// and runs each command on it, printing how to do the same by hand.
     Demo,
+    /// Prints a shell completion script: bash, zsh, fish, powershell or
+    /// elvish.
+    #[command(
+        after_help = "Install (see the README for each shell):\n  nodetrace completions bash > ~/.local/share/bash-completion/completions/nodetrace\n  nodetrace completions zsh > ~/.zfunc/_nodetrace\n  nodetrace completions fish > ~/.config/fish/completions/nodetrace.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Writes a man page for nodetrace and one for each of its commands
+    /// (nodetrace.1, nodetrace-trace-calls.1, ...) into DIR.
+    #[command(after_help = "Install:\n  nodetrace man ~/.local/share/man/man1 && man nodetrace")]
+    Man(ManArgs),
+    /// Prints the help of nodetrace, of a command (`help trace calls`), or
+    /// of a topic: `help patterns` states the pattern grammar.
+    Help(HelpArgs),
+}
+
+/// Which node, for a command that talks to one.
+#[derive(Debug, Args)]
+struct NodeArg {
+    /// The node: a registered name (todo@localhost, or just todo) or
+    /// HOST:PORT [default: the only running node].
+    #[arg(long, value_name = "NODE")]
+    node: Option<String>,
+    /// The cookie the node knows [default: NODETRACE_COOKIE, else the cookie
+    /// file of the nodetrace home: $NODETRACE_HOME/cookie or ~/.nodetrace/cookie].
+    #[arg(long, value_name = "COOKIE")]
+    cookie: Option<String>,
+}
+
+/// Which nodes, for a command that talks to several at once.
+#[derive(Debug, Args)]
+struct NodesArg {
+    /// The node: a registered name (todo@localhost, or just todo) or
+    /// HOST:PORT [default: the only running node]; repeat it for several
+    /// nodes at once.
+    #[arg(long, value_name = "NODE")]
+    node: Vec<String>,
+    /// The cookie the nodes know [default: NODETRACE_COOKIE, else the cookie
+    /// file of the nodetrace home: $NODETRACE_HOME/cookie or ~/.nodetrace/cookie].
+    #[arg(long, value_name = "COOKIE")]
+    cookie: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum TraceCmd {
     /// Traces calls of the functions PATTERN selects, like `dbg:tp`.
     ///
-    /// Patterns: Todo.Server or todo::server (a module), Todo.Server:entries,
-    /// Todo.Server:entries/2, todo::* (a module and its submodules),
-    /// Todo.Server:handle_* (a glob), each with an optional ` -> return`.
-    /// With no --max, --rate or --duration the trace stops itself after
-    /// 1000 events or 60 s; '*' (everything) needs an explicit limit.
+    /// PATTERN is `Module[:function][/arity][ -> return]`, in Erlang
+    /// (MyApp.Server) or Rust (my_app::server) spelling; `nodetrace help
+    /// patterns` gives the grammar. With no --max, --rate or --duration the
+    /// trace stops itself after 1000 events or 60 s; '*' (everything) needs
+    /// an explicit limit.
     #[command(
-        after_help = "Examples:\n  nodetrace trace calls Todo.Server --max 20\n  nodetrace trace calls 'Todo.Server:entries/2' --return --process todo_server:bob\n  nodetrace trace calls 'todo::*' --rate 100/1s --duration 30s --format json"
+        after_help = "Examples:\n  nodetrace trace calls MyApp.Server --max 20\n  nodetrace trace calls 'my_app::server:handle_*/3' --return --process my_server\n  nodetrace trace calls 'my_app::*' --rate 100/1s --duration 30s --format json"
     )]
     Calls(CallsArgs),
     /// Traces messages processes send and receive, like `dbg:p(P, [m])`.
     #[command(
-        after_help = "Examples:\n  nodetrace trace messages --process todo_server:bob --max 20\n  nodetrace trace messages --send --all --rate 10/1s"
+        after_help = "Examples:\n  nodetrace trace messages --process my_server --max 20\n  nodetrace trace messages --send --all --rate 10/1s"
     )]
     Messages(MessagesArgs),
 }
 
 #[derive(Debug, Args)]
 struct CallsArgs {
-    /// What to trace: Todo.Server, todo::server, Todo.Server:entries/2,
-    /// todo::*, Todo.Server:handle_* ...
-    #[arg(required = true, value_name = "PATTERN")]
-    patterns: Vec<String>,
+    /// What to trace: MyApp.Server, my_app::server, MyApp.Server:handle_call/3,
+    /// my_app::*, MyApp.Server:handle_* ... (quote it: 'PATTERN -> return').
+    #[arg(required = true, value_name = "PATTERN", value_parser = spec::parse_trace_pattern)]
+    patterns: Vec<PatternArg>,
     #[command(flatten)]
     processes: ProcessArgs,
     /// Also show what each call returns (`return_trace`), with its duration.
@@ -161,7 +200,7 @@ struct MessagesArgs {
 #[derive(Debug, Args)]
 struct ProcessArgs {
     /// Only this process, by pid (<0.12.0>) or registered name
-    /// (todo_server:bob); repeatable [default: --all].
+    /// (my_server); repeatable [default: --all].
     #[arg(long = "process", value_name = "PID|NAME")]
     process: Vec<String>,
     /// All processes, present and future.
@@ -218,11 +257,13 @@ struct TraceArgs {
     /// Write the events to FILE instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    nodes: NodesArg,
 }
 
 #[derive(Debug, Args)]
 struct FormatArg {
-    /// text: lines for people; json: one JSON object a line.
+    /// text: lines for people; json: one JSON object a line (see docs/json.md).
     #[arg(long, value_enum, default_value_t = FormatOpt::Text)]
     format: FormatOpt,
 }
@@ -243,15 +284,90 @@ impl FormatArg {
 }
 
 #[derive(Debug, Args)]
+struct StopClearArgs {
+    #[command(flatten)]
+    format: FormatArg,
+    #[command(flatten)]
+    nodes: NodesArg,
+}
+
+#[derive(Debug, Args)]
+struct PsArgs {
+    #[command(flatten)]
+    format: FormatArg,
+    #[command(flatten)]
+    node: NodeArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProfileCmd {
+    /// Counts the calls of each function, like OTP's cprof: no clock is
+    /// read, so it is the cheapest profile.
+    #[command(
+        after_help = "Examples:\n  nodetrace profile cprof --node my_app@localhost --duration 5s\n  nodetrace profile cprof 'my_app::*' -- ./target/release/my-service --once"
+    )]
+    Cprof(CprofArgs),
+    /// Calls and own time of each function (time in the function itself,
+    /// not in the traced functions it calls), like OTP's eprof: `FUNCTION
+    /// CALLS % TIME [uS / CALLS]`, hot spots last.
+    #[command(
+        after_help = "Examples:\n  nodetrace profile eprof --node my_app@localhost --duration 5s\n  nodetrace profile eprof --histogram --sort calls --format json -- ./my-service --once\n  nodetrace profile eprof MyApp.Server --per-process --flamegraph server.svg --duration 10s"
+    )]
+    Eprof(EprofArgs),
+    /// The call graph, like OTP's fprof: for each function its calls,
+    /// accumulated (ACC) and own (OWN) time, with its callers above and its
+    /// callees below.
+    #[command(
+        after_help = "Examples:\n  nodetrace profile fprof MyApp.Server --duration 2s --flamegraph server.svg\n  nodetrace profile fprof 'my_app::*' --folded stacks.txt -- ./my-service --once"
+    )]
+    Fprof(FprofArgs),
+}
+
+#[derive(Debug, Args)]
+struct CprofArgs {
+    #[command(flatten)]
+    common: ProfileArgs,
+}
+
+#[derive(Debug, Args)]
+struct EprofArgs {
+    /// One table per process.
+    #[arg(long)]
+    per_process: bool,
+    #[command(flatten)]
+    timed: TimedArgs,
+    #[command(flatten)]
+    common: ProfileArgs,
+}
+
+#[derive(Debug, Args)]
+struct FprofArgs {
+    #[command(flatten)]
+    timed: TimedArgs,
+    #[command(flatten)]
+    common: ProfileArgs,
+}
+
+/// What the profiles that read a clock can add.
+#[derive(Debug, Args)]
+struct TimedArgs {
+    /// Add latency percentiles per function (p50, p90, p99, p99.9, max).
+    #[arg(long)]
+    histogram: bool,
+    /// Also draw a flamegraph SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    flamegraph: Option<PathBuf>,
+    /// Also write folded stacks, `outer;inner own_ns` a line.
+    #[arg(long, value_name = "FILE")]
+    folded: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct ProfileArgs {
-    /// cprof: call counts; eprof: calls and own time per function; fprof:
-    /// calls, accumulated and own time, callers and callees.
-    #[arg(value_enum)]
-    mode: ModeOpt,
-    /// Functions to profile: Todo.Server, todo::*, Todo.Server:handle_* ...
-    /// [default: every traceable function].
-    #[arg(value_name = "PATTERN")]
-    patterns: Vec<String>,
+    /// Functions to profile: MyApp.Server, my_app::*, MyApp.Server:handle_*
+    /// ... [default: every traceable function].
+    #[arg(value_name = "PATTERN", value_parser = spec::parse_pattern)]
+    patterns: Vec<PatternArg>,
     #[command(flatten)]
     processes: ProcessArgs,
     /// Profile for DURATION: 500ms, 10s, 2m [default: 10s on a running
@@ -268,34 +384,24 @@ struct ProfileArgs {
     sort: Option<SortOpt>,
     #[command(flatten)]
     format: FormatArg,
-    /// Also draw a flamegraph SVG (eprof, fprof).
-    #[arg(long, value_name = "FILE.svg")]
-    flamegraph: Option<PathBuf>,
-    /// Also write folded stacks, `outer;inner own_ns` a line (eprof, fprof).
-    #[arg(long, value_name = "FILE")]
-    folded: Option<PathBuf>,
-    /// Add latency percentiles per function (p50, p90, p99, p99.9, max).
-    #[arg(long)]
-    histogram: bool,
-    /// eprof: one table per process.
-    #[arg(long)]
-    per_process: bool,
     /// Write the report to FILE instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
     /// How long the command may take to connect back before it is killed.
     #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, default_value = "5s")]
     connect_timeout: u64,
+    /// The running node to profile: a registered name or HOST:PORT
+    /// [default: the only running node, unless a command is given].
+    #[arg(long, value_name = "NODE", conflicts_with = "command")]
+    node: Option<String>,
+    /// The cookie the running node knows [default: NODETRACE_COOKIE, else
+    /// the cookie file of the nodetrace home]; a command gets a one-time
+    /// cookie.
+    #[arg(long, value_name = "COOKIE", conflicts_with = "command")]
+    cookie: Option<String>,
     /// The command to profile, after `--`; it must link nodetrace-agent.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<OsString>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ModeOpt {
-    Cprof,
-    Eprof,
-    Fprof,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -332,11 +438,13 @@ struct TcArgs {
 
 #[derive(Debug, Args)]
 struct LsArgs {
-    /// Only functions this pattern selects (Todo.Server, todo::*, ...).
-    #[arg(value_name = "PATTERN")]
-    pattern: Option<String>,
+    /// Only functions this pattern selects (MyApp.Server, my_app::*, ...).
+    #[arg(value_name = "PATTERN", value_parser = spec::parse_pattern)]
+    pattern: Option<PatternArg>,
     #[command(flatten)]
     format: FormatArg,
+    #[command(flatten)]
+    node: NodeArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -356,7 +464,7 @@ enum SysCmd {
 
 #[derive(Debug, Args)]
 struct SysTraceArgs {
-    /// The gen_server: registered name (todo_server:bob) or pid.
+    /// The gen_server: registered name (my_server) or pid.
     #[arg(value_name = "NAME")]
     name: String,
     /// on: trace it now; off: explains how sys tracing ends.
@@ -374,11 +482,34 @@ enum OnOff {
 
 #[derive(Debug, Args)]
 struct SysTargetArgs {
-    /// The gen_server: registered name (todo_server:bob) or pid.
+    /// The gen_server: registered name (my_server) or pid.
     #[arg(value_name = "NAME")]
     name: String,
     #[command(flatten)]
     format: FormatArg,
+    #[command(flatten)]
+    node: NodeArg,
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+struct ManArgs {
+    /// Where to write the pages (a man1 directory on MANPATH, or any).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct HelpArgs {
+    /// A command (`trace calls`) or a topic (`patterns`).
+    #[arg(value_name = "COMMAND|TOPIC")]
+    topic: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -387,7 +518,17 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("nodetrace: {err:#}");
-            ExitCode::FAILURE
+            let code = err.chain().find_map(|cause| {
+                cause
+                    .downcast_ref::<TracerError>()
+                    .map(TracerError::exit_code)
+                    .or_else(|| {
+                        cause
+                            .downcast_ref::<ProfileError>()
+                            .map(|e| u8::try_from(e.exit_code()).unwrap_or(1))
+                    })
+            });
+            ExitCode::from(code.unwrap_or(1))
         }
     }
 }
@@ -408,8 +549,6 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let cookie = cli.cookie.as_deref();
-    let node = &cli.node;
     match cli.command {
         Cmd::Nodes(format) => {
             let home = Home::from_env()?;
@@ -423,23 +562,24 @@ fn run() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Trace(TraceCmd::Calls(args)) => trace_calls(cookie, node, args),
-        Cmd::Trace(TraceCmd::Messages(args)) => trace_messages(cookie, node, args),
-        Cmd::StopClear(format) => {
+        Cmd::Trace(TraceCmd::Calls(args)) => trace_calls(args),
+        Cmd::Trace(TraceCmd::Messages(args)) => trace_messages(args),
+        Cmd::StopClear(args) => {
             let home = Home::from_env()?;
-            let credentials = Credentials::resolve(cookie, &home)?;
+            let credentials = Credentials::resolve(args.nodes.cookie.as_deref(), &home)?;
             let mut out = io::stdout().lock();
-            for target in resolve::resolve_all(&home, node)? {
+            for target in resolve::resolve_all(&home, &args.nodes.node)? {
                 let mut conn = Connection::open(&target, &credentials)?;
                 let traces = commands::stop_clear(&mut conn)?;
-                commands::render_cleared(&mut out, conn.name(), traces, format.get())
+                commands::render_cleared(&mut out, conn.name(), traces, args.format.get())
                     .map_err(TracerError::Output)?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Sys(SysCmd::Trace(args)) => sys_trace(cookie, node, args),
+        Cmd::Sys(SysCmd::Trace(args)) => sys_trace(args),
         Cmd::Sys(SysCmd::GetState(args)) => {
-            let mut conn = connect_one(cookie, node, "sys get-state")?;
+            let mut conn = connect_one(&args.node, "sys get-state")?;
+            commands::check_process_names(&mut conn, std::slice::from_ref(&args.name))?;
             let state = commands::get_state(&mut conn, &args.name)?;
             commands::render_state(
                 &mut io::stdout().lock(),
@@ -452,7 +592,8 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Sys(SysCmd::Statistics(args)) => {
-            let mut conn = connect_one(cookie, node, "sys statistics")?;
+            let mut conn = connect_one(&args.node, "sys statistics")?;
+            commands::check_process_names(&mut conn, std::slice::from_ref(&args.name))?;
             let stats = commands::statistics(&mut conn, &args.name)?;
             commands::render_statistics(
                 &mut io::stdout().lock(),
@@ -465,9 +606,20 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ls(args) => {
-            let pattern = args.pattern.as_deref().map(Pattern::parse).transpose()?;
-            let mut conn = connect_one(cookie, node, "ls")?;
-            let list = commands::callsites(&mut conn, pattern)?;
+            let mut conn = connect_one(&args.node, "ls")?;
+            let list =
+                commands::callsites(&mut conn, args.pattern.as_ref().map(|p| p.pattern.clone()))?;
+            if let (true, Some(typed)) = (list.is_empty(), &args.pattern) {
+                let all = commands::callsites(&mut conn, None)?;
+                let typed = [typed.text.clone()];
+                return Err(TracerError::NoMatch(format!(
+                    "no traceable function on {} matches {}{}",
+                    conn.name(),
+                    typed[0],
+                    suggest::did_you_mean(&typed, &all)
+                ))
+                .into());
+            }
             commands::render_callsites(
                 &mut io::stdout().lock(),
                 conn.name(),
@@ -476,20 +628,62 @@ fn run() -> anyhow::Result<ExitCode> {
             )
             .map_err(TracerError::Output)?;
             if list.is_empty() && args.format.get() == Format::Text {
-                eprintln!("{}: no traceable function matches", conn.name());
+                eprintln!("{}: the node has no traceable function", conn.name());
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Ps(format) => {
-            let mut conn = connect_one(cookie, node, "ps")?;
+        Cmd::Ps(args) => {
+            let mut conn = connect_one(&args.node, "ps")?;
             let rows = commands::processes(&mut conn)?;
-            commands::render_processes(&mut io::stdout().lock(), conn.name(), &rows, format.get())
-                .map_err(TracerError::Output)?;
+            commands::render_processes(
+                &mut io::stdout().lock(),
+                conn.name(),
+                &rows,
+                args.format.get(),
+            )
+            .map_err(TracerError::Output)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Profile(args) => profile(cookie, node, args),
+        Cmd::Profile(ProfileCmd::Cprof(args)) => profile(
+            ProfileMode::Cprof,
+            args.common,
+            &TimedArgs {
+                histogram: false,
+                flamegraph: None,
+                folded: None,
+            },
+            false,
+        ),
+        Cmd::Profile(ProfileCmd::Eprof(args)) => profile(
+            ProfileMode::Eprof,
+            args.common,
+            &args.timed,
+            args.per_process,
+        ),
+        Cmd::Profile(ProfileCmd::Fprof(args)) => {
+            profile(ProfileMode::Fprof, args.common, &args.timed, false)
+        }
         Cmd::Tc(args) => timer_tc(args),
         Cmd::Demo => demo::run(),
+        Cmd::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "nodetrace",
+                &mut io::stdout().lock(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man(args) => {
+            clap_mangen::generate_to(Cli::command(), &args.dir)
+                .with_context(|| format!("cannot write the man pages to {}", args.dir.display()))?;
+            eprintln!(
+                "man pages written to {}; `man nodetrace` reads them when it is on MANPATH",
+                args.dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Help(args) => help::print(Cli::command(), &args.topic),
     }
 }
 
@@ -497,19 +691,13 @@ fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-fn profile(cookie: Option<&str>, node: &[String], args: ProfileArgs) -> anyhow::Result<ExitCode> {
-    let mode = match args.mode {
-        ModeOpt::Cprof => ProfileMode::Cprof,
-        ModeOpt::Eprof => ProfileMode::Eprof,
-        ModeOpt::Fprof => ProfileMode::Fprof,
-    };
+fn profile(
+    mode: ProfileMode,
+    args: ProfileArgs,
+    timed: &TimedArgs,
+    per_process: bool,
+) -> anyhow::Result<ExitCode> {
     let of_command = !args.command.is_empty();
-    if of_command && !node.is_empty() {
-        return Err(TracerError::Refused(
-            "profile a running node (--node NAME) or a command (after --), not both".to_owned(),
-        )
-        .into());
-    }
     let (duration_ms, default_duration) = match args.duration {
         Some(ms) => (Some(ms), false),
         None if of_command => (None, false),
@@ -518,10 +706,10 @@ fn profile(cookie: Option<&str>, node: &[String], args: ProfileArgs) -> anyhow::
     let request = ProfileRequest {
         spec: ProfileSpec {
             mode,
-            patterns: spec::parse_patterns(&args.patterns)?,
+            patterns: args.patterns.into_iter().map(|p| p.pattern).collect(),
             processes: args.processes.to_processes(),
-            histogram: args.histogram,
-            per_process: args.per_process,
+            histogram: timed.histogram,
+            per_process,
             duration_ms,
             snapshot_ms: args.interval,
         },
@@ -536,21 +724,31 @@ fn profile(cookie: Option<&str>, node: &[String], args: ProfileArgs) -> anyhow::
                     SortOpt::Acc => Sort::Acc,
                     SortOpt::Name => Sort::Name,
                 }),
-                per_process: args.per_process,
-                histogram: args.histogram,
+                per_process,
+                histogram: timed.histogram,
             },
             output: args.output,
-            flamegraph: args.flamegraph,
-            folded: args.folded,
+            flamegraph: timed.flamegraph.clone(),
+            folded: timed.folded.clone(),
         },
     };
     request.outputs.check(mode)?;
     if of_command {
-        // Ctrl-C reaches the command too: wait for it, and kill it on the
-        // second one.
+        // See `Interrupts`: a terminal's Ctrl-C reaches the command by
+        // itself, a signal to nodetrace alone is forwarded to it; the
+        // second one kills it.
         let interrupts = Interrupts::new();
         let hit = interrupts.clone();
-        ctrlc::set_handler(move || hit.hit()).context("cannot handle Ctrl-C")?;
+        let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])
+            .context("cannot handle SIGINT and SIGTERM")?;
+        std::thread::spawn(move || {
+            for info in signals.forever() {
+                hit.hit(Interrupt {
+                    signal: info.signal,
+                    from_terminal: info.cause == Cause::Kernel,
+                });
+            }
+        });
         let timeout = Duration::from_millis(args.connect_timeout);
         return match profile_command(
             &args.command,
@@ -568,10 +766,10 @@ fn profile(cookie: Option<&str>, node: &[String], args: ProfileArgs) -> anyhow::
         };
     }
     let home = Home::from_env()?;
-    let credentials = Credentials::resolve(cookie, &home)?;
-    let target = resolve::resolve_one(&home, node, "profile")?;
+    let credentials = Credentials::resolve(args.cookie.as_deref(), &home)?;
+    let target = resolve::resolve_one(&home, args.node.as_slice(), "profile")?;
     let stop = StopSignal::new();
-    install_ctrl_c(&stop)?;
+    install_stop_signals(&stop)?;
     let complete = profile_node(&target, &credentials, &request, &mut io::stderr(), &stop)?;
     Ok(if complete {
         ExitCode::SUCCESS
@@ -606,19 +804,16 @@ fn timer_tc(args: TcArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn connect_one(
-    cookie: Option<&str>,
-    node: &[String],
-    command: &str,
-) -> Result<Connection, TracerError> {
+fn connect_one(node: &NodeArg, command: &str) -> Result<Connection, TracerError> {
     let home = Home::from_env()?;
-    let credentials = Credentials::resolve(cookie, &home)?;
-    let target = resolve::resolve_one(&home, node, command)?;
+    let credentials = Credentials::resolve(node.cookie.as_deref(), &home)?;
+    let target = resolve::resolve_one(&home, node.node.as_slice(), command)?;
     Connection::open(&target, &credentials)
 }
 
-fn trace_calls(cookie: Option<&str>, node: &[String], args: CallsArgs) -> anyhow::Result<ExitCode> {
-    let patterns = spec::parse_patterns(&args.patterns)?;
+fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
+    let typed: Vec<String> = args.patterns.iter().map(|p| p.text.clone()).collect();
+    let patterns: Vec<Pattern> = args.patterns.into_iter().map(|p| p.pattern).collect();
     let what = format!(
         "calls of {}{}",
         patterns
@@ -641,7 +836,7 @@ fn trace_calls(cookie: Option<&str>, node: &[String], args: CallsArgs) -> anyhow
         arg_match: args.arg_match,
         limits: Limits::DEFAULT,
     };
-    trace(cookie, node, spec, what, &args.common)
+    trace(spec, what, typed, &args.common)
 }
 
 fn in_processes(p: &ProcessArgs) -> String {
@@ -652,11 +847,7 @@ fn in_processes(p: &ProcessArgs) -> String {
     }
 }
 
-fn trace_messages(
-    cookie: Option<&str>,
-    node: &[String],
-    args: MessagesArgs,
-) -> anyhow::Result<ExitCode> {
+fn trace_messages(args: MessagesArgs) -> anyhow::Result<ExitCode> {
     let (send, receive) = match (args.send, args.receive) {
         (false, false) => (true, true),
         both => both,
@@ -680,14 +871,10 @@ fn trace_messages(
         arg_match: None,
         limits: Limits::DEFAULT,
     };
-    trace(cookie, node, spec, what, &args.common)
+    trace(spec, what, Vec::new(), &args.common)
 }
 
-fn sys_trace(
-    cookie: Option<&str>,
-    node: &[String],
-    args: SysTraceArgs,
-) -> anyhow::Result<ExitCode> {
+fn sys_trace(args: SysTraceArgs) -> anyhow::Result<ExitCode> {
     if args.switch == OnOff::Off {
         eprintln!(
             "sys tracing of {} lasts as long as the `nodetrace sys trace {}` that started it: stop that one (Ctrl-C), or end every trace with `nodetrace stop-clear`",
@@ -709,22 +896,21 @@ fn sys_trace(
         limits: Limits::DEFAULT,
     };
     let what = format!("sys events of {}", args.name);
-    trace(cookie, node, spec, what, &args.common)
+    trace(spec, what, Vec::new(), &args.common)
 }
 
 fn trace(
-    cookie: Option<&str>,
-    node: &[String],
     mut spec: TraceSpec,
     what: String,
+    typed_patterns: Vec<String>,
     common: &TraceArgs,
 ) -> anyhow::Result<ExitCode> {
     let chosen = spec::choose_limits(common.max, common.rate, common.duration, &spec.patterns)
         .map_err(TracerError::Refused)?;
     spec.limits = chosen.limits;
     let home = Home::from_env()?;
-    let credentials = Credentials::resolve(cookie, &home)?;
-    let targets = resolve::resolve_all(&home, node)?;
+    let credentials = Credentials::resolve(common.nodes.cookie.as_deref(), &home)?;
+    let targets = resolve::resolve_all(&home, &common.nodes.node)?;
     let mut out: Box<dyn Write> = match &common.output {
         Some(path) => Box::new(BufWriter::new(
             File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
@@ -732,12 +918,13 @@ fn trace(
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
     let stop = StopSignal::new();
-    install_ctrl_c(&stop)?;
+    let signal = install_stop_signals(&stop)?;
     let run = TraceRun {
         spec,
         format: common.format.get(),
         default_limits: chosen.defaulted,
         what,
+        typed_patterns,
     };
     let report = stream::run(
         &targets,
@@ -751,23 +938,41 @@ fn trace(
     for err in report.errors() {
         eprintln!("nodetrace: {err}");
     }
-    Ok(if report.is_ok() {
+    let code = if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    };
+    Ok(after_signal(&signal, code))
 }
 
-/// Ctrl-C (or SIGTERM) stops the trace: each node is sent Stop and the
-/// summary is printed. A second one exits at once; the nodes clear the
-/// trace of a tracer that went away.
-fn install_ctrl_c(stop: &StopSignal) -> anyhow::Result<()> {
+/// SIGINT (Ctrl-C) or SIGTERM stops the trace or the profile: each node is
+/// sent Stop and the summary is printed. A second one exits at once (the
+/// nodes clear the trace of a tracer that went away). Returns the signal
+/// that came (0: none yet).
+fn install_stop_signals(stop: &StopSignal) -> anyhow::Result<Arc<AtomicI32>> {
     let stop = stop.clone();
-    ctrlc::set_handler(move || {
-        if stop.is_stopped() {
-            std::process::exit(130);
+    let got = Arc::new(AtomicI32::new(0));
+    let seen = got.clone();
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).context("cannot handle SIGINT and SIGTERM")?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if stop.is_stopped() {
+                std::process::exit(128 + signal);
+            }
+            seen.store(signal, Ordering::SeqCst);
+            stop.stop();
         }
-        stop.stop();
-    })
-    .context("cannot handle Ctrl-C")
+    });
+    Ok(got)
+}
+
+/// The exit code of a command a signal stopped, as a shell reports it
+/// (SIGINT 130, SIGTERM 143), else `otherwise`.
+fn after_signal(signal: &AtomicI32, otherwise: ExitCode) -> ExitCode {
+    match u8::try_from(128 + signal.load(Ordering::SeqCst)) {
+        Ok(code) if code > 128 => ExitCode::from(code),
+        _ => otherwise,
+    }
 }

@@ -49,9 +49,9 @@ fn nodes_lists_the_node_and_commands_attach_by_name() {
     let addr = json[0]["addr"].as_str().unwrap().to_owned();
     let short = name.split('@').next().unwrap().to_owned();
     for args in [
-        vec!["--node", &name, "ps"],
+        vec!["ps", "--node", &name],
         vec!["ps", "--node", &short],
-        vec!["--node", &addr, "ps"],
+        vec!["ps", "--node", &addr],
         vec!["ps"],
     ] {
         let ps = home.run(&args);
@@ -80,7 +80,11 @@ fn trace_json(home: &Home, args: &[&str]) -> (Vec<Value>, String) {
     all.extend_from_slice(&["--format", "json", "--duration", "20s"]);
     let run = home.run(&all);
     run.ok();
-    (run.json_lines(), run.stderr)
+    let mut events = run.json_lines();
+    let end = events.pop().expect("an end object");
+    assert_eq!(end["type"], "end", "{end}");
+    assert_eq!(end["shown"], events.len(), "{end}");
+    (events, run.stderr)
 }
 
 #[test]
@@ -111,7 +115,7 @@ fn each_pattern_form_sees_the_right_calls() {
         let (events, stderr) = trace_json(&home, &[pattern, "--max", "12"]);
         assert_eq!(events.len(), 12, "{pattern}: {stderr}\n{events:?}");
         for e in &events {
-            assert_eq!(e["kind"], "call", "{pattern}: {e}");
+            assert_eq!(e["type"], "call", "{pattern}: {e}");
             assert_eq!(e["node"], node.name.as_str());
             assert!(check(e), "{pattern} selected {e}");
         }
@@ -168,11 +172,11 @@ fn return_shows_values_and_durations() {
     let (events, _) = trace_json(&home, &["Todo.Server:entries/2", "--return", "--max", "4"]);
     let ret = events
         .iter()
-        .find(|e| e["kind"] == "return")
+        .find(|e| e["type"] == "return")
         .expect("a return event");
     assert!(ret["result"].as_str().unwrap().starts_with("Ok(["), "{ret}");
-    assert!(ret["duration"].as_u64().unwrap() > 0, "{ret}");
-    assert!(ret["timestamp"].as_u64().unwrap() > 0, "{ret}");
+    assert!(ret["duration_ns"].as_u64().unwrap() > 0, "{ret}");
+    assert!(ret["timestamp_ns"].as_u64().unwrap() > 0, "{ret}");
 }
 
 #[test]
@@ -214,8 +218,13 @@ fn messages_of_a_named_server() {
         "json",
     ]);
     run.ok();
-    for e in run.json_lines() {
-        assert_eq!(e["kind"], "receive", "{e}");
+    let mut events = run.json_lines();
+    let end = events.pop().expect("an end object");
+    assert_eq!(end["type"], "end", "{end}");
+    assert_eq!(end["reason"], "max_events", "{end}");
+    assert_eq!(events.len(), 4);
+    for e in events {
+        assert_eq!(e["type"], "receive", "{e}");
         assert_eq!(e["pid"], bob.as_str());
     }
 }
@@ -301,7 +310,7 @@ fn no_limit_means_the_default_and_everything_needs_one() {
     trace.wait_stderr("limits: 1000 events, 1m (the default", TRACE_LIMIT);
     trace.signal("INT");
     let run = trace.wait(TRACE_LIMIT);
-    run.ok();
+    assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     assert!(
         run.stderr.contains("stopped by the tracer"),
         "{}",
@@ -353,17 +362,20 @@ fn rate_limit_counts_are_exact_under_a_flood() {
     }
     trace.signal("INT");
     let run = trace.wait(TRACE_LIMIT);
-    run.ok();
+    assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     let (shown, dropped, lost, discarded) = summary_counts(&run.stderr, &node.name);
     assert!(
         run.stderr.contains("stopped by the tracer"),
         "{}",
         run.stderr
     );
+    let mut lines = run.json_lines();
+    let end = lines.pop().expect("an end object");
+    assert_eq!(shown as usize, lines.len(), "shown is what was printed");
     assert_eq!(
-        shown as usize,
-        run.lines().len(),
-        "shown is what was printed"
+        (&end["shown"], &end["rate_dropped"], &end["lost"]),
+        (&shown.into(), &dropped.into(), &lost.into()),
+        "the end object counts as the summary line does: {end}"
     );
     assert_eq!(
         shown + dropped + lost + discarded,
@@ -379,7 +391,7 @@ fn rate_limit_counts_are_exact_under_a_flood() {
 fn a_wrong_cookie_is_refused_clearly() {
     let home = Home::new();
     let node = home.start_node(&unique("cookie"));
-    let run = home.run(&["--cookie", "wrong", "ps"]);
+    let run = home.run(&["ps", "--cookie", "wrong"]);
     assert!(!run.status.success());
     let want = format!(
         "{} refused the cookie: use the node's cookie (--cookie, NODETRACE_COOKIE or {})",
@@ -397,14 +409,14 @@ fn a_wrong_cookie_is_refused_clearly() {
 
     // The right cookie, given explicitly, works.
     let cookie = home.cookie();
-    home.run(&["--cookie", &cookie, "ps"]).ok();
+    home.run(&["ps", "--cookie", &cookie]).ok();
 }
 
 #[test]
 fn an_unknown_node_lists_the_known_ones() {
     let home = Home::new();
     let a = home.start_node(&unique("known"));
-    let run = home.run(&["--node", "foo@localhost", "ps"]);
+    let run = home.run(&["ps", "--node", "foo@localhost"]);
     assert!(!run.status.success());
     assert_eq!(
         run.stderr.trim(),
@@ -434,7 +446,7 @@ fn an_unknown_node_lists_the_known_ones() {
     );
 
     // The HTTP port is not the control port, and says so.
-    let run = home.run(&["--node", &format!("127.0.0.1:{}", a.port), "ps"]);
+    let run = home.run(&["ps", "--node", &format!("127.0.0.1:{}", a.port)]);
     assert!(!run.status.success());
     assert!(
         run.stderr.contains("is not a nodetrace node"),

@@ -58,6 +58,7 @@ pub fn write_json(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
         })
         .collect();
     let value = json!({
+        "type": "profile",
         "profiler": profile.mode.name(),
         "node": profile.node,
         "complete": profile.complete,

@@ -32,7 +32,7 @@ pub use flame::{FlameError, write_flamegraph, write_folded};
 pub use json::write_json;
 pub use report::{ReportOptions, Sort, write_text};
 pub use session::{
-    Interrupts, Outputs, ProfileError, ProfileRequest, profile_command, profile_node,
+    Interrupt, Interrupts, Outputs, ProfileError, ProfileRequest, profile_command, profile_node,
 };
 
 use nodetrace_protocol::{CallsiteInfo, ProfileMode, ProfileSnapshot};

@@ -8,18 +8,18 @@
 //! died, the command was killed) the last periodic snapshot is shown,
 //! marked incomplete, and a line on stderr says why.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nodetrace_protocol::frame::{self, FrameError};
 use nodetrace_protocol::{
     CallsiteInfo, Command as NodeCommand, NodeMessage, PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV,
@@ -29,7 +29,7 @@ use nodetrace_tracer::conn::message_name;
 use nodetrace_tracer::stream::{PING_EVERY, STOP_GRACE};
 use nodetrace_tracer::{Connection, Credentials, Format, StopSignal, Target, TracerError};
 
-use crate::exit::{describe_status, display_command, exit_code};
+use crate::exit::{describe_status, display_command, exit_code, signal_name};
 use crate::tc::human_ns;
 use crate::{
     FlameError, Profile, ReportOptions, write_flamegraph, write_folded, write_json, write_text,
@@ -57,7 +57,7 @@ const READ_POLL: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_millis(50);
 
 /// Why a profile could not be made or shown; each displays as one line.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum ProfileError {
     /// Connecting to the node, the handshake or the profile command failed.
     #[error(transparent)]
@@ -76,6 +76,13 @@ pub enum ProfileError {
     /// The command never connected back: it does not link the agent.
     #[error("{0}: is the nodetrace agent linked? {AGENT_HINT}")]
     NeverConnected(String),
+    /// The command links the agent (its program holds the agent's
+    /// environment variable) but never connected back: its `node::start`
+    /// failed (a name already taken, say) or was not called.
+    #[error(
+        "{0}: it links the nodetrace agent, but no node started: node::start failed (see the command's own error above; `nodetrace nodes` lists the names taken) or was not called ({AGENT_HINT})"
+    )]
+    AgentDidNotStart(String),
     /// The listener for the command's agent failed.
     #[error("cannot listen for the command's agent on 127.0.0.1: {0}")]
     Listen(io::Error),
@@ -111,6 +118,13 @@ pub enum ProfileError {
     NoFigures(String),
 }
 
+/// Reads like `Display`, so that `?` in a `main` prints one line.
+impl std::fmt::Debug for ProfileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 impl ProfileError {
     /// Whether this is a write to a closed pipe (`nodetrace profile ... |
     /// head`), which ends the command quietly.
@@ -127,6 +141,7 @@ impl ProfileError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ProfileError::Spawn { cause, .. } => crate::exit::spawn_error_code(cause),
+            ProfileError::Tracer(e) => i32::from(e.exit_code()),
             _ => 1,
         }
     }
@@ -259,11 +274,26 @@ impl ProfileRequest {
     }
 }
 
-/// Interrupts (Ctrl-C) counted, for a profile of a command: the first one
-/// reaches the command too and nodetrace waits for it to exit; the second
-/// kills it.
+/// Interrupts (SIGINT, SIGTERM) of a profile of a command, as a signal
+/// handler reports them.
+///
+/// The first one ends the command gracefully: a terminal's Ctrl-C reaches
+/// the command by itself (the terminal signals the whole foreground process
+/// group), so nodetrace only waits for it to exit; a signal sent to
+/// nodetrace alone (`kill -INT`, a supervisor's SIGTERM) is forwarded to
+/// the command, as `timeout` and `docker run` do. The second one kills the
+/// command.
 #[derive(Debug, Clone, Default)]
-pub struct Interrupts(Arc<AtomicU32>);
+pub struct Interrupts(Arc<Mutex<Vec<Interrupt>>>);
+
+/// One interrupt: the signal and whether the terminal sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupt {
+    /// The signal number (`libc::SIGINT`).
+    pub signal: i32,
+    /// The terminal sent it (Ctrl-C), so the command got it too.
+    pub from_terminal: bool,
+}
 
 impl Interrupts {
     /// None yet.
@@ -271,15 +301,86 @@ impl Interrupts {
         Interrupts::default()
     }
 
-    /// Counts one (from a signal handler).
-    pub fn hit(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+    /// Records one (from a signal-handling thread).
+    pub fn hit(&self, interrupt: Interrupt) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(interrupt);
     }
 
     /// How many so far.
-    pub fn count(&self) -> u32 {
-        self.0.load(Ordering::SeqCst)
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+
+    fn get(&self, index: usize) -> Option<Interrupt> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index)
+            .copied()
+    }
+}
+
+/// Acts on the interrupts not handled yet: the first is forwarded to the
+/// command unless the terminal sent it (see [`Interrupts`]); the second
+/// kills the command.
+struct InterruptHandler {
+    handled: usize,
+}
+
+impl InterruptHandler {
+    fn handle(
+        &mut self,
+        interrupts: &Interrupts,
+        child: &mut Child,
+        display: &str,
+        log: &mut dyn Write,
+    ) {
+        while let Some(interrupt) = interrupts.get(self.handled) {
+            self.handled += 1;
+            let name = signal_name(interrupt.signal).unwrap_or("the signal");
+            if self.handled == 1 {
+                if interrupt.from_terminal {
+                    note(
+                        log,
+                        &format!(
+                            "waiting for `{display}` to exit (the terminal sent {name} to it too); interrupt again to kill it"
+                        ),
+                    );
+                } else {
+                    forward(child, interrupt.signal);
+                    note(
+                        log,
+                        &format!(
+                            "forwarded {name} to `{display}` (pid {}); waiting for it to exit; interrupt again to kill it",
+                            child.id()
+                        ),
+                    );
+                }
+            } else if self.handled == 2 {
+                note(log, &format!("killing `{display}` (second interrupt)"));
+                let _ = child.kill();
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn forward(child: &Child, signal: i32) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // Safety: kill(2) with a pid we spawned and have not waited for
+        // yet (so it is not reused) and a valid signal number.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn forward(child: &mut Child, _signal: i32) {
+    let _ = child.kill();
 }
 
 struct Started {
@@ -442,8 +543,38 @@ impl Figures {
         }
     }
 
+    /// Calls aggregated so far, by the latest figures.
+    fn calls(&self) -> u64 {
+        self.last
+            .as_ref()
+            .or(self.latest.as_ref())
+            .map_or(0, |s| s.functions.iter().map(|f| f.calls).sum())
+    }
+
     fn done(&self) -> bool {
         self.last.is_some() || self.closed.is_some()
+    }
+}
+
+/// A countdown over `duration_ms` (a spinner with the elapsed time when
+/// `None`) on stderr, drawn only when stderr is a terminal.
+fn progress(duration_ms: Option<u64>) -> ProgressBar {
+    let target = ProgressDrawTarget::stderr();
+    match duration_ms {
+        Some(ms) => {
+            let bar = ProgressBar::with_draw_target(Some(ms), target);
+            if let Ok(style) = ProgressStyle::with_template("[{bar:30}] {msg}") {
+                bar.set_style(style);
+            }
+            bar
+        }
+        None => {
+            let spinner = ProgressBar::with_draw_target(None, target);
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed} {msg}") {
+                spinner.set_style(style);
+            }
+            spinner
+        }
     }
 }
 
@@ -508,7 +639,18 @@ pub fn profile_node(
     let mut figures = Figures::default();
     let mut stop_sent: Option<Instant> = None;
     let mut gave_up = None;
+    let began = Instant::now();
+    let countdown = progress(request.spec.duration_ms);
     while !figures.done() {
+        if let Some(ms) = request.spec.duration_ms {
+            let elapsed = began.elapsed().as_millis().min(u128::from(ms)) as u64;
+            countdown.set_position(elapsed);
+            countdown.set_message(format!(
+                "{} left; {} calls",
+                display_ms((ms - elapsed).div_ceil(1000) * 1000),
+                figures.calls()
+            ));
+        }
         if stop_sent.is_none() && stop.is_stopped() {
             live.stop();
             stop_sent = Some(Instant::now());
@@ -531,6 +673,7 @@ pub fn profile_node(
             figures.absorb(incoming, &node, log);
         }
     }
+    countdown.finish_and_clear();
     live.close();
     let why = gave_up.unwrap_or_else(|| {
         let closed = figures.closed.as_deref().unwrap_or("the connection ended");
@@ -567,6 +710,36 @@ fn one_time_cookie() -> String {
         .collect()
 }
 
+/// Why a command did not connect back: [`ProfileError::AgentDidNotStart`]
+/// when its program links the agent, else
+/// [`ProfileError::NeverConnected`].
+fn never_connected(program: &OsStr, what: String) -> ProfileError {
+    if links_agent(program) {
+        ProfileError::AgentDidNotStart(what)
+    } else {
+        ProfileError::NeverConnected(what)
+    }
+}
+
+/// Whether the program file (found on `PATH` when it has no `/`) holds
+/// the name of the agent's connect-back variable, which every program
+/// linking the agent does. A script that starts such a program does not.
+fn links_agent(program: &OsStr) -> bool {
+    let path = Path::new(program);
+    let candidates: Vec<PathBuf> = if path.components().count() > 1 {
+        vec![path.to_owned()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|dirs| std::env::split_paths(&dirs).map(|d| d.join(path)).collect())
+            .unwrap_or_default()
+    };
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::read(p).ok())
+        .is_some_and(|bytes| memchr::memmem::find(&bytes, PROFILER_ADDR_ENV.as_bytes()).is_some())
+}
+
 /// Runs `command` with the agent told to connect back, profiles it from
 /// its start to its exit, writes the figures, and returns the command's
 /// exit code (128 + N if signal N killed it).
@@ -574,6 +747,7 @@ fn one_time_cookie() -> String {
 /// The command's stdin, stdout and stderr are this process's; the report
 /// follows its output. A command that does not connect within
 /// `connect_timeout` (or exits first) is killed and reported as
+/// [`ProfileError::AgentDidNotStart`] if its program links the agent, else
 /// [`ProfileError::NeverConnected`].
 pub fn profile_command(
     command: &[OsString],
@@ -610,6 +784,7 @@ pub fn profile_command(
         cause,
     };
 
+    let mut handler = InterruptHandler { handled: 0 };
     let deadline = Instant::now() + connect_timeout;
     let (stream, peer) = loop {
         match listener.accept() {
@@ -619,11 +794,15 @@ pub fn profile_command(
             Err(e) => return Err(ProfileError::Listen(e)),
         }
         if let Some(status) = child.0.try_wait().map_err(wait_error)? {
-            return Err(ProfileError::NeverConnected(format!(
-                "`{display}` {} without connecting to the profiler",
-                describe_status(status)
-            )));
+            return Err(never_connected(
+                program,
+                format!(
+                    "`{display}` {} without connecting to the profiler",
+                    describe_status(status)
+                ),
+            ));
         }
+        handler.handle(interrupts, &mut child.0, &display, log);
         let interrupted = interrupts.count() >= 2;
         if interrupted || Instant::now() > deadline {
             let _ = child.0.kill();
@@ -638,7 +817,11 @@ pub fn profile_command(
                     display_ms(connect_timeout.as_millis().max(1) as u64)
                 )
             };
-            return Err(ProfileError::NeverConnected(what));
+            return Err(if interrupted {
+                ProfileError::NeverConnected(what)
+            } else {
+                never_connected(program, what)
+            });
         }
         thread::sleep(Duration::from_millis(20));
     };
@@ -664,33 +847,19 @@ pub fn profile_command(
     let live = Live::start(conn)?;
 
     let mut figures = Figures::default();
-    let mut noted = 0;
+    let spinner = progress(None);
     let status: ExitStatus = loop {
+        spinner.set_message(format!("`{display}` running; {} calls", figures.calls()));
+        spinner.tick();
         if let Some(status) = child.0.try_wait().map_err(wait_error)? {
             break status;
         }
-        match interrupts.count() {
-            0 => {}
-            1 if noted == 0 => {
-                note(
-                    log,
-                    &format!(
-                        "waiting for `{display}` to exit (the interrupt reached it too); interrupt again to kill it"
-                    ),
-                );
-                noted = 1;
-            }
-            1 => {}
-            _ if noted < 2 => {
-                let _ = child.0.kill();
-                noted = 2;
-            }
-            _ => {}
-        }
+        handler.handle(interrupts, &mut child.0, &display, log);
         if let Some(incoming) = live.recv(POLL) {
             figures.absorb(incoming, &node, log);
         }
     };
+    spinner.finish_and_clear();
     // The final report may still be on its way: the command's exit closes
     // the connection after it.
     let grace = Instant::now() + EXIT_GRACE;

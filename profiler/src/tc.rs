@@ -315,6 +315,7 @@ fn write_json(w: &mut dyn Write, report: &TcReport) -> io::Result<()> {
             .collect::<Vec<_>>()
     };
     let value = json!({
+        "type": "tc",
         "command": report.command,
         "runs": report.runs.len(),
         "warmup": report.warmup.len(),

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub const HOME_DIR_NAME: &str = ".nodetrace";
 
 /// Why the home could not be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum HomeError {
     /// Neither `NODETRACE_HOME` nor `HOME` is set.
     #[error("no home for nodetrace: set NODETRACE_HOME (or HOME)")]
@@ -40,6 +40,13 @@ pub enum HomeError {
         /// Its holder.
         os_pid: u32,
     },
+}
+
+/// Reads like `Display`, so that `?` in a `main` prints one line.
+impl std::fmt::Debug for HomeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HomeError + '_ {

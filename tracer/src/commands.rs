@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
 use comfy_table::{CellAlignment, Table, presets};
+use nodetrace_protocol::Pid;
 use nodetrace_protocol::home::{Home, NodeEntry};
 use nodetrace_protocol::{CallsiteInfo, Command, Pattern, ProcessRow, Reply, StatisticsRow};
 use serde::Serialize;
@@ -59,6 +60,8 @@ fn unexpected(conn: &Connection, what: &str, reply: Reply) -> TracerError {
 
 #[derive(Serialize)]
 struct NodeJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
     name: &'a str,
     os_pid: u32,
     addr: String,
@@ -90,6 +93,7 @@ pub fn render_nodes(w: &mut dyn Write, nodes: &[NodeEntry], format: Format) -> i
                 json_line(
                     w,
                     &NodeJson {
+                        kind: "node",
                         name: &n.name,
                         os_pid: n.os_pid,
                         addr: n.addr.to_string(),
@@ -114,6 +118,8 @@ pub fn nodes(home: &Home, w: &mut dyn Write, format: Format) -> Result<usize, Tr
 
 #[derive(Serialize)]
 struct CallsiteJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
     node: &'a str,
     id: u32,
     module: &'a str,
@@ -157,6 +163,7 @@ pub fn render_callsites(
                 json_line(
                     w,
                     &CallsiteJson {
+                        kind: "function",
                         node,
                         id: c.id,
                         module: &c.module,
@@ -198,6 +205,8 @@ pub fn callsites(
 
 #[derive(Serialize)]
 struct ProcessJson<'a> {
+    #[serde(rename = "type")]
+    record: &'static str,
     node: &'a str,
     pid: String,
     name: Option<&'a str>,
@@ -244,6 +253,7 @@ pub fn render_processes(
                 json_line(
                     w,
                     &ProcessJson {
+                        record: "process",
                         node,
                         pid: p.pid.to_string(),
                         name: p.name.as_deref(),
@@ -271,8 +281,34 @@ pub fn processes(conn: &mut Connection) -> Result<Vec<ProcessRow>, TracerError> 
     }
 }
 
+/// Refuses the registered `names` (pids pass) that no process of the node
+/// has, naming the nearest one: a typo is caught before anything runs.
+pub fn check_process_names(conn: &mut Connection, names: &[String]) -> Result<(), TracerError> {
+    let names: Vec<&String> = names.iter().filter(|n| n.parse::<Pid>().is_err()).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let rows = processes(conn)?;
+    let known: Vec<&str> = rows.iter().filter_map(|r| r.name.as_deref()).collect();
+    match names.iter().find(|n| !known.contains(&n.as_str())) {
+        None => Ok(()),
+        Some(name) => {
+            let hint = match crate::suggest::nearest(name, known.iter().copied()) {
+                Some(near) => format!("did you mean {near}? "),
+                None => String::new(),
+            };
+            Err(TracerError::NoMatch(format!(
+                "no process named {name} on {}; {hint}`nodetrace ps` lists the processes",
+                conn.name()
+            )))
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct StateJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
     node: &'a str,
     target: &'a str,
     state: &'a str,
@@ -291,6 +327,7 @@ pub fn render_state(
         Format::Json => json_line(
             w,
             &StateJson {
+                kind: "state",
                 node,
                 target,
                 state,
@@ -311,6 +348,8 @@ pub fn get_state(conn: &mut Connection, target: &str) -> Result<String, TracerEr
 
 #[derive(Serialize)]
 struct StatisticsJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
     node: &'a str,
     target: &'a str,
     pid: String,
@@ -342,6 +381,7 @@ pub fn render_statistics(
         Format::Json => json_line(
             w,
             &StatisticsJson {
+                kind: "statistics",
                 node,
                 target,
                 pid: s.pid.to_string(),
@@ -368,6 +408,8 @@ pub fn statistics(conn: &mut Connection, target: &str) -> Result<StatisticsRow, 
 
 #[derive(Serialize)]
 struct ClearedJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
     node: &'a str,
     traces: u64,
 }
@@ -385,7 +427,14 @@ pub fn render_cleared(
             "stop-clear on {node}: ended {traces} trace{}",
             if traces == 1 { "" } else { "s" }
         ),
-        Format::Json => json_line(w, &ClearedJson { node, traces }),
+        Format::Json => json_line(
+            w,
+            &ClearedJson {
+                kind: "cleared",
+                node,
+                traces,
+            },
+        ),
     }
 }
 
@@ -437,7 +486,7 @@ todo2@localhost       7  127.0.0.1:5      2023-11-14T22:14:20Z
         let json = render(|w| render_nodes(w, &nodes, Format::Json));
         assert_eq!(
             json.lines().next().unwrap(),
-            r#"{"name":"todo@localhost","os_pid":4242,"addr":"127.0.0.1:40001","started_ms":1700000000000,"started":"2023-11-14T22:13:20Z"}"#
+            r#"{"type":"node","name":"todo@localhost","os_pid":4242,"addr":"127.0.0.1:40001","started_ms":1700000000000,"started":"2023-11-14T22:13:20Z"}"#
         );
     }
 
@@ -478,7 +527,7 @@ todo::list:add/2                examples/todo/src/list.rs:7
         let json = render(|w| render_callsites(w, "n@h", &list, Format::Json));
         assert_eq!(
             json.lines().nth(1).unwrap(),
-            r#"{"node":"n@h","id":1,"module":"todo::list","function":"add","path":"todo::list::add","arity":2,"file":"examples/todo/src/list.rs","line":7,"async":false}"#
+            r#"{"type":"function","node":"n@h","id":1,"module":"todo::list","function":"add","path":"todo::list::add","arity":2,"file":"examples/todo/src/list.rs","line":7,"async":false}"#
         );
     }
 
@@ -503,7 +552,7 @@ PID       NAME             KIND        MAILBOX  HANDLED  STARTED
         let json = render(|w| render_processes(w, "n@h", &rows, Format::Json));
         assert_eq!(
             json,
-            "{\"node\":\"n@h\",\"pid\":\"<0.12.0>\",\"name\":\"todo_server:bob\",\"kind\":\"gen_server\",\"mailbox_len\":0,\"handled\":1234,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\"}\n"
+            "{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.12.0>\",\"name\":\"todo_server:bob\",\"kind\":\"gen_server\",\"mailbox_len\":0,\"handled\":1234,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\"}\n"
         );
     }
 
@@ -539,7 +588,7 @@ todo_server:bob (<0.12.0>) on n@h
         );
         assert_eq!(
             render(|w| render_state(w, "n@h", "t", "S", Format::Json)),
-            "{\"node\":\"n@h\",\"target\":\"t\",\"state\":\"S\"}\n"
+            "{\"type\":\"state\",\"node\":\"n@h\",\"target\":\"t\",\"state\":\"S\"}\n"
         );
         assert_eq!(
             render(|w| render_cleared(w, "n@h", 1, Format::Text)),
@@ -551,7 +600,7 @@ todo_server:bob (<0.12.0>) on n@h
         );
         assert_eq!(
             render(|w| render_cleared(w, "n@h", 2, Format::Json)),
-            "{\"node\":\"n@h\",\"traces\":2}\n"
+            "{\"type\":\"cleared\",\"node\":\"n@h\",\"traces\":2}\n"
         );
     }
 }

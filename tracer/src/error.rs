@@ -6,9 +6,13 @@ use nodetrace_protocol::home::HomeError;
 
 use crate::resolve::ResolveError;
 
+/// The exit code of every command whose pattern, node name or process name
+/// matches nothing (grep's 1 and clap's 2 are taken).
+pub const EXIT_NO_MATCH: u8 = 3;
+
 /// What can go wrong between the tracer and a node; each displays as one
 /// line that says what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum TracerError {
     /// The node could not be found.
     #[error(transparent)]
@@ -100,6 +104,10 @@ pub enum TracerError {
         /// What came.
         got: String,
     },
+    /// A pattern, node name or process name matches nothing; the message
+    /// names the nearest ones when there are.
+    #[error("{0}")]
+    NoMatch(String),
     /// The request itself is not acceptable (refused before any node is asked).
     #[error("{0}")]
     Refused(String),
@@ -108,10 +116,28 @@ pub enum TracerError {
     Output(io::Error),
 }
 
+/// Reads like `Display`, so that `?` in a `main` prints one line.
+impl std::fmt::Debug for TracerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 impl TracerError {
     /// Whether this is a write to a closed pipe (`nodetrace ... | head`),
     /// which ends a command quietly.
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, TracerError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// The exit code for this error: [`EXIT_NO_MATCH`] when something
+    /// named matches nothing, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TracerError::NoMatch(_) | TracerError::Resolve(ResolveError::Unknown { .. }) => {
+                EXIT_NO_MATCH
+            }
+            _ => 1,
+        }
     }
 }

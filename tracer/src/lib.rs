@@ -13,6 +13,8 @@
 //!   pinger per node, Stop on a [`StopSignal`], lines merged as they come;
 //! * [`render`] writes events, one a line, as dbg-like text or JSON, and the
 //!   summary a trace ends with;
+//! * [`suggest`] finds the nearest names for a pattern, node or process
+//!   that matches nothing ("did you mean");
 //! * [`commands`] are the other commands' data and renderers (`nodes`, `ls`,
 //!   `ps`, `sys get-state`, `sys statistics`, `stop-clear`).
 //!
@@ -26,9 +28,10 @@ pub mod render;
 pub mod resolve;
 pub mod spec;
 pub mod stream;
+pub mod suggest;
 
 pub use conn::{Connection, Credentials};
-pub use error::TracerError;
+pub use error::{EXIT_NO_MATCH, TracerError};
 pub use nodetrace_protocol as protocol;
 pub use render::Format;
 pub use resolve::{ResolveError, Target};

@@ -15,7 +15,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::str::FromStr;
 
-use nodetrace_protocol::{CallsiteInfo, Event, EventKind, Pid, TraceEnd};
+use nodetrace_protocol::{CallsiteInfo, EndReason, Event, EventKind, Pid, TraceEnd};
 use serde::Serialize;
 
 /// How data is printed.
@@ -213,6 +213,7 @@ struct JsonEvent<'a> {
     pid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    #[serde(rename = "type")]
     kind: EventKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     module: Option<&'a str>,
@@ -236,11 +237,11 @@ struct JsonEvent<'a> {
     peer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<&'a str>,
-    timestamp: u64,
+    timestamp_ns: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    duration: Option<u64>,
+    duration_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    busy: Option<u64>,
+    busy_ns: Option<u64>,
 }
 
 fn json(w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
@@ -283,9 +284,9 @@ fn json(w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
         text: text.filter(|_| !matches!(e.kind, EventKind::Call | EventKind::Return)),
         peer: e.peer.map(|p| p.to_string()),
         state: e.extra.as_deref(),
-        timestamp: e.timestamp_ns,
-        duration: e.duration_ns,
-        busy: e.busy_ns,
+        timestamp_ns: e.timestamp_ns,
+        duration_ns: e.duration_ns,
+        busy_ns: e.busy_ns,
     };
     serde_json::to_writer(&mut *w, &record).map_err(io::Error::other)?;
     w.write_all(b"\n")
@@ -302,6 +303,45 @@ pub fn format_duration_ns(ns: u64) -> String {
     } else {
         format!("{:.2}s", ns as f64 / 1e9)
     }
+}
+
+#[derive(Serialize)]
+struct JsonEnd<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    node: &'a str,
+    reason: &'static str,
+    reason_text: String,
+    shown: u64,
+    delivered: u64,
+    rate_dropped: u64,
+    lost: u64,
+    discarded: u64,
+}
+
+/// Writes the JSON object a trace ends with on one node: `{"type":"end",
+/// ...}` with the reason and the exact counts (see `docs/json.md`);
+/// `shown` is how many events were written.
+pub fn json_end(w: &mut dyn Write, node: &str, end: &TraceEnd, shown: u64) -> io::Result<()> {
+    let c = &end.counts;
+    let record = JsonEnd {
+        kind: "end",
+        node,
+        reason: match end.reason {
+            EndReason::MaxEvents(_) => "max_events",
+            EndReason::Duration(_) => "duration",
+            EndReason::StopClear => "stop_clear",
+            EndReason::Stopped => "stopped",
+        },
+        reason_text: end.reason.to_string(),
+        shown,
+        delivered: c.delivered,
+        rate_dropped: c.rate_dropped,
+        lost: c.lost,
+        discarded: c.discarded,
+    };
+    serde_json::to_writer(&mut *w, &record).map_err(io::Error::other)?;
+    w.write_all(b"\n")
 }
 
 /// The one line a trace ends with, e.g. `trace ended on todo@localhost:
@@ -508,20 +548,20 @@ mod tests {
     #[test]
     fn json_lines_carry_the_fields_that_apply() {
         let got = render(Renderer::new(Format::Json, false), &view());
-        let want = r#"{"node":"todo@localhost","pid":"<0.7.0>","kind":"call","module":"todo::server","function":"entries","arity":2,"args":"<0.9.0>, 2023-12-19","timestamp":1700000000000000000}
-{"node":"todo@localhost","pid":"<0.7.0>","kind":"return","module":"todo::server","function":"entries","arity":2,"result":"Ok([Entry { id: 1, title: \"Movies\" }])","timestamp":1700000000000000000,"duration":12400}
-{"node":"todo@localhost","pid":"<0.7.0>","kind":"return","module":"todo::server","function":"entries","arity":2,"timestamp":1700000000000000000,"duration":850}
-{"node":"todo@localhost","pid":"<0.7.0>","kind":"return","module":"todo::server","function":"add_entry","arity":2,"timestamp":1700000000000000000,"duration":3200000,"busy":41000}
-{"node":"todo@localhost","pid":"<0.7.0>","kind":"exception","module":"todo::server","function":"add_entry","arity":2,"text":"panicked at src/server.rs:44:9:\nno list","timestamp":1700000000000000000,"duration":5000}
-{"node":"todo@localhost","pid":"<0.7.0>","kind":"send","text":"Entries { date: 2023-12-19 }","peer":"<0.9.0>","timestamp":1700000000000000000}
-{"node":"todo@localhost","pid":"<0.9.0>","kind":"receive","text":"Entries { date: 2023-12-19 }","peer":"<0.7.0>","timestamp":1700000000000000000}
-{"node":"todo@localhost","pid":"<0.9.0>","name":"todo_server:bob","kind":"got_call","text":"Entries { date: 2023-12-19 }","peer":"<0.7.1>","timestamp":1700000000000000000}
-{"node":"todo@localhost","pid":"<0.9.0>","name":"todo_server:bob","kind":"got_cast","text":"AddEntry { title: \"Movies\" }","timestamp":1700000000000000000}
-{"node":"todo@localhost","pid":"<0.9.0>","name":"todo_server:bob","kind":"got_info","text":"Tick","timestamp":1700000000000000000}
-{"node":"todo@localhost","pid":"<0.9.0>","name":"todo_server:bob","kind":"sent","text":"[Entry { id: 1 }]","peer":"<0.7.1>","state":"TodoList { auto_id: 2 }","timestamp":1700000000000000000}
-{"node":"todo@localhost","pid":"<0.12.0>","kind":"new_state","state":"TodoList { auto_id: 3 }","timestamp":1700000000000000000}
-{"node":"todo@localhost","pid":"<0.7.0>","kind":"call","module":"todo::server","function":"entries","arity":2,"timestamp":1700000000000000000}
-{"node":"todo@localhost","pid":"<0.7.0>","kind":"call","callsite":99,"args":"1","timestamp":1700000000000000000}
+        let want = r#"{"node":"todo@localhost","pid":"<0.7.0>","type":"call","module":"todo::server","function":"entries","arity":2,"args":"<0.9.0>, 2023-12-19","timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.7.0>","type":"return","module":"todo::server","function":"entries","arity":2,"result":"Ok([Entry { id: 1, title: \"Movies\" }])","timestamp_ns":1700000000000000000,"duration_ns":12400}
+{"node":"todo@localhost","pid":"<0.7.0>","type":"return","module":"todo::server","function":"entries","arity":2,"timestamp_ns":1700000000000000000,"duration_ns":850}
+{"node":"todo@localhost","pid":"<0.7.0>","type":"return","module":"todo::server","function":"add_entry","arity":2,"timestamp_ns":1700000000000000000,"duration_ns":3200000,"busy_ns":41000}
+{"node":"todo@localhost","pid":"<0.7.0>","type":"exception","module":"todo::server","function":"add_entry","arity":2,"text":"panicked at src/server.rs:44:9:\nno list","timestamp_ns":1700000000000000000,"duration_ns":5000}
+{"node":"todo@localhost","pid":"<0.7.0>","type":"send","text":"Entries { date: 2023-12-19 }","peer":"<0.9.0>","timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.9.0>","type":"receive","text":"Entries { date: 2023-12-19 }","peer":"<0.7.0>","timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.9.0>","name":"todo_server:bob","type":"got_call","text":"Entries { date: 2023-12-19 }","peer":"<0.7.1>","timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.9.0>","name":"todo_server:bob","type":"got_cast","text":"AddEntry { title: \"Movies\" }","timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.9.0>","name":"todo_server:bob","type":"got_info","text":"Tick","timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.9.0>","name":"todo_server:bob","type":"sent","text":"[Entry { id: 1 }]","peer":"<0.7.1>","state":"TodoList { auto_id: 2 }","timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.12.0>","type":"new_state","state":"TodoList { auto_id: 3 }","timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.7.0>","type":"call","module":"todo::server","function":"entries","arity":2,"timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.7.0>","type":"call","callsite":99,"args":"1","timestamp_ns":1700000000000000000}
 "#;
         assert_eq!(got, want);
         for line in got.lines() {

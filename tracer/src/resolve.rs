@@ -66,10 +66,12 @@ pub enum ResolveError {
         names: Vec<String>,
     },
     /// `--node NAME` names no registered node.
-    #[error("unknown node {name}; {}", Known(known, dir))]
+    #[error("unknown node {name}; {}{}", DidYouMean(nearest.as_deref()), Known(known, dir))]
     Unknown {
         /// The name asked for.
         name: String,
+        /// The registered name nearest to it, if one is near.
+        nearest: Option<String>,
         /// The registered names.
         known: Vec<String>,
         /// The registry directory.
@@ -83,6 +85,17 @@ pub enum ResolveError {
         /// Why.
         reason: String,
     },
+}
+
+struct DidYouMean<'a>(Option<&'a str>);
+
+impl fmt::Display for DidYouMean<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(name) => write!(f, "did you mean {name}? "),
+            None => Ok(()),
+        }
+    }
 }
 
 struct Known<'a>(&'a [String], &'a Path);
@@ -168,8 +181,22 @@ pub fn resolve_in(
             return Ok(one.into());
         }
     }
+    // Names are compared by their part before `@` among the nodes of the
+    // host typed (all of them for a short name), so that a shared
+    // `@localhost` does not make every name look near.
+    let (typed, host) = spec.split_once('@').unwrap_or((spec, ""));
+    let short = |n: &NodeEntry| n.name.split('@').next().unwrap_or_default().to_owned();
+    let same_host: Vec<&NodeEntry> = nodes
+        .iter()
+        .filter(|n| host.is_empty() || n.name.split_once('@').is_some_and(|(_, h)| h == host))
+        .collect();
+    let shorts: Vec<String> = same_host.iter().map(|n| short(n)).collect();
+    let nearest = crate::suggest::nearest(typed, shorts.iter().map(String::as_str))
+        .and_then(|s| same_host.iter().find(|n| short(n) == s))
+        .map(|n| n.name.clone());
     Err(ResolveError::Unknown {
         name: spec.to_owned(),
+        nearest,
         known: names(),
         dir: dir.to_owned(),
     })
@@ -258,6 +285,22 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "unknown node foo@localhost; no nodes are running (none registered in /h/nodes)"
+        );
+    }
+
+    #[test]
+    fn a_mistyped_name_suggests_the_nearest() {
+        let nodes = [entry("todo@localhost", 1), entry("billing@localhost", 2)];
+        let dir = Path::new("/h/nodes");
+        let err = resolve_in(&nodes, dir, Some("tood@localhost")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown node tood@localhost; did you mean todo@localhost? known nodes: todo@localhost, billing@localhost"
+        );
+        let err = resolve_in(&nodes, dir, Some("biling")).unwrap_err();
+        assert!(
+            err.to_string().contains("did you mean billing@localhost?"),
+            "{err}"
         );
     }
 

@@ -38,6 +38,61 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     parse_duration_ms(text)
 }
 
+/// A pattern as typed on a command line, and parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternArg {
+    /// As typed (`Todo.Servr`), for messages and suggestions.
+    pub text: String,
+    /// Parsed.
+    pub pattern: Pattern,
+}
+
+/// Parses a pattern as `trace calls` takes it: like [`parse_pattern`],
+/// and a pattern the shell mangled says to quote it or to use `--return`.
+pub fn parse_trace_pattern(text: &str) -> Result<PatternArg, String> {
+    check_not_mangled(
+        text,
+        "quote the whole pattern ('MyApp.Server:get -> return') or use --return",
+    )?;
+    arg(text)
+}
+
+fn arg(text: &str) -> Result<PatternArg, String> {
+    Ok(PatternArg {
+        text: text.trim().to_owned(),
+        pattern: Pattern::parse(text).map_err(|e| e.to_string())?,
+    })
+}
+
+/// Parses a pattern given on a command line (`ls`, `profile`): a lone `-`
+/// or a trailing `-`, what a shell leaves of an unquoted `-> return`, is
+/// refused with how to quote it instead of being read as `_` (any module).
+///
+/// ```
+/// use nodetrace_tracer::spec::parse_pattern;
+/// assert!(parse_pattern("Todo.Server:entries/2").is_ok());
+/// assert!(parse_pattern("-").unwrap_err().contains("quote"));
+/// ```
+pub fn parse_pattern(text: &str) -> Result<PatternArg, String> {
+    check_not_mangled(text, "quote the whole pattern ('MyApp.Server:get')")?;
+    arg(text)
+}
+
+fn check_not_mangled(text: &str, fix: &str) -> Result<(), String> {
+    let trimmed = text.trim();
+    if trimmed == "-" {
+        return Err(format!(
+            "a pattern `-` is what a shell leaves of an unquoted `PATTERN -> return`: it read `>` as a redirection into a file named `return`; {fix}"
+        ));
+    }
+    if trimmed.ends_with('-') {
+        return Err(format!(
+            "pattern {trimmed:?} ends in `-`, what a shell leaves of an unquoted `PATTERN->return`: it read `>` as a redirection into a file named `return`; {fix}"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses every pattern; the first error names its column.
 pub fn parse_patterns<S: AsRef<str>>(texts: &[S]) -> Result<Vec<Pattern>, PatternError> {
     texts.iter().map(|t| Pattern::parse(t.as_ref())).collect()
@@ -173,6 +228,27 @@ mod tests {
         assert!(choose_limits(None, Some(rate), None, &all).is_ok());
         let broad = parse_patterns(&["*:handle_*"]).unwrap();
         assert!(choose_limits(None, None, None, &broad).is_ok());
+    }
+
+    #[test]
+    fn what_a_shell_leaves_of_an_unquoted_arrow_is_refused() {
+        for mangled in [
+            "-",
+            " - ",
+            "Todo.Server:entries-",
+            "todo::server:entries/2-",
+        ] {
+            let err = parse_trace_pattern(mangled).unwrap_err();
+            assert!(err.contains("file named `return`"), "{mangled}: {err}");
+            assert!(err.contains("--return"), "{mangled}: {err}");
+            let err = parse_pattern(mangled).unwrap_err();
+            assert!(err.contains("quote the whole pattern"), "{mangled}: {err}");
+            assert!(!err.contains("--return"), "{mangled}: {err}");
+        }
+        let p = parse_trace_pattern(" Todo.Server:entries -> return").unwrap();
+        assert!(p.pattern.return_trace());
+        assert_eq!(p.text, "Todo.Server:entries -> return");
+        assert!(parse_pattern("my-crate::server").is_ok());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nodetrace_protocol::frame::{self, FrameError};
 use nodetrace_protocol::{
-    Command, Event, NodeMessage, Pid, Reply, TraceEnd, TraceSpec, TracerMessage,
+    Command, Event, NodeMessage, Pid, Processes, Reply, TraceEnd, TraceSpec, TracerMessage,
 };
 
 use crate::conn::message_name;
@@ -105,6 +105,9 @@ pub struct TraceRun {
     /// What the trace is, for the line that says it started
     /// (`calls of todo::server`).
     pub what: String,
+    /// The patterns as typed (`Todo.Servr`), one per pattern of the spec,
+    /// for suggestions when they match nothing; empty: the spec's patterns.
+    pub typed_patterns: Vec<String>,
 }
 
 enum Msg {
@@ -145,23 +148,19 @@ pub fn run(
     for target in targets {
         conns.push(Connection::open(target, credentials)?);
     }
+    let mut named = run.spec.sys.clone();
+    if let Processes::Some(names) = &run.spec.processes {
+        named.extend(names.iter().cloned());
+    }
+    for conn in &mut conns {
+        crate::commands::check_process_names(conn, &named)?;
+        if run.spec.calls {
+            check_patterns(conn, run)?;
+        }
+    }
     let mut started = Vec::new();
     for conn in &mut conns {
         started.push(start(conn, &run.spec)?);
-    }
-    let patterns_only = run.spec.calls
-        && !run.spec.patterns.is_empty()
-        && !run.spec.send
-        && !run.spec.receive
-        && run.spec.sys.is_empty();
-    if patterns_only && started.iter().all(|s| s.matched == 0) {
-        let patterns: Vec<String> = run.spec.patterns.iter().map(|p| p.to_string()).collect();
-        let nodes: Vec<&str> = conns.iter().map(|c| c.name()).collect();
-        return Err(TracerError::Refused(format!(
-            "no traced function on {} matches {}; `nodetrace ls` lists the traceable ones",
-            nodes.join(", "),
-            patterns.join(", ")
-        )));
     }
     for (conn, s) in conns.iter().zip(&started) {
         let matched = if run.spec.calls {
@@ -182,14 +181,6 @@ pub fn run(
             line.push_str("; Ctrl-C stops it");
         }
         let _ = writeln!(log, "{line}");
-        if patterns_only && s.matched == 0 {
-            let _ = writeln!(
-                log,
-                "{}: no traced function matches; `nodetrace --node {} ls` lists them",
-                conn.name(),
-                conn.name()
-            );
-        }
     }
     let _ = log.flush();
 
@@ -242,6 +233,10 @@ pub fn run(
             });
             if let Ok(end) = &result {
                 let _ = writeln!(log, "{}", crate::render::summary(node.view.name(), end));
+                if run.format == Format::Json && !output_closed {
+                    let _ = crate::render::json_end(out, node.view.name(), end, node.shown)
+                        .and_then(|()| out.flush());
+                }
             }
             NodeOutcome {
                 node: node.view.name().to_owned(),
@@ -255,6 +250,38 @@ pub fn run(
         outcomes,
         output_closed,
     })
+}
+
+/// Refuses the patterns that match none of the node's functions, with the
+/// nearest patterns that would.
+fn check_patterns(conn: &mut Connection, run: &TraceRun) -> Result<(), TracerError> {
+    let callsites = crate::commands::callsites(conn, None)?;
+    let typed: Vec<String> = if run.typed_patterns.len() == run.spec.patterns.len() {
+        run.typed_patterns.clone()
+    } else {
+        run.spec.patterns.iter().map(ToString::to_string).collect()
+    };
+    let unmatched: Vec<String> = run
+        .spec
+        .patterns
+        .iter()
+        .zip(typed)
+        .filter(|(p, _)| {
+            !callsites
+                .iter()
+                .any(|c| p.matches(&c.module, &c.function, c.arity))
+        })
+        .map(|(_, t)| t)
+        .collect();
+    if unmatched.is_empty() {
+        return Ok(());
+    }
+    Err(TracerError::NoMatch(format!(
+        "no traced function on {} matches {}{}",
+        conn.name(),
+        unmatched.join(", "),
+        crate::suggest::did_you_mean(&unmatched, &callsites)
+    )))
 }
 
 fn plural(n: u64, word: &str) -> String {

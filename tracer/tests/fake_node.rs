@@ -250,6 +250,7 @@ fn run_trace(
         format: Format::Text,
         default_limits: false,
         what: "calls of todo::server:entries".into(),
+        typed_patterns: Vec::new(),
     };
     let report = stream::run(targets, &credentials(), &run, &mut out, &mut log, stop);
     (
@@ -259,9 +260,14 @@ fn run_trace(
     )
 }
 
-/// Starts the trace on the fake node's side: reads the Trace command and
-/// answers TraceStarted.
+/// Starts the trace on the fake node's side: answers the tracer's check of
+/// the patterns (Callsites), then reads the Trace command and answers
+/// TraceStarted.
 fn started(s: &mut TcpStream) {
+    let TracerMessage::Command(Command::Callsites { pattern: None }) = recv(s) else {
+        panic!("expected Callsites");
+    };
+    send(s, &NodeMessage::Reply(Reply::Callsites(callsites())));
     let TracerMessage::Command(Command::Trace(spec)) = recv(s) else {
         panic!("expected Trace");
     };
@@ -343,6 +349,10 @@ fn a_trace_pings_streams_and_stops_on_request() {
 fn events_that_overtake_the_trace_reply_are_shown_in_order() {
     let (target, node) = fake("todo@localhost", |mut s| {
         welcome(&mut s, "todo@localhost", COOKIE);
+        let TracerMessage::Command(Command::Callsites { pattern: None }) = recv(&mut s) else {
+            panic!("expected Callsites");
+        };
+        send(&mut s, &NodeMessage::Reply(Reply::Callsites(callsites())));
         let TracerMessage::Command(Command::Trace(spec)) = recv(&mut s) else {
             panic!("expected Trace");
         };

@@ -52,7 +52,11 @@ impl NodeConfig {
 }
 
 /// Why a node did not start.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` is its `Display`, so that `node::start(config)?` in a
+/// `main` returning `Result<(), Box<dyn Error>>` (or `anyhow::Result`)
+/// prints one line that says what to do, not the variant's fields.
+#[derive(thiserror::Error)]
 pub enum NodeError {
     /// `start` ran twice.
     #[error("this process already runs node {0}; a process is one node")]
@@ -63,6 +67,12 @@ pub enum NodeError {
     /// The control server could not listen.
     #[error("the control server cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+}
+
+impl std::fmt::Debug for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 struct Node {
@@ -102,4 +112,19 @@ pub fn name() -> &'static str {
 /// Where this node's control server listens, once started.
 pub fn control_addr() -> Option<SocketAddr> {
     NODE.get().map(|n| n.addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_debug_of_an_error_reads_like_its_display() {
+        let err = NodeError::AlreadyStarted("todo@localhost".to_owned());
+        assert_eq!(format!("{err:?}"), err.to_string());
+        assert_eq!(
+            format!("{err:?}"),
+            "this process already runs node todo@localhost; a process is one node"
+        );
+    }
 }

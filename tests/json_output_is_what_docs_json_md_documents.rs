@@ -1,0 +1,180 @@
+//! Every command's `--format json` against `docs/json.md`: each line is
+//! one object with a `type`, every field it has is documented for that
+//! type and command with its JSON type, and every field documented as
+//! always there is there.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{Home, unique};
+use serde_json::Value;
+
+/// A documented field: the JSON types it may have, and whether every
+/// object of its type has it.
+#[derive(Debug)]
+struct Field {
+    kinds: Vec<String>,
+    always: bool,
+}
+
+/// command → type → field → Field, as `docs/json.md` states them.
+type Docs = HashMap<String, HashMap<String, HashMap<String, Field>>>;
+
+fn docs() -> Docs {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json.md"))
+        .expect("docs/json.md");
+    let mut docs = Docs::new();
+    let mut commands: Vec<String> = Vec::new();
+    let mut types: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            commands = heading.split(", ").map(|c| c.trim().to_owned()).collect();
+            types.clear();
+        } else if let Some(heading) = line.strip_prefix("### ") {
+            types = heading
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+        } else if line.starts_with("| `") {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells[1].trim_matches('`').to_owned();
+            let kinds: Vec<String> = cells[2].split(" or ").map(str::to_owned).collect();
+            let always = cells[3] == "yes";
+            for command in &commands {
+                for ty in &types {
+                    docs.entry(command.clone())
+                        .or_default()
+                        .entry(ty.clone())
+                        .or_default()
+                        .insert(
+                            name.clone(),
+                            Field {
+                                kinds: kinds.clone(),
+                                always,
+                            },
+                        );
+                }
+            }
+        }
+    }
+    docs
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Checks every line of `stdout` against what `docs` says of `command`;
+/// returns the objects' types, in order.
+fn check(docs: &Docs, command: &str, stdout: &str) -> Vec<String> {
+    let documented = docs
+        .get(command)
+        .unwrap_or_else(|| panic!("docs/json.md has no section for {command}"));
+    let mut seen = Vec::new();
+    for line in stdout.lines() {
+        let value: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{command}: {e}: {line}"));
+        let object = value
+            .as_object()
+            .unwrap_or_else(|| panic!("{command}: not an object: {line}"));
+        let ty = object["type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{command}: no type: {line}"));
+        let fields = documented
+            .get(ty)
+            .unwrap_or_else(|| panic!("{command}: type {ty} is not documented: {line}"));
+        for (name, v) in object {
+            let field = fields
+                .get(name)
+                .unwrap_or_else(|| panic!("{command}: {ty}.{name} is not documented: {line}"));
+            assert!(
+                field.kinds.iter().any(|k| k == kind(v)),
+                "{command}: {ty}.{name} is {} but documented as {:?}: {line}",
+                kind(v),
+                field.kinds
+            );
+        }
+        for (name, field) in fields {
+            assert!(
+                !field.always || object.contains_key(name),
+                "{command}: {ty}.{name} is documented as always there: {line}"
+            );
+        }
+        seen.push(ty.to_owned());
+    }
+    assert!(!seen.is_empty(), "{command} printed no JSON");
+    seen
+}
+
+#[test]
+fn every_command_prints_what_docs_json_md_documents() {
+    let docs = docs();
+    let home = Home::new();
+    let node = home.start_node(&unique("json"));
+    node.add_entry("bob", "2023-12-19", "Movies");
+    let _load = node.load();
+    let json = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--format", "json"]);
+        home.run(&all).ok().to_owned()
+    };
+
+    check(&docs, "nodes", &json(&["nodes"]));
+    check(&docs, "ls", &json(&["ls"]));
+    check(&docs, "ps", &json(&["ps"]));
+    check(
+        &docs,
+        "sys get-state",
+        &json(&["sys", "get-state", "todo_server:bob"]),
+    );
+    check(
+        &docs,
+        "sys statistics",
+        &json(&["sys", "statistics", "todo_server:bob"]),
+    );
+
+    let calls = json(&["trace", "calls", "Todo.Server -> return", "--max", "6"]);
+    let types = check(&docs, "trace calls", &calls);
+    assert!(types.contains(&"call".to_owned()), "{types:?}");
+    assert!(types.contains(&"return".to_owned()), "{types:?}");
+    assert_eq!(types.last().map(String::as_str), Some("end"), "{types:?}");
+    let end: Value = serde_json::from_str(calls.lines().last().unwrap()).unwrap();
+    assert_eq!(end["reason"], "max_events");
+    assert_eq!(end["shown"], 6);
+    assert_eq!(end["delivered"], 6);
+
+    let messages = json(&[
+        "trace",
+        "messages",
+        "--process",
+        "todo_server:bob",
+        "--max",
+        "2",
+    ]);
+    let types = check(&docs, "trace messages", &messages);
+    assert_eq!(types.len(), 3, "{types:?}");
+    let sys = json(&["sys", "trace", "todo_server:bob", "--max", "2"]);
+    assert_eq!(check(&docs, "sys trace", &sys).last().unwrap(), "end");
+
+    for mode in ["cprof", "eprof", "fprof"] {
+        let command = format!("profile {mode}");
+        let report = json(&["profile", mode, "Todo.Server", "--duration", "300ms"]);
+        assert_eq!(check(&docs, &command, &report), ["profile"]);
+    }
+    check(&docs, "stop-clear", &json(&["stop-clear"]));
+    let tc = home
+        .run(&["tc", "-n", "2", "--format", "json", "--", "true"])
+        .ok()
+        .to_owned();
+    assert_eq!(check(&docs, "tc", &tc), ["tc"]);
+}
