@@ -43,7 +43,12 @@ pub fn nearest<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -
 /// ```
 /// use nodetrace_protocol::CallsiteInfo;
 /// use nodetrace_tracer::suggest::pattern;
-/// let site = CallsiteInfo { id: 0, module: "todo::server".into(), function: "entries".into(), arity: 2, file: "server.rs".into(), line: 1, is_async: false };
+/// let site = CallsiteInfo {
+///     module: "todo::server".into(),
+///     function: "entries".into(),
+///     arity: 2,
+///     ..CallsiteInfo::default()
+/// };
 /// let sites = [site];
 /// assert_eq!(pattern("Todo.Servr", &sites).as_deref(), Some("Todo.Server"));
 /// assert_eq!(pattern("todo::server:entris -> return", &sites).as_deref(), Some("todo::server:entries -> return"));
