@@ -15,9 +15,9 @@
 //! The body is written once, as a `move` closure called at once (so that
 //! `return` and `?` pass its value to the return event), with the declared
 //! return type, so every coercion of the original still happens. The
-//! closure is inlined at two places: behind the switched-off check, where
-//! it is the whole function (one load and a branch before it), and in the
-//! switched-on branch, handed there a slot for the call, where it first
+//! closure is inlined behind the switched-off check, where it is the whole
+//! function (one load and a branch before it), and into the agent's
+//! out-of-line switched-on path, which hands it a slot where it first
 //! records the call (the arguments' addresses are taken in that copy only,
 //! so the switched-off copy keeps them in registers); the return record
 //! follows it. One closure,
