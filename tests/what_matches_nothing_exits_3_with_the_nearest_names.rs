@@ -8,6 +8,11 @@ use common::{Home, unique};
 
 const NO_MATCH: i32 = 3;
 
+/// The command failed with the "matches nothing" code.
+fn assert_no_match(args: &[&str], status: &std::process::ExitStatus, stderr: &str) {
+    assert_eq!(status.code(), Some(NO_MATCH), "{args:?}: {stderr}");
+}
+
 fn first_line(stderr: &str) -> &str {
     stderr.lines().next().unwrap_or_default()
 }
@@ -38,12 +43,7 @@ fn a_mistyped_pattern_suggests_the_nearest_module_or_function() {
         ),
     ] {
         let run = home.run(args);
-        assert_eq!(
-            run.status.code(),
-            Some(NO_MATCH),
-            "{args:?}: {}",
-            run.stderr
-        );
+        assert_no_match(args, &run.status, &run.stderr);
         assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
         let line = first_line(&run.stderr);
         assert!(line.contains(want), "{args:?}: {line}");
@@ -85,12 +85,7 @@ fn a_mistyped_node_or_process_name_suggests_the_nearest() {
         ],
     ] {
         let run = home.run(args);
-        assert_eq!(
-            run.status.code(),
-            Some(NO_MATCH),
-            "{args:?}: {}",
-            run.stderr
-        );
+        assert_no_match(args, &run.status, &run.stderr);
         assert_eq!(
             first_line(&run.stderr),
             format!(

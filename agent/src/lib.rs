@@ -83,7 +83,8 @@ pub use session::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::record::call::{
-        Active, CallGuard, CallSlot, Traced, body, flags, instrument, never, run, start_call,
+        Active, CallGuard, CallSlot, Traced, body, flags, instrument, never, record_call, run,
+        start_call,
     };
     pub use crate::record::callsite::CALLSITES;
     pub use crate::record::fmt::{

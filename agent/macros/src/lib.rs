@@ -554,17 +554,12 @@ fn instrument(
         hidden("__nt_w"),
         hidden("__nt_r"),
     );
-    let self_type = match ctx {
-        Some(c) => {
-            let t = &c.self_type;
-            quote!(::core::option::Option::Some(#t))
-        }
-        None => quote!(::core::option::Option::None),
-    };
-    let trait_name = match ctx.and_then(|c| c.trait_name.as_ref()) {
+    let some = |text: Option<&String>| match text {
         Some(t) => quote!(::core::option::Option::Some(#t)),
         None => quote!(::core::option::Option::None),
     };
+    let self_type = some(ctx.map(|c| &c.self_type));
+    let trait_name = some(ctx.and_then(|c| c.trait_name.as_ref()));
     let callsite = quote! {
         #[#k::__private::linkme::distributed_slice(#k::__private::CALLSITES)]
         #[linkme(crate = #k::__private::linkme)]
@@ -585,19 +580,18 @@ fn instrument(
     };
     let args = arg_writers(&params, options, &generic, k);
     let rebinds = rebind(&params);
-    let output = match &sig.output {
-        ReturnType::Default => Some(parse_quote!(())),
-        ReturnType::Type(_, ty) => Some((**ty).clone()),
+    let output: Type = match &sig.output {
+        ReturnType::Default => parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
     };
-    let never = matches!(&output, Some(Type::Never(_)));
-    let write_ret = match &output {
-        _ if never => quote!(let _ = (#w, #r);),
-        Some(ty) if !generic.shows_debug_returned(ty) => {
-            quote!(#w.opaque(::core::any::type_name_of_val(#r));)
-        }
-        _ => quote!(#uses (&#k::__private::Arg(#r)).nt_fmt(#w);),
+    let write_ret = if matches!(output, Type::Never(_)) {
+        quote!(let _ = (#w, #r);)
+    } else if generic.shows_debug_returned(&output) {
+        quote!(#uses (&#k::__private::Arg(#r)).nt_fmt(#w);)
+    } else {
+        quote!(#w.opaque(::core::any::type_name_of_val(#r));)
     };
-    let annotation = output.as_ref().and_then(closure_return);
+    let annotation = closure_return(&output);
     let stmts = &block.stmts;
     let start = quote! {
         #callsite
@@ -634,7 +628,7 @@ fn instrument(
             #start
             let #body = #k::__private::body(#[inline(always)] move |#call: #k::__private::CallSlot<'_>| #annotation {
                 if let ::core::option::Option::Some(#call) = #call {
-                    #call.set(#k::__private::start_call(&#cs, #flags, |#w| { #uses #args }));
+                    #call.set(#k::__private::record_call(&#cs, #flags, |#w| { #uses #args }));
                 }
                 #rebinds
                 #(#stmts)*

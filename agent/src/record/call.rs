@@ -1,12 +1,13 @@
 //! The recording path of a traced function: what `#[traced]` expands to call.
 //!
-//! [`enter`] is the only code a switched-off function runs: one relaxed load
-//! of its callsite's flags and a branch, inlined. Everything else lives behind
-//! that branch, out of line: choosing the sessions that want this call in
-//! this process, formatting the arguments if asked (bounded), and writing a
-//! call record with a timestamp. The [`CallGuard`] then writes the return
-//! record with the elapsed time, or, if the function unwinds, an exception
-//! record with the panic message.
+//! [`flags`] and the `flags == 0` test in [`run`] (or [`start_call`]) are
+//! the only code a switched-off function runs: one relaxed load of its
+//! callsite's flags and a branch, inlined. Everything else lives behind that
+//! branch, out of line: choosing the sessions that want this call in this
+//! process, formatting the arguments if asked (bounded), and writing a call
+//! record with a timestamp. The [`CallGuard`] then writes the return record
+//! with the elapsed time, or, if the function unwinds, an exception record
+//! with the panic message; [`Traced`] does the same for an async call.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -142,11 +143,14 @@ pub fn start_call(
     if flags == 0 {
         return None;
     }
-    start_call_on(cs, flags, args)
+    record_call(cs, flags, args)
 }
 
+/// [`start_call`] for a caller that knows the callsite is on: the
+/// switched-on copy of a sync body.
+#[doc(hidden)]
 #[inline(never)]
-fn start_call_on(
+pub fn record_call(
     cs: &'static Callsite,
     flags: u64,
     args: impl FnOnce(&mut ArgWriter),
@@ -225,10 +229,11 @@ impl Active {
     }
 }
 
-/// The live part of a sync traced call; see the module docs.
+/// The live part of a sync traced call; see the module docs. The call sits
+/// in a cell so that the switched-on copy of a body can record into it
+/// (see [`CallSlot`]).
 #[doc(hidden)]
-#[derive(Debug)]
-pub struct CallGuard(Option<Active>);
+pub struct CallGuard(Cell<Option<Active>>);
 
 /// The flags word of `cs`, read once per call: zero is the whole cost of a
 /// switched-off call (one load and a branch); the switched-on path is handed
@@ -280,35 +285,21 @@ pub fn run<R>(
     run_on(body, ret)
 }
 
-/// The switched-on path, out of line: the traced function jumps here (a
-/// tail call when its parameters fit in registers), so that neither its own
-/// frame nor its switched-off path carries anything of the recording.
+/// The switched-on path, out of line, so that neither the traced function's
+/// own frame nor its switched-off path carries anything of the recording.
 #[inline(never)]
 fn run_on<R>(body: impl FnOnce(CallSlot<'_>) -> R, ret: impl FnOnce(&mut ArgWriter, &R)) -> R {
-    let call = Cell::new(None);
-    let unwinding = Unwinding(&call);
-    let value = body(Some(&call));
-    std::mem::forget(unwinding);
-    if let Some(active) = call.take() {
-        active.returned(|w| ret(w, &value));
-    }
+    let guard = CallGuard::off();
+    let value = body(Some(&guard.0));
+    guard.exit(|w| ret(w, &value));
     value
-}
-
-/// Records the exception of a call whose body unwinds.
-struct Unwinding<'a>(&'a Cell<Option<Active>>);
-
-impl Drop for Unwinding<'_> {
-    fn drop(&mut self) {
-        if let Some(active) = self.0.take() {
-            active.unwound(panics::message());
-        }
-    }
 }
 
 impl CallGuard {
     /// The guard of a switched-off call: it records nothing.
-    pub const OFF: CallGuard = CallGuard(None);
+    fn off() -> CallGuard {
+        CallGuard(Cell::new(None))
+    }
 
     /// Starts a sync traced call of `cs`, whose flags word is `flags`;
     /// `args` writes the arguments if a session wants them.
@@ -319,14 +310,14 @@ impl CallGuard {
         args: impl FnOnce(&mut ArgWriter),
     ) -> CallGuard {
         if flags == 0 {
-            return CallGuard::OFF;
+            return CallGuard::off();
         }
-        CallGuard(start_call_on(cs, flags, args))
+        CallGuard(Cell::new(record_call(cs, flags, args)))
     }
 
     /// Ends the call normally; `ret` writes the return value if asked.
     #[inline(always)]
-    pub fn exit(mut self, ret: impl FnOnce(&mut ArgWriter)) {
+    pub fn exit(self, ret: impl FnOnce(&mut ArgWriter)) {
         if let Some(active) = self.0.take() {
             active.returned(ret);
         }
