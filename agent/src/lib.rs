@@ -83,7 +83,7 @@ pub use session::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::record::call::{
-        Active, CallGuard, CallSlot, Traced, body, flags, instrument, never, record_call, run,
+        Active, CallGuard, CallSlot, Traced, body, flags, instrument, never, record_call_into, run,
         start_call,
     };
     pub use crate::record::callsite::CALLSITES;

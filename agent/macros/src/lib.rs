@@ -628,7 +628,7 @@ fn instrument(
             #start
             let #body = #k::__private::body(#[inline(always)] move |#call: #k::__private::CallSlot<'_>| #annotation {
                 if let ::core::option::Option::Some(#call) = #call {
-                    #call.set(#k::__private::record_call(&#cs, #flags, |#w| { #uses #args }));
+                    #k::__private::record_call_into(#call, &#cs, #flags, |#w| { #uses #args });
                 }
                 #rebinds
                 #(#stmts)*

@@ -146,15 +146,30 @@ pub fn start_call(
     record_call(cs, flags, args)
 }
 
-/// [`start_call`] for a caller that knows the callsite is on: the
-/// switched-on copy of a sync body.
+/// Records the call into `slot`: the switched-on copy of a sync body calls
+/// this, so that the call is written in place, without a copy in its frame.
 #[doc(hidden)]
 #[inline(never)]
-pub fn record_call(
+pub fn record_call_into(
+    slot: &Cell<Option<Active>>,
+    cs: &'static Callsite,
+    flags: u64,
+    args: impl FnOnce(&mut ArgWriter),
+) {
+    slot.set(record(cs, flags, args));
+}
+
+#[inline(never)]
+fn record_call(
     cs: &'static Callsite,
     flags: u64,
     args: impl FnOnce(&mut ArgWriter),
 ) -> Option<Active> {
+    record(cs, flags, args)
+}
+
+#[inline(always)]
+fn record(cs: &'static Callsite, flags: u64, args: impl FnOnce(&mut ArgWriter)) -> Option<Active> {
     if flags == profile::COUNT_ONLY.load(Ordering::Relaxed) {
         profile::count(cs.id());
         return None;
@@ -291,8 +306,17 @@ pub fn run<R>(
 fn run_on<R>(body: impl FnOnce(CallSlot<'_>) -> R, ret: impl FnOnce(&mut ArgWriter, &R)) -> R {
     let guard = CallGuard::off();
     let value = body(Some(&guard.0));
-    guard.exit(|w| ret(w, &value));
+    return_from(&guard.0, |w| ret(w, &value));
     value
+}
+
+/// Records the return of the call in `slot`, if one was recorded; taken
+/// out of the slot here, so the caller's frame holds no copy.
+#[inline(never)]
+fn return_from(slot: &Cell<Option<Active>>, ret: impl FnOnce(&mut ArgWriter)) {
+    if let Some(active) = slot.take() {
+        active.returned(ret);
+    }
 }
 
 impl CallGuard {
