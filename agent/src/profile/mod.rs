@@ -250,10 +250,11 @@ pub(crate) fn count(cs: u32) {
 }
 
 /// A sync call (or the first poll of an async one) entered `cs` in `pid`:
-/// cprof counts it; eprof and fprof push a frame for sync calls. Returns
+/// cprof counts it; eprof and fprof push a frame for sync calls, begun at
+/// `start` (the clock read the call's trace record uses too). Returns
 /// whether the call has a frame to pop.
 #[inline(never)]
-pub(crate) fn enter(cs: u32, is_async: bool) -> bool {
+pub(crate) fn enter(cs: u32, is_async: bool, start: u64) -> bool {
     with_thread(|t| {
         if t.profiler.options.mode == ProfileMode::Cprof {
             let counter = &t.data.counts[cs as usize];
@@ -261,7 +262,7 @@ pub(crate) fn enter(cs: u32, is_async: bool) -> bool {
             return false;
         }
         if !is_async {
-            t.push(cs, clock::now());
+            t.push(cs, start);
         }
         true
     })
@@ -317,10 +318,9 @@ impl ThreadProfile {
     }
 }
 
-/// A sync call of `cs` returned or unwound.
+/// A sync call of `cs` returned or unwound at `end`.
 #[inline(never)]
-pub(crate) fn exit(cs: u32, pid: Pid) {
-    let end = clock::now();
+pub(crate) fn exit(cs: u32, pid: Pid, end: u64) {
     with_thread(|t| {
         let Some((elapsed, own, caller, node, recursive)) = t.pop(cs, end) else {
             return;

@@ -102,11 +102,15 @@ fn begin(
             }
         });
     }
-    let profiled = pending.profile && profile::enter(cs.id(), cs.metadata().is_async);
+    if mask == 0 && !pending.profile {
+        return None;
+    }
+    // One clock read starts both the trace's call and the profile's frame.
+    let start = clock::now();
+    let profiled = pending.profile && profile::enter(cs.id(), cs.metadata().is_async, start);
     if mask == 0 && !profiled {
         return None;
     }
-    let start = clock::now();
     if mask != 0 {
         push(
             EventKind::Call,
@@ -217,27 +221,28 @@ impl Active {
 
     #[inline(never)]
     fn returned(self, ret: impl FnOnce(&mut ArgWriter)) {
-        self.leave_profile();
         let end = clock::now();
+        self.leave_profile(end);
         let text = self.value(ret);
         self.end(EventKind::Return, end, None, text);
     }
 
     /// Pops a sync call's profile frame.
     #[inline(always)]
-    fn leave_profile(&self) {
+    fn leave_profile(&self, end: u64) {
         if self.profiled && !self.cs.metadata().is_async {
-            profile::exit(self.cs.id(), self.pid);
+            profile::exit(self.cs.id(), self.pid, end);
         }
     }
 
     #[cold]
     #[inline(never)]
     fn unwound(self, message: String) {
-        self.leave_profile();
+        let end = clock::now();
+        self.leave_profile(end);
         self.end(
             EventKind::Exception,
-            clock::now(),
+            end,
             None,
             Some(message.into_boxed_str()),
         );
