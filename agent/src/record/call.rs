@@ -135,6 +135,23 @@ fn begin(
     })
 }
 
+/// What writes a call's arguments or its value, with its type erased: the
+/// recording code then exists once in the binary, not once per traced
+/// function (it is reached only when a session asks, where one indirect
+/// call is nothing next to the formatting).
+type Writer<'a> = &'a mut dyn FnMut(&mut ArgWriter);
+
+/// `f` as a [`Writer`]'s target: it runs the first time it is called.
+#[inline(always)]
+fn erase(f: impl FnOnce(&mut ArgWriter)) -> impl FnMut(&mut ArgWriter) {
+    let mut f = Some(f);
+    move |w| {
+        if let Some(f) = f.take() {
+            f(w)
+        }
+    }
+}
+
 /// Records a call if any session traces `cs` in this process; `args` writes
 /// the arguments and runs only if a session wants them.
 #[doc(hidden)]
@@ -147,33 +164,34 @@ pub fn start_call(
     if flags == 0 {
         return None;
     }
-    record_call(cs, flags, args)
+    record_call(cs, flags, &mut erase(args))
 }
 
 /// Records the call into `slot`: the switched-on copy of a sync body calls
 /// this, so that the call is written in place, without a copy in its frame.
 #[doc(hidden)]
-#[inline(never)]
+#[inline(always)]
 pub fn record_call_into(
     slot: &Cell<Option<Active>>,
     cs: &'static Callsite,
     flags: u64,
     args: impl FnOnce(&mut ArgWriter),
 ) {
+    record_into(slot, cs, flags, &mut erase(args));
+}
+
+#[inline(never)]
+fn record_into(slot: &Cell<Option<Active>>, cs: &'static Callsite, flags: u64, args: Writer<'_>) {
     slot.set(record(cs, flags, args));
 }
 
 #[inline(never)]
-fn record_call(
-    cs: &'static Callsite,
-    flags: u64,
-    args: impl FnOnce(&mut ArgWriter),
-) -> Option<Active> {
+fn record_call(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active> {
     record(cs, flags, args)
 }
 
 #[inline(always)]
-fn record(cs: &'static Callsite, flags: u64, args: impl FnOnce(&mut ArgWriter)) -> Option<Active> {
+fn record(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active> {
     if flags == profile::COUNT_ONLY.load(Ordering::Relaxed) {
         profile::count(cs.id());
         return None;
@@ -188,7 +206,7 @@ fn record(cs: &'static Callsite, flags: u64, args: impl FnOnce(&mut ArgWriter)) 
 }
 
 impl Active {
-    fn value(&self, ret: impl FnOnce(&mut ArgWriter)) -> Option<Box<str>> {
+    fn value(&self, ret: Writer<'_>) -> Option<Box<str>> {
         (self.ret != 0)
             .then(|| {
                 let mut w = ArgWriter::new(self.bound, self.pid);
@@ -220,7 +238,7 @@ impl Active {
     }
 
     #[inline(never)]
-    fn returned(self, ret: impl FnOnce(&mut ArgWriter)) {
+    fn returned(self, ret: Writer<'_>) {
         let end = clock::now();
         self.leave_profile(end);
         let text = self.value(ret);
@@ -316,9 +334,14 @@ fn run_on<R>(body: impl FnOnce(CallSlot<'_>) -> R, ret: impl FnOnce(&mut ArgWrit
 }
 
 /// Records the return of the call in `slot`, if one was recorded; taken
-/// out of the slot here, so the caller's frame holds no copy.
-#[inline(never)]
+/// out of the slot out of line, so the caller's frame holds no copy.
+#[inline(always)]
 fn return_from(slot: &Cell<Option<Active>>, ret: impl FnOnce(&mut ArgWriter)) {
+    return_from_slot(slot, &mut erase(ret));
+}
+
+#[inline(never)]
+fn return_from_slot(slot: &Cell<Option<Active>>, ret: Writer<'_>) {
     if let Some(active) = slot.take() {
         active.returned(ret);
     }
@@ -341,14 +364,14 @@ impl CallGuard {
         if flags == 0 {
             return CallGuard::off();
         }
-        CallGuard(Cell::new(record_call(cs, flags, args)))
+        CallGuard(Cell::new(record_call(cs, flags, &mut erase(args))))
     }
 
     /// Ends the call normally; `ret` writes the return value if asked.
     #[inline(always)]
     pub fn exit(self, ret: impl FnOnce(&mut ArgWriter)) {
         if let Some(active) = self.0.take() {
-            active.returned(ret);
+            active.returned(&mut erase(ret));
         }
     }
 }
@@ -363,7 +386,7 @@ impl Drop for CallGuard {
             if std::thread::panicking() {
                 active.unwound(panics::message());
             } else {
-                active.returned(|_| {});
+                active.returned(&mut |_| {});
             }
         }
     }
@@ -454,7 +477,7 @@ where
                 let wall = t1.saturating_sub(active.start);
                 profile::complete_async(cs, active.pid, *this.caller, *this.own, *this.busy, wall);
             }
-            let text = active.value(|w| (this.ret)(w, out));
+            let text = active.value(&mut |w| (this.ret)(w, out));
             active.end(EventKind::Return, t1, Some(*this.busy), text);
         }
         polled
