@@ -135,22 +135,11 @@ fn begin(
     })
 }
 
-/// What writes a call's arguments or its value, with its type erased: the
+/// What writes a call's arguments or its value, as a trait object: the
 /// recording code then exists once in the binary, not once per traced
-/// function (it is reached only when a session asks, where one indirect
+/// function (the writer runs only when a session asks, where one indirect
 /// call is nothing next to the formatting).
 type Writer<'a> = &'a mut dyn FnMut(&mut ArgWriter);
-
-/// `f` as a [`Writer`]'s target: it runs the first time it is called.
-#[inline(always)]
-fn erase(f: impl FnOnce(&mut ArgWriter)) -> impl FnMut(&mut ArgWriter) {
-    let mut f = Some(f);
-    move |w| {
-        if let Some(f) = f.take() {
-            f(w)
-        }
-    }
-}
 
 /// Records a call if any session traces `cs` in this process; `args` writes
 /// the arguments and runs only if a session wants them.
@@ -159,12 +148,12 @@ fn erase(f: impl FnOnce(&mut ArgWriter)) -> impl FnMut(&mut ArgWriter) {
 pub fn start_call(
     cs: &'static Callsite,
     flags: u64,
-    args: impl FnOnce(&mut ArgWriter),
+    mut args: impl FnMut(&mut ArgWriter),
 ) -> Option<Active> {
     if flags == 0 {
         return None;
     }
-    record_call(cs, flags, &mut erase(args))
+    record_call(cs, flags, &mut args)
 }
 
 /// Records the call into `slot`: the switched-on copy of a sync body calls
@@ -175,9 +164,9 @@ pub fn record_call_into(
     slot: &Cell<Option<Active>>,
     cs: &'static Callsite,
     flags: u64,
-    args: impl FnOnce(&mut ArgWriter),
+    mut args: impl FnMut(&mut ArgWriter),
 ) {
-    record_into(slot, cs, flags, &mut erase(args));
+    record_into(slot, cs, flags, &mut args);
 }
 
 #[inline(never)]
@@ -314,7 +303,7 @@ pub type CallSlot<'a> = Option<&'a Cell<Option<Active>>>;
 pub fn run<R>(
     flags: u64,
     body: impl FnOnce(CallSlot<'_>) -> R,
-    ret: impl FnOnce(&mut ArgWriter, &R),
+    ret: impl FnMut(&mut ArgWriter, &R),
 ) -> R {
     if flags == 0 {
         return body(None);
@@ -326,7 +315,7 @@ pub fn run<R>(
 /// The switched-on path, out of line, so that neither the traced function's
 /// own frame nor its switched-off path carries anything of the recording.
 #[inline(never)]
-fn run_on<R>(body: impl FnOnce(CallSlot<'_>) -> R, ret: impl FnOnce(&mut ArgWriter, &R)) -> R {
+fn run_on<R>(body: impl FnOnce(CallSlot<'_>) -> R, mut ret: impl FnMut(&mut ArgWriter, &R)) -> R {
     let guard = CallGuard::off();
     let value = body(Some(&guard.0));
     return_from(&guard.0, |w| ret(w, &value));
@@ -336,8 +325,8 @@ fn run_on<R>(body: impl FnOnce(CallSlot<'_>) -> R, ret: impl FnOnce(&mut ArgWrit
 /// Records the return of the call in `slot`, if one was recorded; taken
 /// out of the slot out of line, so the caller's frame holds no copy.
 #[inline(always)]
-fn return_from(slot: &Cell<Option<Active>>, ret: impl FnOnce(&mut ArgWriter)) {
-    return_from_slot(slot, &mut erase(ret));
+fn return_from(slot: &Cell<Option<Active>>, mut ret: impl FnMut(&mut ArgWriter)) {
+    return_from_slot(slot, &mut ret);
 }
 
 #[inline(never)]
@@ -359,19 +348,19 @@ impl CallGuard {
     pub fn enter(
         cs: &'static Callsite,
         flags: u64,
-        args: impl FnOnce(&mut ArgWriter),
+        mut args: impl FnMut(&mut ArgWriter),
     ) -> CallGuard {
         if flags == 0 {
             return CallGuard::off();
         }
-        CallGuard(Cell::new(record_call(cs, flags, &mut erase(args))))
+        CallGuard(Cell::new(record_call(cs, flags, &mut args)))
     }
 
     /// Ends the call normally; `ret` writes the return value if asked.
     #[inline(always)]
-    pub fn exit(self, ret: impl FnOnce(&mut ArgWriter)) {
+    pub fn exit(self, mut ret: impl FnMut(&mut ArgWriter)) {
         if let Some(active) = self.0.take() {
-            active.returned(&mut erase(ret));
+            active.returned(&mut ret);
         }
     }
 }
