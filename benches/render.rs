@@ -53,6 +53,7 @@ fn render(c: &mut Criterion) {
             file: "examples/todo/src/server.rs".into(),
             line: 49,
             is_async: true,
+            ..CallsiteInfo::default()
         }],
     );
     let events = events();

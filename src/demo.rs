@@ -138,6 +138,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         &format!("{env} nodetrace sys trace todo_server:bob --max 6"),
     );
     let sys = TraceSpec {
+        log: None,
         patterns: Vec::new(),
         processes: Processes::Some(vec!["todo_server:bob".into()]),
         calls: false,
@@ -242,6 +243,7 @@ fn limits(max: u64) -> Limits {
 
 fn calls_spec(pattern: &str, returns: bool, max: u64) -> anyhow::Result<TraceSpec> {
     Ok(TraceSpec {
+        log: None,
         patterns: vec![Pattern::parse(pattern)?],
         processes: Processes::All,
         calls: true,
@@ -285,6 +287,7 @@ fn trace(
 
 fn stop_clear_demo(target: &Target, credentials: &Credentials) -> anyhow::Result<()> {
     let spec = TraceSpec {
+        log: None,
         patterns: Vec::new(),
         processes: Processes::Some(vec!["todo_server:bob".into()]),
         calls: false,

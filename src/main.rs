@@ -824,6 +824,7 @@ fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
         in_processes(&args.processes)
     );
     let spec = TraceSpec {
+        log: None,
         patterns,
         processes: args.processes.to_processes(),
         calls: true,
@@ -859,6 +860,7 @@ fn trace_messages(args: MessagesArgs) -> anyhow::Result<ExitCode> {
     };
     let what = format!("messages {verb} by {}", args.processes.describe());
     let spec = TraceSpec {
+        log: None,
         patterns: Vec::new(),
         processes: args.processes.to_processes(),
         calls: false,
@@ -883,6 +885,7 @@ fn sys_trace(args: SysTraceArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let spec = TraceSpec {
+        log: None,
         patterns: Vec::new(),
         processes: Processes::Some(vec![args.name.clone()]),
         calls: false,

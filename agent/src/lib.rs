@@ -56,15 +56,17 @@
 //! - **Profiles** ([`Profile`]) are aggregated here, per thread; only their
 //!   figures leave the node, never per-call events.
 
+mod bridge;
 mod control;
 mod process;
 mod profile;
 mod record;
 mod session;
 
+pub use bridge::{Bridge, BridgeFilter, tracing_layer};
 pub use control::node;
 pub use nodetrace_agent_macros::traced;
-pub use nodetrace_protocol::{Event, EventKind, Pattern, Pid};
+pub use nodetrace_protocol::{CallsiteKind, Event, EventKind, Level, Pattern, Pid};
 pub use process::{
     ProcessInfo, ProcessKind, ProcessRef, RegistryError, gen_server, processes, register, self_pid,
     sys, unregister, whereis,

@@ -63,6 +63,7 @@ fn connect(addr: SocketAddr, cookie: &str) -> Result<TcpStream, NodeMessage> {
 
 fn spec(max: u64) -> TraceSpec {
     TraceSpec {
+        log: None,
         patterns: vec!["control_server_speaks_the_protocol:work".parse().unwrap()],
         processes: Processes::All,
         calls: true,

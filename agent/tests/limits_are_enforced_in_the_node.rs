@@ -58,7 +58,7 @@ fn max_events_stops_exactly_and_switches_off() {
         counts.delivered + counts.discarded + counts.lost
     );
     let cs = nodetrace_agent::callsites()
-        .iter()
+        .into_iter()
         .find(|c| c.metadata().name == "counted")
         .unwrap();
     assert!(

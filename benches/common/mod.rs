@@ -47,6 +47,7 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 /// A call trace of `pattern` with arguments, within `limits`.
 pub fn calls(pattern: &str, args: bool, limits: Limits) -> TraceSpec {
     TraceSpec {
+        log: None,
         patterns: vec![pattern.parse().unwrap()],
         processes: Processes::All,
         calls: true,

@@ -22,6 +22,7 @@ fn callsites() -> Vec<CallsiteInfo> {
         file: "src/x.rs".into(),
         line: 1,
         is_async,
+        ..CallsiteInfo::default()
     };
     vec![
         cs(0, "todo::load", "client", 3, true),

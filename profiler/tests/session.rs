@@ -78,6 +78,7 @@ fn welcome(s: &mut TcpStream) {
                 name: "fake@localhost".to_owned(),
                 os_pid: 1,
                 started_ms: 0,
+                tracing_bridge: false,
             },
         },
     );
@@ -102,6 +103,7 @@ fn started(s: &mut TcpStream) -> ProfileSpec {
                 file: "src/fake.rs".into(),
                 line: 1,
                 is_async: false,
+                ..CallsiteInfo::default()
             }],
         }),
     );

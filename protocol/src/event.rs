@@ -28,6 +28,101 @@ pub struct CallsiteInfo {
     pub line: u32,
     /// Whether the function is `async`.
     pub is_async: bool,
+    /// Where the callsite comes from: a `#[traced]` function, a `tracing`
+    /// span or a `tracing` event.
+    pub kind: CallsiteKind,
+    /// The `tracing` level of a span or event callsite.
+    pub level: Option<Level>,
+    /// The `tracing` target of a span or event callsite, when it is not
+    /// its module path.
+    pub target: Option<String>,
+}
+
+/// Where a callsite comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallsiteKind {
+    /// A `#[traced]` function: known from the start.
+    #[default]
+    Function,
+    /// A `tracing` span (`#[instrument]`, `span!`): known once first reached.
+    Span,
+    /// A `tracing` event (`info!`...): a log line's origin, never a call.
+    Event,
+}
+
+impl CallsiteKind {
+    /// The word `ls` prints: `traced`, `span` or `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallsiteKind::Function => "traced",
+            CallsiteKind::Span => "span",
+            CallsiteKind::Event => "event",
+        }
+    }
+}
+
+/// A `tracing` level, least verbose last.
+///
+/// ```
+/// use nodetrace_protocol::Level;
+///
+/// let debug: Level = "debug".parse().unwrap();
+/// assert!(Level::Info > debug);
+/// assert_eq!(debug.to_string(), "DEBUG");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// `trace!`: the most verbose.
+    Trace,
+    /// `debug!`.
+    Debug,
+    /// `info!`.
+    Info,
+    /// `warn!`.
+    Warn,
+    /// `error!`.
+    Error,
+}
+
+impl Level {
+    /// Every level, most verbose first.
+    pub const ALL: [Level; 5] = [
+        Level::Trace,
+        Level::Debug,
+        Level::Info,
+        Level::Warn,
+        Level::Error,
+    ];
+
+    /// `TRACE`, `DEBUG`, `INFO`, `WARN` or `ERROR`, as `tracing` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Level, String> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("`{s}` is not a level: use trace, debug, info, warn or error"))
+    }
 }
 
 impl CallsiteInfo {
@@ -45,6 +140,11 @@ impl CallsiteInfo {
     /// its type (`kv::store:Store::get/2`), so two `get`s never merge.
     pub fn mfa(&self) -> String {
         format!("{}:{}/{}", self.module, self.function_path(), self.arity)
+    }
+
+    /// The target a log line names: the `tracing` target, else the module.
+    pub fn log_target(&self) -> &str {
+        self.target.as_deref().unwrap_or(&self.module)
     }
 
     /// The Rust path of the function: `kv::store::Store::get`, and for a
@@ -98,6 +198,9 @@ pub enum EventKind {
     Sent,
     /// sys trace: a gen_server's new state (`extra`) after a cast or info.
     NewState,
+    /// A `tracing` event: `callsite` is the event's, `text` its message and
+    /// fields, `extra` the span context it happened in (`apply{key=1}:`).
+    Log,
 }
 
 /// One traced event, as the node's collector delivers it.

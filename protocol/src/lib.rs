@@ -25,10 +25,10 @@ mod pid;
 mod profile;
 
 pub use duration::{display_ms, parse_duration_ms};
-pub use event::{CallsiteInfo, Event, EventKind};
+pub use event::{CallsiteInfo, CallsiteKind, Event, EventKind, Level};
 pub use message::{
-    Command, Counts, EndReason, Limits, MAGIC, NodeInfo, NodeMessage, PROTOCOL_VERSION, ProcessRow,
-    Processes, Rate, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
+    Command, Counts, EndReason, Limits, LogSpec, MAGIC, NodeInfo, NodeMessage, PROTOCOL_VERSION,
+    ProcessRow, Processes, Rate, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
 };
 pub use pattern::{Pattern, PatternError, PatternErrorKind, snake_case};
 pub use pid::{ParsePidError, Pid};

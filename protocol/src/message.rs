@@ -11,10 +11,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::handshake::{Challenge, Proof};
-use crate::{CallsiteInfo, Event, Pattern, Pid, ProfileSnapshot, ProfileSpec};
+use crate::{CallsiteInfo, Event, Level, Pattern, Pid, ProfileSnapshot, ProfileSpec};
 
 /// The version of this protocol; both sides must speak the same.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The four bytes a tracer's first frame starts with.
 pub const MAGIC: [u8; 4] = *b"NTRC";
@@ -70,6 +70,10 @@ pub enum NodeMessage {
     Reply(Reply),
     /// Events of the running trace.
     Events(Vec<Event>),
+    /// Callsites first reached since the trace or profile started (`tracing`
+    /// registers its spans and events when they first run): sent before any
+    /// event or figure that refers to them.
+    Callsites(Vec<CallsiteInfo>),
     /// The running trace ended.
     Ended(TraceEnd),
     /// The running profile's figures so far; `last` is the final report.
@@ -90,6 +94,9 @@ pub struct NodeInfo {
     pub os_pid: u32,
     /// When it started, in milliseconds since the Unix epoch.
     pub started_ms: u64,
+    /// It has the `tracing` bridge: its spans become callsites when first
+    /// reached, so a pattern that matches nothing yet may wait for one.
+    pub tracing_bridge: bool,
 }
 
 /// What the tracer asks.
@@ -156,10 +163,23 @@ pub struct TraceSpec {
     pub returns: bool,
     /// Bound in bytes on each event's text.
     pub text_bound: u32,
-    /// Record only calls whose arguments contain this text.
+    /// Record only calls whose arguments (and log lines whose text)
+    /// contain this text.
     pub arg_match: Option<String>,
     /// When the trace stops itself.
     pub limits: Limits,
+    /// `tracing` events to stream as log lines (`nodetrace log`).
+    pub log: Option<LogSpec>,
+}
+
+/// Which `tracing` events a trace streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogSpec {
+    /// Events whose module path or target is this module or inside it;
+    /// every event if `None`.
+    pub pattern: Option<Pattern>,
+    /// This level and the less verbose ones.
+    pub level: Level,
 }
 
 /// When a trace stops or thins itself; enforced in the node.
@@ -247,6 +267,9 @@ pub enum Reply {
     TraceStarted {
         /// Functions the patterns matched.
         matched: u64,
+        /// Patterns that match nothing yet and wait for `tracing` spans to
+        /// be first reached (the node has the `tracing` bridge).
+        waiting: Vec<String>,
         /// The node's callsites, to name the functions events refer to.
         callsites: Vec<CallsiteInfo>,
         /// The limits in force.

@@ -154,6 +154,26 @@ impl Pattern {
             || self.matches_segments(with_type().chain([function]))
     }
 
+    /// Whether `module_path` is the pattern's module or inside it, as a log
+    /// filter selects (`tracing`'s `EnvFilter` treats a target so); the
+    /// pattern's function part, if any, is not looked at.
+    ///
+    /// ```
+    /// use nodetrace_protocol::Pattern;
+    ///
+    /// let kv: Pattern = "Kv".parse().unwrap();
+    /// assert!(kv.matches_module_tree("kv"));
+    /// assert!(kv.matches_module_tree("kv::store"));
+    /// assert!(!kv.matches_module_tree("kvx"));
+    /// ```
+    pub fn matches_module_tree(&self, module_path: &str) -> bool {
+        let mut path = module_path.split("::").filter(|s| !s.is_empty());
+        self.module.iter().all(|glob| {
+            path.next()
+                .is_some_and(|s| glob_match(glob, &normalize_segment(s)))
+        })
+    }
+
     /// Whether return values (and unwinds) of selected functions should be
     /// traced too: the pattern ended in `-> return`.
     pub fn return_trace(&self) -> bool {

@@ -503,6 +503,7 @@ todo2@localhost       7  127.0.0.1:5      2023-11-14T22:14:20Z
                 file: "examples/todo/src/server.rs".into(),
                 line: 50,
                 is_async: true,
+                ..CallsiteInfo::default()
             },
             CallsiteInfo {
                 id: 1,
@@ -514,6 +515,7 @@ todo2@localhost       7  127.0.0.1:5      2023-11-14T22:14:20Z
                 file: "examples/todo/src/list.rs".into(),
                 line: 7,
                 is_async: false,
+                ..CallsiteInfo::default()
             },
         ];
         let text = render(|w| render_callsites(w, "n@h", &list, Format::Text));

@@ -121,6 +121,7 @@ impl Connection {
                 name: target.label(),
                 os_pid: 0,
                 started_ms: 0,
+                tracing_bridge: false,
             },
             addr: target.addr,
             pending: VecDeque::new(),
@@ -356,6 +357,7 @@ pub fn message_name(message: &NodeMessage) -> &'static str {
             Reply::Error(_) => "Reply(Error)",
         },
         NodeMessage::Events(_) => "Events",
+        NodeMessage::Callsites(_) => "Callsites",
         NodeMessage::Ended(_) => "Ended",
         NodeMessage::Profile { .. } => "Profile",
     }

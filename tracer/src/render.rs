@@ -71,6 +71,11 @@ impl NodeView {
         }
     }
 
+    /// Learns callsites the node registered after the trace began.
+    pub fn add_callsites(&mut self, news: impl IntoIterator<Item = CallsiteInfo>) {
+        self.callsites.extend(news.into_iter().map(|c| (c.id, c)));
+    }
+
     /// sys events of `pid` show `name` instead of the pid.
     pub fn name_process(&mut self, pid: Pid, name: impl Into<String>) {
         self.names.insert(pid, name.into());
@@ -165,6 +170,7 @@ impl Renderer {
                 Some(message) => writeln!(w, "{who} exception from {}: {message}", mfa()),
                 None => writeln!(w, "{who} exception from {}", mfa()),
             },
+            EventKind::Log => self.log_line(w, node, e),
             EventKind::Send => writeln!(w, "{who} {peer} ! {}", text.unwrap_or_default()),
             EventKind::Receive => writeln!(w, "{who} << {}", text.unwrap_or_default()),
             kind => {
@@ -188,6 +194,29 @@ impl Renderer {
                 }
             }
         }
+    }
+}
+
+impl Renderer {
+    /// A `tracing` event as `tracing_subscriber::fmt` prints it, with the
+    /// process last: `2026-12-01T10:58:44.645605Z DEBUG kv::cmd:
+    /// apply{key="a"}: stored n=3 (<0.12.0>)`.
+    fn log_line(&self, w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
+        let time = humantime::format_rfc3339_micros(
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(e.timestamp_ns),
+        );
+        let callsite = node.callsite(e.callsite);
+        let level = callsite.and_then(|c| c.level).map_or("?", |l| l.as_str());
+        let target = callsite.map_or("?", CallsiteInfo::log_target);
+        let context = e.extra.as_deref().map(one_line).unwrap_or_default();
+        let sep = if context.is_empty() { "" } else { " " };
+        let text = e.text.as_deref().map(one_line).unwrap_or_default();
+        let who = if self.show_node {
+            format!("({} {})", node.name, e.pid)
+        } else {
+            format!("({})", e.pid)
+        };
+        writeln!(w, "{time} {level:>5} {target}: {context}{sep}{text} {who}")
     }
 }
 
@@ -237,6 +266,12 @@ struct JsonEvent<'a> {
     peer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span: Option<&'a str>,
     timestamp_ns: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration_ns: Option<u64>,
@@ -264,16 +299,18 @@ fn json(w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
     } else {
         None
     };
+    let is_log = e.kind == EventKind::Log;
+    let function = callsite.filter(|_| !is_log);
     let record = JsonEvent {
         node: &node.name,
         pid: e.pid.to_string(),
         name,
         kind: e.kind,
         module: callsite.map(|c| c.module.as_str()),
-        self_type: callsite.and_then(|c| c.self_type.as_deref()),
-        trait_name: callsite.and_then(|c| c.trait_name.as_deref()),
-        function: callsite.map(|c| c.function.as_str()),
-        arity: callsite.map(|c| c.arity),
+        self_type: function.and_then(|c| c.self_type.as_deref()),
+        trait_name: function.and_then(|c| c.trait_name.as_deref()),
+        function: function.map(|c| c.function.as_str()),
+        arity: function.map(|c| c.arity),
         callsite: if is_call && callsite.is_none() {
             e.callsite
         } else {
@@ -283,7 +320,10 @@ fn json(w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
         result: text.filter(|_| e.kind == EventKind::Return),
         text: text.filter(|_| !matches!(e.kind, EventKind::Call | EventKind::Return)),
         peer: e.peer.map(|p| p.to_string()),
-        state: e.extra.as_deref(),
+        state: e.extra.as_deref().filter(|_| !is_log),
+        level: callsite.and_then(|c| c.level).map(|l| l.as_str()),
+        target: callsite.filter(|_| is_log).map(CallsiteInfo::log_target),
+        span: e.extra.as_deref().filter(|_| is_log),
         timestamp_ns: e.timestamp_ns,
         duration_ns: e.duration_ns,
         busy_ns: e.busy_ns,
@@ -372,6 +412,7 @@ mod tests {
             file: "examples/todo/src/server.rs".into(),
             line: 50,
             is_async: true,
+            ..CallsiteInfo::default()
         }
     }
 

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use nodetrace_protocol::frame::{self, FrameError};
 use nodetrace_protocol::{
-    Command, Event, NodeMessage, Pid, Processes, Reply, TraceEnd, TraceSpec, TracerMessage,
+    CallsiteInfo, Command, Event, NodeMessage, Pid, Processes, Reply, TraceEnd, TraceSpec,
+    TracerMessage,
 };
 
 use crate::conn::message_name;
@@ -112,6 +113,7 @@ pub struct TraceRun {
 
 enum Msg {
     Events(usize, Vec<Event>),
+    Callsites(usize, Vec<CallsiteInfo>),
     Ended(usize, TraceEnd),
     Failed(usize, TracerError),
     Note(usize, String),
@@ -163,10 +165,15 @@ pub fn run(
         started.push(start(conn, &run.spec)?);
     }
     for (conn, s) in conns.iter().zip(&started) {
-        let matched = if run.spec.calls {
-            format!("{} matched; ", plural(s.matched, "function"))
-        } else {
-            String::new()
+        let matched = match (run.spec.calls, &s.waiting[..]) {
+            (false, _) => String::new(),
+            (true, []) => format!("{} matched; ", plural(s.matched, "function")),
+            (true, waiting) => format!(
+                "{} matched, {} {} for `tracing` spans not reached yet; ",
+                plural(s.matched, "function"),
+                waiting.join(", "),
+                if waiting.len() == 1 { "waits" } else { "wait" },
+            ),
         };
         let mut line = format!(
             "tracing {} on {}: {matched}limits: {}",
@@ -273,7 +280,8 @@ fn check_patterns(conn: &mut Connection, run: &TraceRun) -> Result<(), TracerErr
         })
         .map(|(_, t)| t)
         .collect();
-    if unmatched.is_empty() {
+    // A node with the `tracing` bridge keeps them: they wait for spans.
+    if unmatched.is_empty() || conn.node().tracing_bridge {
         return Ok(());
     }
     Err(TracerError::NoMatch(format!(
@@ -294,6 +302,7 @@ fn plural(n: u64, word: &str) -> String {
 
 struct Started {
     matched: u64,
+    waiting: Vec<String>,
     limits: nodetrace_protocol::Limits,
     view: NodeView,
 }
@@ -314,6 +323,7 @@ fn start(conn: &mut Connection, spec: &TraceSpec) -> Result<Started, TracerError
     match conn.request(Command::Trace(spec.clone()))? {
         Reply::TraceStarted {
             matched,
+            waiting,
             callsites,
             limits,
         } => {
@@ -328,6 +338,7 @@ fn start(conn: &mut Connection, spec: &TraceSpec) -> Result<Started, TracerError
             }
             Ok(Started {
                 matched,
+                waiting,
                 limits,
                 view,
             })
@@ -407,6 +418,7 @@ fn read(index: usize, mut conn: Connection, tx: SyncSender<Msg>, abandon: Arc<At
         };
         let msg = match message {
             NodeMessage::Events(batch) => Msg::Events(index, batch),
+            NodeMessage::Callsites(news) => Msg::Callsites(index, news),
             NodeMessage::Ended(end) => {
                 let _ = tx.send(Msg::Ended(index, end));
                 return;
@@ -492,6 +504,7 @@ fn merge(
                     Err(e) => return Err(TracerError::Output(e)),
                 }
             }
+            Msg::Callsites(i, news) => nodes[i].view.add_callsites(news),
             Msg::Ended(i, end) => {
                 nodes[i].result = Some(Ok(end));
                 nodes[i].ctl = None;

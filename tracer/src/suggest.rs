@@ -189,6 +189,7 @@ mod tests {
             file: "f.rs".into(),
             line: 1,
             is_async: false,
+            ..CallsiteInfo::default()
         }
     }
 

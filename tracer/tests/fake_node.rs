@@ -90,6 +90,7 @@ fn welcome(s: &mut TcpStream, name: &str, cookie: &str) {
                 name: name.to_owned(),
                 os_pid: 1,
                 started_ms: 0,
+                tracing_bridge: false,
             },
         },
     );
@@ -200,6 +201,7 @@ fn callsites() -> Vec<CallsiteInfo> {
         file: "server.rs".into(),
         line: 1,
         is_async: true,
+        ..CallsiteInfo::default()
     }]
 }
 
@@ -219,6 +221,7 @@ fn call(n: u64) -> Event {
 
 fn spec() -> TraceSpec {
     TraceSpec {
+        log: None,
         patterns: vec!["Todo.Server:entries".parse().unwrap()],
         processes: Processes::All,
         calls: true,
@@ -274,6 +277,7 @@ fn started(s: &mut TcpStream) {
     send(
         s,
         &NodeMessage::Reply(Reply::TraceStarted {
+            waiting: Vec::new(),
             matched: 1,
             callsites: callsites(),
             limits: spec.limits,
@@ -370,6 +374,7 @@ fn events_that_overtake_the_trace_reply_are_shown_in_order() {
         send(
             &mut s,
             &NodeMessage::Reply(Reply::TraceStarted {
+                waiting: Vec::new(),
                 matched: 1,
                 callsites: callsites(),
                 limits: spec.limits,

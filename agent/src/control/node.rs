@@ -93,6 +93,7 @@ pub fn start(config: NodeConfig) -> Result<SocketAddr, NodeError> {
         name: config.name.clone(),
         os_pid: std::process::id(),
         started_ms: control::unix_ms(SystemTime::now()),
+        tracing_bridge: false,
     };
     let addr = control::start(&config, info.clone())?;
     NODE.set(Node {

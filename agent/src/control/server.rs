@@ -10,6 +10,7 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,9 +19,9 @@ use nodetrace_protocol::frame::{self, FrameError, MAX_FRAME};
 use nodetrace_protocol::handshake::{self, Side};
 use nodetrace_protocol::home::{Home, NodeEntry, Registration, resolve_cookie};
 use nodetrace_protocol::{
-    Command, Limits, MAGIC, NodeInfo, NodeMessage, PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV,
-    PROTOCOL_VERSION, ProcessRow, Processes, ProfileSpec, Reply, StatisticsRow, TraceEnd,
-    TraceSpec, TracerMessage,
+    CallsiteInfo, CallsiteKind, Command, Event, Limits, MAGIC, NodeInfo, NodeMessage,
+    PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, PROTOCOL_VERSION, ProcessRow, Processes, ProfileSpec,
+    Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
 };
 
 use crate::callsites;
@@ -28,6 +29,7 @@ use crate::control::node::{NodeConfig, NodeError};
 use crate::process::sys;
 use crate::process::{ProcessKind, ProcessRef, processes};
 use crate::profile::{Profile, ProfileOptions};
+use crate::record::callsite::callsite_count;
 use crate::record::fmt::DEFAULT_TEXT_BOUND;
 use crate::record::ring::mark_agent_thread;
 use crate::session::{ArgMatch, ProcFlags, Procs, RecvError, Session, SessionOptions, clear_all};
@@ -196,6 +198,29 @@ fn send(writer: &Writer, message: &NodeMessage) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// The callsites a tracer was told of: those of the start reply, then each
+/// `tracing` callsite registered since, sent before what refers to it.
+struct Announced(AtomicUsize);
+
+impl Announced {
+    /// Every callsite there is now: what a start reply carries.
+    fn start() -> (Announced, Vec<CallsiteInfo>) {
+        let all: Vec<CallsiteInfo> = callsites().iter().map(|cs| cs.info()).collect();
+        (Announced(AtomicUsize::new(all.len())), all)
+    }
+
+    /// Sends the callsites registered since the last word about them.
+    fn announce(&self, writer: &Writer) -> Result<(), FrameError> {
+        let known = self.0.load(Ordering::Relaxed);
+        if callsite_count() <= known {
+            return Ok(());
+        }
+        let news: Vec<CallsiteInfo> = callsites()[known..].iter().map(|cs| cs.info()).collect();
+        self.0.store(known + news.len(), Ordering::Relaxed);
+        send(writer, &NodeMessage::Callsites(news))
+    }
+}
+
 /// What runs on a connection: a trace and the thread streaming it, or a
 /// profile and the thread sending its snapshots.
 enum Running {
@@ -242,6 +267,7 @@ struct ProfileRun {
     profile: Mutex<Option<Profile>>,
     writer: Writer,
     deadline: Option<Instant>,
+    announced: Announced,
 }
 
 impl ProfileRun {
@@ -261,7 +287,7 @@ impl ProfileRun {
             .take();
         if let Some(profile) = taken {
             let snapshot = profile.stop();
-            if report {
+            if report && self.announced.announce(&self.writer).is_ok() {
                 let _ = send(
                     &self.writer,
                     &NodeMessage::Profile {
@@ -312,6 +338,9 @@ impl ProfileRun {
             Some(profile) => profile.snapshot(),
             None => return false,
         };
+        if self.announced.announce(&self.writer).is_err() {
+            return false;
+        }
         send(
             &self.writer,
             &NodeMessage::Profile {
@@ -440,7 +469,10 @@ impl Connection {
             &writer,
             &NodeMessage::Welcome {
                 proof: handshake::prove(&context.cookie, Side::Node, &theirs, &ours),
-                node: context.info.clone(),
+                node: NodeInfo {
+                    tracing_bridge: crate::bridge::is_installed(),
+                    ..context.info.clone()
+                },
             },
         )?;
         reader.get_ref().set_read_timeout(Some(TICK))?;
@@ -491,6 +523,7 @@ impl Connection {
             Command::Callsites { pattern } => Some(Reply::Callsites(
                 callsites()
                     .iter()
+                    .filter(|cs| cs.kind() != CallsiteKind::Event)
                     .filter(|cs| pattern.as_ref().is_none_or(|p| cs.matches(p)))
                     .map(|cs| cs.info())
                     .collect(),
@@ -544,24 +577,26 @@ impl Connection {
             let busy = "a trace or profile already runs on this connection: stop it first";
             return Ok(Some(Reply::Error(busy.into())));
         }
-        let (session, matched) = match open_session(&spec) {
+        let (session, matched, waiting) = match open_session(&spec) {
             Ok(opened) => opened,
             Err(message) => return Ok(Some(Reply::Error(message))),
         };
         let session = Arc::new(session);
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (announced, callsites) = Announced::start();
         let streamer = {
             let (session, writer) = (session.clone(), self.writer.clone());
             thread::Builder::new()
                 .name("nodetrace-stream".into())
-                .spawn(move || stream(&session, &writer))
+                .spawn(move || stream(&session, &writer, &announced))
         };
         let reply = match streamer {
             Ok(streamer) => {
                 self.trace = Some(Running::Trace { session, streamer });
                 Reply::TraceStarted {
                     matched,
-                    callsites: callsites().iter().map(|cs| cs.info()).collect(),
+                    waiting,
+                    callsites,
                     limits: session_limits(&spec),
                 }
             }
@@ -596,12 +631,14 @@ impl Connection {
             Err(e) => return Ok(Some(Reply::Error(e.to_string()))),
         };
         let functions = profile.functions() as u64;
+        let (announced, callsites) = Announced::start();
         let run = Arc::new(ProfileRun {
             profile: Mutex::new(Some(profile)),
             writer: self.writer.clone(),
             deadline: spec
                 .duration_ms
                 .map(|ms| Instant::now() + Duration::from_millis(ms)),
+            announced,
         });
         finish_at_exit(&run);
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -617,7 +654,7 @@ impl Connection {
                 self.trace = Some(Running::Profile { run, reporter });
                 Reply::ProfileStarted {
                     functions,
-                    callsites: callsites().iter().map(|cs| cs.info()).collect(),
+                    callsites,
                 }
             }
             Err(e) => {
@@ -660,10 +697,14 @@ fn session_limits(spec: &TraceSpec) -> Limits {
     }
 }
 
-/// Starts the session a spec asks for; the error says what to do.
-fn open_session(spec: &TraceSpec) -> Result<(Session, u64), String> {
-    if !(spec.calls || spec.send || spec.receive || !spec.sys.is_empty()) {
-        return Err("the trace asks for nothing: trace calls, messages or a gen_server".into());
+/// Starts the session a spec asks for: the session, how many functions its
+/// patterns matched, and the patterns that wait for `tracing` spans not
+/// reached yet. The error says what to do.
+fn open_session(spec: &TraceSpec) -> Result<(Session, u64, Vec<String>), String> {
+    if !(spec.calls || spec.send || spec.receive || !spec.sys.is_empty() || spec.log.is_some()) {
+        return Err(
+            "the trace asks for nothing: trace calls, messages, logs or a gen_server".into(),
+        );
     }
     let returns = spec.returns || spec.patterns.iter().any(|p| p.return_trace());
     let options = SessionOptions {
@@ -688,6 +729,7 @@ fn open_session(spec: &TraceSpec) -> Result<(Session, u64), String> {
         .processes(procs(&spec.processes), flags)
         .map_err(|e| e.to_string())?;
     let mut matched = 0u64;
+    let mut waiting = Vec::new();
     if spec.calls {
         let mut none = Vec::new();
         for pattern in &spec.patterns {
@@ -701,28 +743,36 @@ fn open_session(spec: &TraceSpec) -> Result<(Session, u64), String> {
             }
             matched += n as u64;
         }
-        if !none.is_empty() {
+        if !none.is_empty() && !crate::bridge::is_installed() {
             return Err(format!(
                 "{} matches no traceable function of this node: see `nodetrace ls`",
                 none.join(", ")
             ));
         }
+        waiting = none;
+    }
+    if let Some(log) = &spec.log {
+        session.trace_log(log.pattern.as_ref(), log.level);
     }
     for target in &spec.sys {
         sys::trace(&session, target.as_str(), true).map_err(|e| e.to_string())?;
     }
-    Ok((session, matched))
+    Ok((session, matched, waiting))
 }
 
 /// Streams a session's events to the tracer until the session ends, then
 /// says why and what it counted.
-fn stream(session: &Session, writer: &Writer) {
+fn stream(session: &Session, writer: &Writer, announced: &Announced) {
     mark_agent_thread();
     let batches = session.batches();
+    let send_batch = |batch: Vec<Event>| {
+        announced.announce(writer)?;
+        send(writer, &NodeMessage::Events(batch))
+    };
     loop {
         match batches.recv_timeout(TICK) {
             Ok(batch) => {
-                if send(writer, &NodeMessage::Events(batch)).is_err() {
+                if send_batch(batch).is_err() {
                     session.stop();
                     return;
                 }
@@ -733,7 +783,7 @@ fn stream(session: &Session, writer: &Writer) {
         if let Some(reason) = session.end_reason() {
             session.flush();
             while let Some(batch) = batches.try_recv() {
-                if send(writer, &NodeMessage::Events(batch)).is_err() {
+                if send_batch(batch).is_err() {
                     return;
                 }
             }

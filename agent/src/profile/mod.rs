@@ -25,7 +25,7 @@ use nodetrace_protocol::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::record::callsite::{callsites, session_bits};
+use crate::record::callsite::{callsite_count, callsites, session_bits};
 use crate::record::clock;
 use crate::session::{ProcFlags, Procs, Session, SessionError, SessionOptions};
 
@@ -149,7 +149,7 @@ fn join(generation: u64) -> Option<ThreadProfile> {
         .load_full()
         .filter(|p| p.generation == generation)?;
     let data = Arc::new(ThreadData {
-        counts: callsites().iter().map(|_| AtomicU64::new(0)).collect(),
+        counts: (0..callsite_count()).map(|_| AtomicU64::new(0)).collect(),
         aggregates: Mutex::new(Aggregates::default()),
     });
     profiler
@@ -168,6 +168,18 @@ fn join(generation: u64) -> Option<ThreadProfile> {
 }
 
 impl ThreadProfile {
+    /// Counts a call for cprof: in this thread's counter of `cs`, or, for a
+    /// callsite registered after the thread joined (a `tracing` span), in
+    /// its aggregates.
+    fn count(&mut self, cs: u32) {
+        match self.data.counts.get(cs as usize) {
+            Some(counter) => {
+                counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+            None => self.aggregates().function((0, cs), false).calls += 1,
+        }
+    }
+
     fn pid_key(&self, pid: Pid) -> u64 {
         if self.profiler.options.per_process {
             pid.to_bits()
@@ -242,11 +254,7 @@ impl Aggregates {
 /// Counts a call of `cs` for cprof.
 #[inline(never)]
 pub(crate) fn count(cs: u32) {
-    with_thread(|t| {
-        if let Some(counter) = t.data.counts.get(cs as usize) {
-            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        }
-    });
+    with_thread(|t| t.count(cs));
 }
 
 /// A sync call (or the first poll of an async one) entered `cs` in `pid`:
@@ -257,8 +265,7 @@ pub(crate) fn count(cs: u32) {
 pub(crate) fn enter(cs: u32, is_async: bool, start: u64) -> bool {
     with_thread(|t| {
         if t.profiler.options.mode == ProfileMode::Cprof {
-            let counter = &t.data.counts[cs as usize];
-            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            t.count(cs);
             return false;
         }
         if !is_async {
@@ -437,7 +444,8 @@ impl Profile {
             patterns
         };
         for pattern in patterns {
-            if profile.session.trace_pattern(pattern) == 0 {
+            // With the `tracing` bridge, a pattern may name spans not reached yet.
+            if profile.session.trace_pattern(pattern) == 0 && !crate::bridge::is_installed() {
                 return Err(ProfileError::NothingMatched(pattern.to_string()));
             }
         }
@@ -493,7 +501,6 @@ fn snapshot(profiler: &Profiler) -> ProfileSnapshot {
                     functions.entry((0, cs as u32)).or_default().calls += n;
                 }
             }
-            continue;
         }
         let agg = thread.aggregates.lock().unwrap_or_else(|p| p.into_inner());
         for (key, f) in &agg.functions {

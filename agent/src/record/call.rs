@@ -107,7 +107,7 @@ fn begin(
     }
     // One clock read starts both the trace's call and the profile's frame.
     let start = clock::now();
-    let profiled = pending.profile && profile::enter(cs.id(), cs.metadata().is_async, start);
+    let profiled = pending.profile && profile::enter(cs.id(), cs.is_polled(), start);
     if mask == 0 && !profiled {
         return None;
     }
@@ -237,7 +237,7 @@ impl Active {
     /// Pops a sync call's profile frame.
     #[inline(always)]
     fn leave_profile(&self, end: u64) {
-        if self.profiled && !self.cs.metadata().is_async {
+        if self.profiled && !self.cs.is_polled() {
             profile::exit(self.cs.id(), self.pid, end);
         }
     }
@@ -480,6 +480,149 @@ impl Drop for PollFrame {
     fn drop(&mut self) {
         profile::exit_poll(self.0, clock::now());
     }
+}
+
+/// A `tracing` span traced as a call: recorded at its first enter, its
+/// enters and exits are its polls (busy time; a profile's frames), and it
+/// returns when it closes (wall time), with the value its `ret` or `err`
+/// event carried, if a session asks for it.
+#[derive(Debug)]
+pub(crate) struct SpanCall {
+    active: Active,
+    busy: u64,
+    own: u64,
+    caller: u32,
+    /// Enters not yet exited, and when the first of them began.
+    depth: u32,
+    entered: u64,
+}
+
+impl SpanCall {
+    /// Records the call of span `cs` if a session traces it in this
+    /// process; `args` writes its fields. The span is entered.
+    pub(crate) fn start(cs: &'static Callsite, args: Writer<'_>) -> Option<SpanCall> {
+        let flags = cs.flags();
+        if flags == 0 {
+            return None;
+        }
+        let active = record(cs, flags, args)?;
+        Some(SpanCall::entered(active, cs))
+    }
+
+    fn entered(active: Active, cs: &'static Callsite) -> SpanCall {
+        let start = active.start;
+        if active.profiled {
+            profile::enter_poll(cs.id(), start);
+        }
+        SpanCall {
+            active,
+            busy: 0,
+            own: 0,
+            caller: u32::MAX,
+            depth: 1,
+            entered: start,
+        }
+    }
+
+    /// The span was entered again (the next poll of its future).
+    pub(crate) fn enter(&mut self) {
+        self.depth += 1;
+        if self.depth == 1 {
+            self.entered = clock::now();
+            if self.active.profiled {
+                profile::enter_poll(self.active.cs.id(), self.entered);
+            }
+        }
+    }
+
+    /// The span was exited.
+    pub(crate) fn exit(&mut self) {
+        if self.depth == 0 {
+            return;
+        }
+        self.depth -= 1;
+        if self.depth == 0 {
+            let end = clock::now();
+            self.busy += end.saturating_sub(self.entered);
+            if self.active.profiled {
+                let (own, caller) = profile::exit_poll(self.active.cs.id(), end);
+                self.own += own;
+                self.caller = caller;
+            }
+        }
+    }
+
+    /// The span closed: the call returns, with `value` (its `ret` or `err`
+    /// event's) if a session wants it.
+    pub(crate) fn close(mut self, value: Option<&str>) {
+        if self.depth > 0 {
+            self.depth = 1;
+            self.exit();
+        }
+        let end = clock::now();
+        let active = self.active;
+        if active.profiled {
+            let wall = end.saturating_sub(active.start);
+            profile::complete_async(
+                active.cs.id(),
+                active.pid,
+                self.caller,
+                self.own,
+                self.busy,
+                wall,
+            );
+        }
+        let text = value.and_then(|v| active.value(&mut |w| w.text(v)));
+        active.end(EventKind::Return, end, Some(self.busy), text);
+    }
+}
+
+/// Records a `tracing` event of `cs` for the log sessions in `flags` that
+/// watch this process: `text` writes its message and fields, `context`
+/// the spans it happened in.
+pub(crate) fn record_log(cs: &'static Callsite, flags: u64, text: Writer<'_>, context: Writer<'_>) {
+    if is_agent_thread() {
+        return;
+    }
+    let pid = self_pid();
+    let (mut mask, mut bound) = (0u32, 0usize);
+    for_each_slot(flags as u32, |i, s| {
+        if !s.profile.load(Ordering::Relaxed) && s.traces_calls_of(pid) && s.admit() {
+            mask |= 1 << i;
+            bound = bound.max(s.text_bound.load(Ordering::Relaxed));
+        }
+    });
+    if mask == 0 {
+        return;
+    }
+    let ts = clock::now();
+    let format = |write: Writer<'_>| {
+        let mut w = ArgWriter::new(bound, pid);
+        untraced(|| write(&mut w));
+        w.finish()
+    };
+    let message = format(text);
+    for_each_slot(mask, |i, s| {
+        if !s.accepts_args(&message) {
+            mask &= !(1 << i);
+        }
+    });
+    if mask == 0 {
+        return;
+    }
+    let mut all = String::from(message);
+    let split = all.len() as u64;
+    all.push_str(&format(context));
+    push(
+        EventKind::Log,
+        mask,
+        cs.id(),
+        split,
+        pid,
+        ts,
+        0,
+        Some(all.into_boxed_str()),
+    );
 }
 
 /// Records a message or sys event for the sessions in `mask`.

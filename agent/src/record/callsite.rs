@@ -5,15 +5,20 @@
 //! traceable function of the binary before any of them ran, and a pattern set
 //! by a tracer reaches functions that have not been called yet.
 //!
+//! `tracing` spans and events are callsites too, made when `tracing`
+//! first registers them (see `crate::bridge`): they are leaked once,
+//! numbered after the linked ones, and kept in an append-only list.
+//!
 //! A callsite's whole runtime state is one `AtomicU64` of flags. The low 32
 //! bits say which sessions trace calls here, the high 32 bits which of those
 //! want the return value. Zero means off: the function pays one relaxed load
 //! and a predicted branch, with no lock, no thread-local and no allocation.
 
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use linkme::distributed_slice;
-use nodetrace_protocol::{CallsiteInfo, Pattern};
+use nodetrace_protocol::{CallsiteInfo, CallsiteKind, Level, Pattern};
 
 /// Every `#[traced]` function of the binary, in link order.
 ///
@@ -53,6 +58,21 @@ pub struct Metadata {
 pub struct Callsite {
     flags: AtomicU64,
     meta: Metadata,
+    origin: Origin,
+}
+
+/// Where a callsite comes from; `tracing`'s carry their own id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin {
+    /// A `#[traced]` function: its id is its index in the linked slice.
+    Traced,
+    /// A `tracing` span or event.
+    Tracing {
+        id: u32,
+        kind: CallsiteKind,
+        level: Level,
+        target: &'static str,
+    },
 }
 
 impl Callsite {
@@ -61,7 +81,40 @@ impl Callsite {
         Callsite {
             flags: AtomicU64::new(0),
             meta,
+            origin: Origin::Traced,
         }
+    }
+
+    /// Where the callsite comes from.
+    pub fn kind(&self) -> CallsiteKind {
+        match self.origin {
+            Origin::Traced => CallsiteKind::Function,
+            Origin::Tracing { kind, .. } => kind,
+        }
+    }
+
+    /// The level of a `tracing` callsite.
+    pub(crate) fn level(&self) -> Option<Level> {
+        match self.origin {
+            Origin::Traced => None,
+            Origin::Tracing { level, .. } => Some(level),
+        }
+    }
+
+    /// The target of a `tracing` callsite.
+    pub(crate) fn target(&self) -> Option<&'static str> {
+        match self.origin {
+            Origin::Traced => None,
+            Origin::Tracing { target, .. } => Some(target),
+        }
+    }
+
+    /// Whether a profile counts this callsite's time as polls (an async
+    /// function, or a span, which may be entered many times) rather than
+    /// as one frame from call to return.
+    #[inline]
+    pub(crate) fn is_polled(&self) -> bool {
+        self.meta.is_async || !matches!(self.origin, Origin::Traced)
     }
 
     /// The function this callsite stands for.
@@ -84,6 +137,9 @@ impl Callsite {
     /// Index of this callsite in the registry; events refer to it.
     #[inline]
     pub fn id(&self) -> u32 {
+        if let Origin::Tracing { id, .. } = self.origin {
+            return id;
+        }
         let base = CALLSITES.as_ptr() as usize;
         let offset = self as *const Callsite as usize - base;
         (offset / size_of::<Callsite>()) as u32
@@ -101,16 +157,27 @@ impl Callsite {
             file: self.meta.file.to_owned(),
             line: self.meta.line,
             is_async: self.meta.is_async,
+            kind: self.kind(),
+            level: self.level(),
+            target: match self.origin {
+                Origin::Tracing { target, .. } if target != self.meta.module_path => {
+                    Some(target.to_owned())
+                }
+                _ => None,
+            },
         }
     }
 
+    /// Whether `pattern` selects this callsite's calls: a function or a
+    /// span, never an event.
     pub(crate) fn matches(&self, pattern: &Pattern) -> bool {
-        pattern.matches_method(
-            self.meta.module_path,
-            self.meta.self_type,
-            self.meta.name,
-            self.meta.arity,
-        )
+        self.kind() != CallsiteKind::Event
+            && pattern.matches_method(
+                self.meta.module_path,
+                self.meta.self_type,
+                self.meta.name,
+                self.meta.arity,
+            )
     }
 
     pub(crate) fn set_bits(&self, bits: u64) {
@@ -122,7 +189,12 @@ impl Callsite {
     }
 }
 
-/// Every traceable function of the binary, whether it ran yet or not.
+/// The `tracing` callsites registered so far, in the order they were.
+static REGISTERED: RwLock<Vec<&'static Callsite>> = RwLock::new(Vec::new());
+
+/// Every callsite of the binary: each `#[traced]` function, whether it ran
+/// yet or not, then each `tracing` span and event `tracing` registered so
+/// far (it registers one when it first runs).
 ///
 /// ```
 /// // In a binary with `#[traced] fn f() {}`, `callsites()` lists `f`
@@ -130,13 +202,48 @@ impl Callsite {
 /// let all = nodetrace_agent::callsites();
 /// assert!(all.iter().all(|c| !c.metadata().name.is_empty()));
 /// ```
-pub fn callsites() -> &'static [Callsite] {
-    &CALLSITES
+pub fn callsites() -> Vec<&'static Callsite> {
+    let registered = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
+    CALLSITES.iter().chain(registered.iter().copied()).collect()
+}
+
+/// How many callsites there are now; ids run from zero to this.
+pub(crate) fn callsite_count() -> usize {
+    CALLSITES.len() + REGISTERED.read().unwrap_or_else(|p| p.into_inner()).len()
 }
 
 /// The callsite with index `id`, if there is one.
 pub fn callsite(id: u32) -> Option<&'static Callsite> {
-    CALLSITES.get(id as usize)
+    let id = id as usize;
+    CALLSITES.get(id).or_else(|| {
+        let registered = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
+        registered.get(id - CALLSITES.len()).copied()
+    })
+}
+
+/// Makes a callsite for a `tracing` span or event, numbered after every
+/// other. The caller holds the sessions' pattern lock (see
+/// `session::adopt`), so no pattern is set between this and its adoption.
+pub(crate) fn register(
+    meta: Metadata,
+    kind: CallsiteKind,
+    level: Level,
+    target: &'static str,
+) -> &'static Callsite {
+    let mut registered = REGISTERED.write().unwrap_or_else(|p| p.into_inner());
+    let id = (CALLSITES.len() + registered.len()) as u32;
+    let cs: &'static Callsite = Box::leak(Box::new(Callsite {
+        flags: AtomicU64::new(0),
+        meta,
+        origin: Origin::Tracing {
+            id,
+            kind,
+            level,
+            target,
+        },
+    }));
+    registered.push(cs);
+    cs
 }
 
 /// The callsite bits of session `slot`: `call` in the low word, `ret` in the high.

@@ -81,6 +81,11 @@ impl ArgWriter {
         self.pid(pid);
     }
 
+    /// Writes text formatted elsewhere (a `tracing` span's fields), as it is.
+    pub(crate) fn text(&mut self, text: &str) {
+        let _ = self.write_str(text);
+    }
+
     /// Writes a skipped argument.
     pub fn skipped(&mut self) {
         self.next_arg();

@@ -162,7 +162,12 @@ fn dispatch(
         record.kind,
         EventKind::Call | EventKind::Return | EventKind::Exception
     );
-    let (callsite, peer, busy_ns, mut text, mut extra) = if on_callsite {
+    let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
+    let (callsite, peer, busy_ns, mut text, mut extra) = if record.kind == EventKind::Log {
+        let mut text = record.text.map(String::from).unwrap_or_default();
+        let extra = text.split_off((record.aux as usize).min(text.len()));
+        (Some(record.ext), None, None, Some(text), nonempty(extra))
+    } else if on_callsite {
         let busy = (record.aux != u64::MAX).then(|| clock::nanos_between(0, record.aux));
         (
             Some(record.ext),
@@ -175,7 +180,6 @@ fn dispatch(
         let mut text = record.text.map(String::from).unwrap_or_default();
         let extra = text.split_off(record.ext as usize);
         let peer = (record.aux != 0).then(|| Pid::from_bits(record.aux));
-        let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
         (None, peer, None, nonempty(text), nonempty(extra))
     };
     let timestamp_ns = clock::unix_nanos(record.ts);

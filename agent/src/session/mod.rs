@@ -18,11 +18,14 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use nodetrace_protocol::{Counts, EndReason, Event, Limits, Pattern, Pid, ProfileMode};
+use nodetrace_protocol::{
+    CallsiteKind, Counts, EndReason, Event, Level, Limits, Pattern, Pid, ProfileMode,
+};
 use regex::Regex;
 
+use crate::bridge;
 use crate::process::{ProcessRef, RegistryError, pid_watermark, processes, registry, task_number};
-use crate::record::callsite::{callsites, session_bits};
+use crate::record::callsite::{Callsite, callsites, session_bits};
 use crate::record::fmt::DEFAULT_TEXT_BOUND;
 use crate::record::ring::ring_lost;
 use crate::record::{clock, panics};
@@ -645,26 +648,73 @@ impl Session {
 
     /// Switches call tracing on for every callsite `pattern` matches, with
     /// return values if it ends in `-> return`; returns how many matched
-    /// (`dbg:tp`).
+    /// (`dbg:tp`). The pattern stands while the session lasts: a `tracing`
+    /// span it matches that is first reached later is switched on then.
     pub fn trace_pattern(&self, pattern: &Pattern) -> usize {
-        let bits = session_bits(self.shared.slot, true, pattern.return_trace());
-        let mut matched = 0;
-        for cs in callsites().iter().filter(|cs| cs.matches(pattern)) {
-            cs.set_bits(bits);
-            matched += 1;
-        }
+        let slot = self.shared.slot;
+        let bits = session_bits(slot, true, pattern.return_trace());
+        let matched = {
+            let mut standing = standing();
+            standing.push(Standing::Calls {
+                slot,
+                pattern: pattern.clone(),
+                bits,
+            });
+            let mut matched = 0;
+            for cs in callsites().into_iter().filter(|cs| cs.matches(pattern)) {
+                cs.set_bits(bits);
+                matched += 1;
+            }
+            matched
+        };
+        bridge::refresh();
         matched
     }
 
     /// Switches call tracing off for every callsite `pattern` matches;
     /// returns how many matched (`dbg:ctp`).
     pub fn clear_pattern(&self, pattern: &Pattern) -> usize {
-        let bits = session_bits(self.shared.slot, true, true);
-        let mut matched = 0;
-        for cs in callsites().iter().filter(|cs| cs.matches(pattern)) {
-            cs.clear_bits(bits);
-            matched += 1;
-        }
+        let slot = self.shared.slot;
+        let bits = session_bits(slot, true, true);
+        let matched = {
+            let mut standing = standing();
+            standing.retain(|s| {
+                !matches!(s, Standing::Calls { slot: s, pattern: p, .. } if *s == slot && p == pattern)
+            });
+            let mut matched = 0;
+            for cs in callsites().into_iter().filter(|cs| cs.matches(pattern)) {
+                cs.clear_bits(bits);
+                matched += 1;
+            }
+            matched
+        };
+        bridge::refresh();
+        matched
+    }
+
+    /// Streams the `tracing` events at `level` and less verbose whose
+    /// module path or target is `pattern`'s module or inside it (every
+    /// event if `None`), as log events; like a pattern, it stands for
+    /// events first reached later. Returns how many event callsites it
+    /// selects now.
+    pub fn trace_log(&self, pattern: Option<&Pattern>, level: Level) -> usize {
+        let slot = self.shared.slot;
+        let bits = session_bits(slot, true, false);
+        let filter = LogFilter {
+            pattern: pattern.cloned(),
+            level,
+        };
+        let matched = {
+            let mut standing = standing();
+            let mut matched = 0;
+            for cs in callsites().into_iter().filter(|cs| filter.selects(cs)) {
+                cs.set_bits(bits);
+                matched += 1;
+            }
+            standing.push(Standing::Log { slot, filter, bits });
+            matched
+        };
+        bridge::refresh();
         matched
     }
 
@@ -788,11 +838,106 @@ impl Drop for Session {
 fn switch_off(slot: usize) {
     SLOTS[slot].active.store(false, Ordering::Relaxed);
     let bits = session_bits(slot, true, true);
-    for cs in callsites() {
-        cs.clear_bits(bits);
+    {
+        let mut standing = standing();
+        standing.retain(|s| s.slot() != slot);
+        for cs in callsites() {
+            cs.clear_bits(bits);
+        }
     }
     clear_sys_bits(1 << slot);
     MESSAGE_SESSIONS.fetch_and(!(1 << slot), Ordering::Relaxed);
+    bridge::refresh();
+}
+
+/// What sessions asked for that applies to callsites registered later
+/// (`tracing` spans and events first reached after the ask).
+#[derive(Debug)]
+enum Standing {
+    Calls {
+        slot: usize,
+        pattern: Pattern,
+        bits: u64,
+    },
+    Log {
+        slot: usize,
+        filter: LogFilter,
+        bits: u64,
+    },
+}
+
+impl Standing {
+    fn slot(&self) -> usize {
+        match self {
+            Standing::Calls { slot, .. } | Standing::Log { slot, .. } => *slot,
+        }
+    }
+}
+
+/// The `tracing` events a log session streams.
+#[derive(Debug)]
+struct LogFilter {
+    pattern: Option<Pattern>,
+    level: Level,
+}
+
+impl LogFilter {
+    fn selects(&self, cs: &Callsite) -> bool {
+        cs.kind() == CallsiteKind::Event
+            && cs.level().is_some_and(|l| l >= self.level)
+            && self.pattern.as_ref().is_none_or(|p| {
+                p.matches_module_tree(cs.metadata().module_path)
+                    || cs.target().is_some_and(|t| p.matches_module_tree(t))
+            })
+    }
+}
+
+/// The standing asks, locked: this lock is taken before the registry of
+/// `tracing` callsites, so a callsite registered while a pattern is set
+/// gets it either way.
+static STANDING: Mutex<Vec<Standing>> = Mutex::new(Vec::new());
+
+fn standing() -> std::sync::MutexGuard<'static, Vec<Standing>> {
+    STANDING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the standing asks want of `tracing`: whether any session traces
+/// calls (spans may be among them), and the most verbose level a log
+/// session streams.
+pub(crate) struct TracingWants {
+    pub(crate) calls: bool,
+    pub(crate) level: Option<Level>,
+}
+
+pub(crate) fn tracing_wants() -> TracingWants {
+    let standing = standing();
+    TracingWants {
+        calls: standing.iter().any(|s| matches!(s, Standing::Calls { .. })),
+        level: standing
+            .iter()
+            .filter_map(|s| match s {
+                Standing::Log { filter, .. } => Some(filter.level),
+                Standing::Calls { .. } => None,
+            })
+            .min(),
+    }
+}
+
+/// Makes a `tracing` callsite with `make` and switches it on for every
+/// standing pattern or log filter that selects it.
+pub(crate) fn adopt(make: impl FnOnce() -> &'static Callsite) -> &'static Callsite {
+    let standing = standing();
+    let cs = make();
+    for ask in standing.iter() {
+        let (selects, bits) = match ask {
+            Standing::Calls { pattern, bits, .. } => (cs.matches(pattern), *bits),
+            Standing::Log { filter, bits, .. } => (filter.selects(cs), *bits),
+        };
+        if selects {
+            cs.set_bits(bits);
+        }
+    }
+    cs
 }
 
 fn release(shared: &SessionShared) {
@@ -814,9 +959,14 @@ fn clear_sys_bits(mask: u32) {
 /// Ends every session and switches every callsite, message trace and sys
 /// trace off, like `dbg:stop_clear()`; returns how many sessions it ended.
 pub fn clear_all() -> usize {
-    for cs in callsites() {
-        cs.clear_bits(u64::MAX);
+    {
+        let mut standing = standing();
+        standing.clear();
+        for cs in callsites() {
+            cs.clear_bits(u64::MAX);
+        }
     }
+    bridge::refresh();
     clear_sys_bits(u32::MAX);
     MESSAGE_SESSIONS.store(0, Ordering::Relaxed);
     let mut ended = 0;

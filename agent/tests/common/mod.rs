@@ -26,6 +26,7 @@ pub fn line(event: &Event) -> String {
         EventKind::GotInfo => "got_info",
         EventKind::Sent => "sent",
         EventKind::NewState => "new_state",
+        EventKind::Log => "log",
     };
     format!("{kind} {name} {}", event.text.as_deref().unwrap_or(""))
         .trim_end()

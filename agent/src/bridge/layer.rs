@@ -1,0 +1,200 @@
+//! The layer and its per-layer filter: which `tracing` callsites the bridge
+//! wants, and what it records of the spans and events it gets.
+
+use std::sync::atomic::Ordering;
+
+use tracing_core::span::{Attributes, Id, Record};
+use tracing_core::subscriber::Interest;
+use tracing_core::{Event, Metadata, Subscriber};
+use tracing_subscriber::Registry;
+use tracing_subscriber::fmt::FormattedFields;
+use tracing_subscriber::fmt::format::DefaultFields;
+use tracing_subscriber::layer::{Context, Filter, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::fields::{EventText, ReturnValue, SpanFields, without_ansi};
+use super::{CALLS, INSTALLED, WANTED, is_return_event, level_hint, lookup, register};
+use crate::record::call::{SpanCall, record_log};
+use crate::record::callsite::Callsite;
+use crate::record::fmt::ArgWriter;
+use nodetrace_protocol::CallsiteKind;
+
+/// The bridge's per-layer filter: `always` for the callsites a session
+/// selects, `never` for the rest; see [`super::tracing_layer`].
+#[derive(Debug, Default)]
+pub struct BridgeFilter {
+    _private: (),
+}
+
+/// The bridge's layer: spans as calls, events as log lines; see
+/// [`super::tracing_layer`].
+#[derive(Debug, Default)]
+pub struct Bridge {
+    _private: (),
+}
+
+impl BridgeFilter {
+    fn wants(cs: &Callsite, meta: &Metadata<'_>) -> bool {
+        cs.is_enabled() || (is_return_event(meta) && CALLS.load(Ordering::Relaxed))
+    }
+}
+
+impl<S> Filter<S> for BridgeFilter {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        // Asked only for callsites another filter made `sometimes`.
+        WANTED.load(Ordering::Relaxed) && lookup(meta).is_some_and(|cs| Self::wants(cs, meta))
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        let cs = register(meta);
+        if Self::wants(cs, meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing_core::LevelFilter> {
+        Some(level_hint())
+    }
+}
+
+/// What the bridge keeps in a traced span, from its making to its close.
+struct SpanState {
+    cs: &'static Callsite,
+    fields: SpanFields,
+    /// The span was entered once: its call was recorded, if a session wanted it.
+    started: bool,
+    call: Option<SpanCall>,
+    /// The value of its `ret` or `err` event.
+    value: Option<String>,
+}
+
+fn with_state<S>(ctx: &Context<'_, S>, id: &Id, f: impl FnOnce(&mut SpanState))
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Some(span) = ctx.span(id) else { return };
+    if let Some(state) = span.extensions_mut().get_mut::<SpanState>() {
+        f(state);
+    }
+}
+
+/// The spans `event` happened in, root first, as `fmt` shows them
+/// (`apply{key="a"}:`). They are looked up in the `Registry` itself: a
+/// per-layer filter's context would show only the spans the bridge traces.
+fn write_context(event: &Event<'_>, w: &mut ArgWriter) {
+    tracing_core::dispatcher::get_default(|dispatch| {
+        let Some(registry) = dispatch.downcast_ref::<Registry>() else {
+            return;
+        };
+        let id = match event.parent() {
+            Some(parent) => Some(parent.clone()),
+            None if event.is_contextual() => registry.current_span().id().cloned(),
+            None => None,
+        };
+        let Some(span) = id.and_then(|id| registry.span(&id)) else {
+            return;
+        };
+        for span in span.scope().from_root() {
+            w.text(span.name());
+            let extensions = span.extensions();
+            if let Some(state) = extensions.get::<SpanState>() {
+                w.text(&format!("{{{}}}", state.fields.as_context()));
+            } else if let Some(fields) = extensions.get::<FormattedFields<DefaultFields>>()
+                && !fields.is_empty()
+            {
+                w.text(&format!("{{{}}}", without_ansi(&fields.fields)));
+            }
+            w.text(":");
+        }
+    });
+}
+
+impl<S> Layer<S> for Bridge
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_layer(&mut self, _: &mut S) {
+        INSTALLED.store(true, Ordering::Relaxed);
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(cs) = lookup(attrs.metadata()) else {
+            return;
+        };
+        if cs.kind() != CallsiteKind::Span || !cs.is_enabled() {
+            return;
+        }
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = SpanFields::default();
+        attrs.record(&mut fields);
+        span.extensions_mut().insert(SpanState {
+            cs,
+            fields,
+            started: false,
+            call: None,
+            value: None,
+        });
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        with_state(&ctx, id, |state| {
+            if !state.started {
+                values.record(&mut state.fields);
+            }
+        });
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        with_state(&ctx, id, |state| {
+            if let Some(call) = &mut state.call {
+                call.enter();
+            } else if !state.started {
+                state.started = true;
+                let args = state.fields.as_args();
+                state.call = SpanCall::start(state.cs, &mut |w: &mut ArgWriter| w.text(&args));
+            }
+        });
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        with_state(&ctx, id, |state| {
+            if let Some(call) = &mut state.call {
+                call.exit();
+            }
+        });
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        if is_return_event(meta)
+            && let Some(span) = ctx.event_span(event)
+        {
+            let mut value = ReturnValue::default();
+            event.record(&mut value);
+            with_state(&ctx, &span.id(), |state| state.value = value.0);
+        }
+        let Some(cs) = lookup(meta) else { return };
+        let flags = cs.flags();
+        if flags == 0 {
+            return;
+        }
+        record_log(
+            cs,
+            flags,
+            &mut |w| event.record(&mut EventText { out: w, written: 0 }),
+            &mut |w| write_context(event, w),
+        );
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(state) = span.extensions_mut().remove::<SpanState>() else {
+            return;
+        };
+        if let Some(call) = state.call {
+            call.close(state.value.as_deref());
+        }
+    }
+}
