@@ -25,7 +25,7 @@ use nodetrace_profiler::{
 };
 use nodetrace_tracer::protocol::home::Home;
 use nodetrace_tracer::protocol::{
-    Limits, Pattern, Processes, ProfileMode, ProfileSpec, Rate, TraceSpec,
+    Level, Limits, LogSpec, Pattern, Processes, ProfileMode, ProfileSpec, Rate, TraceSpec,
 };
 use nodetrace_tracer::spec::{self, DEFAULT_TEXT_BOUND, PatternArg};
 use nodetrace_tracer::stream::{self, TraceRun};
@@ -73,8 +73,20 @@ enum Cmd {
     #[command(subcommand)]
     Sys(SysCmd),
     /// Lists the node's traceable functions, `module:function/arity
-    /// file:line`.
+    /// file:line`: `#[traced]` functions and the `tracing` spans reached so
+    /// far.
     Ls(LsArgs),
+    /// Streams the node's `tracing` events (and `log` records bridged into
+    /// `tracing`) as log lines, from now on: only what is asked is switched
+    /// on, at LEVEL and above, for as long as this runs; the app's own log
+    /// output is left as it was. Same limits as `trace`.
+    ///
+    /// The node must have `nodetrace_agent::tracing_layer()` in its
+    /// subscriber.
+    #[command(
+        after_help = "Examples:\n  nodetrace log kv --level debug --max 50\n  nodetrace log 'kv::store' --level trace --process kv_store --match key=\n  nodetrace log --level warn --duration 1m --format json"
+    )]
+    Log(LogArgs),
     /// Lists the node's processes: pid, name, kind, mailbox, messages
     /// handled, start time.
     Ps(PsArgs),
@@ -181,6 +193,28 @@ struct CallsArgs {
     arg_match: Option<String>,
     #[command(flatten)]
     common: TraceArgs,
+}
+
+#[derive(Debug, Args)]
+struct LogArgs {
+    /// Only events whose module path or target is this module or inside
+    /// it: kv, kv::store, Kv.Store [default: every event].
+    #[arg(value_name = "PATTERN", value_parser = spec::parse_log_pattern)]
+    pattern: Option<PatternArg>,
+    /// This level and the less verbose ones: trace, debug, info, warn, error.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_level)]
+    level: Level,
+    #[command(flatten)]
+    processes: ProcessArgs,
+    /// Only events whose message and fields contain TEXT.
+    #[arg(long = "match", value_name = "TEXT")]
+    text_match: Option<String>,
+    #[command(flatten)]
+    common: TraceArgs,
+}
+
+fn parse_level(text: &str) -> Result<Level, String> {
+    text.parse()
 }
 
 #[derive(Debug, Args)]
@@ -564,6 +598,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Cmd::Trace(TraceCmd::Calls(args)) => trace_calls(args),
         Cmd::Trace(TraceCmd::Messages(args)) => trace_messages(args),
+        Cmd::Log(args) => log(args),
         Cmd::StopClear(args) => {
             let home = Home::from_env()?;
             let credentials = Credentials::resolve(args.nodes.cookie.as_deref(), &home)?;
@@ -627,6 +662,12 @@ fn run() -> anyhow::Result<ExitCode> {
                 args.format.get(),
             )
             .map_err(TracerError::Output)?;
+            if conn.node().tracing_bridge && args.format.get() == Format::Text {
+                eprintln!(
+                    "{}: `tracing` spans are listed once first reached; a pattern set before that waits for them",
+                    conn.name()
+                );
+            }
             if list.is_empty() && args.format.get() == Format::Text {
                 eprintln!("{}: the node has no traceable function", conn.name());
             }
@@ -871,6 +912,36 @@ fn trace_messages(args: MessagesArgs) -> anyhow::Result<ExitCode> {
         returns: false,
         text_bound: args.common.text_bound,
         arg_match: None,
+        limits: Limits::DEFAULT,
+    };
+    trace(spec, what, Vec::new(), &args.common)
+}
+
+fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
+    let module = args.pattern.as_ref().map(|p| p.pattern.clone());
+    let what = format!(
+        "log events of {} at {} and above{}",
+        args.pattern
+            .as_ref()
+            .map_or("every module", |p| p.text.as_str()),
+        args.level.as_str().to_lowercase(),
+        in_processes(&args.processes)
+    );
+    let spec = TraceSpec {
+        log: Some(LogSpec {
+            pattern: module,
+            level: args.level,
+        }),
+        patterns: Vec::new(),
+        processes: args.processes.to_processes(),
+        calls: false,
+        send: false,
+        receive: false,
+        sys: Vec::new(),
+        args: false,
+        returns: false,
+        text_bound: args.common.text_bound,
+        arg_match: args.text_match,
         limits: Limits::DEFAULT,
     };
     trace(spec, what, Vec::new(), &args.common)

@@ -197,6 +197,11 @@ impl Pattern {
             && self.arity.is_none()
     }
 
+    /// The function part, if the pattern has one (`None`: any function).
+    pub fn function(&self) -> Option<&str> {
+        self.function.as_deref()
+    }
+
     /// The arity the pattern requires, or `None` for any arity.
     pub fn arity(&self) -> Option<u8> {
         self.arity

@@ -135,6 +135,12 @@ struct CallsiteJson<'a> {
     line: u32,
     #[serde(rename = "async")]
     is_async: bool,
+    /// `traced` or `span`.
+    source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
 }
 
 /// Writes traceable functions, `module:function/arity  file:line`.
@@ -153,7 +159,11 @@ pub fn render_callsites(
                     if c.is_async {
                         mfa.push_str(" (async)");
                     }
-                    vec![mfa, format!("{}:{}", c.file, c.line)]
+                    let from = match c.level {
+                        Some(level) => format!("{} {level}", c.kind.as_str()),
+                        None => c.kind.as_str().to_owned(),
+                    };
+                    vec![mfa, from, format!("{}:{}", c.file, c.line)]
                 })
                 .collect();
             w.write_all(table(None, rows, &[]).as_bytes())
@@ -175,6 +185,9 @@ pub fn render_callsites(
                         file: &c.file,
                         line: c.line,
                         is_async: c.is_async,
+                        source: c.kind.as_str(),
+                        level: c.level.map(|l| l.as_str()),
+                        target: c.target.as_deref(),
                     },
                 )?;
             }

@@ -64,6 +64,24 @@ fn arg(text: &str) -> Result<PatternArg, String> {
     })
 }
 
+/// Parses the module a `nodetrace log` streams: a module path in either
+/// spelling (`kv::store`, `Kv.Store`, `kv::*`), with no function part.
+///
+/// ```
+/// use nodetrace_tracer::spec::parse_log_pattern;
+/// assert!(parse_log_pattern("Kv.Store").is_ok());
+/// assert!(parse_log_pattern("kv:get").unwrap_err().contains("module"));
+/// ```
+pub fn parse_log_pattern(text: &str) -> Result<PatternArg, String> {
+    let parsed = parse_pattern(text)?;
+    if parsed.pattern.function().is_some() || parsed.pattern.arity().is_some() {
+        return Err(format!(
+            "`{text}` names a function: a log pattern is a module (kv::store, Kv.Store), which selects the events of that module and of the modules inside it"
+        ));
+    }
+    Ok(parsed)
+}
+
 /// Parses a pattern given on a command line (`ls`, `profile`): a lone `-`
 /// or a trailing `-`, what a shell leaves of an unquoted `-> return`, is
 /// refused with how to quote it instead of being read as `_` (any module).

@@ -721,7 +721,8 @@ fn open_session(spec: &TraceSpec) -> Result<(Session, u64, Vec<String>), String>
     };
     let session = Session::start(options).map_err(|e| e.to_string())?;
     let flags = ProcFlags {
-        calls: spec.calls,
+        // A log event is selected by process as a call is.
+        calls: spec.calls || spec.log.is_some(),
         send: spec.send,
         receive: spec.receive,
     };
