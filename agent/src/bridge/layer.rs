@@ -13,7 +13,8 @@ use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::fields::{EventText, ReturnValue, SpanFields, without_ansi};
-use super::{CALLS, INSTALLED, WANTED, is_return_event, level_hint, lookup, register};
+use super::{CALLS, INSTALLED, LOGS, WANTED, is_return_event, level_hint, lookup, register};
+use crate::session::wants_args;
 use crate::record::call::{SpanCall, record_log};
 use crate::record::callsite::Callsite;
 use crate::record::fmt::ArgWriter;
@@ -127,8 +128,11 @@ where
             return;
         }
         let Some(span) = ctx.span(id) else { return };
+        // Fields are formatted now or never: their values are gone after.
         let mut fields = SpanFields::default();
-        attrs.record(&mut fields);
+        if LOGS.load(Ordering::Relaxed) || wants_args(cs.flags()) {
+            attrs.record(&mut fields);
+        }
         span.extensions_mut().insert(SpanState {
             cs,
             fields,
@@ -140,7 +144,7 @@ where
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         with_state(&ctx, id, |state| {
-            if !state.started {
+            if !state.started && (LOGS.load(Ordering::Relaxed) || wants_args(state.cs.flags())) {
                 values.record(&mut state.fields);
             }
         });

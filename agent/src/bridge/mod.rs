@@ -22,7 +22,9 @@ mod fields;
 mod layer;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use arc_swap::ArcSwap;
 
 use nodetrace_protocol::{CallsiteKind, Level};
 use rustc_hash::FxHashMap;
@@ -69,9 +71,14 @@ static CALLS: AtomicBool = AtomicBool::new(false);
 /// The most verbose level wanted, as a `LevelFilter` index (0 is `OFF`).
 static HINT: AtomicU8 = AtomicU8::new(0);
 
-/// The nodetrace callsite of each `tracing` callsite registered.
-static BY_ID: LazyLock<RwLock<FxHashMap<Identifier, &'static Callsite>>> =
-    LazyLock::new(|| RwLock::new(FxHashMap::default()));
+/// The nodetrace callsite of each `tracing` callsite registered: read on
+/// every traced span without a lock, copied whole on a registration (rare).
+static BY_ID: LazyLock<ArcSwap<FxHashMap<Identifier, &'static Callsite>>> =
+    LazyLock::new(|| ArcSwap::from_pointee(FxHashMap::default()));
+/// Registrations take this, so that two never copy the map at once.
+static REGISTERING: Mutex<()> = Mutex::new(());
+/// Some log session runs: spans keep their fields for log lines' context.
+static LOGS: AtomicBool = AtomicBool::new(false);
 
 /// Whether a bridge layer is installed: a pattern matching nothing may
 /// then wait for a span not reached yet.
@@ -86,6 +93,7 @@ pub(crate) fn refresh() {
     let wants = session::tracing_wants();
     CALLS.store(wants.calls, Ordering::Relaxed);
     WANTED.store(wants.calls || wants.level.is_some(), Ordering::Relaxed);
+    LOGS.store(wants.level.is_some(), Ordering::Relaxed);
     let hint = match (wants.calls, wants.level) {
         (true, _) => 5,
         (false, Some(level)) => 5 - level as u8,
@@ -111,11 +119,7 @@ fn level_hint() -> LevelFilter {
 
 /// The nodetrace callsite of a registered `tracing` callsite.
 fn lookup(meta: &tracing_core::Metadata<'_>) -> Option<&'static Callsite> {
-    BY_ID
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&meta.callsite())
-        .copied()
+    BY_ID.load().get(&meta.callsite()).copied()
 }
 
 /// The nodetrace callsite of `meta`, made (and switched on for standing
@@ -125,8 +129,8 @@ fn register(meta: &'static tracing_core::Metadata<'static>) -> &'static Callsite
         return cs;
     }
     session::adopt(|| {
-        let mut by_id = BY_ID.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(cs) = by_id.get(&meta.callsite()) {
+        let _one = REGISTERING.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cs) = lookup(meta) {
             return cs;
         }
         let (kind, arity) = if meta.is_span() {
@@ -146,7 +150,9 @@ fn register(meta: &'static tracing_core::Metadata<'static>) -> &'static Callsite
             is_async: false,
         };
         let cs = callsite::register(info, kind, level(meta), meta.target());
+        let mut by_id = FxHashMap::clone(&BY_ID.load());
         by_id.insert(meta.callsite(), cs);
+        BY_ID.store(Arc::new(by_id));
         cs
     })
 }

@@ -507,6 +507,16 @@ pub(crate) fn admitted(mask: u32) -> u32 {
     admitted
 }
 
+/// Whether a session tracing a callsite whose flags word is `flags` wants
+/// call arguments (or filters on them).
+pub(crate) fn wants_args(flags: u64) -> bool {
+    let mut wants = false;
+    for_each_slot(flags as u32, |_, s| {
+        wants |= s.args_bound.load(Ordering::Relaxed) > 0;
+    });
+    wants
+}
+
 /// Calls `f` with each active session slot whose bit is in `mask`.
 #[inline]
 pub(crate) fn for_each_slot(mut mask: u32, mut f: impl FnMut(usize, &Slot)) {
