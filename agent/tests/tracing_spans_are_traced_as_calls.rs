@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use nodetrace_agent::{CallsiteKind, EventKind, Session, SessionOptions, callsites, tracing_layer};
+use nodetrace_agent::{
+    ArgMatch, CallsiteKind, EventKind, Session, SessionOptions, callsites, tracing_layer,
+};
 use nodetrace_protocol::{Event, Level, Pattern};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
@@ -129,6 +131,21 @@ fn the_bridge_traces_spans_and_streams_events() {
     assert_eq!(log.extra.as_deref(), Some("outer{n=5}:"));
     session.flush();
     assert!(session.take_events().is_empty(), "trace! stays off");
+    drop(session);
+
+    // --match applies to a log line's text.
+    let session = Session::start(SessionOptions {
+        arg_match: Some(ArgMatch::Substring("n=7".into())),
+        ..SessionOptions::default()
+    })
+    .unwrap();
+    session.trace_log(Some(&this), Level::Debug);
+    outer(5, "");
+    outer(7, "");
+    let log = next(&session);
+    assert_eq!(log.text.as_deref(), Some("inner ran n=7"));
+    session.flush();
+    assert!(session.take_events().is_empty(), "n=5 does not match");
     drop(session);
 
     // An instrumented future: wall covers the sleep, busy only the poll that blocks.

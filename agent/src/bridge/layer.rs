@@ -14,10 +14,10 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::fields::{EventText, ReturnValue, SpanFields, without_ansi};
 use super::{CALLS, INSTALLED, LOGS, WANTED, is_return_event, level_hint, lookup, register};
-use crate::session::wants_args;
 use crate::record::call::{SpanCall, record_log};
 use crate::record::callsite::Callsite;
 use crate::record::fmt::ArgWriter;
+use crate::session::wants_args;
 use nodetrace_protocol::CallsiteKind;
 
 /// The bridge's per-layer filter: `always` for the callsites a session
