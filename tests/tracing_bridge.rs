@@ -27,6 +27,21 @@ fn line_with<'a>(out: &'a str, needle: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{out}"))
 }
 
+/// Waits until `run` has written `n` lines on stdout. A test sends its next
+/// request only then, so that each request's events are in the order they
+/// happened: events recorded on different threads (a task polled by one
+/// tokio worker, then another) and drained in the same collector round can
+/// be written out of order, a return before its call.
+fn await_lines(run: &Spawned, n: usize) {
+    let seen = wait_until(LIMIT, || run.stdout().lines().count() >= n);
+    assert!(
+        seen.is_some(),
+        "not {n} lines within {LIMIT:?}; stdout: {}\nstderr: {}",
+        run.stdout(),
+        run.stderr()
+    );
+}
+
 /// A duration as the CLI writes it (`850ns`, `12.4µs`, `3.2ms`, `1.25s`),
 /// in nanoseconds.
 fn nanos(text: &str) -> f64 {
@@ -118,6 +133,7 @@ fn a_trace_started_before_the_first_request_catches_it() {
 
     let mut client = node.client();
     assert_eq!(client.send("SET a 1"), "OK");
+    await_lines(&trace, 1);
     assert_eq!(client.send("GET a"), "1");
     let run = trace.wait(LIMIT);
     let out = run.ok();
@@ -162,7 +178,9 @@ fn return_shows_the_value_of_ret_and_err_and_only_of_the_span_they_belong_to() {
     ]);
     started(&mut trace, "3 functions matched");
     assert_eq!(client.send("GET a"), "1");
+    await_lines(&trace, 6);
     assert_eq!(client.send("GET nothing"), "NIL");
+    await_lines(&trace, 12);
     assert_eq!(client.send("FLY away"), "ERR unknown command FLY");
     let run = trace.wait(LIMIT);
     let out = run.ok();
@@ -262,7 +280,7 @@ fn an_async_span_that_awaits_a_timer_is_busy_for_less_than_its_wall_time() {
     let (wall, busy) = wall_and_busy(ret);
     assert!(wall >= 300e6, "wall covers the sleep: {ret}");
     assert!(busy < wall, "busy is the polls, not the sleep: {ret}");
-    assert!(busy < 200e6, "{ret}");
+    assert!(busy * 2.0 < wall, "{ret}");
 }
 
 /// Waits until the node has served `n` more requests of `load`.
@@ -300,6 +318,31 @@ fn eprof_of_a_node_under_load_has_rows_for_spans() {
         out.lines().any(|l| l.starts_with("kv::stats:summary/1 ")),
         "the traced function is profiled too:\n{out}"
     );
+}
+
+/// A span first reached while a profile runs is announced to the profiler
+/// (`NodeMessage::Callsites`), which does not expect it: the report names
+/// the span `<callsite N>` and stderr says `unexpected Callsites during the
+/// profile`.
+#[test]
+#[ignore = "the profiler ignores the Callsites a node announces during a profile: new spans are <callsite N>"]
+fn eprof_names_the_spans_first_reached_during_the_profile() {
+    let home = Home::new();
+    let node = home.start_kv(&unique("kvnew"));
+    let mut profile = home.spawn(&["profile", "eprof", "--node", &node.name, "--duration", "2s"]);
+    started(&mut profile, "eprof of every traceable function on ");
+    let mut client = node.client();
+    for _ in 0..3 {
+        assert_eq!(client.send("SET a 1"), "OK");
+    }
+    let run = profile.wait(LIMIT);
+    let out = run.ok();
+    assert!(!out.contains("<callsite "), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("kv::cmd:apply/2 ")),
+        "{out}"
+    );
+    assert!(!run.stderr.contains("unexpected"), "{}", run.stderr);
 }
 
 /// One frame of a flamegraph: its title's name, its level (`y`) and its
@@ -491,9 +534,10 @@ fn log_streams_debug_events_while_the_apps_own_output_stays_at_info() {
         line_with(out, "bad command err=unknown command BAD").contains("  WARN kv::conn: "),
         "{out}"
     );
+    let left = line_with(out, "client left");
     assert!(
-        lines[7].contains("  INFO kv::conn: handle{peer=")
-            && lines[7].contains(": client left served=3 (<0."),
+        left.contains("  INFO kv::conn: handle{peer=")
+            && left.contains(": client left served=3 (<0."),
         "{out}"
     );
 
@@ -536,8 +580,7 @@ fn stop_clear_ends_a_trace_of_spans_and_switches_them_off() {
     ]);
     started(&mut trace, "tracing calls of kv::cmd on ");
     assert_eq!(client.send("GET a"), "1");
-    let seen = wait_until(LIMIT, || trace.stdout().lines().count() >= 4);
-    assert!(seen.is_some(), "{}", trace.stdout());
+    await_lines(&trace, 4);
 
     let clear = home.run(&["stop-clear"]);
     assert_eq!(
