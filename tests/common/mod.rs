@@ -1,6 +1,7 @@
-//! What every end-to-end test needs: the real `todo` node binary, a
-//! private nodetrace home, nodes killed by pid when a test ends (or fails),
-//! the real `nodetrace` CLI, HTTP traffic, and waits that are all bounded.
+//! What every end-to-end test needs: the real `todo` and `kv` node
+//! binaries, a private nodetrace home, nodes killed by pid when a test ends
+//! (or fails), the real `nodetrace` CLI, HTTP (todo) and line (kv)
+//! traffic, and waits that are all bounded.
 
 #![allow(dead_code)]
 
@@ -38,6 +39,13 @@ pub fn exiting_bin() -> &'static Path {
             &["examples", "exiting"],
         )
     })
+}
+
+/// The `kv` example (a key-value store over TCP instrumented with
+/// `tracing`, the bridge's example node), built once per test binary.
+pub fn kv_bin() -> &'static Path {
+    static KV: OnceLock<PathBuf> = OnceLock::new();
+    KV.get_or_init(|| built(&["-p", "kv", "--bin", "kv"], &["kv"]))
 }
 
 /// Runs `cargo build --quiet TARGET...` in the profile this test runs in and
@@ -204,6 +212,185 @@ impl Home {
         wait_until(Duration::from_secs(10), || registry.is_file())
             .unwrap_or_else(|| panic!("{name} did not register at {}", registry.display()));
         node
+    }
+}
+
+impl Home {
+    /// Starts a kv node named `name` registering in this home, its own log
+    /// (`fmt` at `info`: no `RUST_LOG`) collected from its stdout.
+    pub fn start_kv(&self, name: &str) -> KvNode {
+        let mut cmd = Command::new(kv_bin());
+        self.isolate(&mut cmd);
+        cmd.env("NODETRACE_NODE", name).env_remove("RUST_LOG");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the kv binary starts");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        for (pipe, sink) in [
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+                stdout.clone(),
+            ),
+            (Box::new(child.stderr.take().unwrap()), stderr.clone()),
+        ] {
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut sink = sink.lock().unwrap();
+                    sink.push_str(&line);
+                    sink.push('\n');
+                }
+            });
+        }
+        let mut node = KvNode {
+            child,
+            name: name.to_owned(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            stdout,
+            stderr,
+        };
+        let addr = |out: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix("listening on ")?.trim().parse().ok())
+        };
+        wait_until(STARTUP, || addr(&node.stdout()).is_some()).unwrap_or_else(|| {
+            panic!(
+                "kv node {name} did not listen within {STARTUP:?}; stdout: {}\nstderr: {}",
+                node.stdout(),
+                node.stderr()
+            )
+        });
+        node.addr = addr(&node.stdout()).unwrap();
+        let registry = self.path().join("nodes").join(format!("{name}.node"));
+        wait_until(Duration::from_secs(10), || registry.is_file())
+            .unwrap_or_else(|| panic!("{name} did not register at {}", registry.display()));
+        node
+    }
+}
+
+/// A running kv node, killed by pid when dropped.
+pub struct KvNode {
+    child: Child,
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Drop for KvNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl KvNode {
+    /// What the node wrote on stdout so far: `listening on ADDR`, then its
+    /// own `fmt` log.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// What it wrote on stderr so far (the agent's own messages).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// A new connection.
+    pub fn client(&self) -> KvClient {
+        KvClient::connect(self.addr)
+    }
+
+    /// Requests in the background (`SET`, `GET`, `STATS` and a bad command,
+    /// each client on its own connection) until the returned load is
+    /// dropped.
+    pub fn load(&self) -> KvLoad {
+        KvLoad::start(self.addr, 2)
+    }
+}
+
+/// One connection to a kv node: a line out, a line back.
+pub struct KvClient {
+    reader: BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+}
+
+impl KvClient {
+    /// Connects, giving up on a reply after 10 s.
+    pub fn connect(addr: std::net::SocketAddr) -> KvClient {
+        let writer = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("cannot connect to kv at {addr}: {e}"));
+        writer
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = BufReader::new(writer.try_clone().unwrap());
+        KvClient { reader, writer }
+    }
+
+    /// Sends `command` and returns the reply, without its newline.
+    pub fn send(&mut self, command: &str) -> String {
+        use std::io::Write;
+        writeln!(self.writer, "{command}").expect("the request is written");
+        let mut reply = String::new();
+        self.reader
+            .read_line(&mut reply)
+            .unwrap_or_else(|e| panic!("no reply to {command:?}: {e}"));
+        assert!(reply.ends_with('\n'), "{command:?} got {reply:?}");
+        reply.pop();
+        reply
+    }
+}
+
+/// kv traffic in the background, stopped when dropped.
+pub struct KvLoad {
+    stop: Arc<AtomicBool>,
+    pub done: Arc<AtomicU64>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl KvLoad {
+    /// `clients` threads, each on its own connection, sending `SET kI I`,
+    /// `GET kI`, `STATS` and `NOPE` in turn with a 2 ms pause.
+    pub fn start(addr: std::net::SocketAddr, clients: usize) -> KvLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let threads = (0..clients)
+            .map(|c| {
+                let (stop, done) = (stop.clone(), done.clone());
+                thread::spawn(move || {
+                    let mut client = KvClient::connect(addr);
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let command = match i % 4 {
+                            0 => format!("SET k{c}-{i} {i}"),
+                            1 => format!("GET k{c}-{}", i - 1),
+                            2 => "STATS".to_owned(),
+                            _ => "NOPE".to_owned(),
+                        };
+                        client.send(&command);
+                        done.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        KvLoad {
+            stop,
+            done,
+            threads,
+        }
+    }
+}
+
+impl Drop for KvLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 

@@ -112,6 +112,21 @@ fn write_context(event: &Event<'_>, w: &mut ArgWriter) {
     });
 }
 
+/// The span `event` is in, traced or not: its explicit parent, else the
+/// subscriber's current span (`Some(None)`: in no span). `None` when the
+/// subscriber cannot be asked (`get_default` inside a scoped dispatcher's
+/// own call gives no subscriber).
+fn event_span_id(event: &Event<'_>) -> Option<Option<Id>> {
+    if let Some(parent) = event.parent() {
+        return Some(Some(parent.clone()));
+    }
+    if !event.is_contextual() {
+        return Some(None);
+    }
+    let current = tracing_core::dispatcher::get_default(|dispatch| dispatch.current_span());
+    current.is_known().then(|| current.id().cloned())
+}
+
 impl<S> Layer<S> for Bridge
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -172,12 +187,19 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        if is_return_event(meta)
-            && let Some(span) = ctx.event_span(event)
-        {
-            let mut value = ReturnValue::default();
-            event.record(&mut value);
-            with_state(&ctx, &span.id(), |state| state.value = value.0);
+        if is_return_event(meta) {
+            // The span the event is in, not the nearest one the bridge
+            // traces (which `ctx.event_span` gives): the `ret` of an
+            // untraced inner span is not its traced caller's value.
+            let span = match event_span_id(event) {
+                Some(id) => id.and_then(|id| ctx.span(&id)),
+                None => ctx.event_span(event),
+            };
+            if let Some(span) = span {
+                let mut value = ReturnValue::default();
+                event.record(&mut value);
+                with_state(&ctx, &span.id(), |state| state.value = value.0);
+            }
         }
         let Some(cs) = lookup(meta) else { return };
         let flags = cs.flags();
