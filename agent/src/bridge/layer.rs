@@ -1,8 +1,10 @@
 //! The layer and its per-layer filter: which `tracing` callsites the bridge
 //! wants, and what it records of the spans and events it gets.
 
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 
+use tracing_core::dispatcher::{Dispatch, WeakDispatch};
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::subscriber::Interest;
 use tracing_core::{Event, Metadata, Subscriber};
@@ -31,7 +33,10 @@ pub struct BridgeFilter {
 /// [`super::tracing_layer`].
 #[derive(Debug, Default)]
 pub struct Bridge {
-    _private: (),
+    /// The subscriber the layer is in, to read its registry: from inside
+    /// its own callbacks, `get_default` finds no subscriber when it is a
+    /// scoped (`with_default`) one.
+    dispatch: OnceLock<WeakDispatch>,
 }
 
 impl BridgeFilter {
@@ -81,50 +86,60 @@ where
     }
 }
 
-/// The spans `event` happened in, root first, as `fmt` shows them
-/// (`apply{key="a"}:`). They are looked up in the `Registry` itself: a
-/// per-layer filter's context would show only the spans the bridge traces.
-fn write_context(event: &Event<'_>, w: &mut ArgWriter) {
-    tracing_core::dispatcher::get_default(|dispatch| {
-        let Some(registry) = dispatch.downcast_ref::<Registry>() else {
-            return;
-        };
-        let id = match event.parent() {
-            Some(parent) => Some(parent.clone()),
-            None if event.is_contextual() => registry.current_span().id().cloned(),
-            None => None,
-        };
-        let Some(span) = id.and_then(|id| registry.span(&id)) else {
-            return;
-        };
-        for span in span.scope().from_root() {
-            w.text(span.name());
-            let extensions = span.extensions();
-            if let Some(state) = extensions.get::<SpanState>() {
-                w.text(&format!("{{{}}}", state.fields.as_context()));
-            } else if let Some(fields) = extensions.get::<FormattedFields<DefaultFields>>()
-                && !fields.is_empty()
-            {
-                w.text(&format!("{{{}}}", without_ansi(&fields.fields)));
-            }
-            w.text(":");
+impl Bridge {
+    /// Runs `f` on the `Registry` at the root of the layer's subscriber.
+    fn with_registry<R>(&self, f: impl FnOnce(&Registry) -> R) -> Option<R> {
+        if let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) {
+            return dispatch.downcast_ref::<Registry>().map(f);
         }
-    });
-}
+        let mut f = Some(f);
+        tracing_core::dispatcher::get_default(|d| {
+            let registry = d.downcast_ref::<Registry>()?;
+            f.take().map(|f| f(registry))
+        })
+    }
 
-/// The span `event` is in, traced or not: its explicit parent, else the
-/// subscriber's current span (`Some(None)`: in no span). `None` when the
-/// subscriber cannot be asked (`get_default` inside a scoped dispatcher's
-/// own call gives no subscriber).
-fn event_span_id(event: &Event<'_>) -> Option<Option<Id>> {
-    if let Some(parent) = event.parent() {
-        return Some(Some(parent.clone()));
+    /// The spans `event` happened in, root first, as `fmt` shows them
+    /// (`apply{key="a"}:`). They are looked up in the `Registry` itself: a
+    /// per-layer filter's context would show only the spans the bridge
+    /// traces.
+    fn write_context(&self, event: &Event<'_>, w: &mut ArgWriter) {
+        self.with_registry(|registry| {
+            let id = match event.parent() {
+                Some(parent) => Some(parent.clone()),
+                None if event.is_contextual() => registry.current_span().id().cloned(),
+                None => None,
+            };
+            let Some(span) = id.and_then(|id| registry.span(&id)) else {
+                return;
+            };
+            for span in span.scope().from_root() {
+                w.text(span.name());
+                let extensions = span.extensions();
+                if let Some(state) = extensions.get::<SpanState>() {
+                    w.text(&format!("{{{}}}", state.fields.as_context()));
+                } else if let Some(fields) = extensions.get::<FormattedFields<DefaultFields>>()
+                    && !fields.is_empty()
+                {
+                    w.text(&format!("{{{}}}", without_ansi(&fields.fields)));
+                }
+                w.text(":");
+            }
+        });
     }
-    if !event.is_contextual() {
-        return Some(None);
+
+    /// The span `event` is in, traced or not: its explicit parent, else the
+    /// registry's current span (`Some(None)`: in no span). `None` when the
+    /// registry cannot be reached.
+    fn event_span_id(&self, event: &Event<'_>) -> Option<Option<Id>> {
+        if let Some(parent) = event.parent() {
+            return Some(Some(parent.clone()));
+        }
+        if !event.is_contextual() {
+            return Some(None);
+        }
+        self.with_registry(|registry| registry.current_span().id().cloned())
     }
-    let current = tracing_core::dispatcher::get_default(|dispatch| dispatch.current_span());
-    current.is_known().then(|| current.id().cloned())
 }
 
 impl<S> Layer<S> for Bridge
@@ -133,6 +148,10 @@ where
 {
     fn on_layer(&mut self, _: &mut S) {
         INSTALLED.store(true, Ordering::Relaxed);
+    }
+
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
@@ -191,7 +210,7 @@ where
             // The span the event is in, not the nearest one the bridge
             // traces (which `ctx.event_span` gives): the `ret` of an
             // untraced inner span is not its traced caller's value.
-            let span = match event_span_id(event) {
+            let span = match self.event_span_id(event) {
                 Some(id) => id.and_then(|id| ctx.span(&id)),
                 None => ctx.event_span(event),
             };
@@ -210,7 +229,7 @@ where
             cs,
             flags,
             &mut |w| event.record(&mut EventText { out: w, written: 0 }),
-            &mut |w| write_context(event, w),
+            &mut |w| self.write_context(event, w),
         );
     }
 
