@@ -29,7 +29,9 @@ fn a_log_line_names_its_spans_under_a_scoped_subscriber() {
         let this: Pattern = module_path!().parse().unwrap();
         session.trace_log(Some(&this), Level::Info);
         outer(5);
-        let log = session.recv_timeout(Duration::from_secs(5)).expect("a log event");
+        let log = session
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a log event");
         assert_eq!(log.kind, EventKind::Log);
         assert_eq!(log.text.as_deref(), Some("inside n=5"));
         assert_eq!(log.extra.as_deref(), Some("outer{n=5}:inner{n=5}:"));

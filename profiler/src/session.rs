@@ -416,6 +416,9 @@ fn plural(n: u64, word: &str) -> String {
 /// What the reader thread hands over.
 enum Incoming {
     Snapshot(ProfileSnapshot, bool),
+    /// Callsites the node registered after the profile began (`tracing`
+    /// spans first reached), sent before the figures that name them.
+    Callsites(Vec<CallsiteInfo>),
     Closed(String),
     Note(String),
 }
@@ -501,6 +504,7 @@ fn read(mut conn: Connection, tx: &Sender<Incoming>) {
     loop {
         let incoming = match conn.recv_frame() {
             Ok(NodeMessage::Profile { snapshot, last }) => Incoming::Snapshot(snapshot, last),
+            Ok(NodeMessage::Callsites(news)) => Incoming::Callsites(news),
             // A Stop that crossed the profile's own end.
             Ok(NodeMessage::Reply(Reply::Error(text))) => Incoming::Note(text),
             Ok(other) => Incoming::Note(format!(
@@ -526,6 +530,8 @@ fn read(mut conn: Connection, tx: &Sender<Incoming>) {
 /// The figures received so far.
 #[derive(Default)]
 struct Figures {
+    /// Callsites announced during the profile.
+    callsites: Vec<CallsiteInfo>,
     latest: Option<ProfileSnapshot>,
     last: Option<ProfileSnapshot>,
     closed: Option<String>,
@@ -537,6 +543,7 @@ impl Figures {
             Incoming::Snapshot(snapshot, true) => self.last = Some(snapshot),
             Incoming::Snapshot(snapshot, false) => self.latest = Some(snapshot),
             Incoming::Closed(why) => self.closed = Some(why),
+            Incoming::Callsites(news) => self.callsites.extend(news),
             Incoming::Note(text) => {
                 note(log, &format!("{node}: {text}"));
             }
@@ -679,16 +686,24 @@ pub fn profile_node(
         let closed = figures.closed.as_deref().unwrap_or("the connection ended");
         format!("lost {node} before its final report ({closed})")
     });
+    let callsites = all_callsites(started, &mut figures);
     let (snapshot, complete) = conclude(figures, why, log)?;
     let profile = Profile {
         mode: request.spec.mode,
         node: &node,
         snapshot: &snapshot,
-        callsites: &started.callsites,
+        callsites: &callsites,
         complete,
     };
     request.outputs.write(&profile, log)?;
     Ok(complete)
+}
+
+/// The callsites of the start reply and those announced since.
+fn all_callsites(started: Started, figures: &mut Figures) -> Vec<CallsiteInfo> {
+    let mut all = started.callsites;
+    all.append(&mut figures.callsites);
+    all
 }
 
 /// Kills the command if it still runs when dropped.
@@ -874,6 +889,7 @@ pub fn profile_command(
         "`{display}` {} before its final report",
         describe_status(status)
     );
+    let callsites = all_callsites(started, &mut figures);
     let (snapshot, complete) = match conclude(figures, why, log) {
         Ok(figures) => figures,
         Err(e) => {
@@ -885,7 +901,7 @@ pub fn profile_command(
         mode: request.spec.mode,
         node: &node,
         snapshot: &snapshot,
-        callsites: &started.callsites,
+        callsites: &callsites,
         complete,
     };
     request.outputs.write(&profile, log)?;

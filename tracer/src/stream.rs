@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nodetrace_protocol::frame::{self, FrameError};
 use nodetrace_protocol::{
-    CallsiteInfo, Command, Event, NodeMessage, Pid, Processes, Reply, TraceEnd, TraceSpec,
+    CallsiteInfo, Command, Event, NodeMessage, Pattern, Pid, Processes, Reply, TraceEnd, TraceSpec,
     TracerMessage,
 };
 
@@ -162,17 +162,18 @@ pub fn run(
     }
     let mut started = Vec::new();
     for conn in &mut conns {
-        started.push(start(conn, &run.spec)?);
+        started.push(start(conn, run)?);
     }
     for (conn, s) in conns.iter().zip(&started) {
         let matched = match (run.spec.calls, &s.waiting[..]) {
             (false, _) => String::new(),
             (true, []) => format!("{} matched; ", plural(s.matched, "function")),
             (true, waiting) => format!(
-                "{} matched, {} {} for `tracing` spans not reached yet; ",
+                "{} matched, {} {} for `tracing` spans not reached yet{}; ",
                 plural(s.matched, "function"),
                 waiting.join(", "),
                 if waiting.len() == 1 { "waits" } else { "wait" },
+                s.hint,
             ),
         };
         let mut line = format!(
@@ -259,6 +260,20 @@ pub fn run(
     })
 }
 
+/// The pattern of `run` whose canonical form is `canonical`, as it was
+/// typed (the node reports patterns canonically).
+fn typed_as(run: &TraceRun, canonical: &str) -> String {
+    run.spec
+        .patterns
+        .iter()
+        .zip(&run.typed_patterns)
+        .find(|(p, _)| {
+            p.to_string() == canonical
+                || Pattern::clone(p).with_return_trace().to_string() == canonical
+        })
+        .map_or_else(|| canonical.to_owned(), |(_, typed)| typed.clone())
+}
+
 /// Refuses the patterns that match none of the node's functions, with the
 /// nearest patterns that would.
 fn check_patterns(conn: &mut Connection, run: &TraceRun) -> Result<(), TracerError> {
@@ -303,11 +318,14 @@ fn plural(n: u64, word: &str) -> String {
 struct Started {
     matched: u64,
     waiting: Vec<String>,
+    /// For waiting patterns: the nearest names the node knows.
+    hint: String,
     limits: nodetrace_protocol::Limits,
     view: NodeView,
 }
 
-fn start(conn: &mut Connection, spec: &TraceSpec) -> Result<Started, TracerError> {
+fn start(conn: &mut Connection, run: &TraceRun) -> Result<Started, TracerError> {
+    let spec = &run.spec;
     let mut names = Vec::new();
     if !spec.sys.is_empty()
         && let Ok(Reply::Processes(rows)) = conn.request(Command::Processes)
@@ -327,6 +345,14 @@ fn start(conn: &mut Connection, spec: &TraceSpec) -> Result<Started, TracerError
             callsites,
             limits,
         } => {
+            // The waiting patterns as they were typed, with the nearest
+            // names the node knows now.
+            let waiting: Vec<String> = waiting.iter().map(|w| typed_as(run, w)).collect();
+            let hint = if waiting.is_empty() {
+                String::new()
+            } else {
+                crate::suggest::did_you_mean(&waiting, &callsites)
+            };
             let mut view = NodeView::new(conn.name(), callsites);
             for (pid, name) in names {
                 view.name_process(pid, name);
@@ -339,6 +365,7 @@ fn start(conn: &mut Connection, spec: &TraceSpec) -> Result<Started, TracerError
             Ok(Started {
                 matched,
                 waiting,
+                hint,
                 limits,
                 view,
             })

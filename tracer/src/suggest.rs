@@ -57,6 +57,9 @@ pub fn nearest<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -
 pub fn pattern(typed: &str, callsites: &[CallsiteInfo]) -> Option<String> {
     let typed = typed.trim();
     let (module_text, rest) = split_at_function(typed);
+    if let Some(untyped) = without_type(module_text, rest, callsites) {
+        return Some(untyped);
+    }
     let module_pattern = Pattern::parse(module_text).ok()?;
     let in_module: Vec<&CallsiteInfo> = callsites
         .iter()
@@ -133,6 +136,25 @@ pub fn did_you_mean(typed: &[String], callsites: &[CallsiteInfo]) -> String {
     }
 }
 
+/// `kv::store::Store::get` names a method by its type; a `tracing` span of
+/// a method has no type (`kv::store:get`): that name, if the node has it.
+fn without_type(module_text: &str, rest: &str, callsites: &[CallsiteInfo]) -> Option<String> {
+    let segments: Vec<&str> = module_text.split("::").collect();
+    let [module @ .., _ty, function] = &segments[..] else {
+        return None;
+    };
+    if module.is_empty() || !rest.is_empty() && !rest.trim_start().starts_with("->") {
+        return None;
+    }
+    let module = module.join("::");
+    let candidate = format!("{module}:{function}");
+    let parsed = Pattern::parse(&candidate).ok()?;
+    callsites
+        .iter()
+        .any(|c| c.self_type.is_none() && parsed.matches(&c.module, &c.function, c.arity))
+        .then(|| format!("{candidate}{rest}"))
+}
+
 /// Splits `Module:rest` at the `:` (or `/`, blank or `->`) that ends the
 /// module, leaving `::` inside it.
 fn split_at_function(text: &str) -> (&str, &str) {
@@ -191,6 +213,15 @@ mod tests {
             is_async: false,
             ..CallsiteInfo::default()
         }
+    }
+
+    #[test]
+    fn a_method_path_suggests_the_span_without_its_type() {
+        let span = site("kv::store", "get", 1);
+        assert_eq!(
+            pattern("kv::store::Store::get -> return", &[span]).as_deref(),
+            Some("kv::store:get -> return")
+        );
     }
 
     fn sites() -> Vec<CallsiteInfo> {
