@@ -535,14 +535,14 @@ todo2@localhost       7  127.0.0.1:5      2023-11-14T22:14:20Z
         assert_eq!(
             text,
             "\
-todo::server:entries/2 (async)  examples/todo/src/server.rs:50
-todo::list:add/2                examples/todo/src/list.rs:7
+todo::server:entries/2 (async)  traced  examples/todo/src/server.rs:50
+todo::list:add/2                traced  examples/todo/src/list.rs:7
 "
         );
         let json = render(|w| render_callsites(w, "n@h", &list, Format::Json));
         assert_eq!(
             json.lines().nth(1).unwrap(),
-            r#"{"type":"function","node":"n@h","id":1,"module":"todo::list","function":"add","path":"todo::list::add","arity":2,"file":"examples/todo/src/list.rs","line":7,"async":false}"#
+            r#"{"type":"function","node":"n@h","id":1,"module":"todo::list","function":"add","path":"todo::list::add","arity":2,"file":"examples/todo/src/list.rs","line":7,"async":false,"source":"traced"}"#
         );
     }
 
