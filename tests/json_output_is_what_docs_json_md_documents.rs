@@ -178,3 +178,27 @@ fn every_command_prints_what_docs_json_md_documents() {
         .to_owned();
     assert_eq!(check(&docs, "tc", &tc), ["tc"]);
 }
+
+/// The `tracing` bridge's objects: `ls` rows of spans, calls and returns of
+/// a traced span, and `log` lines.
+#[test]
+fn a_tracing_node_prints_what_docs_json_md_documents() {
+    let docs = docs();
+    let home = Home::new();
+    let node = home.start_kv(&unique("jsonkv"));
+    let mut client = node.client();
+    assert_eq!(client.send("SET a 1"), "OK");
+    let _load = node.load();
+    let json = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--format", "json"]);
+        home.run(&all).ok().to_owned()
+    };
+    check(&docs, "ls", &json(&["ls"]));
+    let calls = json(&["trace", "calls", "kv::cmd:apply -> return", "--max", "4"]);
+    let types = check(&docs, "trace calls", &calls);
+    assert!(types.contains(&"return".to_owned()), "{types:?}");
+    let logs = json(&["log", "kv", "--level", "debug", "--max", "4"]);
+    let types = check(&docs, "log", &logs);
+    assert_eq!(types, ["log", "log", "log", "log", "end"], "{logs}");
+}

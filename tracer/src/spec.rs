@@ -162,8 +162,10 @@ pub fn choose_limits(
 /// Limits as a phrase: `10 events, 100/1s, 1m`.
 pub fn describe_limits(limits: &Limits) -> String {
     let mut parts = Vec::new();
-    if let Some(n) = limits.max_events {
-        parts.push(format!("{n} events"));
+    match limits.max_events {
+        Some(1) => parts.push("1 event".to_owned()),
+        Some(n) => parts.push(format!("{n} events")),
+        None => {}
     }
     if let Some(rate) = limits.rate {
         parts.push(format!(
