@@ -169,6 +169,15 @@ fn the_control_server_serves_tracers_and_survives_bad_ones() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // It is told why, with its counts, before the node closes.
+    let end = loop {
+        match read_frame(&mut s, MAX_FRAME).unwrap() {
+            NodeMessage::Events(_) | NodeMessage::Callsites(_) => {}
+            NodeMessage::Ended(end) => break end,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(end.reason, EndReason::TracerSilent(800));
 
     // A profile streams snapshots and ends with its final report.
     let mut s = connect(addr, COOKIE).unwrap();

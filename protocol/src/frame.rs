@@ -3,15 +3,27 @@
 //! A frame is a 4-byte big-endian length followed by that many bytes of a
 //! `postcard`-encoded message. A reader refuses a frame longer than its
 //! maximum before reading it, so a malformed or hostile peer costs a
-//! connection, never the node's memory.
+//! connection, never the node's memory: the payload buffer grows with the
+//! bytes that arrive, not with the length announced. A frame once begun
+//! must end within [`FRAME_DEADLINE`], so a peer that sends part of one and
+//! stops is dropped instead of holding the reader (its socket needs a read
+//! timeout for the reader to look at the clock).
 
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The largest frame a peer accepts unless told otherwise: 16 MiB.
 pub const MAX_FRAME: usize = 16 << 20;
+
+/// How long a frame may take from its first byte to its last.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The payload is read in pieces of at most this many bytes, so what a
+/// frame allocates follows what arrived.
+const READ_CHUNK: usize = 64 << 10;
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +46,24 @@ pub enum FrameError {
         got: usize,
         /// Bytes announced.
         size: usize,
+    },
+    /// The peer sent part of a frame and then nothing until the deadline.
+    #[error("the peer stalled inside a frame ({got} of {size} bytes in {secs} s)")]
+    Stalled {
+        /// Bytes received (of the length prefix, if `size` is 4 and the
+        /// prefix did not complete).
+        got: usize,
+        /// Bytes announced.
+        size: usize,
+        /// How long it was given.
+        secs: u64,
+    },
+    /// The peer sent nothing, not even a ping, for this long while it had
+    /// a trace running.
+    #[error("the tracer was silent for {ms} ms while tracing; its trace was ended")]
+    Silent {
+        /// How long.
+        ms: u64,
     },
     /// The bytes are not a message this side knows.
     #[error("malformed frame: {0}")]
@@ -73,40 +103,116 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), 
     Ok(())
 }
 
-/// Reads one frame of at most `max` bytes and decodes it.
+/// Reads one frame of at most `max` bytes and decodes it. Waiting for a
+/// frame to begin is the caller's (a read timeout comes back as
+/// [`FrameError::Io`], see [`FrameError::is_timeout`]); once begun, the
+/// frame must end within [`FRAME_DEADLINE`].
 pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read, max: usize) -> Result<T, FrameError> {
+    read_frame_with(r, max, Deadline::AfterFirstByte(FRAME_DEADLINE))
+}
+
+/// Reads one frame that must arrive whole, waiting included, by
+/// `deadline`: the handshake's frames.
+pub fn read_frame_by<T: DeserializeOwned>(
+    r: &mut impl Read,
+    max: usize,
+    deadline: Instant,
+) -> Result<T, FrameError> {
+    read_frame_with(r, max, Deadline::At(deadline))
+}
+
+#[derive(Clone, Copy)]
+enum Deadline {
+    AfterFirstByte(Duration),
+    At(Instant),
+}
+
+/// Reading against a deadline: a timeout past it is a stall.
+struct Clock {
+    deadline: Deadline,
+    begun: Option<Instant>,
+}
+
+impl Clock {
+    fn check(&mut self, e: io::Error, got: usize, size: usize) -> Result<(), FrameError> {
+        if !is_timeout(&e) {
+            return Err(e.into());
+        }
+        let (over, secs) = match self.deadline {
+            Deadline::At(at) => (Instant::now() >= at, 0),
+            Deadline::AfterFirstByte(limit) => {
+                let begun = self.begun.get_or_insert_with(Instant::now);
+                (begun.elapsed() >= limit, limit.as_secs())
+            }
+        };
+        match (over, got, self.deadline) {
+            (true, _, Deadline::At(_)) | (true, 1.., _) => {
+                Err(FrameError::Stalled { got, size, secs })
+            }
+            // Nothing of a frame yet and no fixed deadline: the caller's wait.
+            (_, 0, Deadline::AfterFirstByte(_)) if size == 4 => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn read_frame_with<T: DeserializeOwned>(
+    r: &mut impl Read,
+    max: usize,
+    deadline: Deadline,
+) -> Result<T, FrameError> {
+    let mut clock = Clock {
+        deadline,
+        begun: None,
+    };
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
         match r.read(&mut len[got..]) {
             Ok(0) if got == 0 => return Err(FrameError::Closed),
             Ok(0) => return Err(FrameError::Truncated { got, size: 4 }),
-            Ok(n) => got += n,
+            Ok(n) => {
+                clock.begun.get_or_insert_with(Instant::now);
+                got += n;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if got > 0 && is_timeout(&e) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => clock.check(e, got, 4)?,
         }
     }
     let size = u32::from_be_bytes(len) as usize;
     if size > max {
         return Err(FrameError::TooLarge { size, max });
     }
-    let mut payload = vec![0u8; size];
-    let mut got = 0;
-    while got < size {
-        match r.read(&mut payload[got..]) {
-            Ok(0) => return Err(FrameError::Truncated { got, size }),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
-            Err(e) => return Err(e.into()),
+    let mut payload = Vec::with_capacity(size.min(READ_CHUNK));
+    let mut chunk = vec![0u8; size.min(READ_CHUNK)];
+    while payload.len() < size {
+        let want = (size - payload.len()).min(chunk.len());
+        match r.read(&mut chunk[..want]) {
+            Ok(0) => {
+                return Err(FrameError::Truncated {
+                    got: payload.len(),
+                    size,
+                });
+            }
+            Ok(n) => payload.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => clock.check(e, payload.len().max(1), size)?,
         }
     }
     decode(&payload)
 }
 
-/// Decodes one frame's payload.
+/// Decodes one frame's payload: one whole message, nothing after it.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
-    postcard::from_bytes(payload).map_err(|e| FrameError::Malformed(e.to_string()))
+    let (message, rest) =
+        postcard::take_from_bytes(payload).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(format!(
+            "{} bytes after the message",
+            rest.len()
+        )));
+    }
+    Ok(message)
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -161,6 +267,60 @@ mod tests {
         }
     }
 
+    /// A reader that hands out its bytes, then times out forever.
+    struct Stalling<'a>(&'a [u8]);
+
+    impl Read for Stalling<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.0.len()).min(1);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_frame_begun_and_left_is_a_stall_not_a_wait() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &"a frame that never ends").unwrap();
+        for cut in [1, 3, 4, 9] {
+            let mut r = Stalling(&buf[..cut]);
+            let err = read_frame_with::<String>(
+                &mut r,
+                MAX_FRAME,
+                Deadline::AfterFirstByte(Duration::from_millis(50)),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, FrameError::Stalled { .. }),
+                "cut at {cut}: {err}"
+            );
+        }
+        // Nothing of a frame yet: the caller's wait, not a stall.
+        let err = read_frame::<String>(&mut Stalling(&[]), MAX_FRAME).unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        // A fixed deadline counts the wait too.
+        let by = Instant::now() + Duration::from_millis(50);
+        let err = read_frame_by::<String>(&mut Stalling(&[]), MAX_FRAME, by).unwrap_err();
+        assert!(matches!(err, FrameError::Stalled { got: 0, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_large_announced_frame_allocates_only_what_arrives() {
+        // 16 MiB announced, 10 bytes sent: the read fails having kept 10.
+        let mut bytes = (MAX_FRAME as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[7; 10]);
+        let err = read_frame::<Vec<u8>>(&mut &bytes[..], MAX_FRAME).unwrap_err();
+        assert!(
+            matches!(err, FrameError::Truncated { got: 10, size } if size == MAX_FRAME),
+            "{err}"
+        );
+    }
+
     #[test]
     fn oversized_truncated_and_malformed_frames_are_refused() {
         let big = (MAX_FRAME as u32 + 1).to_be_bytes();
@@ -178,6 +338,16 @@ mod tests {
         let err = read_frame::<String>(&mut &buf[..2], MAX_FRAME).unwrap_err();
         assert!(
             matches!(err, FrameError::Truncated { got: 2, size: 4 }),
+            "{err}"
+        );
+
+        let mut trailing = Vec::new();
+        write_frame(&mut trailing, &7u8).unwrap();
+        trailing[3] += 1;
+        trailing.push(0);
+        let err = read_frame::<u8>(&mut &trailing[..], MAX_FRAME).unwrap_err();
+        assert!(
+            matches!(err, FrameError::Malformed(ref m) if m.contains("after")),
             "{err}"
         );
 

@@ -306,6 +306,9 @@ pub enum EndReason {
     StopClear,
     /// The tracer asked.
     Stopped,
+    /// The node heard nothing from the tracer (not even a ping) for this
+    /// many milliseconds and ended the trace.
+    TracerSilent(u64),
 }
 
 impl fmt::Display for EndReason {
@@ -320,6 +323,11 @@ impl fmt::Display for EndReason {
             ),
             EndReason::StopClear => f.write_str("stopped by stop-clear"),
             EndReason::Stopped => f.write_str("stopped by the tracer"),
+            EndReason::TracerSilent(ms) => write!(
+                f,
+                "ended by the node: it heard nothing from the tracer for {}",
+                crate::duration::display_ms(*ms)
+            ),
         }
     }
 }

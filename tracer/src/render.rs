@@ -372,6 +372,7 @@ pub fn json_end(w: &mut dyn Write, node: &str, end: &TraceEnd, shown: u64) -> io
             EndReason::Duration(_) => "duration",
             EndReason::StopClear => "stop_clear",
             EndReason::Stopped => "stopped",
+            EndReason::TracerSilent(_) => "tracer_silent",
         },
         reason_text: end.reason.to_string(),
         shown,

@@ -19,7 +19,7 @@ use nodetrace_protocol::frame::{self, FrameError, MAX_FRAME};
 use nodetrace_protocol::handshake::{self, Side};
 use nodetrace_protocol::home::{Home, NodeEntry, Registration, resolve_cookie};
 use nodetrace_protocol::{
-    CallsiteInfo, CallsiteKind, Command, Event, Limits, MAGIC, NodeInfo, NodeMessage,
+    CallsiteInfo, CallsiteKind, Command, EndReason, Event, Limits, MAGIC, NodeInfo, NodeMessage,
     PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, PROTOCOL_VERSION, ProcessRow, Processes, ProfileSpec,
     Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
 };
@@ -40,6 +40,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_MAX_FRAME: usize = 4096;
 /// A tracing tracer silent for this long is gone: its trace ends.
 pub const SILENCE_LIMIT: Duration = Duration::from_millis(800);
+/// A write to a tracer that does not read fails after this long: its trace
+/// ends and its session slot is freed, whatever the tracer does.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the connection thread looks for silence and ended traces.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -108,7 +111,7 @@ fn connection(stream: TcpStream, context: &Context) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "a tracer".to_owned(), |a| a.to_string());
-    match Connection::open(stream, context) {
+    match Connection::open(stream, context, &peer) {
         Ok(Some(mut conn)) => {
             let result = conn.serve();
             conn.end_trace();
@@ -157,7 +160,9 @@ fn try_connect_back(info: &NodeInfo) -> Result<(), String> {
         cookie,
         info: info.clone(),
     };
-    let Some(mut conn) = Connection::open(stream, &context).map_err(|e| failed(&e))? else {
+    let Some(mut conn) =
+        Connection::open(stream, &context, &addr.to_string()).map_err(|e| failed(&e))?
+    else {
         return Err(failed(&"the profiler did not complete the handshake"));
     };
     conn.reader
@@ -196,6 +201,34 @@ fn send(writer: &Writer, message: &NodeMessage) -> Result<(), FrameError> {
     frame::write_frame(&mut *w, message)?;
     w.flush()?;
     Ok(())
+}
+
+/// Closes a connection so that what was sent last (a profile's final
+/// report, a trace's end) is not lost: a socket closed with unread data
+/// (the tracer's pings) is reset, and a reset drops what was not yet sent.
+/// So: end the sending side, then read what is left, briefly.
+fn close_gracefully(writer: &Writer) {
+    let writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+    let Ok(mut stream) = writer.get_ref().try_clone() else {
+        return;
+    };
+    drop(writer);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut sink = [0u8; 4096];
+    while Instant::now() < deadline {
+        match std::io::Read::read(&mut stream, &mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
 }
 
 /// The callsites a tracer was told of: those of the start reply, then each
@@ -240,6 +273,14 @@ impl Running {
         match self {
             Running::Trace { session, streamer } => session.is_ended() || streamer.is_finished(),
             Running::Profile { run, reporter } => run.is_over() || reporter.is_finished(),
+        }
+    }
+
+    /// Ends it for `reason` (a profile sends its final report).
+    fn end(&self, reason: EndReason) {
+        match self {
+            Running::Trace { session, .. } => session.end(reason),
+            Running::Profile { run, .. } => run.finish(true),
         }
     }
 
@@ -299,34 +340,6 @@ impl ProfileRun {
         }
     }
 
-    /// Closes the connection so that the final report is not lost: a
-    /// socket closed with unread data (the profiler's pings) is reset, and
-    /// a reset drops what was not yet sent. So: end the sending side, then
-    /// read what is left, briefly.
-    fn close_gracefully(&self) {
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let Ok(mut stream) = writer.get_ref().try_clone() else {
-            return;
-        };
-        drop(writer);
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let mut sink = [0u8; 4096];
-        while Instant::now() < deadline {
-            match std::io::Read::read(&mut stream, &mut sink) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => break,
-            }
-        }
-    }
-
     /// Sends the figures so far; false once the profile is over.
     fn report(&self) -> bool {
         let snapshot = match self
@@ -363,7 +376,7 @@ extern "C" fn finish_profiles_at_exit() {
         .collect();
     for run in runs.iter().filter_map(std::sync::Weak::upgrade) {
         run.finish(true);
-        run.close_gracefully();
+        close_gracefully(&run.writer);
     }
 }
 
@@ -416,16 +429,24 @@ struct Connection {
 
 impl Connection {
     /// Runs the handshake; `None` if the tracer was refused.
-    fn open(stream: TcpStream, context: &Context) -> Result<Option<Connection>, FrameError> {
+    fn open(
+        stream: TcpStream,
+        context: &Context,
+        peer: &str,
+    ) -> Result<Option<Connection>, FrameError> {
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        // The whole handshake, waits included, by one deadline; and no
+        // write waits longer than WRITE_TIMEOUT for a tracer to read.
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        stream.set_read_timeout(Some(TICK))?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let mut reader = BufReader::new(stream.try_clone()?);
         let writer: Writer = Arc::new(Mutex::new(BufWriter::new(stream)));
         let TracerMessage::Hello {
             magic,
             version,
             challenge: theirs,
-        } = frame::read_frame(&mut reader, HANDSHAKE_MAX_FRAME)?
+        } = frame::read_frame_by(&mut reader, HANDSHAKE_MAX_FRAME, deadline)?
         else {
             return Err(FrameError::Malformed(
                 "expected a Hello to open the handshake".into(),
@@ -442,7 +463,7 @@ impl Connection {
                 },
             )?;
             log(format_args!(
-                "refused a tracer speaking protocol {version}; this node speaks {PROTOCOL_VERSION}"
+                "refused a tracer from {peer} speaking protocol {version}; this node speaks {PROTOCOL_VERSION}"
             ));
             return Ok(None);
         }
@@ -454,7 +475,8 @@ impl Connection {
                 challenge: ours,
             },
         )?;
-        let TracerMessage::Answer { proof } = frame::read_frame(&mut reader, HANDSHAKE_MAX_FRAME)?
+        let TracerMessage::Answer { proof } =
+            frame::read_frame_by(&mut reader, HANDSHAKE_MAX_FRAME, deadline)?
         else {
             return Err(FrameError::Malformed(
                 "expected an Answer to the challenge".into(),
@@ -462,7 +484,7 @@ impl Connection {
         };
         if !handshake::verify(&context.cookie, Side::Tracer, &theirs, &ours, &proof) {
             send(&writer, &NodeMessage::Denied)?;
-            log(format_args!("refused a tracer with a wrong cookie"));
+            log(format_args!("refused a tracer from {peer}: wrong cookie"));
             return Ok(None);
         }
         send(
@@ -501,10 +523,15 @@ impl Connection {
                 self.end_trace();
             }
             if self.trace.is_some() && heard.elapsed() > SILENCE_LIMIT {
-                return Err(FrameError::Malformed(format!(
-                    "the tracer was silent for {} ms while tracing",
-                    SILENCE_LIMIT.as_millis()
-                )));
+                // Ended with its true reason; its end and counts go out
+                // before the connection closes, in case the tracer reads.
+                let ms = SILENCE_LIMIT.as_millis() as u64;
+                if let Some(running) = &self.trace {
+                    running.end(EndReason::TracerSilent(ms));
+                }
+                self.end_trace();
+                close_gracefully(&self.writer);
+                return Err(FrameError::Silent { ms });
             }
         }
     }

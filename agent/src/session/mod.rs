@@ -821,6 +821,12 @@ impl Session {
         self.shared.end(EndReason::Stopped);
     }
 
+    /// Ends the session for `reason` (the first reason wins), as
+    /// [`Session::stop`] does.
+    pub fn end(&self, reason: EndReason) {
+        self.shared.end(reason);
+    }
+
     /// What the session counted so far. Exact after [`Session::flush`].
     pub fn counts(&self) -> Counts {
         Counts {
