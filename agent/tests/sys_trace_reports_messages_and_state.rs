@@ -86,3 +86,40 @@ async fn sys_trace_of_an_unknown_server_says_so() {
         "{err}"
     );
 }
+
+#[derive(Debug)]
+struct Big {
+    blob: String,
+}
+
+impl GenServer for Big {
+    type Call = ();
+    type Cast = ();
+    type Info = ();
+    type Reply = ();
+
+    async fn handle_call(&mut self, _: (), _: Pid) {}
+
+    async fn handle_cast(&mut self, _: ()) {}
+}
+
+/// A state larger than a frame may carry is cut at the bound, with how
+/// much was cut: never a frame the tracer must refuse.
+#[tokio::test]
+async fn a_huge_state_is_cut_with_a_marker() {
+    let blob = "y".repeat(3 * gen_server::STATE_BOUND);
+    let _server = gen_server::start_named("big", Big { blob }).await.unwrap();
+    let state = sys::get_state("big").await.unwrap();
+    let total = 3 * gen_server::STATE_BOUND + "Big { blob: \"\" }".len();
+    let cut = total - gen_server::STATE_BOUND;
+    assert!(
+        state.len() < gen_server::STATE_BOUND + 64,
+        "{}",
+        state.len()
+    );
+    assert!(
+        state.ends_with(&format!("… ({cut} of {total} bytes cut)")),
+        "{}",
+        &state[state.len() - 60..]
+    );
+}

@@ -3,8 +3,8 @@
 //!
 //! Each node gets two threads: a reader, which forwards event batches and
 //! the trace's end to the caller's thread, and a pinger, which sends `Ping`
-//! every [`PING_EVERY`] (the node ends the trace of a tracer silent for a
-//! second) and `Stop` when asked. The caller's thread renders; a full output
+//! every [`PING_EVERY`] (the node ends the trace of a tracer silent for 800 ms)
+//! and `Stop` when asked. The caller's thread renders; a full output
 //! (a slow terminal) slows the readers, the socket fills, and the node counts
 //! what it cannot deliver as lost instead of waiting.
 
@@ -27,7 +27,8 @@ use crate::render::{NodeView, Renderer};
 use crate::spec::describe_limits;
 use crate::{Connection, Credentials, Format, Target, TracerError};
 
-/// How often the pinger says the tracer is still there (the node waits 1 s).
+/// How often the pinger says the tracer is still there (the node ends the
+/// trace of a tracer it has not heard from in 800 ms).
 pub const PING_EVERY: Duration = Duration::from_millis(250);
 
 /// How long a node may take to confirm a Stop before the tracer gives up

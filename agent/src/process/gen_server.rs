@@ -432,7 +432,7 @@ async fn serve<S: GenServer>(
                 sys_state(shared, &*server);
             }
             Message::System(SystemMessage::GetState(answer)) => {
-                let _ = answer.send(format!("{server:?}"));
+                let _ = answer.send(bounded_debug(&*server, STATE_BOUND));
             }
             Message::System(SystemMessage::Stop(done)) => {
                 shared.stats.handled.fetch_add(1, Ordering::Relaxed);
@@ -442,6 +442,43 @@ async fn serve<S: GenServer>(
         shared.stats.handled.fetch_add(1, Ordering::Relaxed);
     }
     (StopReason::Shutdown, None)
+}
+
+/// The most of a state `sys::get_state` answers with, in bytes: far below
+/// a frame's limit, so a huge state is cut, never refused on the way.
+pub const STATE_BOUND: usize = 1 << 20;
+
+/// `value`'s `Debug`, at most `bound` bytes of it, then how much was cut.
+fn bounded_debug(value: &impl std::fmt::Debug, bound: usize) -> String {
+    struct Keep {
+        text: String,
+        bound: usize,
+        total: usize,
+    }
+    impl std::fmt::Write for Keep {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.total += s.len();
+            let room = self.bound.saturating_sub(self.text.len());
+            let mut end = room.min(s.len());
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.text.push_str(&s[..end]);
+            Ok(())
+        }
+    }
+    let mut keep = Keep {
+        text: String::new(),
+        bound,
+        total: 0,
+    };
+    let _ = std::fmt::write(&mut keep, format_args!("{value:?}"));
+    if keep.total > keep.text.len() {
+        let cut = keep.total - keep.text.len();
+        keep.text
+            .push_str(&format!("… ({cut} of {} bytes cut)", keep.total));
+    }
+    keep.text
 }
 
 pin_project_lite::pin_project! {
