@@ -89,6 +89,7 @@ async fn sys_trace_of_an_unknown_server_says_so() {
 
 #[derive(Debug)]
 struct Big {
+    #[allow(dead_code, reason = "the state is only shown, through Debug")]
     blob: String,
 }
 
