@@ -4,6 +4,7 @@
 //! (see `control`), and registers the node so that `nodetrace nodes` lists
 //! it and `nodetrace trace --node NAME` finds it.
 
+pub use crate::control::server::MAX_CONNECTIONS;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -84,24 +84,110 @@ struct Context {
     info: NodeInfo,
 }
 
+/// Log lines allowed per second; the rest are counted, and the count is
+/// said with the next line that gets through.
+const LOG_LINES_PER_SECOND: u32 = 10;
+
+/// Writes one line to stderr, unless more than [`LOG_LINES_PER_SECOND`]
+/// were written this second: a flood of bad connections costs the node a
+/// few lines, not its stderr.
 fn log(message: std::fmt::Arguments<'_>) {
-    eprintln!("nodetrace: {message}");
+    struct Window {
+        start: Option<Instant>,
+        lines: u32,
+        suppressed: u64,
+    }
+    static WINDOW: Mutex<Window> = Mutex::new(Window {
+        start: None,
+        lines: 0,
+        suppressed: 0,
+    });
+    let mut w = WINDOW.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if w.start
+        .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+    {
+        w.start = Some(now);
+        w.lines = 0;
+    }
+    if w.lines >= LOG_LINES_PER_SECOND {
+        w.suppressed += 1;
+        return;
+    }
+    w.lines += 1;
+    match std::mem::take(&mut w.suppressed) {
+        0 => eprintln!("nodetrace: {message}"),
+        n => eprintln!("nodetrace: {message} ({n} similar lines suppressed)"),
+    }
+}
+
+/// At most this many tracer connections are served at once; one more is
+/// closed at once (a thread and two descriptors each).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Connections being served now.
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// One served connection, counted until it ends.
+struct Counted;
+
+impl Counted {
+    fn take() -> Option<Counted> {
+        let taken = CONNECTIONS.fetch_add(1, Ordering::AcqRel);
+        if taken >= MAX_CONNECTIONS {
+            CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Counted)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn accept(listener: TcpListener, context: Arc<Context>) {
     mark_agent_thread();
+    // Accepting fails when the process is out of descriptors: wait before
+    // trying again, longer each time, instead of spinning a core.
+    let mut backoff = Duration::ZERO;
     for stream in listener.incoming() {
-        match stream {
+        let stream = match stream {
             Ok(stream) => {
-                let context = context.clone();
-                let spawned = thread::Builder::new()
-                    .name("nodetrace-conn".into())
-                    .spawn(move || connection(stream, &context));
-                if let Err(e) = spawned {
-                    log(format_args!("cannot serve a tracer: {e}"));
-                }
+                backoff = Duration::ZERO;
+                stream
             }
-            Err(e) => log(format_args!("accepting a tracer failed: {e}")),
+            Err(e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                log(format_args!(
+                    "accepting a tracer failed: {e}; trying again in {} ms",
+                    backoff.as_millis()
+                ));
+                thread::sleep(backoff);
+                continue;
+            }
+        };
+        let Some(counted) = Counted::take() else {
+            let peer = stream
+                .peer_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string());
+            log(format_args!(
+                "refused a connection from {peer}: {MAX_CONNECTIONS} connections are served already"
+            ));
+            drop(stream);
+            continue;
+        };
+        let context = context.clone();
+        let spawned = thread::Builder::new()
+            .name("nodetrace-conn".into())
+            .spawn(move || {
+                let _counted = counted;
+                connection(stream, &context)
+            });
+        if let Err(e) = spawned {
+            log(format_args!("cannot serve a tracer: {e}"));
         }
     }
 }
