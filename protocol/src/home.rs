@@ -6,6 +6,12 @@
 //! node saying its name, OS pid, address and start time. A node writes its
 //! file when it starts and removes it when it stops; readers skip and remove
 //! the files of nodes whose process is gone.
+//!
+//! The home is checked as ssh checks `~/.ssh`: the directory, the cookie
+//! and each registry file must be the user's own, not links, and not
+//! writable (the cookie: not readable) by anyone else. A home that fails is
+//! an error naming the path and the fix, never silently changed; a
+//! registry file that fails is not believed.
 
 use std::fs;
 use std::io::{self, Write};
@@ -32,6 +38,16 @@ pub enum HomeError {
     /// The cookie file is empty.
     #[error("{0}: the cookie file is empty; delete it to get a new one, or set NODETRACE_COOKIE")]
     EmptyCookie(PathBuf),
+    /// A path of the home is not safely the user's own.
+    #[error("{path} {why}; {fix}")]
+    Untrusted {
+        /// Which.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+        /// What to do.
+        fix: String,
+    },
     /// Another live node has the name.
     #[error("the node name {name} is taken by OS process {os_pid}; pick another name")]
     NameTaken {
@@ -119,14 +135,30 @@ impl Home {
         &self.dir
     }
 
+    /// Makes `dir` (mode 0700) if it is missing, else checks that it is
+    /// safely the user's own; an existing directory is never changed.
     fn ensure_dir(&self, dir: &Path) -> Result<(), HomeError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        restrict(dir, 0o700).map_err(io_err(dir))
+        match fs::symlink_metadata(dir) {
+            Ok(_) => check_private(dir, Private::Dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fs::create_dir_all(parent).map_err(io_err(parent))?;
+                }
+                create_private_dir(dir).map_err(io_err(dir))
+            }
+            Err(e) => Err(io_err(dir)(e)),
+        }
     }
 
     /// The cookie: the file's, created (random, mode 0600) if missing.
     pub fn cookie(&self) -> Result<String, HomeError> {
         let path = self.dir.join("cookie");
+        if fs::symlink_metadata(&self.dir).is_ok() {
+            check_private(&self.dir, Private::Dir)?;
+        }
+        if fs::symlink_metadata(&path).is_ok() {
+            check_private(&path, Private::Secret)?;
+        }
         match fs::read_to_string(&path) {
             Ok(text) => {
                 let cookie = text.trim().to_owned();
@@ -179,7 +211,10 @@ impl Home {
         }
         let path = self.entry_path(&entry.name);
         let tmp = path.with_extension(format!("tmp{}", entry.os_pid));
-        fs::write(&tmp, entry.to_text()).map_err(io_err(&tmp))?;
+        let _ = fs::remove_file(&tmp);
+        let mut file = create_private(&tmp).map_err(io_err(&tmp))?;
+        file.write_all(entry.to_text().as_bytes())
+            .map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         Ok(Registration { path })
     }
@@ -192,10 +227,16 @@ impl Home {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err(&dir)(e)),
         };
+        check_private(&self.dir, Private::Dir)?;
+        check_private(&dir, Private::Dir)?;
         let mut nodes = Vec::new();
         for file in read.flatten() {
             let path = file.path();
             if path.extension().is_none_or(|e| e != "node") {
+                continue;
+            }
+            // Only the user's own entries are believed (or pruned).
+            if check_private(&path, Private::File).is_err() {
                 continue;
             }
             match fs::read_to_string(&path)
@@ -235,15 +276,83 @@ fn random_cookie() -> String {
         .collect()
 }
 
+/// What a checked path must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Private {
+    /// A directory no one else may write.
+    Dir,
+    /// A file no one else may write.
+    File,
+    /// A file no one else may read or write: the cookie.
+    Secret,
+}
+
+/// Checks, without following a link, that `path` is the user's own and
+/// closed to others as `kind` requires.
 #[cfg(unix)]
-fn restrict(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+fn check_private(path: &Path, kind: Private) -> Result<(), HomeError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
+    let untrusted = |why: String, fix: String| HomeError::Untrusted {
+        path: path.to_owned(),
+        why,
+        fix,
+    };
+    let shown = path.display();
+    if meta.file_type().is_symlink() {
+        return Err(untrusted(
+            "is a symbolic link".into(),
+            format!(
+                "replace it with a {} of your own, or set NODETRACE_HOME to one",
+                match kind {
+                    Private::Dir => "directory",
+                    _ => "file",
+                }
+            ),
+        ));
+    }
+    // Safety: `geteuid` has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(untrusted(
+            format!("belongs to uid {}, not to you (uid {me})", meta.uid()),
+            "use a nodetrace home of your own (NODETRACE_HOME)".into(),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    let (closed, chmod) = match kind {
+        Private::Dir => (0o022, "700"),
+        Private::File => (0o022, "600"),
+        Private::Secret => (0o077, "600"),
+    };
+    if mode & closed != 0 {
+        let who = if kind == Private::Secret {
+            "readable or writable"
+        } else {
+            "writable"
+        };
+        return Err(untrusted(
+            format!("is {who} by others (mode {mode:o})"),
+            format!("chmod {chmod} {shown}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(not(unix))]
-fn restrict(_: &Path, _: u32) -> io::Result<()> {
+fn check_private(_: &Path, _: Private) -> Result<(), HomeError> {
     Ok(())
+}
+
+#[cfg(unix)]
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir(path)
 }
 
 #[cfg(unix)]
@@ -291,6 +400,91 @@ pub fn resolve_cookie(explicit: Option<&str>, home: &Home) -> Result<String, Hom
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    fn mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Checked as ssh checks `~/.ssh`: each failure names the path and the
+    /// fix, and nothing is changed.
+    #[cfg(unix)]
+    #[test]
+    fn a_home_not_safely_ours_is_refused_with_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        mode(&shared, 0o1777);
+        let err = Home::at(&shared).cookie().unwrap_err().to_string();
+        assert!(err.contains("is writable by others (mode 1777)"), "{err}");
+        assert!(
+            err.contains(&format!("chmod 700 {}", shared.display())),
+            "{err}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::symlink_metadata(&shared).unwrap().permissions().mode() & 0o7777,
+            0o1777,
+            "left as it was"
+        );
+
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&shared, &link).unwrap();
+        let err = Home::at(&link).cookie().unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+
+        let home = Home::at(tmp.path().join("h"));
+        home.cookie().unwrap();
+        mode(&home.dir().join("cookie"), 0o644);
+        let err = home.cookie().unwrap_err().to_string();
+        assert!(
+            err.contains("readable or writable by others (mode 644)"),
+            "{err}"
+        );
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    /// A registry entry someone else could have written is not believed.
+    #[cfg(unix)]
+    #[test]
+    fn only_our_own_registry_entries_are_believed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::at(tmp.path().join("h"));
+        let me = NodeEntry {
+            name: "a@h".into(),
+            os_pid: std::process::id(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            started_ms: 1,
+        };
+        let registration = home.register(&me).unwrap();
+        assert_eq!(home.nodes().unwrap(), std::slice::from_ref(&me));
+        let planted = home.nodes_dir().join("b@h.node");
+        fs::write(
+            &planted,
+            NodeEntry {
+                name: "b@h".into(),
+                ..me.clone()
+            }
+            .to_text(),
+        )
+        .unwrap();
+        mode(&planted, 0o666);
+        assert_eq!(
+            home.nodes().unwrap(),
+            std::slice::from_ref(&me),
+            "a world-writable entry"
+        );
+        assert!(planted.exists(), "and it is not ours to remove");
+        // Owned by another user: as root, give it away.
+        // Safety: `geteuid` has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            mode(&planted, 0o644);
+            std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+            assert_eq!(home.nodes().unwrap(), [me], "an entry of another uid");
+        }
+        drop(registration);
+    }
 
     #[test]
     fn the_cookie_is_created_once_private_and_kept() {
