@@ -822,10 +822,11 @@ fn open_session(spec: &TraceSpec) -> Result<(Session, u64, Vec<String>), String>
     let returns = spec.returns || spec.patterns.iter().any(|p| p.return_trace());
     let options = SessionOptions {
         args: spec.args,
+        // An event's text stays far below the frame limit, whatever asked.
         text_bound: if spec.text_bound == 0 {
             DEFAULT_TEXT_BOUND
         } else {
-            spec.text_bound as usize
+            (spec.text_bound as usize).min(MAX_TEXT_BOUND)
         },
         arg_match: spec.arg_match.clone().map(ArgMatch::Substring),
         returns,
@@ -881,7 +882,10 @@ fn stream(session: &Session, writer: &Writer, announced: &Announced) {
     let batches = session.batches();
     let send_batch = |batch: Vec<Event>| {
         announced.announce(writer)?;
-        send(writer, &NodeMessage::Events(batch))
+        for part in split_by_bytes(batch, BATCH_BYTES) {
+            send(writer, &NodeMessage::Events(part))?;
+        }
+        Ok::<(), FrameError>(())
     };
     loop {
         match batches.recv_timeout(TICK) {
@@ -911,6 +915,38 @@ fn stream(session: &Session, writer: &Writer, announced: &Announced) {
     }
 }
 
+/// The largest `--text-bound` a trace gets: 1 MiB per argument list,
+/// value or message.
+const MAX_TEXT_BOUND: usize = 1 << 20;
+
+/// Text bytes per `Events` frame at most (an event's text is bounded by
+/// its trace's `--text-bound`; a batch of many is split to stay far below
+/// the frame limit).
+const BATCH_BYTES: usize = 4 << 20;
+
+/// `batch` in parts whose events' texts add up to at most `bytes` each
+/// (an event larger than that alone is a part of its own).
+fn split_by_bytes(batch: Vec<Event>, bytes: usize) -> Vec<Vec<Event>> {
+    let size = |e: &Event| {
+        64 + e.text.as_ref().map_or(0, String::len) + e.extra.as_ref().map_or(0, String::len)
+    };
+    if batch.iter().map(size).sum::<usize>() <= bytes {
+        return vec![batch];
+    }
+    let mut parts = vec![Vec::new()];
+    let mut used = 0;
+    for event in batch {
+        let n = size(&event);
+        if used + n > bytes && !parts.last().is_none_or(Vec::is_empty) {
+            parts.push(Vec::new());
+            used = 0;
+        }
+        used += n;
+        parts.last_mut().expect("a part").push(event);
+    }
+    parts
+}
+
 fn process_rows() -> Vec<ProcessRow> {
     processes()
         .into_iter()
@@ -931,4 +967,38 @@ fn process_rows() -> Vec<ProcessRow> {
 pub(crate) fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use nodetrace_protocol::{Event, EventKind, Pid};
+
+    use super::split_by_bytes;
+
+    fn event(text: usize) -> Event {
+        Event {
+            kind: EventKind::Call,
+            pid: Pid::process(1),
+            peer: None,
+            callsite: Some(0),
+            timestamp_ns: 0,
+            duration_ns: None,
+            busy_ns: None,
+            text: Some("x".repeat(text)),
+            extra: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_of_large_events_is_split_to_stay_under_the_bound() {
+        let batch: Vec<Event> = (0..10).map(|_| event(1000)).collect();
+        assert_eq!(split_by_bytes(batch.clone(), 1 << 20).len(), 1);
+        let parts = split_by_bytes(batch, 2500);
+        assert_eq!(
+            parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2, 2, 2, 2, 2]
+        );
+        let huge = split_by_bytes(vec![event(10), event(5000), event(10)], 1000);
+        assert_eq!(huge.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+    }
 }
