@@ -281,16 +281,16 @@ impl<'de> serde::Deserialize<'de> for Pattern {
 /// assert_eq!(snake_case("already_snake"), "already_snake");
 /// ```
 pub fn snake_case(segment: &str) -> String {
+    // An upper-case letter that has a lower case: one without (`ⅅ`) stays
+    // as it is and starts no word, so that the result is its own snake case.
+    let upper = |c: char| c.is_uppercase() && c.to_lowercase().next() != Some(c);
     let chars: Vec<char> = segment.chars().collect();
     let mut out = String::with_capacity(segment.len() + 4);
     for (i, &c) in chars.iter().enumerate() {
-        if c.is_uppercase() && i > 0 {
+        if upper(c) && i > 0 {
             let prev = chars[i - 1];
             let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            if prev.is_lowercase()
-                || prev.is_ascii_digit()
-                || (prev.is_uppercase() && next_is_lower)
-            {
+            if prev.is_lowercase() || prev.is_ascii_digit() || (upper(prev) && next_is_lower) {
                 out.push('_');
             }
         }
