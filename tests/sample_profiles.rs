@@ -148,7 +148,7 @@ fn a_running_node_is_sampled_twice_and_its_sigprof_disposition_is_restored() {
         .unwrap();
     let profile = pprof::protos::Profile::decode(bytes.as_slice()).expect("a pprof profile");
     let strings = &profile.string_table;
-    assert_eq!(strings[profile.sample_type[0].r#type as usize], "samples");
+    assert_eq!(strings[profile.sample_type[0].ty as usize], "samples");
     let pprof_total: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
     assert_eq!(pprof_total as u64, total);
     assert!(strings.iter().any(|s| s.ends_with("hot_spin")));

@@ -513,10 +513,13 @@ impl Connection {
         loop {
             match frame::read_frame::<TracerMessage>(&mut self.reader, MAX_FRAME) {
                 Ok(message) => {
-                    heard = Instant::now();
                     if let Some(reply) = self.handle(message)? {
                         send(&self.writer, &NodeMessage::Reply(reply))?;
                     }
+                    // After the command: the time it took (a sample
+                    // profile's start loads the binary's symbols) is not
+                    // the tracer's silence.
+                    heard = Instant::now();
                 }
                 Err(e) if e.is_timeout() => {}
                 Err(e) => return Err(e),
