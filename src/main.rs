@@ -91,7 +91,8 @@ enum Cmd {
     /// handled, start time.
     Ps(PsArgs),
     /// Profiles a running node for a while, or a command from its start to
-    /// its exit: cprof (call counts), eprof (own time), fprof (call graph).
+    /// its exit: cprof (call counts), eprof (own time), fprof (call graph),
+    /// sample (sampled stacks of every thread, no annotation).
     ///
     /// With --node (or no command: the only running node) the profile runs
     /// for --duration (default 10s) and the report follows. With `-- CMD

@@ -77,7 +77,11 @@ fn a_running_node_is_sampled_twice_and_its_sigprof_disposition_is_restored() {
     let node = start_hot(&home, &name);
     let pid = node.pid();
     let (caught_before, ignored_before) = signal_masks(pid);
-    assert_eq!(caught_before & SIGPROF_BIT, 0, "no handler before any profile");
+    assert_eq!(
+        caught_before & SIGPROF_BIT,
+        0,
+        "no handler before any profile"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let folded = dir.path().join("stacks.txt");

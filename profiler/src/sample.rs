@@ -47,11 +47,13 @@ pub fn functions(profile: &Profile<'_>) -> Vec<FunctionSamples> {
     }
     let mut rows: Vec<FunctionSamples> = by_name
         .into_iter()
-        .map(|(function, (self_samples, total_samples))| FunctionSamples {
-            function: function.to_owned(),
-            self_samples,
-            total_samples,
-        })
+        .map(
+            |(function, (self_samples, total_samples))| FunctionSamples {
+                function: function.to_owned(),
+                self_samples,
+                total_samples,
+            },
+        )
         .collect();
     rows.sort_by(|a, b| {
         b.self_samples
@@ -91,7 +93,11 @@ pub fn write_text(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
     let mut rows = functions(profile);
     writeln!(w)?;
     writeln!(w, "# by self samples (top {TOP})")?;
-    writeln!(w, "{:>8} {:>8} {:>8} {:>8}  FUNCTION", "SELF%", "SELF", "TOTAL%", "TOTAL")?;
+    writeln!(
+        w,
+        "{:>8} {:>8} {:>8} {:>8}  FUNCTION",
+        "SELF%", "SELF", "TOTAL%", "TOTAL"
+    )?;
     for row in rows.iter().take(TOP) {
         if row.self_samples == 0 {
             break;
@@ -114,7 +120,11 @@ pub fn write_text(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
     });
     writeln!(w)?;
     writeln!(w, "# by total samples, callees included (top {TOP})")?;
-    writeln!(w, "{:>8} {:>8} {:>8} {:>8}  FUNCTION", "TOTAL%", "TOTAL", "SELF%", "SELF")?;
+    writeln!(
+        w,
+        "{:>8} {:>8} {:>8} {:>8}  FUNCTION",
+        "TOTAL%", "TOTAL", "SELF%", "SELF"
+    )?;
     for row in rows.iter().take(TOP) {
         writeln!(
             w,

@@ -21,8 +21,7 @@ use nodetrace_protocol::home::{Home, NodeEntry, Registration, resolve_cookie};
 use nodetrace_protocol::{
     CallsiteInfo, CallsiteKind, Command, Event, Limits, MAGIC, NodeInfo, NodeMessage,
     PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, PROTOCOL_VERSION, ProcessRow, Processes, ProfileMode,
-    ProfileSnapshot, ProfileSpec,
-    Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
+    ProfileSnapshot, ProfileSpec, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
 };
 
 use crate::callsites;
