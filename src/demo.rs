@@ -189,6 +189,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let request = ProfileRequest {
         spec: ProfileSpec {
             mode: ProfileMode::Eprof,
+            frequency_hz: 0,
             patterns: Vec::new(),
             processes: Processes::All,
             histogram: false,
@@ -203,6 +204,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             output: None,
             flamegraph: Some(svg.clone()),
             folded: None,
+            pprof: None,
         },
     };
     profile_node(

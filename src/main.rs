@@ -91,7 +91,8 @@ enum Cmd {
     /// handled, start time.
     Ps(PsArgs),
     /// Profiles a running node for a while, or a command from its start to
-    /// its exit: cprof (call counts), eprof (own time), fprof (call graph).
+    /// its exit: cprof (call counts), eprof (own time), fprof (call graph),
+    /// sample (sampled stacks of every thread, no annotation).
     ///
     /// With --node (or no command: the only running node) the profile runs
     /// for --duration (default 10s) and the report follows. With `-- CMD
@@ -231,7 +232,7 @@ struct MessagesArgs {
     common: TraceArgs,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 struct ProcessArgs {
     /// Only this process, by pid (<0.12.0>) or registered name
     /// (my_server); repeatable [default: --all].
@@ -355,6 +356,55 @@ enum ProfileCmd {
         after_help = "Examples:\n  nodetrace profile fprof MyApp.Server --duration 2s --flamegraph server.svg\n  nodetrace profile fprof 'my_app::*' --folded stacks.txt -- ./my-service --once"
     )]
     Fprof(FprofArgs),
+    /// Samples the full stacks of every thread of the node at a frequency
+    /// of its CPU time, like `perf record`: no #[traced] needed, no
+    /// privileges. The text report shows the top functions by self and by
+    /// total samples, like `perf report --stdio`'s first screen.
+    #[command(
+        after_help = "The node runs a sample profile for at most 5 min (a command's too) and at most 1000 Hz; nothing of the sampler (timer, SIGPROF handler) is installed before the first one or left after it.\n\nExamples:\n  nodetrace profile sample --node my_app@localhost --duration 5s\n  nodetrace profile sample --duration 10s --flamegraph cpu.svg --pprof cpu.pb.gz\n  nodetrace profile sample --frequency 999 --folded stacks.txt -- ./target/release/my-service --once"
+    )]
+    Sample(SampleArgs),
+}
+
+#[derive(Debug, Args)]
+struct SampleArgs {
+    /// Samples per second of CPU time, 1 to 1000.
+    #[arg(long, value_name = "HZ", default_value_t = 99, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    frequency: u32,
+    /// Also draw a flamegraph SVG (one tower per thread).
+    #[arg(long, value_name = "FILE.svg")]
+    flamegraph: Option<PathBuf>,
+    /// Also write folded stacks, `thread;outer;inner samples` a line.
+    #[arg(long, value_name = "FILE")]
+    folded: Option<PathBuf>,
+    /// Also write a pprof profile (protobuf; gzipped if FILE ends in .gz),
+    /// as `go tool pprof` reads it.
+    #[arg(long, value_name = "FILE.pb.gz")]
+    pprof: Option<PathBuf>,
+    /// Sample for DURATION: 500ms, 10s, 2m [default: 10s on a running
+    /// node; a command's whole run, at most 5 min].
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration)]
+    duration: Option<u64>,
+    #[command(flatten)]
+    format: FormatArg,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// How long the command may take to connect back before it is killed.
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, default_value = "5s")]
+    connect_timeout: u64,
+    /// The running node to profile: a registered name or HOST:PORT
+    /// [default: the only running node, unless a command is given].
+    #[arg(long, value_name = "NODE", conflicts_with = "command")]
+    node: Option<String>,
+    /// The cookie the running node knows [default: NODETRACE_COOKIE, else
+    /// the cookie file of the nodetrace home]; a command gets a one-time
+    /// cookie.
+    #[arg(long, value_name = "COOKIE", conflicts_with = "command")]
+    cookie: Option<String>,
+    /// The command to profile, after `--`; it must link nodetrace-agent.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -704,6 +754,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Cmd::Profile(ProfileCmd::Fprof(args)) => {
             profile(ProfileMode::Fprof, args.common, &args.timed, false)
         }
+        Cmd::Profile(ProfileCmd::Sample(args)) => sample(args),
         Cmd::Tc(args) => timer_tc(args),
         Cmd::Demo => demo::run(),
         Cmd::Completions(args) => {
@@ -732,11 +783,50 @@ fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+fn sample(args: SampleArgs) -> anyhow::Result<ExitCode> {
+    let frequency_hz = args.frequency;
+    let pprof = args.pprof.clone();
+    let common = ProfileArgs {
+        patterns: Vec::new(),
+        processes: ProcessArgs::default(),
+        duration: args.duration,
+        // Stacks come only with the final report; periodic snapshots say
+        // little more than that the node lives.
+        interval: 1000,
+        sort: None,
+        format: args.format,
+        output: args.output,
+        connect_timeout: args.connect_timeout,
+        node: args.node,
+        cookie: args.cookie,
+        command: args.command,
+    };
+    let timed = TimedArgs {
+        histogram: false,
+        flamegraph: args.flamegraph,
+        folded: args.folded,
+    };
+    run_profile(ProfileMode::Sample, common, &timed, false, |request| {
+        request.spec.frequency_hz = frequency_hz;
+        request.outputs.pprof = pprof;
+    })
+}
+
 fn profile(
     mode: ProfileMode,
     args: ProfileArgs,
     timed: &TimedArgs,
     per_process: bool,
+) -> anyhow::Result<ExitCode> {
+    run_profile(mode, args, timed, per_process, |_| {})
+}
+
+fn run_profile(
+    mode: ProfileMode,
+    args: ProfileArgs,
+    timed: &TimedArgs,
+    per_process: bool,
+    adjust: impl FnOnce(&mut ProfileRequest),
 ) -> anyhow::Result<ExitCode> {
     let of_command = !args.command.is_empty();
     let (duration_ms, default_duration) = match args.duration {
@@ -744,9 +834,10 @@ fn profile(
         None if of_command => (None, false),
         None => (Some(DEFAULT_DURATION_MS), true),
     };
-    let request = ProfileRequest {
+    let mut request = ProfileRequest {
         spec: ProfileSpec {
             mode,
+            frequency_hz: 0,
             patterns: args.patterns.into_iter().map(|p| p.pattern).collect(),
             processes: args.processes.to_processes(),
             histogram: timed.histogram,
@@ -771,8 +862,10 @@ fn profile(
             output: args.output,
             flamegraph: timed.flamegraph.clone(),
             folded: timed.folded.clone(),
+            pprof: None,
         },
     };
+    adjust(&mut request);
     request.outputs.check(mode)?;
     if of_command {
         // See `Interrupts`: a terminal's Ctrl-C reaches the command by

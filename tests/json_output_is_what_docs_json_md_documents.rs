@@ -171,6 +171,8 @@ fn every_command_prints_what_docs_json_md_documents() {
         let report = json(&["profile", mode, "Todo.Server", "--duration", "300ms"]);
         assert_eq!(check(&docs, &command, &report), ["profile"]);
     }
+    let sampled = json(&["profile", "sample", "--duration", "500ms"]);
+    assert_eq!(check(&docs, "profile sample", &sampled), ["profile"]);
     check(&docs, "stop-clear", &json(&["stop-clear"]));
     let tc = home
         .run(&["tc", "-n", "2", "--format", "json", "--", "true"])

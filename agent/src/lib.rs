@@ -71,6 +71,7 @@ pub use process::{
     ProcessInfo, ProcessKind, ProcessRef, RegistryError, gen_server, processes, register, self_pid,
     sys, unregister, whereis,
 };
+pub use profile::sample::{MAX_FREQUENCY_HZ, MAX_SAMPLE_MS, SampleError, SampleProfile};
 pub use profile::tc::{tc, tc_async};
 pub use profile::{Profile, ProfileError, ProfileOptions};
 pub use record::callsite::{Callsite, Metadata, callsite, callsites};

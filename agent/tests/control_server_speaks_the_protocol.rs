@@ -183,6 +183,7 @@ fn the_control_server_serves_tracers_and_survives_bad_ones() {
     let mut s = connect(addr, COOKIE).unwrap();
     let profile = ProfileSpec {
         mode: ProfileMode::Eprof,
+        frequency_hz: 0,
         patterns: vec!["control_server_speaks_the_protocol:work".parse().unwrap()],
         processes: Processes::All,
         histogram: true,

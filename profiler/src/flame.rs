@@ -1,5 +1,7 @@
 //! Folded stacks and flamegraphs: one frame per traced function on the
-//! stack, widths from own time (nanoseconds).
+//! stack, widths from own time (nanoseconds); for a sample profile, one
+//! frame per function of the sampled stack under its thread, widths from
+//! samples.
 
 use std::io::{self, Write};
 
@@ -17,6 +19,9 @@ pub enum FlameError {
 }
 
 fn folded_lines(profile: &Profile<'_>) -> Vec<String> {
+    if profile.mode == nodetrace_protocol::ProfileMode::Sample {
+        return crate::sample::folded_lines(profile);
+    }
     profile
         .snapshot
         .stacks
@@ -50,10 +55,16 @@ pub fn write_flamegraph(
     let lines = folded_lines(profile);
     let mut options = inferno::flamegraph::Options::default();
     options.title = title.to_owned();
-    options.count_name = "ns".to_owned();
+    let sampled = profile.mode == nodetrace_protocol::ProfileMode::Sample;
+    options.count_name = if sampled { "samples" } else { "ns" }.to_owned();
     if lines.is_empty() {
         // inferno refuses an empty graph; draw one frame that says so.
-        let empty = ["no traced call completed 1".to_owned()];
+        let empty = [if sampled {
+            "no samples 1"
+        } else {
+            "no traced call completed 1"
+        }
+        .to_owned()];
         return inferno::flamegraph::from_lines(&mut options, empty.iter().map(String::as_str), w)
             .map_err(|e| FlameError::Draw(e.to_string()));
     }

@@ -8,6 +8,10 @@ use crate::Profile;
 
 /// Writes the profile as one JSON object and a newline.
 pub fn write_json(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
+    if profile.mode == nodetrace_protocol::ProfileMode::Sample {
+        serde_json::to_writer(&mut *w, &crate::sample::json(profile))?;
+        return writeln!(w);
+    }
     let info = |id: u32| profile.callsites.get(id as usize);
     let functions: Vec<_> = profile
         .snapshot

@@ -1,4 +1,5 @@
-//! Profile reports: cprof, eprof and fprof tables in the shapes OTP users
+//! Profile reports: cprof, eprof and fprof tables, sample profiles' top
+//! functions and pprof files, in the shapes OTP users
 //! read every day, latency histograms, JSON, folded stacks and flamegraphs.
 //!
 //! Every renderer writes to any [`std::io::Write`], so tests render into a
@@ -25,12 +26,14 @@ pub mod exit;
 mod flame;
 mod json;
 mod report;
+pub mod sample;
 pub mod session;
 pub mod tc;
 
 pub use flame::{FlameError, write_flamegraph, write_folded};
 pub use json::write_json;
 pub use report::{ReportOptions, Sort, write_text};
+pub use sample::write_pprof;
 pub use session::{
     Interrupt, Interrupts, Outputs, ProfileError, ProfileRequest, profile_command, profile_node,
 };

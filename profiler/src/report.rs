@@ -51,6 +51,7 @@ pub fn write_text(
         ProfileMode::Cprof => cprof(w, profile, options)?,
         ProfileMode::Eprof => eprof(w, profile, options)?,
         ProfileMode::Fprof => fprof(w, profile, options)?,
+        ProfileMode::Sample => crate::sample::write_text(w, profile)?,
     }
     if options.histogram {
         histogram(w, profile)?;

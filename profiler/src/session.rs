@@ -158,8 +158,10 @@ pub struct Outputs {
     pub output: Option<PathBuf>,
     /// A flamegraph SVG to draw (eprof, fprof).
     pub flamegraph: Option<PathBuf>,
-    /// Folded stacks to write (eprof, fprof).
+    /// Folded stacks to write (eprof, fprof, sample).
     pub folded: Option<PathBuf>,
+    /// A pprof protobuf to write (sample); gzipped if it ends in `.gz`.
+    pub pprof: Option<PathBuf>,
 }
 
 impl Outputs {
@@ -171,7 +173,12 @@ impl Outputs {
                 "--flamegraph and --folded draw call stacks, which cprof does not keep (it only counts calls): use eprof or fprof".to_owned(),
             ));
         }
-        for path in [&self.output, &self.flamegraph, &self.folded]
+        if mode != ProfileMode::Sample && self.pprof.is_some() {
+            return Err(ProfileError::Refused(
+                "--pprof writes sampled stacks: use profile sample".to_owned(),
+            ));
+        }
+        for path in [&self.output, &self.flamegraph, &self.folded, &self.pprof]
             .into_iter()
             .flatten()
         {
@@ -197,6 +204,14 @@ impl Outputs {
                 .and_then(|()| file.flush())
                 .map_err(|cause| file_error(path, cause))?;
             note(log, &format!("folded stacks written to {}", path.display()));
+        }
+        if let Some(path) = &self.pprof {
+            let mut file = create(path)?;
+            let gzip = path.extension().is_some_and(|e| e == "gz");
+            crate::write_pprof(&mut file, profile, gzip)
+                .and_then(|()| file.flush())
+                .map_err(|cause| file_error(path, cause))?;
+            note(log, &format!("pprof profile written to {}", path.display()));
         }
         if let Some(path) = &self.flamegraph {
             let mut file = create(path)?;
@@ -260,6 +275,9 @@ impl ProfileRequest {
     /// `eprof of todo::server, todo::cache` or `cprof of every traceable
     /// function`.
     pub fn describe(&self) -> String {
+        if self.spec.mode == ProfileMode::Sample {
+            return format!("sample of every thread at {} Hz", self.spec.frequency_hz);
+        }
         let what = if self.spec.patterns.is_empty() {
             "every traceable function".to_owned()
         } else {
@@ -402,6 +420,16 @@ fn start(conn: &mut Connection, spec: &ProfileSpec) -> Result<Started, TracerErr
             what: "Profile".to_owned(),
             got: message_name(&NodeMessage::Reply(other)).to_owned(),
         }),
+    }
+}
+
+/// What a profile covers, for its opening line: `12 functions`, or for a
+/// sample profile that it needs no annotation.
+fn covers(request: &ProfileRequest, started: &Started) -> String {
+    if request.spec.mode == ProfileMode::Sample {
+        "no annotation needed".to_owned()
+    } else {
+        plural(started.functions, "function")
     }
 }
 
@@ -561,6 +589,16 @@ impl Figures {
     fn done(&self) -> bool {
         self.last.is_some() || self.closed.is_some()
     }
+
+    /// `; 1234 calls`, for the progress line (a sample profile's stacks
+    /// come only at its end: nothing).
+    fn so_far(&self, mode: ProfileMode) -> String {
+        if mode == ProfileMode::Sample {
+            String::new()
+        } else {
+            format!("; {} calls", self.calls())
+        }
+    }
 }
 
 /// A countdown over `duration_ms` (a spinner with the elapsed time when
@@ -635,7 +673,7 @@ pub fn profile_node(
         &format!(
             "{} on {node} ({}){duration}; Ctrl-C stops it early",
             request.describe(),
-            plural(started.functions, "function")
+            covers(request, &started)
         ),
     );
     let live = Live::start(conn)?;
@@ -653,9 +691,9 @@ pub fn profile_node(
             let elapsed = began.elapsed().as_millis().min(u128::from(ms)) as u64;
             countdown.set_position(elapsed);
             countdown.set_message(format!(
-                "{} left; {} calls",
+                "{} left{}",
                 display_ms((ms - elapsed).div_ceil(1000) * 1000),
-                figures.calls()
+                figures.so_far(request.spec.mode)
             ));
         }
         if stop_sent.is_none() && stop.is_stopped() {
@@ -856,7 +894,7 @@ pub fn profile_command(
         &format!(
             "{} in `{display}` ({node}, {}); the report follows when it exits",
             request.describe(),
-            plural(started.functions, "function")
+            covers(request, &started)
         ),
     );
     let live = Live::start(conn)?;
@@ -864,7 +902,10 @@ pub fn profile_command(
     let mut figures = Figures::default();
     let spinner = progress(None);
     let status: ExitStatus = loop {
-        spinner.set_message(format!("`{display}` running; {} calls", figures.calls()));
+        spinner.set_message(format!(
+            "`{display}` running{}",
+            figures.so_far(request.spec.mode)
+        ));
         spinner.tick();
         if let Some(status) = child.0.try_wait().map_err(wait_error)? {
             break status;

@@ -128,6 +128,7 @@ fn snapshot(per_process: bool) -> ProfileSnapshot {
                 own_ns: 1_500_000,
             },
         ],
+        ..ProfileSnapshot::default()
     }
 }
 

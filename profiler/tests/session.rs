@@ -124,6 +124,7 @@ fn snapshot(calls: u64) -> ProfileSnapshot {
         }],
         edges: Vec::new(),
         stacks: Vec::new(),
+        ..ProfileSnapshot::default()
     }
 }
 
@@ -131,6 +132,7 @@ fn request(duration_ms: Option<u64>, output: &std::path::Path) -> ProfileRequest
     ProfileRequest {
         spec: ProfileSpec {
             mode: ProfileMode::Eprof,
+            frequency_hz: 0,
             patterns: Vec::new(),
             processes: Processes::All,
             histogram: false,

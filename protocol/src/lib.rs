@@ -34,5 +34,5 @@ pub use pattern::{Pattern, PatternError, PatternErrorKind, snake_case};
 pub use pid::{ParsePidError, Pid};
 pub use profile::{
     CallEdge, FunctionProfile, PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, Percentiles, ProfileMode,
-    ProfileSnapshot, ProfileSpec, StackSample,
+    ProfileSnapshot, ProfileSpec, SampledFrame, SampledStack, StackSample,
 };

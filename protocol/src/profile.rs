@@ -22,6 +22,9 @@ pub enum ProfileMode {
     Eprof,
     /// Calls, accumulated and own time, callers and callees (`fprof`).
     Fprof,
+    /// Full stacks of every thread, sampled on a CPU-time timer: no
+    /// annotation needed (`perf record` style).
+    Sample,
 }
 
 impl ProfileMode {
@@ -31,6 +34,7 @@ impl ProfileMode {
             ProfileMode::Cprof => "cprof",
             ProfileMode::Eprof => "eprof",
             ProfileMode::Fprof => "fprof",
+            ProfileMode::Sample => "sample",
         }
     }
 }
@@ -40,6 +44,8 @@ impl ProfileMode {
 pub struct ProfileSpec {
     /// The profiler.
     pub mode: ProfileMode,
+    /// Samples per second of CPU time (`Sample` only; 0 otherwise).
+    pub frequency_hz: u32,
     /// Functions to profile; empty means every traceable function.
     pub patterns: Vec<Pattern>,
     /// Processes whose calls count.
@@ -115,6 +121,28 @@ pub struct StackSample {
     pub own_ns: u64,
 }
 
+/// One frame of a sampled stack, symbolised in the node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SampledFrame {
+    /// The demangled function name, without its hash.
+    pub function: String,
+    /// The source file, when the binary has debug information.
+    pub file: Option<String>,
+    /// The line, when the binary has debug information.
+    pub line: Option<u32>,
+}
+
+/// One stack seen by the sampler and how many samples hit it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampledStack {
+    /// The sampled thread's name (its id if it has none).
+    pub thread: String,
+    /// Frames, outermost first; an inlined function is a frame of its own.
+    pub frames: Vec<SampledFrame>,
+    /// Samples with this stack on this thread.
+    pub samples: u64,
+}
+
 /// A profile's figures so far; each snapshot holds everything since the
 /// profile started.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -127,4 +155,9 @@ pub struct ProfileSnapshot {
     pub edges: Vec<CallEdge>,
     /// Per stack (`eprof` and `fprof`): flamegraph material.
     pub stacks: Vec<StackSample>,
+    /// The sampler's frequency in Hz (`sample`).
+    pub frequency_hz: u32,
+    /// Sampled stacks (`sample`); only the final report has them (they are
+    /// symbolised once, at the end).
+    pub samples: Vec<SampledStack>,
 }

@@ -41,6 +41,18 @@ pub fn exiting_bin() -> &'static Path {
     })
 }
 
+/// The `hot` example of nodetrace-agent (a node burning CPU in a function
+/// that is not traced), built once per test binary.
+pub fn hot_bin() -> &'static Path {
+    static HOT: OnceLock<PathBuf> = OnceLock::new();
+    HOT.get_or_init(|| {
+        built(
+            &["-p", "nodetrace-agent", "--example", "hot"],
+            &["examples", "hot"],
+        )
+    })
+}
+
 /// The `kv` example (a key-value store over TCP instrumented with
 /// `tracing`, the bridge's example node), built once per test binary.
 pub fn kv_bin() -> &'static Path {
@@ -145,6 +157,13 @@ impl Home {
             .env_remove("NODETRACE_NODE")
             .env_remove("TODO_PORT")
             .stdin(Stdio::null());
+    }
+
+    /// `PROGRAM` with this home as its nodetrace home.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        self.isolate(&mut cmd);
+        cmd
     }
 
     /// `nodetrace ARGS` in this home.

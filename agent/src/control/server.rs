@@ -20,14 +20,15 @@ use nodetrace_protocol::handshake::{self, Side};
 use nodetrace_protocol::home::{Home, NodeEntry, Registration, resolve_cookie};
 use nodetrace_protocol::{
     CallsiteInfo, CallsiteKind, Command, EndReason, Event, Limits, MAGIC, NodeInfo, NodeMessage,
-    PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, PROTOCOL_VERSION, ProcessRow, Processes, ProfileSpec,
-    Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
+    PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, PROTOCOL_VERSION, ProcessRow, Processes, ProfileMode,
+    ProfileSnapshot, ProfileSpec, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
 };
 
 use crate::callsites;
 use crate::control::node::{NodeConfig, NodeError};
 use crate::process::sys;
 use crate::process::{ProcessKind, ProcessRef, processes};
+use crate::profile::sample::{MAX_SAMPLE_MS, SampleProfile};
 use crate::profile::{Profile, ProfileOptions};
 use crate::record::callsite::callsite_count;
 use crate::record::fmt::DEFAULT_TEXT_BOUND;
@@ -387,11 +388,33 @@ impl Running {
     }
 }
 
+/// What a profile measures with: callsite aggregates or the sampler.
+enum Measure {
+    Calls(Profile),
+    Sample(SampleProfile),
+}
+
+impl Measure {
+    fn snapshot(&self) -> ProfileSnapshot {
+        match self {
+            Measure::Calls(p) => p.snapshot(),
+            Measure::Sample(p) => p.snapshot(),
+        }
+    }
+
+    fn stop(self) -> ProfileSnapshot {
+        match self {
+            Measure::Calls(p) => p.stop(),
+            Measure::Sample(p) => p.stop(),
+        }
+    }
+}
+
 /// A profile running for a connection. The exit hook reaches it too, so
 /// that a program that exits (however: returning from main, an exit code,
 /// `process::exit`, a panic) still sends its final report.
 struct ProfileRun {
-    profile: Mutex<Option<Profile>>,
+    profile: Mutex<Option<Measure>>,
     writer: Writer,
     deadline: Option<Instant>,
     announced: Announced,
@@ -597,10 +620,13 @@ impl Connection {
         loop {
             match frame::read_frame::<TracerMessage>(&mut self.reader, MAX_FRAME) {
                 Ok(message) => {
-                    heard = Instant::now();
                     if let Some(reply) = self.handle(message)? {
                         send(&self.writer, &NodeMessage::Reply(reply))?;
                     }
+                    // After the command: the time it took (a sample
+                    // profile's start loads the binary's symbols) is not
+                    // the tracer's silence.
+                    heard = Instant::now();
                 }
                 Err(e) if e.is_timeout() => {}
                 Err(e) => return Err(e),
@@ -734,23 +760,15 @@ impl Connection {
             let busy = "a trace or profile already runs on this connection: stop it first";
             return Ok(Some(Reply::Error(busy.into())));
         }
-        let options = ProfileOptions {
-            mode: spec.mode,
-            histogram: spec.histogram,
-            per_process: spec.per_process,
+        let (profile, functions, duration_ms) = match start_measure(&spec) {
+            Ok(started) => started,
+            Err(message) => return Ok(Some(Reply::Error(message))),
         };
-        let profile = match Profile::start_in(options, &spec.patterns, procs(&spec.processes)) {
-            Ok(profile) => profile,
-            Err(e) => return Ok(Some(Reply::Error(e.to_string()))),
-        };
-        let functions = profile.functions() as u64;
         let (announced, callsites) = Announced::start();
         let run = Arc::new(ProfileRun {
             profile: Mutex::new(Some(profile)),
             writer: self.writer.clone(),
-            deadline: spec
-                .duration_ms
-                .map(|ms| Instant::now() + Duration::from_millis(ms)),
+            deadline: duration_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
             announced,
         });
         finish_at_exit(&run);
@@ -788,6 +806,34 @@ impl Connection {
             running.join();
         }
     }
+}
+
+/// Starts what a profile measures with: how many functions it covers
+/// (none for a sample profile, which needs no callsite) and how long it
+/// runs. A sample profile runs at most [`MAX_SAMPLE_MS`], the whole life of
+/// a profiled command included. The error says what to do.
+fn start_measure(spec: &ProfileSpec) -> Result<(Measure, u64, Option<u64>), String> {
+    if spec.mode == ProfileMode::Sample {
+        let duration_ms = spec.duration_ms.unwrap_or(MAX_SAMPLE_MS);
+        if duration_ms > MAX_SAMPLE_MS {
+            return Err(format!(
+                "a sample profile lasts at most {} on this node, not {}: ask for less",
+                nodetrace_protocol::display_ms(MAX_SAMPLE_MS),
+                nodetrace_protocol::display_ms(duration_ms)
+            ));
+        }
+        let profile = SampleProfile::start(spec.frequency_hz).map_err(|e| e.to_string())?;
+        return Ok((Measure::Sample(profile), 0, Some(duration_ms)));
+    }
+    let options = ProfileOptions {
+        mode: spec.mode,
+        histogram: spec.histogram,
+        per_process: spec.per_process,
+    };
+    let profile = Profile::start_in(options, &spec.patterns, procs(&spec.processes))
+        .map_err(|e| e.to_string())?;
+    let functions = profile.functions() as u64;
+    Ok((Measure::Calls(profile), functions, spec.duration_ms))
 }
 
 fn procs(processes: &Processes) -> Procs {

@@ -12,6 +12,7 @@
 //! adds its own time; its call counts once, at completion, with its wall
 //! time as accumulated time and the sum of its polls as busy time.
 
+pub(crate) mod sample;
 pub(crate) mod tc;
 
 use std::cell::RefCell;
@@ -44,6 +45,9 @@ pub enum ProfileError {
     /// The session could not start.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// A sample profile is not a call profile.
+    #[error("a sample profile is started with SampleProfile::start")]
+    Sampled,
 }
 
 /// How a profile is kept.
@@ -416,6 +420,9 @@ impl Profile {
         patterns: &[Pattern],
         procs: Procs,
     ) -> Result<Profile, ProfileError> {
+        if options.mode == ProfileMode::Sample {
+            return Err(ProfileError::Sampled);
+        }
         let session = Session::start(SessionOptions {
             args: false,
             returns: false,
@@ -576,6 +583,7 @@ fn snapshot(profiler: &Profiler) -> ProfileSnapshot {
                 own_ns: ns(own),
             })
             .collect(),
+        ..ProfileSnapshot::default()
     };
     snapshot.functions.sort_by_key(|f| (f.callsite, f.pid));
     snapshot.edges.sort_by_key(|e| (e.caller, e.callee));

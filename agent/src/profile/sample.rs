@@ -1,0 +1,256 @@
+//! Sampling profiles: full stacks of every thread of this process, taken
+//! on a CPU-time timer, with no annotation.
+//!
+//! The sampler is pprof-rs: while a sample profile runs, an `ITIMER_PROF`
+//! timer raises SIGPROF every 1/frequency seconds of the process's CPU
+//! time, on the thread that was running, and pprof-rs's handler unwinds
+//! that thread's stack with backtrace-rs (the unwinder of libgcc over the
+//! binary's `.eh_frame` call frame information, which a release build
+//! keeps: no frame pointers needed) into a fixed table. The stacks are
+//! symbolised here, in the node, once at the end: the node has its own
+//! binary and its libraries mapped at the addresses the samples hold, so
+//! the tracer needs neither the binary nor its load addresses.
+//!
+//! Nothing of it exists until the first sample profile starts: no timer, no
+//! handler. When one ends, the timer is stopped, pprof-rs sets SIGPROF to
+//! ignored (which discards a signal still pending) and this module puts
+//! back the disposition SIGPROF had before the profile. A process whose
+//! SIGPROF already has a handler, or whose profiling timer already runs
+//! (another profiler), is refused rather than disturbed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use nodetrace_protocol::{ProfileSnapshot, SampledFrame, SampledStack};
+
+/// The highest frequency a node samples at.
+pub const MAX_FREQUENCY_HZ: u32 = 1000;
+
+/// The longest sample profile a node runs, in milliseconds (5 min).
+pub const MAX_SAMPLE_MS: u64 = 300_000;
+
+/// Libraries whose code is not unwound from: a sample that lands in them is
+/// dropped, since unwinding from inside the C library or the unwinder
+/// itself may deadlock (pprof-rs's advice).
+const BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
+
+/// Why a sample profile could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    /// One runs already: the timer and SIGPROF belong to the process.
+    #[error("a sample profile already runs on this node: one at a time")]
+    Busy,
+    /// Out of range.
+    #[error("a sample frequency is 1 to {MAX_FREQUENCY_HZ} Hz, not {0}")]
+    Frequency(u32),
+    /// SIGPROF has a handler that is not ours.
+    #[error(
+        "SIGPROF already has a handler in this process (another profiler?): the sampler leaves it alone"
+    )]
+    SignalTaken,
+    /// `ITIMER_PROF` runs already.
+    #[error(
+        "a profiling timer (ITIMER_PROF) already runs in this process (another profiler?): the sampler leaves it alone"
+    )]
+    TimerTaken,
+    /// pprof-rs refused.
+    #[error("the sampler could not start: {0}")]
+    Start(String),
+}
+
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// A running sample profile; dropping it stops the sampler and restores
+/// SIGPROF's disposition.
+pub struct SampleProfile {
+    guard: Option<pprof::ProfilerGuard<'static>>,
+    previous: libc::sigaction,
+    frequency_hz: u32,
+    started: Instant,
+}
+
+// Safety: `libc::sigaction` holds plain integers and a function address;
+// the guard is only reached through `&mut self` or `&self` calls that
+// pprof-rs synchronises with its own lock.
+unsafe impl Send for SampleProfile {}
+unsafe impl Sync for SampleProfile {}
+
+impl SampleProfile {
+    /// Starts sampling every thread at `frequency_hz` samples per second of
+    /// CPU time.
+    pub fn start(frequency_hz: u32) -> Result<SampleProfile, SampleError> {
+        if !(1..=MAX_FREQUENCY_HZ).contains(&frequency_hz) {
+            return Err(SampleError::Frequency(frequency_hz));
+        }
+        if RUNNING.swap(true, Ordering::AcqRel) {
+            return Err(SampleError::Busy);
+        }
+        match Self::start_sampler(frequency_hz) {
+            Ok(profile) => Ok(profile),
+            Err(e) => {
+                RUNNING.store(false, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn start_sampler(frequency_hz: u32) -> Result<SampleProfile, SampleError> {
+        let previous = sigprof_disposition();
+        if previous.sa_sigaction != libc::SIG_DFL && previous.sa_sigaction != libc::SIG_IGN {
+            return Err(SampleError::SignalTaken);
+        }
+        if profiling_timer_runs() {
+            return Err(SampleError::TimerTaken);
+        }
+        let guard = pprof::ProfilerGuardBuilder::default()
+            .frequency(frequency_hz as i32)
+            .blocklist(&BLOCKLIST)
+            .build()
+            .map_err(|e| SampleError::Start(e.to_string()))?;
+        Ok(SampleProfile {
+            guard: Some(guard),
+            previous,
+            frequency_hz,
+            started: Instant::now(),
+        })
+    }
+
+    /// The frequency it samples at.
+    pub fn frequency_hz(&self) -> u32 {
+        self.frequency_hz
+    }
+
+    /// How long it has run, without its stacks (symbolising is for the end).
+    pub fn snapshot(&self) -> ProfileSnapshot {
+        ProfileSnapshot {
+            elapsed_ns: self.started.elapsed().as_nanos() as u64,
+            frequency_hz: self.frequency_hz,
+            ..ProfileSnapshot::default()
+        }
+    }
+
+    /// Stops sampling and returns every stack seen, symbolised.
+    pub fn stop(mut self) -> ProfileSnapshot {
+        let mut snapshot = self.snapshot();
+        snapshot.samples = self.stacks();
+        self.end();
+        snapshot
+    }
+
+    /// The stacks so far, symbolised, merged by thread and frames.
+    fn stacks(&self) -> Vec<SampledStack> {
+        let Some(report) = self.guard.as_ref().and_then(|g| g.report().build().ok()) else {
+            return Vec::new();
+        };
+        let mut merged: HashMap<(String, Vec<SampledFrame>), u64> = HashMap::new();
+        for (frames, count) in &report.data {
+            if *count <= 0 {
+                continue;
+            }
+            // pprof-rs lists frames innermost first, and within a frame the
+            // inlined functions innermost first.
+            let mut leaf_first: Vec<SampledFrame> = frames
+                .frames
+                .iter()
+                .flat_map(|frame| frame.iter())
+                .map(|symbol| SampledFrame {
+                    function: without_hash(&symbol.name()),
+                    file: symbol.filename.as_ref().map(|f| f.display().to_string()),
+                    line: symbol.lineno,
+                })
+                .collect();
+            // The unwinder's own frames, above the interrupted code.
+            let own = leaf_first
+                .iter()
+                .take_while(|f| is_sampler_frame(&f.function))
+                .count();
+            leaf_first.drain(..own);
+            leaf_first.reverse();
+            *merged
+                .entry((frames.thread_name_or_id(), leaf_first))
+                .or_default() += *count as u64;
+        }
+        let mut stacks: Vec<SampledStack> = merged
+            .into_iter()
+            .map(|((thread, frames), samples)| SampledStack {
+                thread,
+                frames,
+                samples,
+            })
+            .collect();
+        stacks.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.thread.cmp(&b.thread)));
+        stacks
+    }
+
+    /// Stops the timer, removes the handler (pprof-rs leaves SIGPROF
+    /// ignored, which discards one still pending) and restores the
+    /// disposition SIGPROF had before.
+    fn end(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            drop(guard);
+            // Safety: sigaction(2) with a disposition read by sigaction(2)
+            // before the profile started (SIG_DFL or SIG_IGN, checked).
+            unsafe {
+                libc::sigaction(libc::SIGPROF, &self.previous, std::ptr::null_mut());
+            }
+            RUNNING.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for SampleProfile {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+fn sigprof_disposition() -> libc::sigaction {
+    // Safety: a zeroed sigaction is a valid out-parameter; a null new
+    // action only reads the current one.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPROF, std::ptr::null(), &mut current);
+        current
+    }
+}
+
+fn profiling_timer_runs() -> bool {
+    // Safety: getitimer(2) fills a zeroed itimerval.
+    let timer = unsafe {
+        let mut timer: libc::itimerval = std::mem::zeroed();
+        libc::getitimer(libc::ITIMER_PROF, &mut timer);
+        timer
+    };
+    let set = |t: libc::timeval| t.tv_sec != 0 || t.tv_usec != 0;
+    set(timer.it_value) || set(timer.it_interval)
+}
+
+fn is_sampler_frame(function: &str) -> bool {
+    function.starts_with("backtrace::")
+        || function.starts_with("pprof::")
+        || function.starts_with("<pprof::")
+        || function == "perf_signal_handler"
+}
+
+/// `todo::spin::h0123456789abcdef` → `todo::spin`.
+fn without_hash(name: &str) -> String {
+    match name.rsplit_once("::h") {
+        Some((path, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            path.to_owned()
+        }
+        _ => name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_go_and_names_stay() {
+        assert_eq!(without_hash("todo::spin::h0123456789abcdef"), "todo::spin");
+        assert_eq!(without_hash("todo::spin"), "todo::spin");
+        assert_eq!(without_hash("a::hello"), "a::hello");
+    }
+}

@@ -1,0 +1,263 @@
+//! Sample profiles: the top functions by self and total samples (like the
+//! first screen of `perf report --stdio`), folded stacks, JSON and pprof.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use nodetrace_protocol::SampledStack;
+use pprof::protos::Message;
+
+use crate::Profile;
+use crate::tc::human_ns;
+
+/// How many functions each text table shows.
+pub const TOP: usize = 25;
+
+/// One function's samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSamples {
+    /// Its name, as symbolised by the node.
+    pub function: String,
+    /// Samples taken while it was the innermost frame.
+    pub self_samples: u64,
+    /// Samples taken while it was on the stack (counted once per sample).
+    pub total_samples: u64,
+}
+
+/// Every sample of the profile.
+pub fn total(profile: &Profile<'_>) -> u64 {
+    profile.snapshot.samples.iter().map(|s| s.samples).sum()
+}
+
+/// Every function seen, by self samples (most first), then total, then name.
+pub fn functions(profile: &Profile<'_>) -> Vec<FunctionSamples> {
+    let mut by_name: HashMap<&str, (u64, u64)> = HashMap::new();
+    for stack in &profile.snapshot.samples {
+        let mut seen = HashSet::new();
+        for frame in &stack.frames {
+            if seen.insert(frame.function.as_str()) {
+                by_name.entry(&frame.function).or_default().1 += stack.samples;
+            }
+        }
+        if let Some(leaf) = stack.frames.last() {
+            by_name.entry(&leaf.function).or_default().0 += stack.samples;
+        }
+    }
+    let mut rows: Vec<FunctionSamples> = by_name
+        .into_iter()
+        .map(
+            |(function, (self_samples, total_samples))| FunctionSamples {
+                function: function.to_owned(),
+                self_samples,
+                total_samples,
+            },
+        )
+        .collect();
+    rows.sort_by(|a, b| {
+        b.self_samples
+            .cmp(&a.self_samples)
+            .then(b.total_samples.cmp(&a.total_samples))
+            .then(a.function.cmp(&b.function))
+    });
+    rows
+}
+
+/// The text report: a header, then the top functions by self samples and
+/// by total samples.
+pub fn write_text(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
+    let total = total(profile);
+    let threads: HashSet<&str> = profile
+        .snapshot
+        .samples
+        .iter()
+        .map(|s| s.thread.as_str())
+        .collect();
+    writeln!(
+        w,
+        "%% sample of {}: {total} samples at {} Hz of CPU time over {}, {} threads",
+        profile.node,
+        profile.snapshot.frequency_hz,
+        human_ns(profile.snapshot.elapsed_ns),
+        threads.len()
+    )?;
+    if total == 0 {
+        writeln!(
+            w,
+            "%% no samples: the node used no CPU time while sampled (or every sample landed in libc)"
+        )?;
+        return Ok(());
+    }
+    let pct = |n: u64| n as f64 * 100.0 / total as f64;
+    let mut rows = functions(profile);
+    writeln!(w)?;
+    writeln!(w, "# by self samples (top {TOP})")?;
+    writeln!(
+        w,
+        "{:>8} {:>8} {:>8} {:>8}  FUNCTION",
+        "SELF%", "SELF", "TOTAL%", "TOTAL"
+    )?;
+    for row in rows.iter().take(TOP) {
+        if row.self_samples == 0 {
+            break;
+        }
+        writeln!(
+            w,
+            "{:>7.2}% {:>8} {:>7.2}% {:>8}  {}",
+            pct(row.self_samples),
+            row.self_samples,
+            pct(row.total_samples),
+            row.total_samples,
+            row.function
+        )?;
+    }
+    rows.sort_by(|a, b| {
+        b.total_samples
+            .cmp(&a.total_samples)
+            .then(b.self_samples.cmp(&a.self_samples))
+            .then(a.function.cmp(&b.function))
+    });
+    writeln!(w)?;
+    writeln!(w, "# by total samples, callees included (top {TOP})")?;
+    writeln!(
+        w,
+        "{:>8} {:>8} {:>8} {:>8}  FUNCTION",
+        "TOTAL%", "TOTAL", "SELF%", "SELF"
+    )?;
+    for row in rows.iter().take(TOP) {
+        writeln!(
+            w,
+            "{:>7.2}% {:>8} {:>7.2}% {:>8}  {}",
+            pct(row.total_samples),
+            row.total_samples,
+            pct(row.self_samples),
+            row.self_samples,
+            row.function
+        )?;
+    }
+    Ok(())
+}
+
+/// `thread;outer;...;inner samples`, one line per stack.
+pub fn folded_lines(profile: &Profile<'_>) -> Vec<String> {
+    profile
+        .snapshot
+        .samples
+        .iter()
+        .filter(|s| s.samples > 0)
+        .map(|s| {
+            let mut line = folded_name(&s.thread);
+            for frame in &s.frames {
+                line.push(';');
+                line.push_str(&folded_name(&frame.function));
+            }
+            format!("{line} {}", s.samples)
+        })
+        .collect()
+}
+
+/// A name as a folded frame: no `;` (the separator) and no newline.
+fn folded_name(name: &str) -> String {
+    name.replace([';', '\n'], "_")
+}
+
+/// The profile's JSON object.
+pub fn json(profile: &Profile<'_>) -> serde_json::Value {
+    use serde_json::json;
+    let functions: Vec<_> = functions(profile)
+        .into_iter()
+        .map(|f| {
+            json!({
+                "function": f.function,
+                "self_samples": f.self_samples,
+                "total_samples": f.total_samples,
+            })
+        })
+        .collect();
+    let stacks: Vec<_> = profile
+        .snapshot
+        .samples
+        .iter()
+        .map(|s| {
+            json!({
+                "thread": s.thread,
+                "frames": s.frames.iter().map(|f| f.function.as_str()).collect::<Vec<_>>(),
+                "samples": s.samples,
+            })
+        })
+        .collect();
+    json!({
+        "type": "profile",
+        "profiler": profile.mode.name(),
+        "node": profile.node,
+        "complete": profile.complete,
+        "elapsed_ns": profile.snapshot.elapsed_ns,
+        "frequency_hz": profile.snapshot.frequency_hz,
+        "samples": total(profile),
+        "functions": functions,
+        "stacks": stacks,
+    })
+}
+
+/// The profile in pprof's protobuf format (`perftools.profiles.Profile`),
+/// gzipped when `gzip` (as `go tool pprof` writes it; it reads both):
+/// sample types `samples/count` and `cpu/nanoseconds`, a `thread` label.
+pub fn write_pprof(w: &mut impl Write, profile: &Profile<'_>, gzip: bool) -> io::Result<()> {
+    let report = pprof_report(profile);
+    let proto = report
+        .pprof()
+        .map_err(|e| io::Error::other(format!("building the pprof profile failed: {e}")))?;
+    let bytes = proto.encode_to_vec();
+    if gzip {
+        let mut encoder = flate2::write::GzEncoder::new(w, flate2::Compression::default());
+        encoder.write_all(&bytes)?;
+        encoder.finish()?;
+        Ok(())
+    } else {
+        w.write_all(&bytes)
+    }
+}
+
+/// The stacks as a pprof-rs report, so that pprof-rs writes the protobuf.
+fn pprof_report(profile: &Profile<'_>) -> pprof::Report {
+    let started = SystemTime::now()
+        .checked_sub(Duration::from_nanos(profile.snapshot.elapsed_ns))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut data = HashMap::new();
+    for (i, stack) in profile.snapshot.samples.iter().enumerate() {
+        *data.entry(frames(stack, i as u64, started)).or_insert(0) += stack.samples as isize;
+    }
+    let mut report = pprof::Report {
+        data,
+        timing: Default::default(),
+    };
+    report.timing.frequency = profile.snapshot.frequency_hz.max(1) as i32;
+    report.timing.start_time = started;
+    report.timing.duration = Duration::from_nanos(profile.snapshot.elapsed_ns);
+    report
+}
+
+/// One stack as pprof-rs frames: innermost first, one symbol per frame.
+fn frames(stack: &SampledStack, id: u64, at: SystemTime) -> pprof::Frames {
+    pprof::Frames {
+        frames: stack
+            .frames
+            .iter()
+            .rev()
+            .map(|f| {
+                vec![pprof::Symbol {
+                    name: Some(f.function.clone().into_bytes()),
+                    addr: None,
+                    lineno: f.line,
+                    filename: f.file.as_ref().map(PathBuf::from),
+                }]
+            })
+            .collect(),
+        thread_name: stack.thread.clone(),
+        // Distinct per stack: pprof-rs keys its samples by thread id and
+        // frame addresses, which names alone do not have.
+        thread_id: id,
+        sample_timestamp: at,
+    }
+}

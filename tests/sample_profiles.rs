@@ -1,0 +1,223 @@
+//! End to end: `nodetrace profile sample` on the `hot` example of
+//! nodetrace-agent (a node burning CPU in a function that is not traced),
+//! running (`--node`) and started by the profiler (`-- CMD`). Real
+//! processes, each test in its own nodetrace home, every wait bounded.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::{Home, Spawned, hot_bin, unique, wait_until};
+use pprof::protos::Message;
+use serde_json::Value;
+
+/// SIGPROF's bit in the masks of `/proc/PID/status` (signal 27).
+const SIGPROF_BIT: u64 = 1 << (27 - 1);
+
+/// The `SigCgt` (caught) and `SigIgn` (ignored) masks of process `pid`.
+fn signal_masks(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a status");
+    let mask = |key: &str| {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in the status of {pid}"));
+        u64::from_str_radix(line.trim(), 16).expect("a hex mask")
+    };
+    (mask("SigCgt:"), mask("SigIgn:"))
+}
+
+/// Starts the hot node `name` in `home`; returns it once it is registered.
+fn start_hot(home: &Home, name: &str) -> Spawned {
+    let mut node = Spawned::start(home.command(hot_bin()).arg(name));
+    let registry = home.path().join("nodes").join(format!("{name}.node"));
+    let up = wait_until(common::STARTUP, || {
+        node.stdout().contains("hot: os pid") && registry.is_file()
+    });
+    assert!(
+        up.is_some(),
+        "{name} did not start; stderr: {}",
+        node.stderr()
+    );
+    let _ = &mut node;
+    node
+}
+
+/// The rows of a text table under `heading`: (self, total, function).
+fn self_table(text: &str) -> Vec<(u64, u64, String)> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("# by self samples"))
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (
+                cells[1].parse().unwrap(),
+                cells[3].parse().unwrap(),
+                cells[4..].join(" "),
+            )
+        })
+        .collect()
+}
+
+fn report_json(run: &common::Run) -> Value {
+    let last = run
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no report; stderr: {}", run.stderr));
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}\nstderr: {}", run.stderr))
+}
+
+#[test]
+fn a_running_node_is_sampled_twice_and_its_sigprof_disposition_is_restored() {
+    let home = Home::new();
+    let name = unique("hot");
+    let node = start_hot(&home, &name);
+    let pid = node.pid();
+    let (caught_before, ignored_before) = signal_masks(pid);
+    assert_eq!(
+        caught_before & SIGPROF_BIT,
+        0,
+        "no handler before any profile"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("stacks.txt");
+    let pprof = dir.path().join("cpu.pb.gz");
+    let svg = dir.path().join("cpu.svg");
+    let run = home.run(&[
+        "profile",
+        "sample",
+        "--node",
+        &name,
+        "--duration",
+        "2s",
+        "--format",
+        "json",
+        "--folded",
+        folded.to_str().unwrap(),
+        "--pprof",
+        pprof.to_str().unwrap(),
+        "--flamegraph",
+        svg.to_str().unwrap(),
+    ]);
+    run.ok();
+    let report = report_json(&run);
+    assert_eq!(report["profiler"], "sample");
+    assert_eq!(report["frequency_hz"], 99);
+    let total = report["samples"].as_u64().unwrap();
+    // 2 s of one busy thread at 99 Hz: about 200 samples.
+    assert!(total >= 50, "too few samples: {total}; {report}");
+    let top3: Vec<&str> = report["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
+    assert!(
+        top3.iter().any(|f| f.ends_with("hot_spin")),
+        "hot_spin is not in the top 3 by self samples: {top3:?}"
+    );
+    let stack_total: u64 = report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["samples"].as_u64().unwrap())
+        .sum();
+    assert_eq!(stack_total, total);
+
+    // Folded stacks: the thread first, std's frames under the hot spot.
+    let folded = std::fs::read_to_string(&folded).unwrap();
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.starts_with("hot-worker;") && l.contains("hot_spin")),
+        "{folded}"
+    );
+    assert!(folded.contains("std::"), "no frame of std: {folded}");
+    let folded_total: u64 = folded
+        .lines()
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(folded_total, total);
+
+    // The pprof file decodes with pprof's own protobuf types; its samples
+    // add up to the report's.
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&pprof).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let profile = pprof::protos::Profile::decode(bytes.as_slice()).expect("a pprof profile");
+    let strings = &profile.string_table;
+    assert_eq!(strings[profile.sample_type[0].ty as usize], "samples");
+    let pprof_total: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
+    assert_eq!(pprof_total as u64, total);
+    assert!(strings.iter().any(|s| s.ends_with("hot_spin")));
+
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<?xml"), "not an SVG");
+    assert!(svg.contains("hot_spin"));
+
+    // A second profile, in text, works as well; while it runs SIGPROF is
+    // caught, after it the disposition is what it was.
+    let mut second = home.spawn(&["profile", "sample", "--node", &name, "--duration", "2s"]);
+    let caught = wait_until(Duration::from_secs(10), || {
+        signal_masks(pid).0 & SIGPROF_BIT != 0
+    });
+    assert!(caught.is_some(), "SIGPROF was never caught while sampling");
+    let run = second.wait(common::COMMAND_LIMIT);
+    let text = run.ok();
+    let rows = self_table(text);
+    assert!(
+        rows.iter().take(3).any(|r| r.2.ends_with("hot_spin")),
+        "hot_spin is not in the top 3: {text}"
+    );
+    assert!(text.contains("# by total samples"), "{text}");
+    let (caught_after, ignored_after) = signal_masks(pid);
+    assert_eq!(caught_after & SIGPROF_BIT, 0, "a handler was left behind");
+    assert_eq!(
+        ignored_after & SIGPROF_BIT,
+        ignored_before & SIGPROF_BIT,
+        "SIGPROF's disposition changed"
+    );
+}
+
+#[test]
+fn a_command_is_sampled_to_its_exit_and_its_exit_code_passes_through() {
+    let home = Home::new();
+    let name = unique("hotcmd");
+    let run = common::run_bounded(
+        home.nodetrace(&["profile", "sample", "--format", "json", "--"])
+            .arg(hot_bin())
+            .args([name.as_str(), "2"]),
+        common::COMMAND_LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(7), "stderr: {}", run.stderr);
+    let report = report_json(&run);
+    assert_eq!(report["complete"], true, "stderr: {}", run.stderr);
+    let top3: Vec<&str> = report["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
+    assert!(
+        top3.iter().any(|f| f.ends_with("hot_spin")),
+        "{top3:?}; stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_sample_longer_than_the_node_allows_is_refused() {
+    let home = Home::new();
+    let name = unique("hotlong");
+    let _node = start_hot(&home, &name);
+    let run = home.run(&["profile", "sample", "--node", &name, "--duration", "6m"]);
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("at most 5m"), "{}", run.stderr);
+}
