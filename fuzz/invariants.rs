@@ -41,8 +41,20 @@ pub fn handshake(bytes: &[u8]) {
     };
     let (ours, theirs) = (take(0), take(32));
     let proof = handshake::prove(&cookie, Side::Tracer, &ours, &theirs);
-    assert!(handshake::verify(&cookie, Side::Tracer, &ours, &theirs, &proof));
-    assert!(!handshake::verify(&cookie, Side::Node, &ours, &theirs, &proof));
+    assert!(handshake::verify(
+        &cookie,
+        Side::Tracer,
+        &ours,
+        &theirs,
+        &proof
+    ));
+    assert!(!handshake::verify(
+        &cookie,
+        Side::Node,
+        &ours,
+        &theirs,
+        &proof
+    ));
     let forged = take(64);
     let _ = handshake::verify(&cookie, Side::Tracer, &ours, &theirs, &forged);
 }
@@ -72,6 +84,9 @@ pub fn duration_and_rate(bytes: &[u8]) {
         assert!(ms > 0, "{text:?} is a duration of 0 ms");
     }
     if let Ok(rate) = nodetrace_tracer::spec::parse_rate(text) {
-        assert!(rate.events > 0 && rate.per_ms > 0, "{text:?} gives {rate:?}");
+        assert!(
+            rate.events > 0 && rate.per_ms > 0,
+            "{text:?} gives {rate:?}"
+        );
     }
 }

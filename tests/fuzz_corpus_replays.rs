@@ -7,9 +7,12 @@ mod invariants;
 
 use std::path::Path;
 
+/// A fuzz target: its name and its check.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn every_corpus_input_and_every_crash_found_still_holds() {
-    let targets: [(&str, fn(&[u8])); 5] = [
+    let targets: [Target; 5] = [
         ("frame_from_tracer", invariants::frame_from_tracer),
         ("frame_from_node", invariants::frame_from_node),
         ("handshake", invariants::handshake),

@@ -27,13 +27,14 @@ pub enum HomeError {
     /// Neither `NODETRACE_HOME` nor `HOME` is set.
     #[error("no home for nodetrace: set NODETRACE_HOME (or HOME)")]
     NoHome,
-    /// A file or directory could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file or directory could not be read or written. (The error is
+    /// said in the message, not as a source, so that it is said once.)
+    #[error("{path}: {error}")]
     Io {
         /// Which.
         path: PathBuf,
         /// What failed.
-        source: io::Error,
+        error: io::Error,
     },
     /// The cookie file is empty.
     #[error("{0}: the cookie file is empty; delete it to get a new one, or set NODETRACE_COOKIE")]
@@ -66,9 +67,9 @@ impl std::fmt::Debug for HomeError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HomeError + '_ {
-    move |source| HomeError::Io {
+    move |error| HomeError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
