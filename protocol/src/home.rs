@@ -222,13 +222,15 @@ impl Home {
 
     /// The live registered nodes, by name; files of dead nodes are removed.
     pub fn nodes(&self) -> Result<Vec<NodeEntry>, HomeError> {
+        if fs::symlink_metadata(&self.dir).is_ok() {
+            check_private(&self.dir, Private::Dir)?;
+        }
         let dir = self.nodes_dir();
         let read = match fs::read_dir(&dir) {
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err(&dir)(e)),
         };
-        check_private(&self.dir, Private::Dir)?;
         check_private(&dir, Private::Dir)?;
         let mut nodes = Vec::new();
         for file in read.flatten() {

@@ -186,12 +186,45 @@ impl Home {
 
     /// Starts a Todo node named `name` registering in this home.
     pub fn start_node(&self, name: &str) -> Node {
+        self.start_todo(name, None)
+    }
+
+    /// Starts a Todo node that may have at most `fds` files open.
+    pub fn start_node_with_fd_limit(&self, name: &str, fds: u32) -> Node {
+        self.start_todo(name, Some(fds))
+    }
+
+    /// Runs a Todo node that must fail to start; returns its stderr.
+    pub fn try_start_node(&self, name: &str) -> String {
         let data = tempfile::tempdir().expect("a data dir");
-        let mut cmd = Command::new(todo_bin());
+        let run = run_bounded(&mut self.todo_command(name, data.path(), None), STARTUP);
+        assert!(!run.status.success(), "node {name} started: {}", run.stdout);
+        run.stderr
+    }
+
+    /// `todo` for node `name` with its data in `data`; with `fds`, under
+    /// `ulimit -n fds` (the shell execs it, so its pid is the node's).
+    fn todo_command(&self, name: &str, data: &Path, fds: Option<u32>) -> Command {
+        let mut cmd = match fds {
+            None => Command::new(todo_bin()),
+            Some(n) => {
+                let mut cmd = Command::new("bash");
+                cmd.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(todo_bin());
+                cmd
+            }
+        };
         cmd.args(["--name", name, "--port", "0", "--data-dir"])
-            .arg(data.path())
-            .current_dir(data.path());
+            .arg(data)
+            .current_dir(data);
         self.isolate(&mut cmd);
+        cmd
+    }
+
+    fn start_todo(&self, name: &str, fds: Option<u32>) -> Node {
+        let data = tempfile::tempdir().expect("a data dir");
+        let mut cmd = self.todo_command(name, data.path(), fds);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
