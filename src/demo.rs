@@ -204,6 +204,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             output: None,
             flamegraph: Some(svg.clone()),
             folded: None,
+            speedscope: None,
             pprof: None,
         },
     };

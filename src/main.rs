@@ -377,6 +377,9 @@ struct SampleArgs {
     /// Also write folded stacks, `thread;outer;inner samples` a line.
     #[arg(long, value_name = "FILE")]
     folded: Option<PathBuf>,
+    /// Also write the stacks for speedscope (its JSON file format).
+    #[arg(long, value_name = "FILE.json")]
+    speedscope: Option<PathBuf>,
     /// Also write a pprof profile (protobuf; gzipped if FILE ends in .gz),
     /// as `go tool pprof` reads it.
     #[arg(long, value_name = "FILE.pb.gz")]
@@ -444,6 +447,9 @@ struct TimedArgs {
     /// Also write folded stacks, `outer;inner own_ns` a line.
     #[arg(long, value_name = "FILE")]
     folded: Option<PathBuf>,
+    /// Also write the stacks for speedscope (its JSON file format).
+    #[arg(long, value_name = "FILE.json")]
+    speedscope: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -742,6 +748,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 histogram: false,
                 flamegraph: None,
                 folded: None,
+                speedscope: None,
             },
             false,
         ),
@@ -805,6 +812,7 @@ fn sample(args: SampleArgs) -> anyhow::Result<ExitCode> {
         histogram: false,
         flamegraph: args.flamegraph,
         folded: args.folded,
+        speedscope: args.speedscope,
     };
     run_profile(ProfileMode::Sample, common, &timed, false, |request| {
         request.spec.frequency_hz = frequency_hz;
@@ -862,6 +870,7 @@ fn run_profile(
             output: args.output,
             flamegraph: timed.flamegraph.clone(),
             folded: timed.folded.clone(),
+            speedscope: timed.speedscope.clone(),
             pprof: None,
         },
     };

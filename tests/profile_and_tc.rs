@@ -295,6 +295,7 @@ fn fprof_draws_a_flamegraph_and_folded_stacks_and_cprof_refuses_to() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("F.svg");
     let folded = dir.path().join("F.txt");
+    let speedscope = dir.path().join("F.json");
     let run = profile_exiting(
         &home,
         &[
@@ -303,6 +304,8 @@ fn fprof_draws_a_flamegraph_and_folded_stacks_and_cprof_refuses_to() {
             svg.to_str().unwrap(),
             "--folded",
             folded.to_str().unwrap(),
+            "--speedscope",
+            speedscope.to_str().unwrap(),
         ],
         "normal",
         "20",
@@ -346,6 +349,29 @@ fn fprof_draws_a_flamegraph_and_folded_stacks_and_cprof_refuses_to() {
     assert!(weight("exiting:outer/1;exiting:inner/1") > 0);
     assert!(weight("exiting:outer/1") > 0);
     assert_eq!(folded.lines().count(), 2, "{folded}");
+
+    // The same stacks for speedscope, in nanoseconds of own time.
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&speedscope).unwrap()).unwrap();
+    let profile = &file["profiles"][0];
+    assert_eq!(profile["unit"], "nanoseconds");
+    let frames: Vec<&str> = file["shared"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(frames, ["exiting:outer/1", "exiting:inner/1"]);
+    let total: u64 = profile["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        total,
+        weight("exiting:outer/1;exiting:inner/1") + weight("exiting:outer/1")
+    );
 
     let refused = dir.path().join("cprof.svg");
     let run = profile_exiting(

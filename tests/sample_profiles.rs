@@ -61,6 +61,39 @@ fn self_table(text: &str) -> Vec<(u64, u64, String)> {
         .collect()
 }
 
+/// The speedscope file at `path` is valid by speedscope's own published
+/// schema, weighs `samples` in all, and has the hot function.
+fn check_speedscope(path: &std::path::Path, samples: u64) {
+    let schema: Value =
+        serde_json::from_str(include_str!("data/speedscope-file-format-schema.json"))
+            .expect("the schema is JSON");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a schema");
+    assert!(
+        !validator.is_valid(&serde_json::json!({ "shared": 1 })),
+        "the schema refuses what is not a speedscope file"
+    );
+    let errors: Vec<String> = validator
+        .iter_errors(&file)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let profile = &file["profiles"][0];
+    let weights: u64 = profile["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_u64().unwrap())
+        .sum();
+    assert_eq!(weights, samples);
+    let frames = file["shared"]["frames"].as_array().unwrap();
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["name"].as_str().unwrap().contains("hot_spin"))
+    );
+}
+
 fn report_json(run: &common::Run) -> Value {
     let last = run
         .stdout
@@ -87,6 +120,7 @@ fn a_running_node_is_sampled_twice_and_its_sigprof_disposition_is_restored() {
     let folded = dir.path().join("stacks.txt");
     let pprof = dir.path().join("cpu.pb.gz");
     let svg = dir.path().join("cpu.svg");
+    let speedscope = dir.path().join("cpu.speedscope.json");
     let run = home.run(&[
         "profile",
         "sample",
@@ -102,9 +136,12 @@ fn a_running_node_is_sampled_twice_and_its_sigprof_disposition_is_restored() {
         pprof.to_str().unwrap(),
         "--flamegraph",
         svg.to_str().unwrap(),
+        "--speedscope",
+        speedscope.to_str().unwrap(),
     ]);
     run.ok();
     let report = report_json(&run);
+    check_speedscope(&speedscope, report["samples"].as_u64().unwrap());
     assert_eq!(report["profiler"], "sample");
     assert_eq!(report["frequency_hz"], 99);
     let total = report["samples"].as_u64().unwrap();

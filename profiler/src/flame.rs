@@ -18,7 +18,8 @@ pub enum FlameError {
     Draw(String),
 }
 
-fn folded_lines(profile: &Profile<'_>) -> Vec<String> {
+/// The stacks as folded lines: `outer;inner weight`.
+pub(crate) fn folded_lines(profile: &Profile<'_>) -> Vec<String> {
     if profile.mode == nodetrace_protocol::ProfileMode::Sample {
         return crate::sample::folded_lines(profile);
     }

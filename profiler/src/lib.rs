@@ -28,6 +28,7 @@ mod json;
 mod report;
 pub mod sample;
 pub mod session;
+mod speedscope;
 pub mod tc;
 
 pub use flame::{FlameError, write_flamegraph, write_folded};

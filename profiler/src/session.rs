@@ -160,6 +160,8 @@ pub struct Outputs {
     pub flamegraph: Option<PathBuf>,
     /// Folded stacks to write (eprof, fprof, sample).
     pub folded: Option<PathBuf>,
+    /// Stacks to write in speedscope's file format (eprof, fprof, sample).
+    pub speedscope: Option<PathBuf>,
     /// A pprof protobuf to write (sample); gzipped if it ends in `.gz`.
     pub pprof: Option<PathBuf>,
 }
@@ -168,9 +170,11 @@ impl Outputs {
     /// Refuses what cannot be done before anything runs: stacks of a
     /// cprof profile, files in directories that do not exist.
     pub fn check(&self, mode: ProfileMode) -> Result<(), ProfileError> {
-        if mode == ProfileMode::Cprof && (self.flamegraph.is_some() || self.folded.is_some()) {
+        let stacks =
+            self.flamegraph.is_some() || self.folded.is_some() || self.speedscope.is_some();
+        if mode == ProfileMode::Cprof && stacks {
             return Err(ProfileError::Refused(
-                "--flamegraph and --folded draw call stacks, which cprof does not keep (it only counts calls): use eprof or fprof".to_owned(),
+                "--flamegraph, --folded and --speedscope draw call stacks, which cprof does not keep (it only counts calls): use eprof or fprof".to_owned(),
             ));
         }
         if mode != ProfileMode::Sample && self.pprof.is_some() {
@@ -178,9 +182,15 @@ impl Outputs {
                 "--pprof writes sampled stacks: use profile sample".to_owned(),
             ));
         }
-        for path in [&self.output, &self.flamegraph, &self.folded, &self.pprof]
-            .into_iter()
-            .flatten()
+        for path in [
+            &self.output,
+            &self.flamegraph,
+            &self.folded,
+            &self.speedscope,
+            &self.pprof,
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
                 && !dir.is_dir()
@@ -204,6 +214,17 @@ impl Outputs {
                 .and_then(|()| file.flush())
                 .map_err(|cause| file_error(path, cause))?;
             note(log, &format!("folded stacks written to {}", path.display()));
+        }
+        if let Some(path) = &self.speedscope {
+            let mut file = create(path)?;
+            let title = format!("{} of {}", profile.mode.name(), profile.node);
+            crate::speedscope::write(&mut file, profile, &title)
+                .and_then(|()| file.flush())
+                .map_err(|cause| file_error(path, cause))?;
+            note(
+                log,
+                &format!("speedscope profile written to {}", path.display()),
+            );
         }
         if let Some(path) = &self.pprof {
             let mut file = create(path)?;
