@@ -175,6 +175,11 @@ fn a_running_node_is_sampled_twice_and_its_sigprof_disposition_is_restored() {
         "{folded}"
     );
     assert!(folded.contains("std::"), "no frame of std: {folded}");
+    // The traced caller is one frame, named as its callsite.
+    assert!(
+        folded.contains(";hot:rounds/1;hot::hot_spin "),
+        "no hot:rounds/1 frame right above hot_spin: {folded}"
+    );
     let folded_total: u64 = folded
         .lines()
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())

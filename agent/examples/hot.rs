@@ -30,6 +30,14 @@ fn hot_spin(seed: u64) -> u64 {
     black_box(x)
 }
 
+/// A traced caller of the hot spot, switched off (one load): its sampled
+/// frames are named as its callsite is, `hot:rounds/1`.
+#[nodetrace_agent::traced]
+#[inline(never)]
+fn rounds(x: u64) -> u64 {
+    hot_spin(x)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(name) = args.first() else {
@@ -48,7 +56,7 @@ fn main() {
             let start = Instant::now();
             let mut x = 0u64;
             while start.elapsed() < limit {
-                x = x.wrapping_add(hot_spin(x));
+                x = x.wrapping_add(rounds(x));
             }
             black_box(x)
         })

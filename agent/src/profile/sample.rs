@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use nodetrace_protocol::{ProfileSnapshot, SampledFrame, SampledStack};
+use nodetrace_protocol::{CallsiteKind, ProfileSnapshot, SampledFrame, SampledStack};
+
+use crate::record::callsite::callsites;
 
 /// The highest frequency a node samples at.
 pub const MAX_FREQUENCY_HZ: u32 = 1000;
@@ -143,6 +145,7 @@ impl SampleProfile {
         let Some(report) = self.guard.as_ref().and_then(|g| g.report().build().ok()) else {
             return Vec::new();
         };
+        let names = callsite_names();
         let mut merged: HashMap<(String, Vec<SampledFrame>), u64> = HashMap::new();
         for (frames, count) in &report.data {
             if *count <= 0 {
@@ -167,8 +170,9 @@ impl SampleProfile {
                 .count();
             leaf_first.drain(..own);
             leaf_first.reverse();
+            let root_first = link_callsites(leaf_first, &names);
             *merged
-                .entry((frames.thread_name_or_id(), leaf_first))
+                .entry((frames.thread_name_or_id(), root_first))
                 .or_default() += *count as u64;
         }
         let mut stacks: Vec<SampledStack> = merged
@@ -226,6 +230,72 @@ fn profiling_timer_runs() -> bool {
     set(timer.it_value) || set(timer.it_interval)
 }
 
+/// The callsite name (`todo::server:entries/2`) of each `#[traced]`
+/// function and span, by its Rust path (`todo::server::entries`).
+fn callsite_names() -> HashMap<String, String> {
+    callsites()
+        .into_iter()
+        .filter(|cs| cs.kind() != CallsiteKind::Event)
+        .map(|cs| {
+            let info = cs.info();
+            (info.rust_path(), info.mfa())
+        })
+        .collect()
+}
+
+/// Frames of the code `#[traced]` wraps a body in, between the function
+/// and its body.
+fn is_wrapper_frame(function: &str) -> bool {
+    function.starts_with("nodetrace_agent::record::call::")
+        || function.starts_with("core::ops::function::FnOnce::call_once")
+        || function.starts_with("<F as core::future::into_future::IntoFuture>")
+}
+
+/// Names the frames of traced functions and spans as the callsites are
+/// named, so that a sampled flamegraph reads like an fprof one: the
+/// function, its `#[traced]` wrapper frames and its body (a closure) are
+/// one frame `module:function/arity`.
+fn link_callsites(
+    root_first: Vec<SampledFrame>,
+    names: &HashMap<String, String>,
+) -> Vec<SampledFrame> {
+    let named = |mut frame: SampledFrame| {
+        let mut path = frame.function.as_str();
+        while let Some(outer) = path.strip_suffix("::{{closure}}") {
+            path = outer;
+        }
+        if let Some(name) = names.get(path) {
+            frame.function = name.clone();
+        }
+        frame
+    };
+    let frames: Vec<SampledFrame> = root_first.into_iter().map(named).collect();
+    let is_callsite = |f: &SampledFrame| names.values().any(|n| *n == f.function);
+    let mut out: Vec<SampledFrame> = Vec::with_capacity(frames.len());
+    let mut i = 0;
+    while i < frames.len() {
+        let frame = &frames[i];
+        let last_traced = out.last().filter(|l| is_callsite(l));
+        if let Some(last) = last_traced {
+            // Wrappers between a traced function and its own body go.
+            let next = (i..frames.len()).find(|&j| !is_wrapper_frame(&frames[j].function));
+            if is_wrapper_frame(&frame.function)
+                && next.is_some_and(|j| frames[j].function == last.function)
+            {
+                i = next.map_or(frames.len(), |j| j + 1);
+                continue;
+            }
+            if frame.function == last.function {
+                i += 1;
+                continue;
+            }
+        }
+        out.push(frame.clone());
+        i += 1;
+    }
+    out
+}
+
 fn is_sampler_frame(function: &str) -> bool {
     function.starts_with("backtrace::")
         || function.starts_with("pprof::")
@@ -246,6 +316,34 @@ fn without_hash(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(name: &str) -> SampledFrame {
+        SampledFrame {
+            function: name.into(),
+            file: None,
+            line: None,
+        }
+    }
+
+    #[test]
+    fn a_traced_function_and_its_body_are_one_frame_named_as_its_callsite() {
+        let names: HashMap<String, String> =
+            [("hot::rounds".to_owned(), "hot:rounds/1".to_owned())].into();
+        let stack = [
+            "std::rt::main",
+            "hot::rounds",
+            "nodetrace_agent::record::call::run",
+            "hot::rounds::{{closure}}",
+            "hot::hot_spin",
+        ]
+        .map(frame)
+        .to_vec();
+        let linked: Vec<String> = link_callsites(stack, &names)
+            .into_iter()
+            .map(|f| f.function)
+            .collect();
+        assert_eq!(linked, ["std::rt::main", "hot:rounds/1", "hot::hot_spin"]);
+    }
 
     #[test]
     fn hashes_go_and_names_stay() {
