@@ -263,3 +263,42 @@ fn a_sample_longer_than_the_node_allows_is_refused() {
     assert!(!run.status.success());
     assert!(run.stderr.contains("at most 5m"), "{}", run.stderr);
 }
+
+/// The Todo node under its HTTP load: the sampled stacks hold its own
+/// frames (its traced functions named as their callsites) next to tokio's.
+#[test]
+fn the_todo_node_under_load_is_sampled_with_its_own_frames() {
+    let home = Home::new();
+    let node = home.start_node(&unique("todosample"));
+    let _load = node.load();
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("todo.txt");
+    let run = home.run(&[
+        "profile",
+        "sample",
+        "--node",
+        &node.name,
+        "--duration",
+        "2s",
+        "--frequency",
+        "999",
+        "--folded",
+        folded.to_str().unwrap(),
+    ]);
+    assert!(run.ok().contains("by self samples"), "{}", run.stdout);
+    let folded = std::fs::read_to_string(&folded).unwrap();
+    assert!(folded.lines().count() > 0, "no samples");
+    assert!(folded.contains("tokio::"), "no tokio frame: {folded}");
+    assert!(
+        folded.contains(";todo::"),
+        "no frame of the Todo node: {folded}"
+    );
+    // Its traced functions are named as their callsites: `module:fn/arity`.
+    let callsite_named = folded.split([';', ' ']).any(|frame| {
+        frame.starts_with("todo::")
+            && frame.rsplit_once('/').is_some_and(|(name, arity)| {
+                name.replace("::", "").contains(':') && arity.parse::<u8>().is_ok()
+            })
+    });
+    assert!(callsite_named, "no frame named as a callsite: {folded}");
+}
