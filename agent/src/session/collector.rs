@@ -100,6 +100,10 @@ fn run() {
             if let Some(s) = &sessions[slot]
                 && !batch.is_empty()
             {
+                // Rings are drained one after another: put what they held
+                // back in the order it happened (a task that moved between
+                // threads has its call in one ring and its return in another).
+                batch.sort_by_key(|e| e.timestamp_ns);
                 let lost = s.deliver(std::mem::take(batch));
                 SLOTS[slot].lost.fetch_add(lost as u64, Ordering::Relaxed);
             }
