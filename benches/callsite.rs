@@ -7,6 +7,9 @@ use std::hint::black_box;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{BURST, timed_in_bursts};
 use criterion::{Criterion, criterion_group, criterion_main};
 use nodetrace_agent::{Pattern, Session, SessionOptions, traced};
 use tracing_subscriber::layer::SubscriberExt;
@@ -71,9 +74,6 @@ fn frame_bytes(f: fn(u32, &mut [u64; 8]) -> usize) -> usize {
 fn instrumented(a: u64, b: u64) -> u64 {
     a.wrapping_mul(b) ^ 7
 }
-
-/// Calls per timed burst: two records each, a quarter of the default ring.
-const BURST: u64 = nodetrace_agent::DEFAULT_RING_CAPACITY as u64 / 8;
 
 /// A layer that counts what it sees: the cheapest real work a layer does.
 struct Count(std::sync::atomic::AtomicU64);
@@ -164,19 +164,13 @@ fn calls(c: &mut Criterion) {
         let (session, drain) = streaming(args);
         group.bench_function(name, |bench| {
             bench.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let burst = left.min(BURST);
-                    let start = Instant::now();
-                    for _ in 0..burst {
+                timed_in_bursts(
+                    iters,
+                    || {
                         black_box(traced_fn(black_box(a), black_box(b)));
-                    }
-                    timed += start.elapsed();
-                    session.flush();
-                    left -= burst;
-                }
-                timed
+                    },
+                    || session.flush(),
+                )
             })
         });
         if name == "traced_on" {

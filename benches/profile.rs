@@ -11,29 +11,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nodetrace_agent::{Profile, ProfileOptions, tc};
 use nodetrace_protocol::ProfileMode;
-use todo::load::{self, LoadConfig};
 
-/// Operations per measured run.
-const REQUESTS: u64 = 20_000;
-
-const CONFIG: LoadConfig = LoadConfig {
-    requests: REQUESTS,
-    lists: 10,
-    clients: 8,
-};
-
-/// Runs the load `iters` times on fresh systems; returns the load's time.
-fn runs(runtime: &tokio::runtime::Runtime, iters: u64) -> Duration {
-    let mut timed = Duration::ZERO;
-    for _ in 0..iters {
-        let system = runtime.block_on(todo::start(None)).unwrap();
-        let report = runtime.block_on(load::run(&system, CONFIG)).unwrap();
-        assert_eq!(report.operations, REQUESTS);
-        timed += report.elapsed;
-        runtime.block_on(system.stop());
-    }
-    timed
-}
+use common::{TODO_REQUESTS as REQUESTS, todo_load_runs as runs};
 
 fn options(mode: ProfileMode) -> ProfileOptions {
     ProfileOptions {

@@ -2,35 +2,16 @@
 //! 99 Hz and at 999 Hz, in one run; then interleaved round by round (the
 //! ratios to quote), with the time the final, symbolised report takes.
 
+mod common;
+
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nodetrace_agent::{SampleProfile, tc};
-use todo::load::{self, LoadConfig};
 
-/// Operations per measured run.
-const REQUESTS: u64 = 20_000;
-
-const CONFIG: LoadConfig = LoadConfig {
-    requests: REQUESTS,
-    lists: 10,
-    clients: 8,
-};
+use common::{TODO_REQUESTS as REQUESTS, todo_load_runs as runs};
 
 const FREQUENCIES: [u32; 2] = [99, 999];
-
-/// Runs the load `iters` times on fresh systems; returns the load's time.
-fn runs(runtime: &tokio::runtime::Runtime, iters: u64) -> Duration {
-    let mut timed = Duration::ZERO;
-    for _ in 0..iters {
-        let system = runtime.block_on(todo::start(None)).unwrap();
-        let report = runtime.block_on(load::run(&system, CONFIG)).unwrap();
-        assert_eq!(report.operations, REQUESTS);
-        timed += report.elapsed;
-        runtime.block_on(system.stop());
-    }
-    timed
-}
 
 fn sampled(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();

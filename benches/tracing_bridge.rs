@@ -10,8 +10,10 @@
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
 
+mod common;
+
+use common::timed_in_bursts;
 use criterion::{Criterion, criterion_group, criterion_main};
 use nodetrace_agent::{Pattern, Session, SessionOptions, tracing_layer};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -57,9 +59,6 @@ impl<S: tracing::Subscriber> Layer<S> for Count {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
-
-/// Calls per timed burst: two records each, a quarter of the default ring.
-const BURST: u64 = nodetrace_agent::DEFAULT_RING_CAPACITY as u64 / 8;
 
 fn bridge(c: &mut Criterion) {
     let mut group = c.benchmark_group("tracing_bridge");
@@ -112,19 +111,13 @@ fn bridge(c: &mut Criterion) {
         // between bursts, outside the timed part.
         group.bench_function("span/traced_by_bridge", |bench| {
             bench.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let burst = left.min(BURST);
-                    let start = Instant::now();
-                    for _ in 0..burst {
+                timed_in_bursts(
+                    iters,
+                    || {
                         black_box(recorded(black_box(a), black_box(b)));
-                    }
-                    timed += start.elapsed();
-                    session.flush();
-                    left -= burst;
-                }
-                timed
+                    },
+                    || session.flush(),
+                )
             })
         });
         session.flush();

@@ -389,25 +389,7 @@ struct SampleArgs {
     #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration)]
     duration: Option<u64>,
     #[command(flatten)]
-    format: FormatArg,
-    /// Write the report to FILE instead of stdout.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// How long the command may take to connect back before it is killed.
-    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, default_value = "5s")]
-    connect_timeout: u64,
-    /// The running node to profile: a registered name or HOST:PORT
-    /// [default: the only running node, unless a command is given].
-    #[arg(long, value_name = "NODE", conflicts_with = "command")]
-    node: Option<String>,
-    /// The cookie the running node knows [default: NODETRACE_COOKIE, else
-    /// the cookie file of the nodetrace home]; a command gets a one-time
-    /// cookie.
-    #[arg(long, value_name = "COOKIE", conflicts_with = "command")]
-    cookie: Option<String>,
-    /// The command to profile, after `--`; it must link nodetrace-agent.
-    #[arg(last = true, value_name = "CMD")]
-    command: Vec<OsString>,
+    target: ProfileTarget,
 }
 
 #[derive(Debug, Args)]
@@ -452,6 +434,32 @@ struct TimedArgs {
     speedscope: Option<PathBuf>,
 }
 
+/// What every profile mode shares: where the report goes, and which node
+/// or command it profiles.
+#[derive(Debug, Args)]
+struct ProfileTarget {
+    #[command(flatten)]
+    format: FormatArg,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// How long the command may take to connect back before it is killed.
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, default_value = "5s")]
+    connect_timeout: u64,
+    /// The running node to profile: a registered name or HOST:PORT
+    /// [default: the only running node, unless a command is given].
+    #[arg(long, value_name = "NODE", conflicts_with = "command")]
+    node: Option<String>,
+    /// The cookie the running node knows [default: NODETRACE_COOKIE, else
+    /// the cookie file of the nodetrace home]; a command gets a one-time
+    /// cookie.
+    #[arg(long, value_name = "COOKIE", conflicts_with = "command")]
+    cookie: Option<String>,
+    /// The command to profile, after `--`; it must link nodetrace-agent.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
 #[derive(Debug, Args)]
 struct ProfileArgs {
     /// Functions to profile: MyApp.Server, my_app::*, MyApp.Server:handle_*
@@ -473,25 +481,7 @@ struct ProfileArgs {
     #[arg(long, value_enum)]
     sort: Option<SortOpt>,
     #[command(flatten)]
-    format: FormatArg,
-    /// Write the report to FILE instead of stdout.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// How long the command may take to connect back before it is killed.
-    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, default_value = "5s")]
-    connect_timeout: u64,
-    /// The running node to profile: a registered name or HOST:PORT
-    /// [default: the only running node, unless a command is given].
-    #[arg(long, value_name = "NODE", conflicts_with = "command")]
-    node: Option<String>,
-    /// The cookie the running node knows [default: NODETRACE_COOKIE, else
-    /// the cookie file of the nodetrace home]; a command gets a one-time
-    /// cookie.
-    #[arg(long, value_name = "COOKIE", conflicts_with = "command")]
-    cookie: Option<String>,
-    /// The command to profile, after `--`; it must link nodetrace-agent.
-    #[arg(last = true, value_name = "CMD")]
-    command: Vec<OsString>,
+    target: ProfileTarget,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -801,12 +791,7 @@ fn sample(args: SampleArgs) -> anyhow::Result<ExitCode> {
         // little more than that the node lives.
         interval: 1000,
         sort: None,
-        format: args.format,
-        output: args.output,
-        connect_timeout: args.connect_timeout,
-        node: args.node,
-        cookie: args.cookie,
-        command: args.command,
+        target: args.target,
     };
     let timed = TimedArgs {
         histogram: false,
@@ -836,7 +821,7 @@ fn run_profile(
     per_process: bool,
     adjust: impl FnOnce(&mut ProfileRequest),
 ) -> anyhow::Result<ExitCode> {
-    let of_command = !args.command.is_empty();
+    let of_command = !args.target.command.is_empty();
     let (duration_ms, default_duration) = match args.duration {
         Some(ms) => (Some(ms), false),
         None if of_command => (None, false),
@@ -855,7 +840,7 @@ fn run_profile(
         },
         default_duration,
         outputs: Outputs {
-            format: args.format.get(),
+            format: args.target.format.get(),
             report: ReportOptions {
                 sort: args.sort.map(|s| match s {
                     SortOpt::Time => Sort::Time,
@@ -867,7 +852,7 @@ fn run_profile(
                 per_process,
                 histogram: timed.histogram,
             },
-            output: args.output,
+            output: args.target.output,
             flamegraph: timed.flamegraph.clone(),
             folded: timed.folded.clone(),
             speedscope: timed.speedscope.clone(),
@@ -892,9 +877,9 @@ fn run_profile(
                 });
             }
         });
-        let timeout = Duration::from_millis(args.connect_timeout);
+        let timeout = Duration::from_millis(args.target.connect_timeout);
         return match profile_command(
-            &args.command,
+            &args.target.command,
             &request,
             timeout,
             &interrupts,
@@ -909,8 +894,8 @@ fn run_profile(
         };
     }
     let home = Home::from_env()?;
-    let credentials = Credentials::resolve(args.cookie.as_deref(), &home)?;
-    let target = resolve::resolve_one(&home, args.node.as_slice(), "profile")?;
+    let credentials = Credentials::resolve(args.target.cookie.as_deref(), &home)?;
+    let target = resolve::resolve_one(&home, args.target.node.as_slice(), "profile")?;
     let stop = StopSignal::new();
     install_stop_signals(&stop)?;
     let complete = profile_node(&target, &credentials, &request, &mut io::stderr(), &stop)?;

@@ -1,6 +1,8 @@
 //! The control server, spoken to frame by frame: the handshake, a trace
 //! with a limit, a wrong cookie, garbage, and a tracer that goes silent.
 
+mod common;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -8,12 +10,13 @@ use std::time::{Duration, Instant};
 use nodetrace_agent::node::{self, NodeConfig};
 use nodetrace_agent::{callsites, traced};
 use nodetrace_protocol::frame::{MAX_FRAME, read_frame, write_frame};
-use nodetrace_protocol::handshake::{Side, challenge, prove, verify};
 use nodetrace_protocol::home::Home;
 use nodetrace_protocol::{
-    Command, EndReason, Limits, MAGIC, NodeMessage, PROTOCOL_VERSION, Processes, ProfileMode,
-    ProfileSpec, Reply, TraceSpec, TracerMessage,
+    Command, EndReason, NodeMessage, Processes, ProfileMode, ProfileSpec, Reply, TraceSpec,
+    TracerMessage,
 };
+
+use common::wire::{calls, login};
 
 #[traced]
 fn work(n: u64) -> u64 {
@@ -23,63 +26,13 @@ fn work(n: u64) -> u64 {
 const COOKIE: &str = "test-cookie";
 
 fn connect(addr: SocketAddr, cookie: &str) -> Result<TcpStream, NodeMessage> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let ours = challenge();
-    write_frame(
-        &mut s,
-        &TracerMessage::Hello {
-            magic: MAGIC,
-            version: PROTOCOL_VERSION,
-            challenge: ours,
-        },
-    )
-    .unwrap();
-    let NodeMessage::Challenge {
-        challenge: theirs, ..
-    } = read_frame(&mut s, MAX_FRAME).unwrap()
-    else {
-        panic!("no challenge")
-    };
-    write_frame(
-        &mut s,
-        &TracerMessage::Answer {
-            proof: prove(cookie, Side::Tracer, &ours, &theirs),
-        },
-    )
-    .unwrap();
-    match read_frame(&mut s, MAX_FRAME).unwrap() {
-        NodeMessage::Welcome { proof, node } => {
-            assert!(
-                verify(cookie, Side::Node, &ours, &theirs, &proof),
-                "the node proves the cookie too"
-            );
-            assert_eq!(node.name, "control@test");
-            Ok(s)
-        }
-        other => Err(other),
-    }
+    let (s, node) = login(addr, cookie)?;
+    assert_eq!(node.name, "control@test");
+    Ok(s)
 }
 
 fn spec(max: u64) -> TraceSpec {
-    TraceSpec {
-        log: None,
-        patterns: vec!["control_server_speaks_the_protocol:work".parse().unwrap()],
-        processes: Processes::All,
-        calls: true,
-        send: false,
-        receive: false,
-        sys: vec![],
-        args: true,
-        returns: false,
-        text_bound: 0,
-        arg_match: None,
-        limits: Limits {
-            max_events: Some(max),
-            rate: None,
-            duration_ms: None,
-        },
-    }
+    calls("control_server_speaks_the_protocol:work", max)
 }
 
 fn enabled() -> bool {

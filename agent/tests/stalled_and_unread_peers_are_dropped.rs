@@ -3,6 +3,8 @@
 //! half-sent is dropped at its deadline, and a tracer that never reads has
 //! its writes time out, so its slot is freed once its trace ended.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::OnceLock;
@@ -11,11 +13,9 @@ use std::time::{Duration, Instant};
 use nodetrace_agent::node::{self, NodeConfig};
 use nodetrace_agent::{MAX_SESSIONS, Session, SessionOptions, traced};
 use nodetrace_protocol::frame::{MAX_FRAME, read_frame, write_frame};
-use nodetrace_protocol::handshake::{Side, challenge, prove};
-use nodetrace_protocol::{
-    Command, Limits, MAGIC, NodeMessage, PROTOCOL_VERSION, Processes, Reply, TraceSpec,
-    TracerMessage,
-};
+use nodetrace_protocol::{Command, NodeMessage, Reply, TracerMessage};
+
+use common::wire;
 
 const COOKIE: &str = "stall-cookie";
 
@@ -40,28 +40,7 @@ fn node_addr() -> SocketAddr {
 }
 
 fn login(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let ours = challenge();
-    let hello = TracerMessage::Hello {
-        magic: MAGIC,
-        version: PROTOCOL_VERSION,
-        challenge: ours,
-    };
-    write_frame(&mut s, &hello).unwrap();
-    let NodeMessage::Challenge {
-        challenge: theirs, ..
-    } = read_frame(&mut s, MAX_FRAME).unwrap()
-    else {
-        panic!("no challenge")
-    };
-    let proof = prove(COOKIE, Side::Tracer, &ours, &theirs);
-    write_frame(&mut s, &TracerMessage::Answer { proof }).unwrap();
-    assert!(matches!(
-        read_frame(&mut s, MAX_FRAME).unwrap(),
-        NodeMessage::Welcome { .. }
-    ));
-    s
+    wire::login(addr, COOKIE).expect("welcomed").0
 }
 
 /// Waits until the node closes `s`; returns how long that took.
@@ -109,28 +88,7 @@ fn a_tracer_that_never_reads_frees_its_slot_after_its_trace() {
         .map_while(|_| Session::start(SessionOptions::default()).ok())
         .collect();
     let mut s = login(addr);
-    let spec = TraceSpec {
-        log: None,
-        patterns: vec![
-            "stalled_and_unread_peers_are_dropped:noisy"
-                .parse()
-                .unwrap(),
-        ],
-        processes: Processes::All,
-        calls: true,
-        send: false,
-        receive: false,
-        sys: vec![],
-        args: true,
-        returns: false,
-        text_bound: 0,
-        arg_match: None,
-        limits: Limits {
-            max_events: Some(60_000),
-            rate: None,
-            duration_ms: None,
-        },
-    };
+    let spec = wire::calls("stalled_and_unread_peers_are_dropped:noisy", 60_000);
     write_frame(&mut s, &TracerMessage::Command(Command::Trace(spec))).unwrap();
     assert!(matches!(
         read_frame(&mut s, MAX_FRAME).unwrap(),

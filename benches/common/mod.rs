@@ -5,6 +5,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use nodetrace_protocol::frame::{MAX_FRAME, read_frame, write_frame};
 use nodetrace_protocol::handshake::{Side, challenge, prove};
@@ -12,6 +13,56 @@ use nodetrace_protocol::{
     Command, Counts, Limits, MAGIC, NodeMessage, PROTOCOL_VERSION, Processes, Reply, TraceSpec,
     TracerMessage,
 };
+
+/// Calls per timed burst of a switched-on bench: two records each, a
+/// quarter of the default ring.
+pub const BURST: u64 = nodetrace_agent::DEFAULT_RING_CAPACITY as u64 / 8;
+
+/// Times `iters` runs of `call` in bursts of at most [`BURST`], running
+/// `between` after each burst outside the timing (a session's flush, so
+/// the collector drains the ring): the cost a traced thread pays per call,
+/// not the collector's throughput.
+pub fn timed_in_bursts(iters: u64, mut call: impl FnMut(), mut between: impl FnMut()) -> Duration {
+    let mut timed = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let burst = left.min(BURST);
+        let start = Instant::now();
+        for _ in 0..burst {
+            call();
+        }
+        timed += start.elapsed();
+        between();
+        left -= burst;
+    }
+    timed
+}
+
+/// Operations per measured run of the in-process Todo load.
+pub const TODO_REQUESTS: u64 = 20_000;
+
+/// The Todo load the profile and sample benches measure.
+pub const TODO_LOAD: todo::load::LoadConfig = todo::load::LoadConfig {
+    requests: TODO_REQUESTS,
+    lists: 10,
+    clients: 8,
+};
+
+/// Runs [`TODO_LOAD`] `iters` times, each on a fresh system; returns the
+/// load's own time (start and stop of the system left out).
+pub fn todo_load_runs(runtime: &tokio::runtime::Runtime, iters: u64) -> Duration {
+    let mut timed = Duration::ZERO;
+    for _ in 0..iters {
+        let system = runtime.block_on(todo::start(None)).unwrap();
+        let report = runtime
+            .block_on(todo::load::run(&system, TODO_LOAD))
+            .unwrap();
+        assert_eq!(report.operations, TODO_REQUESTS);
+        timed += report.elapsed;
+        runtime.block_on(system.stop());
+    }
+    timed
+}
 
 /// The cookie of bench nodes.
 pub const COOKIE: &str = "bench";

@@ -130,29 +130,32 @@ enum Deadline {
 /// Reading against a deadline: a timeout past it is a stall.
 struct Clock {
     deadline: Deadline,
+    /// When the read began, and when its frame's first byte came.
+    called: Instant,
     begun: Option<Instant>,
 }
 
 impl Clock {
+    /// What a read that failed with `e` (`got` of `size` bytes in) means:
+    /// go on waiting, the caller's wait (nothing of a frame yet, no fixed
+    /// deadline), a stall, or a failure.
     fn check(&mut self, e: io::Error, got: usize, size: usize) -> Result<(), FrameError> {
         if !is_timeout(&e) {
             return Err(e.into());
         }
-        let (over, secs) = match self.deadline {
-            Deadline::At(at) => (Instant::now() >= at, 0),
+        let (over, took) = match self.deadline {
+            Deadline::At(at) => (Instant::now() >= at, self.called.elapsed()),
+            Deadline::AfterFirstByte(_) if got == 0 => return Err(e.into()),
             Deadline::AfterFirstByte(limit) => {
                 let begun = self.begun.get_or_insert_with(Instant::now);
-                (begun.elapsed() >= limit, limit.as_secs())
+                (begun.elapsed() >= limit, limit)
             }
         };
-        match (over, got, self.deadline) {
-            (true, _, Deadline::At(_)) | (true, 1.., _) => {
-                Err(FrameError::Stalled { got, size, secs })
-            }
-            // Nothing of a frame yet and no fixed deadline: the caller's wait.
-            (_, 0, Deadline::AfterFirstByte(_)) if size == 4 => Err(e.into()),
-            _ => Ok(()),
+        if over {
+            let secs = took.as_secs_f64().round() as u64;
+            return Err(FrameError::Stalled { got, size, secs });
         }
+        Ok(())
     }
 }
 
@@ -163,6 +166,7 @@ fn read_frame_with<T: DeserializeOwned>(
 ) -> Result<T, FrameError> {
     let mut clock = Clock {
         deadline,
+        called: Instant::now(),
         begun: None,
     };
     let mut len = [0u8; 4];

@@ -170,7 +170,7 @@ impl Renderer {
                 Some(message) => writeln!(w, "{who} exception from {}: {message}", mfa()),
                 None => writeln!(w, "{who} exception from {}", mfa()),
             },
-            EventKind::Log => self.log_line(w, node, e),
+            EventKind::Log => log_line(w, node, e, &who),
             EventKind::Send => writeln!(w, "{who} {peer} ! {}", text.unwrap_or_default()),
             EventKind::Receive => writeln!(w, "{who} << {}", text.unwrap_or_default()),
             kind => {
@@ -197,27 +197,20 @@ impl Renderer {
     }
 }
 
-impl Renderer {
-    /// A `tracing` event as `tracing_subscriber::fmt` prints it, with the
-    /// process last: `2026-12-01T10:58:44.645605Z DEBUG kv::cmd:
-    /// apply{key="a"}: stored n=3 (<0.12.0>)`.
-    fn log_line(&self, w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
-        let time = humantime::format_rfc3339_micros(
-            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(e.timestamp_ns),
-        );
-        let callsite = node.callsite(e.callsite);
-        let level = callsite.and_then(|c| c.level).map_or("?", |l| l.as_str());
-        let target = callsite.map_or("?", CallsiteInfo::log_target);
-        let context = e.extra.as_deref().map(one_line).unwrap_or_default();
-        let sep = if context.is_empty() { "" } else { " " };
-        let text = e.text.as_deref().map(one_line).unwrap_or_default();
-        let who = if self.show_node {
-            format!("({} {})", node.name, e.pid)
-        } else {
-            format!("({})", e.pid)
-        };
-        writeln!(w, "{time} {level:>5} {target}: {context}{sep}{text} {who}")
-    }
+/// A `tracing` event as `tracing_subscriber::fmt` prints it, with the
+/// process (`who`) last: `2026-12-01T10:58:44.645605Z DEBUG kv::cmd:
+/// apply{key="a"}: stored n=3 (<0.12.0>)`.
+fn log_line(w: &mut dyn Write, node: &NodeView, e: &Event, who: &str) -> io::Result<()> {
+    let time = humantime::format_rfc3339_micros(
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(e.timestamp_ns),
+    );
+    let callsite = node.callsite(e.callsite);
+    let level = callsite.and_then(|c| c.level).map_or("?", |l| l.as_str());
+    let target = callsite.map_or("?", CallsiteInfo::log_target);
+    let context = e.extra.as_deref().map(one_line).unwrap_or_default();
+    let sep = if context.is_empty() { "" } else { " " };
+    let text = e.text.as_deref().map(one_line).unwrap_or_default();
+    writeln!(w, "{time} {level:>5} {target}: {context}{sep}{text} {who}")
 }
 
 fn unknown_callsite(id: Option<u32>) -> String {

@@ -29,30 +29,9 @@ impl SpanFields {
 
 impl Visit for SpanFields {
     fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        let mut text = format!("{}=", field.name());
-        let mut bounded = Bounded(&mut text, Self::VALUE_BOUND);
-        let _ = write!(bounded, "{value:?}");
-        self.0.push(text);
-    }
-}
-
-/// Bounds what is written through it.
-struct Bounded<'a>(&'a mut String, usize);
-
-impl Write for Bounded<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let room = self.1.saturating_sub(self.0.len());
-        if s.len() <= room {
-            self.0.push_str(s);
-            return Ok(());
-        }
-        let mut end = room;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.0.push_str(&s[..end]);
-        self.0.push('…');
-        Err(std::fmt::Error)
+        let mut text = ArgWriter::bounded(Self::VALUE_BOUND);
+        let _ = write!(text, "{}={value:?}", field.name());
+        self.0.push(text.finish().into());
     }
 }
 
@@ -102,13 +81,12 @@ pub(crate) struct ReturnValue(pub(crate) Option<String>);
 
 impl Visit for ReturnValue {
     fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        let mut text = String::new();
-        let mut bounded = Bounded(&mut text, SpanFields::VALUE_BOUND);
+        let mut text = ArgWriter::bounded(SpanFields::VALUE_BOUND);
         let _ = match field.name() {
-            "error" => write!(bounded, "Err({value:?})"),
-            _ => write!(bounded, "{value:?}"),
+            "error" => write!(text, "Err({value:?})"),
+            _ => write!(text, "{value:?}"),
         };
-        self.0 = Some(text);
+        self.0 = Some(text.finish().into());
     }
 }
 

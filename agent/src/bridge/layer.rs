@@ -15,7 +15,7 @@ use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::fields::{EventText, ReturnValue, SpanFields, without_ansi};
-use super::{CALLS, INSTALLED, LOGS, WANTED, is_return_event, level_hint, lookup, register};
+use super::{CALLS, INSTALLED, LOGS, is_return_event, level_hint, lookup, register, wanted};
 use crate::record::call::{SpanCall, record_log};
 use crate::record::callsite::Callsite;
 use crate::record::fmt::ArgWriter;
@@ -48,7 +48,7 @@ impl BridgeFilter {
 impl<S> Filter<S> for BridgeFilter {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
         // Asked only for callsites another filter made `sometimes`.
-        WANTED.load(Ordering::Relaxed) && lookup(meta).is_some_and(|cs| Self::wants(cs, meta))
+        wanted() && lookup(meta).is_some_and(|cs| Self::wants(cs, meta))
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
@@ -104,13 +104,11 @@ impl Bridge {
     /// per-layer filter's context would show only the spans the bridge
     /// traces.
     fn write_context(&self, event: &Event<'_>, w: &mut ArgWriter) {
+        let Some(Some(id)) = self.event_span_id(event) else {
+            return;
+        };
         self.with_registry(|registry| {
-            let id = match event.parent() {
-                Some(parent) => Some(parent.clone()),
-                None if event.is_contextual() => registry.current_span().id().cloned(),
-                None => None,
-            };
-            let Some(span) = id.and_then(|id| registry.span(&id)) else {
+            let Some(span) = registry.span(&id) else {
                 return;
             };
             for span in span.scope().from_root() {

@@ -63,8 +63,6 @@ where
 
 /// A bridge layer is in a subscriber.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
-/// Some session asks for spans or events (the filter looks further).
-static WANTED: AtomicBool = AtomicBool::new(false);
 /// Some session traces calls: spans may be selected, and the `ret` and
 /// `err` events of `#[instrument]` carry their return values.
 static CALLS: AtomicBool = AtomicBool::new(false);
@@ -92,7 +90,6 @@ pub(crate) fn is_installed() -> bool {
 pub(crate) fn refresh() {
     let wants = session::tracing_wants();
     CALLS.store(wants.calls, Ordering::Relaxed);
-    WANTED.store(wants.calls || wants.level.is_some(), Ordering::Relaxed);
     LOGS.store(wants.level.is_some(), Ordering::Relaxed);
     let hint = match (wants.calls, wants.level) {
         (true, _) => 5,
@@ -103,6 +100,11 @@ pub(crate) fn refresh() {
     if is_installed() {
         tracing_core::callsite::rebuild_interest_cache();
     }
+}
+
+/// Whether some session asks for spans or events: the hint is not `OFF`.
+fn wanted() -> bool {
+    HINT.load(Ordering::Relaxed) != 0
 }
 
 /// The filter's `max_level_hint`: `OFF` while idle.

@@ -581,17 +581,17 @@ impl SpanCall {
 /// watch this process: `text` writes its message and fields, `context`
 /// the spans it happened in.
 pub(crate) fn record_log(cs: &'static Callsite, flags: u64, text: Writer<'_>, context: Writer<'_>) {
-    if is_agent_thread() {
+    // The sessions that want it, chosen as for a call (an event's
+    // callsite is never a profile's).
+    let Some(Pending {
+        pid,
+        mut mask,
+        bound,
+        ..
+    }) = sessions_for(flags)
+    else {
         return;
-    }
-    let pid = self_pid();
-    let (mut mask, mut bound) = (0u32, 0usize);
-    for_each_slot(flags as u32, |i, s| {
-        if !s.profile.load(Ordering::Relaxed) && s.traces_calls_of(pid) && s.admit() {
-            mask |= 1 << i;
-            bound = bound.max(s.text_bound.load(Ordering::Relaxed));
-        }
-    });
+    };
     if mask == 0 {
         return;
     }

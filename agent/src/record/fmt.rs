@@ -47,6 +47,12 @@ impl ArgWriter {
         }
     }
 
+    /// A writer of bounded text in which no receiver stands for a process
+    /// (a `tracing` field, a value): its pid is never shown.
+    pub(crate) fn bounded(bound: usize) -> ArgWriter {
+        ArgWriter::new(bound, Pid::process(0))
+    }
+
     /// Starts the next argument: separates it from the previous one.
     fn next_arg(&mut self) {
         if self.args > 0 {

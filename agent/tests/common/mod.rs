@@ -1,8 +1,12 @@
-//! What the agent's tests share: reading a session's events.
+//! What the agent's tests share: reading a session's events, and
+//! speaking the protocol to a node ([`wire`]).
+
+pub mod wire;
 
 use nodetrace_agent::{Event, EventKind, Session, callsite};
 
 /// Every event delivered so far, after the collector caught up.
+#[allow(dead_code)]
 pub fn drain(session: &Session) -> Vec<Event> {
     session.flush();
     session.take_events()
