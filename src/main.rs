@@ -8,12 +8,13 @@ mod help;
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::io::IsTerminal;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -25,12 +26,13 @@ use nodetrace_profiler::{
 };
 use nodetrace_tracer::protocol::home::Home;
 use nodetrace_tracer::protocol::{
-    Level, Limits, LogSpec, Pattern, Processes, ProfileMode, ProfileSpec, Rate, TraceSpec,
+    Level, Limits, LogSpec, Pattern, Processes, ProfileMode, ProfileSpec, Rate, TopSort, TopSpec,
+    TraceSpec,
 };
 use nodetrace_tracer::spec::{self, DEFAULT_TEXT_BOUND, PatternArg};
 use nodetrace_tracer::stream::{self, TraceRun};
 use nodetrace_tracer::{
-    Connection, Credentials, Format, StopSignal, TracerError, commands, resolve, suggest,
+    Connection, Credentials, Format, StopSignal, TracerError, commands, resolve, suggest, top,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
@@ -87,9 +89,35 @@ enum Cmd {
         after_help = "Examples:\n  nodetrace log kv --level debug --max 50\n  nodetrace log 'kv::store' --level trace --process kv_store --match key=\n  nodetrace log --level warn --duration 1m --format json"
     )]
     Log(LogArgs),
-    /// Lists the node's processes: pid, name, kind, mailbox, messages
-    /// handled, start time.
+    /// Lists the node's processes: pid, name, kind, a task's state, polls,
+    /// busy and idle time, mailbox length, messages in and handled, start
+    /// time.
+    ///
+    /// Processes are gen_servers, tasks spawned with
+    /// `nodetrace_agent::task::spawn`, tasks a trace saw run traced code
+    /// (`task (seen)`), named processes and the owners of traced channels.
+    /// The node times task polls only while observed: the first `ps`,
+    /// `top` or `info` starts it, for 60 s after the last.
     Ps(PsArgs),
+    /// A live view of the busiest processes of one or more nodes, like
+    /// observer_cli: the node's uptime, memory, threads, files, CPU, tokio
+    /// runtime and the agent's own cost, then processes by busy time, polls,
+    /// messages in or mailbox length over the last interval.
+    ///
+    /// Keys: b p m l sort by busy, polls, messages, mailbox length; s cycles
+    /// the sort; space pauses; tab shows the next node; q quits. When stdout
+    /// is not a terminal (or with --once) it prints one snapshot after one
+    /// interval and exits; --format json prints one object per node and
+    /// interval. It never switches tracing on.
+    #[command(after_help = "Examples:
+  nodetrace top --node shop@localhost
+  nodetrace top --sort mailbox --limit 10 --once
+  nodetrace top --node a --node b --interval 5s --format json")]
+    Top(TopArgs),
+    /// The node's system information: versions, uptime, memory, threads,
+    /// open files, tokio runtime, processes by kind, callsites by source,
+    /// the traces and profiles running and their limits.
+    Info(PsArgs),
     /// Profiles a running node for a while, or a command from its start to
     /// its exit: cprof (call counts), eprof (own time), fprof (call graph),
     /// sample (sampled stacks of every thread, no annotation).
@@ -324,6 +352,49 @@ struct StopClearArgs {
     format: FormatArg,
     #[command(flatten)]
     nodes: NodesArg,
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    #[command(flatten)]
+    nodes: NodesArg,
+    /// Time between refreshes.
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, default_value = "1s")]
+    interval: u64,
+    /// The order of the processes.
+    #[arg(long, value_enum, default_value_t = TopSortOpt::Busy)]
+    sort: TopSortOpt,
+    /// At most this many processes a node.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    limit: u32,
+    /// Print one snapshot after one interval and exit, even on a terminal.
+    #[arg(long)]
+    once: bool,
+    #[command(flatten)]
+    format: FormatArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TopSortOpt {
+    /// Time in polls.
+    Busy,
+    /// Polls.
+    Polls,
+    /// Messages in.
+    Messages,
+    /// Mailbox length now.
+    Mailbox,
+}
+
+impl TopSortOpt {
+    fn get(self) -> TopSort {
+        match self {
+            TopSortOpt::Busy => TopSort::Busy,
+            TopSortOpt::Polls => TopSort::Polls,
+            TopSortOpt::Messages => TopSort::Messages,
+            TopSortOpt::Mailbox => TopSort::Mailbox,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -721,11 +792,34 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Cmd::Ps(args) => {
             let mut conn = connect_one(&args.node, "ps")?;
-            let rows = commands::processes(&mut conn)?;
+            let list = commands::processes(&mut conn)?;
             commands::render_processes(
                 &mut io::stdout().lock(),
                 conn.name(),
-                &rows,
+                &list.rows,
+                args.format.get(),
+            )
+            .map_err(TracerError::Output)?;
+            let since = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                .saturating_sub(list.observed_since_ms);
+            if since < 1000 && list.rows.iter().any(|r| r.task.is_some()) {
+                eprintln!(
+                    "{}: task polls are timed only while the node is observed, and this `ps` just began it: run it again (or `nodetrace top`) for figures",
+                    conn.name()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Top(args) => top(args),
+        Cmd::Info(args) => {
+            let mut conn = connect_one(&args.node, "info")?;
+            let info = nodetrace_tracer::info::info(&mut conn)?;
+            nodetrace_tracer::info::render_info(
+                &mut io::stdout().lock(),
+                conn.node(),
+                &info,
                 args.format.get(),
             )
             .map_err(TracerError::Output)?;
@@ -930,6 +1024,55 @@ fn timer_tc(args: TcArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `nodetrace top`: the live view on a terminal, else snapshots.
+fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
+    let home = Home::from_env()?;
+    let credentials = Credentials::resolve(args.nodes.cookie.as_deref(), &home)?;
+    let mut conns = Vec::new();
+    for target in resolve::resolve_all(&home, &args.nodes.node)? {
+        conns.push(Connection::open(&target, &credentials)?);
+    }
+    let interval = Duration::from_millis(args.interval.max(10));
+    let sort = args.sort.get();
+    let format = args.format.get();
+    if !args.once && format == Format::Text && io::stdout().is_terminal() {
+        top::view::run(conns, sort, args.limit, interval)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let spec = TopSpec {
+        sort,
+        limit: args.limit,
+    };
+    // The first refresh starts the interval; the figures are the second's.
+    for conn in &mut conns {
+        top::refresh(conn, spec)?;
+    }
+    let stop = StopSignal::new();
+    let _signal = install_stop_signals(&stop)?;
+    let mut out = io::stdout().lock();
+    loop {
+        let until = Instant::now() + interval;
+        while Instant::now() < until && !stop.is_stopped() {
+            std::thread::sleep(Duration::from_millis(20).min(interval));
+        }
+        if stop.is_stopped() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        for (i, conn) in conns.iter_mut().enumerate() {
+            let frame = top::refresh(conn, spec)?;
+            if i > 0 && format == Format::Text {
+                writeln!(out).map_err(TracerError::Output)?;
+            }
+            top::render_frame(&mut out, conn.name(), sort, &frame, format)
+                .map_err(TracerError::Output)?;
+        }
+        out.flush().map_err(TracerError::Output)?;
+        if args.once || format == Format::Text {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
 }
 
 fn connect_one(node: &NodeArg, command: &str) -> Result<Connection, TracerError> {

@@ -62,14 +62,15 @@ mod process;
 mod profile;
 mod record;
 mod session;
+pub mod sync;
 
 pub use bridge::{Bridge, BridgeFilter, tracing_layer};
 pub use control::node;
 pub use nodetrace_agent_macros::traced;
 pub use nodetrace_protocol::{CallsiteKind, Event, EventKind, Level, Pattern, Pid};
 pub use process::{
-    ProcessInfo, ProcessKind, ProcessRef, RegistryError, gen_server, processes, register, self_pid,
-    sys, unregister, whereis,
+    ProcessInfo, ProcessKind, ProcessRef, RegistryError, TaskInfo, gen_server, processes, register,
+    self_pid, sys, task, unregister, whereis,
 };
 pub use profile::sample::{MAX_FREQUENCY_HZ, MAX_SAMPLE_MS, SampleError, SampleProfile};
 pub use profile::tc::{tc, tc_async};

@@ -198,6 +198,12 @@ pub enum EventKind {
     Sent,
     /// sys trace: a gen_server's new state (`extra`) after a cast or info.
     NewState,
+    /// sys trace: a process took a message (`text`) from its traced
+    /// channel (`peer`: the sender, when known).
+    Got,
+    /// sys trace: a process finished handling the message it took last;
+    /// `duration_ns` is how long that took.
+    Handled,
     /// A `tracing` event: `callsite` is the event's, `text` its message and
     /// fields, `extra` the span context it happened in (`apply{key=1}:`).
     Log,

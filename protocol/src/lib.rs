@@ -20,6 +20,7 @@ pub mod frame;
 pub mod handshake;
 pub mod home;
 mod message;
+mod observe;
 mod pattern;
 mod pid;
 mod profile;
@@ -28,7 +29,11 @@ pub use duration::{display_ms, parse_duration_ms};
 pub use event::{CallsiteInfo, CallsiteKind, Event, EventKind, Level};
 pub use message::{
     Command, Counts, EndReason, Limits, LogSpec, MAGIC, NodeInfo, NodeMessage, PROTOCOL_VERSION,
-    ProcessRow, Processes, Rate, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
+    Processes, Rate, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
+};
+pub use observe::{
+    CallsiteCounts, ProcessCounts, ProcessList, ProcessRow, RuntimeFigures, SessionRow,
+    SystemFigures, SystemInfo, TaskRow, TaskStateRow, TopFrame, TopRow, TopSort, TopSpec,
 };
 pub use pattern::{Pattern, PatternError, PatternErrorKind, snake_case};
 pub use pid::{ParsePidError, Pid};

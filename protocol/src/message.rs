@@ -11,10 +11,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::handshake::{Challenge, Proof};
-use crate::{CallsiteInfo, Event, Level, Pattern, Pid, ProfileSnapshot, ProfileSpec};
+use crate::{
+    CallsiteInfo, Event, Level, Pattern, Pid, ProcessList, ProfileSnapshot, ProfileSpec,
+    SystemInfo, TopFrame, TopSpec,
+};
 
 /// The version of this protocol; both sides must speak the same.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The four bytes a tracer's first frame starts with.
 pub const MAGIC: [u8; 4] = *b"NTRC";
@@ -109,6 +112,10 @@ pub enum Command {
     },
     /// The node's processes (`ps`).
     Processes,
+    /// One `top` refresh.
+    Top(TopSpec),
+    /// The node's system information (`info`).
+    Info,
     /// Starts this connection's trace; events stream until it ends.
     Trace(TraceSpec),
     /// A gen_server's state (`sys:get_state`).
@@ -222,24 +229,7 @@ impl fmt::Display for Rate {
     }
 }
 
-/// A process, as `ps` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessRow {
-    /// Its pid.
-    pub pid: Pid,
-    /// Its registered name.
-    pub name: Option<String>,
-    /// `gen_server` or `process`.
-    pub kind: String,
-    /// Messages waiting.
-    pub mailbox_len: u64,
-    /// Messages handled.
-    pub handled: u64,
-    /// When it started, in milliseconds since the Unix epoch.
-    pub started_ms: u64,
-}
-
-/// A gen_server's counters.
+/// A gen_server's counters, or those of a process's traced channels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatisticsRow {
     /// The server.
@@ -248,8 +238,9 @@ pub struct StatisticsRow {
     pub started_ms: u64,
     /// Messages sent to it.
     pub messages_in: u64,
-    /// Replies and messages it sent.
-    pub messages_out: u64,
+    /// Replies and messages it sent (a gen_server's; a process that owns
+    /// traced channels does not count them).
+    pub messages_out: Option<u64>,
     /// Messages it handled.
     pub handled: u64,
     /// Messages waiting in its mailbox.
@@ -262,7 +253,11 @@ pub enum Reply {
     /// Traceable functions.
     Callsites(Vec<CallsiteInfo>),
     /// Processes.
-    Processes(Vec<ProcessRow>),
+    Processes(ProcessList),
+    /// A `top` refresh.
+    Top(TopFrame),
+    /// System information.
+    Info(SystemInfo),
     /// The trace runs; events follow.
     TraceStarted {
         /// Functions the patterns matched.
@@ -277,7 +272,7 @@ pub enum Reply {
     },
     /// A gen_server's state.
     State(String),
-    /// A gen_server's counters.
+    /// A gen_server's counters, or those of a process's traced channels.
     Statistics(StatisticsRow),
     /// The profile runs; snapshots follow.
     ProfileStarted {

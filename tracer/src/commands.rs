@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 use comfy_table::{CellAlignment, Table, presets};
 use nodetrace_protocol::Pid;
 use nodetrace_protocol::home::{Home, NodeEntry};
-use nodetrace_protocol::{CallsiteInfo, Command, Pattern, ProcessRow, Reply, StatisticsRow};
+use nodetrace_protocol::{
+    CallsiteInfo, Command, Pattern, ProcessList, ProcessRow, Reply, StatisticsRow,
+};
 use serde::Serialize;
 
 use crate::conn::message_name;
@@ -21,7 +23,7 @@ pub fn format_time_ms(ms: u64) -> String {
 }
 
 /// Columns separated by two spaces, no borders, no trailing blanks.
-fn table(header: Option<&[&str]>, rows: Vec<Vec<String>>, right: &[usize]) -> String {
+pub(crate) fn table(header: Option<&[&str]>, rows: Vec<Vec<String>>, right: &[usize]) -> String {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     if let Some(header) = header {
@@ -225,9 +227,31 @@ struct ProcessJson<'a> {
     name: Option<&'a str>,
     kind: &'a str,
     mailbox_len: u64,
+    messages_in: u64,
     handled: u64,
     started_ms: u64,
     started: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    polls: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    busy_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_ns: Option<u64>,
+}
+
+/// A duration in nanoseconds as `ps` and `top` show it: `1.25s`, `340ms`,
+/// `12µs`, `0`.
+pub fn short_duration_ns(ns: u64) -> String {
+    match ns {
+        0 => "0".to_owned(),
+        n if n >= 10_000_000_000 => format!("{}s", n / 1_000_000_000),
+        n if n >= 1_000_000_000 => format!("{:.2}s", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{}ms", n / 1_000_000),
+        n if n >= 1_000 => format!("{}µs", n / 1_000),
+        n => format!("{n}ns"),
+    }
 }
 
 /// Writes processes, like `i()` in the shell.
@@ -242,11 +266,19 @@ pub fn render_processes(
             let rows = rows
                 .iter()
                 .map(|p| {
+                    let task = |f: fn(&nodetrace_protocol::TaskRow) -> String| {
+                        p.task.as_ref().map_or_else(|| "-".to_owned(), f)
+                    };
                     vec![
                         p.pid.to_string(),
                         p.name.clone().unwrap_or_else(|| "-".to_owned()),
                         p.kind.clone(),
+                        task(|t| t.state.as_str().to_owned()),
+                        task(|t| t.polls.to_string()),
+                        task(|t| short_duration_ns(t.busy_ns)),
+                        task(|t| short_duration_ns(t.idle_ns)),
                         p.mailbox_len.to_string(),
+                        p.messages_in.to_string(),
                         p.handled.to_string(),
                         format_time_ms(p.started_ms),
                     ]
@@ -254,9 +286,12 @@ pub fn render_processes(
                 .collect();
             w.write_all(
                 table(
-                    Some(&["PID", "NAME", "KIND", "MAILBOX", "HANDLED", "STARTED"]),
+                    Some(&[
+                        "PID", "NAME", "KIND", "STATE", "POLLS", "BUSY", "IDLE", "MAILBOX", "IN",
+                        "HANDLED", "STARTED",
+                    ]),
                     rows,
-                    &[3, 4],
+                    &[4, 5, 6, 7, 8, 9],
                 )
                 .as_bytes(),
             )
@@ -272,9 +307,14 @@ pub fn render_processes(
                         name: p.name.as_deref(),
                         kind: &p.kind,
                         mailbox_len: p.mailbox_len,
+                        messages_in: p.messages_in,
                         handled: p.handled,
                         started_ms: p.started_ms,
                         started: format_time_ms(p.started_ms),
+                        state: p.task.map(|t| t.state.as_str()),
+                        polls: p.task.map(|t| t.polls),
+                        busy_ns: p.task.map(|t| t.busy_ns),
+                        idle_ns: p.task.map(|t| t.idle_ns),
                     },
                 )?;
             }
@@ -284,11 +324,11 @@ pub fn render_processes(
 }
 
 /// `nodetrace ps`: asks the node for its processes.
-pub fn processes(conn: &mut Connection) -> Result<Vec<ProcessRow>, TracerError> {
+pub fn processes(conn: &mut Connection) -> Result<ProcessList, TracerError> {
     match conn.request(Command::Processes)? {
-        Reply::Processes(mut rows) => {
-            rows.sort_by_key(|p| (p.pid.is_task(), p.pid.number()));
-            Ok(rows)
+        Reply::Processes(mut list) => {
+            list.rows.sort_by_key(|p| (p.pid.is_task(), p.pid.number()));
+            Ok(list)
         }
         other => Err(unexpected(conn, "Processes", other)),
     }
@@ -301,7 +341,7 @@ pub fn check_process_names(conn: &mut Connection, names: &[String]) -> Result<()
     if names.is_empty() {
         return Ok(());
     }
-    let rows = processes(conn)?;
+    let rows = processes(conn)?.rows;
     let known: Vec<&str> = rows.iter().filter_map(|r| r.name.as_deref()).collect();
     match names.iter().find(|n| !known.contains(&n.as_str())) {
         None => Ok(()),
@@ -369,12 +409,14 @@ struct StatisticsJson<'a> {
     started_ms: u64,
     started: String,
     messages_in: u64,
-    messages_out: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages_out: Option<u64>,
     handled: u64,
     mailbox_len: u64,
 }
 
-/// Writes a gen_server's counters, like `sys:statistics/2`.
+/// Writes a gen_server's counters, like `sys:statistics/2` (or those of a
+/// process's traced channels).
 pub fn render_statistics(
     w: &mut dyn Write,
     node: &str,
@@ -387,7 +429,9 @@ pub fn render_statistics(
             writeln!(w, "{target} ({}) on {node}", s.pid)?;
             writeln!(w, "  started:         {}", format_time_ms(s.started_ms))?;
             writeln!(w, "  messages in:     {}", s.messages_in)?;
-            writeln!(w, "  messages out:    {}", s.messages_out)?;
+            if let Some(out) = s.messages_out {
+                writeln!(w, "  messages out:    {out}")?;
+            }
             writeln!(w, "  handled:         {}", s.handled)?;
             writeln!(w, "  mailbox length:  {}", s.mailbox_len)
         }
@@ -548,26 +592,47 @@ todo::list:add/2                traced  examples/todo/src/list.rs:7
 
     #[test]
     fn processes_print_as_a_table() {
-        let rows = [ProcessRow {
-            pid: Pid::process(12),
-            name: Some("todo_server:bob".into()),
-            kind: "gen_server".into(),
-            mailbox_len: 0,
-            handled: 1234,
-            started_ms: 1_700_000_000_000,
-        }];
+        let rows = [
+            ProcessRow {
+                pid: Pid::process(12),
+                name: Some("todo_server:bob".into()),
+                kind: "gen_server".into(),
+                mailbox_len: 0,
+                messages_in: 1234,
+                handled: 1234,
+                started_ms: 1_700_000_000_000,
+                task: None,
+            },
+            ProcessRow {
+                pid: Pid::task(40),
+                name: Some("audit".into()),
+                kind: "task".into(),
+                mailbox_len: 3,
+                messages_in: 10,
+                handled: 7,
+                started_ms: 1_700_000_000_000,
+                task: Some(nodetrace_protocol::TaskRow {
+                    polls: 21,
+                    busy_ns: 340_000_000,
+                    idle_ns: 2_500_000_000,
+                    state: nodetrace_protocol::TaskStateRow::Idle,
+                }),
+            },
+        ];
         let text = render(|w| render_processes(w, "n@h", &rows, Format::Text));
         assert_eq!(
             text,
             "\
-PID       NAME             KIND        MAILBOX  HANDLED  STARTED
-<0.12.0>  todo_server:bob  gen_server        0     1234  2023-11-14T22:13:20Z
+PID       NAME             KIND        STATE  POLLS   BUSY   IDLE  MAILBOX    IN  HANDLED  STARTED
+<0.12.0>  todo_server:bob  gen_server  -          -      -      -        0  1234     1234  2023-11-14T22:13:20Z
+<0.40.1>  audit            task        idle      21  340ms  2.50s        3    10        7  2023-11-14T22:13:20Z
 "
         );
         let json = render(|w| render_processes(w, "n@h", &rows, Format::Json));
         assert_eq!(
             json,
-            "{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.12.0>\",\"name\":\"todo_server:bob\",\"kind\":\"gen_server\",\"mailbox_len\":0,\"handled\":1234,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\"}\n"
+            "{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.12.0>\",\"name\":\"todo_server:bob\",\"kind\":\"gen_server\",\"mailbox_len\":0,\"messages_in\":1234,\"handled\":1234,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\"}\n\
+{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.40.1>\",\"name\":\"audit\",\"kind\":\"task\",\"mailbox_len\":3,\"messages_in\":10,\"handled\":7,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\",\"state\":\"idle\",\"polls\":21,\"busy_ns\":340000000,\"idle_ns\":2500000000}\n"
         );
     }
 
@@ -577,7 +642,7 @@ PID       NAME             KIND        MAILBOX  HANDLED  STARTED
             pid: Pid::process(12),
             started_ms: 1_700_000_000_000,
             messages_in: 5,
-            messages_out: 4,
+            messages_out: Some(4),
             handled: 5,
             mailbox_len: 0,
         };

@@ -330,6 +330,8 @@ pub fn command_name(command: &Command) -> &'static str {
     match command {
         Command::Callsites { .. } => "Callsites",
         Command::Processes => "Processes",
+        Command::Top(_) => "Top",
+        Command::Info => "Info",
         Command::Trace(_) => "Trace",
         Command::GetState { .. } => "GetState",
         Command::Statistics { .. } => "Statistics",
@@ -349,6 +351,8 @@ pub fn message_name(message: &NodeMessage) -> &'static str {
         NodeMessage::Reply(reply) => match reply {
             Reply::Callsites(_) => "Reply(Callsites)",
             Reply::Processes(_) => "Reply(Processes)",
+            Reply::Top(_) => "Reply(Top)",
+            Reply::Info(_) => "Reply(Info)",
             Reply::TraceStarted { .. } => "Reply(TraceStarted)",
             Reply::State(_) => "Reply(State)",
             Reply::Statistics(_) => "Reply(Statistics)",

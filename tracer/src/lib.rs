@@ -16,7 +16,9 @@
 //! * [`suggest`] finds the nearest names for a pattern, node or process
 //!   that matches nothing ("did you mean");
 //! * [`commands`] are the other commands' data and renderers (`nodes`, `ls`,
-//!   `ps`, `sys get-state`, `sys statistics`, `stop-clear`).
+//!   `ps`, `sys get-state`, `sys statistics`, `stop-clear`);
+//! * [`top`] is the live view of the busiest processes, [`info`] a node's
+//!   system information.
 //!
 //! Renderers write to any [`std::io::Write`], so tests render into a
 //! `Vec<u8>`.
@@ -24,11 +26,13 @@
 pub mod commands;
 pub mod conn;
 mod error;
+pub mod info;
 pub mod render;
 pub mod resolve;
 pub mod spec;
 pub mod stream;
 pub mod suggest;
+pub mod top;
 
 pub use conn::{Connection, Credentials};
 pub use error::{EXIT_NO_MATCH, TracerError};

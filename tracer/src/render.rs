@@ -187,6 +187,15 @@ impl Renderer {
                     }
                     EventKind::GotCast => writeln!(w, "*DBG* {server} got cast {text}"),
                     EventKind::GotInfo => writeln!(w, "*DBG* {server} got info {text}"),
+                    EventKind::Got => match e.peer {
+                        Some(_) => writeln!(w, "*DBG* {server} got {text} from {peer}"),
+                        None => writeln!(w, "*DBG* {server} got {text}"),
+                    },
+                    EventKind::Handled => writeln!(
+                        w,
+                        "*DBG* {server} handled it in {}",
+                        format_duration_ns(e.duration_ns.unwrap_or(0))
+                    ),
                     EventKind::Sent => {
                         writeln!(w, "*DBG* {server} sent {text} to {peer}, new state {state}")
                     }
@@ -284,6 +293,8 @@ fn json(w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
         EventKind::GotCall
             | EventKind::GotCast
             | EventKind::GotInfo
+            | EventKind::Got
+            | EventKind::Handled
             | EventKind::Sent
             | EventKind::NewState
     );

@@ -329,9 +329,9 @@ fn start(conn: &mut Connection, run: &TraceRun) -> Result<Started, TracerError> 
     let spec = &run.spec;
     let mut names = Vec::new();
     if !spec.sys.is_empty()
-        && let Ok(Reply::Processes(rows)) = conn.request(Command::Processes)
+        && let Ok(Reply::Processes(list)) = conn.request(Command::Processes)
     {
-        for row in rows {
+        for row in list.rows {
             if let Some(name) = row.name
                 && spec.sys.contains(&name)
             {

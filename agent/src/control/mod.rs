@@ -7,6 +7,7 @@
 //! function's path.
 
 pub mod node;
+mod observe;
 pub(crate) mod server;
 
 pub(crate) use server::{connect_back, start, unix_ms};

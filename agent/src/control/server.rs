@@ -20,14 +20,15 @@ use nodetrace_protocol::handshake::{self, Side};
 use nodetrace_protocol::home::{Home, NodeEntry, Registration, resolve_cookie};
 use nodetrace_protocol::{
     CallsiteInfo, CallsiteKind, Command, EndReason, Event, Limits, MAGIC, NodeInfo, NodeMessage,
-    PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, PROTOCOL_VERSION, ProcessRow, Processes, ProfileMode,
+    PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, PROTOCOL_VERSION, Processes, ProfileMode,
     ProfileSnapshot, ProfileSpec, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
 };
 
 use crate::callsites;
 use crate::control::node::{NodeConfig, NodeError};
+use crate::control::observe;
+use crate::process::ProcessRef;
 use crate::process::sys;
-use crate::process::{ProcessKind, ProcessRef, processes};
 use crate::profile::sample::{MAX_SAMPLE_MS, SampleProfile};
 use crate::profile::{Profile, ProfileOptions};
 use crate::record::callsite::callsite_count;
@@ -534,6 +535,10 @@ struct Connection {
     trace: Option<Running>,
     /// A runtime for the `sys` calls, which wait on a gen_server.
     runtime: OnceLock<tokio::runtime::Runtime>,
+    /// What this connection's `top` saw last.
+    top: Option<observe::TopState>,
+    /// When the node started, in milliseconds since the Unix epoch.
+    started_ms: u64,
 }
 
 impl Connection {
@@ -612,6 +617,8 @@ impl Connection {
             writer,
             trace: None,
             runtime: OnceLock::new(),
+            top: None,
+            started_ms: context.info.started_ms,
         }))
     }
 
@@ -667,7 +674,13 @@ impl Connection {
                     .map(|cs| cs.info())
                     .collect(),
             )),
-            Command::Processes => Some(Reply::Processes(process_rows())),
+            Command::Processes => Some(Reply::Processes(observe::process_list())),
+            Command::Top(spec) => {
+                let started_ms = self.started_ms;
+                let top = self.top.get_or_insert_with(observe::TopState::new);
+                Some(Reply::Top(top.frame(spec, started_ms)))
+            }
+            Command::Info => Some(Reply::Info(observe::system_info(self.started_ms))),
             Command::GetState { target } => {
                 let runtime = self.runtime();
                 Some(match runtime.block_on(sys::get_state(target.as_str())) {
@@ -991,23 +1004,6 @@ fn split_by_bytes(batch: Vec<Event>, bytes: usize) -> Vec<Vec<Event>> {
         parts.last_mut().expect("a part").push(event);
     }
     parts
-}
-
-fn process_rows() -> Vec<ProcessRow> {
-    processes()
-        .into_iter()
-        .map(|p| ProcessRow {
-            pid: p.pid,
-            name: p.name,
-            kind: match p.kind {
-                ProcessKind::GenServer => "gen_server".into(),
-                ProcessKind::Other => "process".into(),
-            },
-            mailbox_len: p.mailbox_len,
-            handled: p.handled,
-            started_ms: unix_ms(p.started),
-        })
-        .collect()
 }
 
 pub(crate) fn unix_ms(time: SystemTime) -> u64 {

@@ -50,10 +50,11 @@ use std::time::{Duration, SystemTime};
 use nodetrace_protocol::{EventKind, Pid};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::process::message::{bounded, text_bound, trace_receive, trace_send};
 use crate::process::{RegistryError, as_server, next_pid, registry, self_pid, with_current_server};
 use crate::record::call::record_event;
-use crate::record::fmt::{ArgWriter, AsPid};
-use crate::session::{MESSAGE_SESSIONS, Slot, admitted, for_each_slot};
+use crate::record::fmt::AsPid;
+use crate::session::admitted;
 
 /// How long [`GenServerRef::call`] waits for a reply.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -263,7 +264,7 @@ impl<S: GenServer> GenServerRef<S> {
         let pid = self.shared.pid;
         let from = self_pid();
         let (reply, answer) = oneshot::channel();
-        trace_send(from, pid, &request);
+        trace_send(from, Some(pid), &request);
         self.send(Message::Call {
             request,
             from,
@@ -271,7 +272,7 @@ impl<S: GenServer> GenServerRef<S> {
         })?;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(reply)) => {
-                trace_receive(from, pid, &reply);
+                trace_receive(from, Some(pid), &reply);
                 Ok(reply)
             }
             Ok(Err(_)) => Err(CallError::Exited(pid)),
@@ -282,14 +283,14 @@ impl<S: GenServer> GenServerRef<S> {
     /// Sends `request` without waiting.
     pub fn cast(&self, request: S::Cast) -> Result<(), CallError> {
         let from = self_pid();
-        trace_send(from, self.shared.pid, &request);
+        trace_send(from, Some(self.shared.pid), &request);
         self.send(Message::Cast { request, from })
     }
 
     /// Sends a plain message, handled by `handle_info`.
     pub fn send_info(&self, message: S::Info) -> Result<(), CallError> {
         let from = self_pid();
-        trace_send(from, self.shared.pid, &message);
+        trace_send(from, Some(self.shared.pid), &message);
         self.send(Message::Info { message, from })
     }
 
@@ -339,6 +340,7 @@ async fn start_inner<S: GenServer>(
     name: Option<&str>,
 ) -> Result<GenServerRef<S>, StartError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+    crate::process::remember_runtime();
     let pid = next_pid();
     let (sender, mailbox) = mpsc::unbounded_channel::<Message<S>>();
     let weak = sender.downgrade();
@@ -411,22 +413,22 @@ async fn serve<S: GenServer>(
                 from,
                 reply,
             } => {
-                trace_receive(me, from, &request);
+                trace_receive(me, Some(from), &request);
                 sys_event(shared, EventKind::GotCall, Some(from), &request, None::<&S>);
                 let answer = server.handle_call(request, from).await;
                 sys_event(shared, EventKind::Sent, Some(from), &answer, Some(&*server));
-                trace_send(me, from, &answer);
+                trace_send(me, Some(from), &answer);
                 shared.stats.messages_out.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(answer);
             }
             Message::Cast { request, from } => {
-                trace_receive(me, from, &request);
+                trace_receive(me, Some(from), &request);
                 sys_event(shared, EventKind::GotCast, None, &request, None::<&S>);
                 server.handle_cast(request).await;
                 sys_state(shared, &*server);
             }
             Message::Info { message, from } => {
-                trace_receive(me, from, &message);
+                trace_receive(me, Some(from), &message);
                 sys_event(shared, EventKind::GotInfo, Some(from), &message, None::<&S>);
                 server.handle_info(message).await;
                 sys_state(shared, &*server);
@@ -496,72 +498,6 @@ impl<F: Future> Future for InProcess<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         as_server(this.server, || this.fut.poll(cx))
-    }
-}
-
-/// The largest text bound of the sessions in `mask`.
-fn text_bound(mask: u32) -> usize {
-    let mut bound = 0;
-    for_each_slot(mask, |_, s| {
-        bound = bound.max(s.text_bound.load(Ordering::Relaxed))
-    });
-    bound
-}
-
-fn bounded(pid: Pid, bound: usize, value: &dyn Debug) -> String {
-    let mut w = ArgWriter::new(bound, pid);
-    w.debug(value);
-    w.finish().into()
-}
-
-#[inline]
-fn trace_send(from: Pid, to: Pid, message: &dyn Debug) {
-    let sessions = MESSAGE_SESSIONS.load(Ordering::Relaxed);
-    if sessions != 0 {
-        trace_message(
-            EventKind::Send,
-            sessions,
-            from,
-            to,
-            message,
-            Slot::traces_sends_of,
-        );
-    }
-}
-
-#[inline]
-fn trace_receive(at: Pid, from: Pid, message: &dyn Debug) {
-    let sessions = MESSAGE_SESSIONS.load(Ordering::Relaxed);
-    if sessions != 0 {
-        trace_message(
-            EventKind::Receive,
-            sessions,
-            at,
-            from,
-            message,
-            Slot::traces_receives_of,
-        );
-    }
-}
-
-#[cold]
-fn trace_message(
-    kind: EventKind,
-    sessions: u32,
-    pid: Pid,
-    peer: Pid,
-    message: &dyn Debug,
-    wants: fn(&Slot, Pid) -> bool,
-) {
-    let mut mask = 0;
-    for_each_slot(sessions, |i, s| {
-        if wants(s, pid) && s.admit() {
-            mask |= 1 << i;
-        }
-    });
-    if mask != 0 {
-        let text = bounded(pid, text_bound(mask), message);
-        record_event(kind, mask, pid, Some(peer), Some(text), None);
     }
 }
 

@@ -4,20 +4,28 @@
 //! handled, the tokio task being polled, or else the OS thread. gen_servers
 //! and threads are numbered by the agent from one counter (`<0.N.0>`); a
 //! tokio task is known by its task id (`<0.N.1>`).
+//!
+//! The registry knows the processes `ps` lists: gen_servers, tasks spawned
+//! with [`task::spawn`], tasks a trace saw run traced code, processes given
+//! a name, and the owners of traced channels ([`crate::sync`]).
 
 pub mod gen_server;
+pub(crate) mod message;
 pub mod sys;
+pub mod task;
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::SystemTime;
 
 use nodetrace_protocol::Pid;
 
 use crate::process::gen_server::ServerShared;
+use crate::process::task::{Seen, TaskFigures, TaskShared, TaskState};
+use crate::sync::{Mailbox, MailboxFigures};
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
 
@@ -104,8 +112,26 @@ pub(crate) fn as_server<R>(server: &Arc<ServerShared>, f: impl FnOnce() -> R) ->
 pub enum ProcessKind {
     /// A gen_server started by [`crate::gen_server`].
     GenServer,
-    /// A tokio task or an OS thread that was given a name.
+    /// A tokio task spawned with [`task::spawn`].
+    Task,
+    /// A task spawned with plain `tokio::spawn` that a trace saw run
+    /// traced code: known from then on, without counters.
+    SeenTask,
+    /// A tokio task or an OS thread that was given a name or owns a traced
+    /// channel.
     Other,
+}
+
+impl ProcessKind {
+    /// The word `ps` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessKind::GenServer => "gen_server",
+            ProcessKind::Task => "task",
+            ProcessKind::SeenTask => "task (seen)",
+            ProcessKind::Other => "process",
+        }
+    }
 }
 
 /// A process as `ps` lists it.
@@ -119,10 +145,38 @@ pub struct ProcessInfo {
     pub kind: ProcessKind,
     /// Messages waiting in its mailbox.
     pub mailbox_len: u64,
+    /// Messages sent to it.
+    pub messages_in: u64,
     /// Messages it handled.
     pub handled: u64,
-    /// When it started.
+    /// When it started (a seen task: when first seen).
     pub started: SystemTime,
+    /// A task's poll figures, counted while the node is observed.
+    pub task: Option<TaskInfo>,
+}
+
+/// A task's counters, as `ps` and `top` show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// Polls.
+    pub polls: u64,
+    /// Time spent in polls, in nanoseconds.
+    pub busy_ns: u64,
+    /// Time not spent in polls since it was first observed, in nanoseconds.
+    pub idle_ns: u64,
+    /// What it does now.
+    pub state: TaskState,
+}
+
+impl From<TaskFigures> for TaskInfo {
+    fn from(f: TaskFigures) -> TaskInfo {
+        TaskInfo {
+            polls: f.polls,
+            busy_ns: f.busy_ns,
+            idle_ns: f.idle_ns,
+            state: f.state,
+        }
+    }
 }
 
 /// A name or a pid, as a user names a process.
@@ -172,6 +226,14 @@ pub enum RegistryError {
     /// No process has that name or pid.
     #[error("no process {0}: see `nodetrace ps` for the processes of this node")]
     NoProcess(ProcessRef),
+    /// Several tasks share the name.
+    #[error("{count} tasks are named {name}: name one by its pid (see `nodetrace ps`)")]
+    Ambiguous {
+        /// The name.
+        name: String,
+        /// How many tasks have it.
+        count: usize,
+    },
 }
 
 #[derive(Default)]
@@ -179,6 +241,9 @@ pub(crate) struct Registry {
     names: HashMap<String, Pid>,
     servers: HashMap<Pid, Arc<ServerShared>>,
     started: HashMap<Pid, SystemTime>,
+    tasks: HashMap<Pid, Arc<TaskShared>>,
+    mailboxes: HashMap<Pid, Vec<Weak<Mailbox>>>,
+    seen: Seen,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
@@ -215,13 +280,90 @@ impl Registry {
     }
 
     pub(crate) fn resolve(&self, target: &ProcessRef) -> Result<Pid, RegistryError> {
-        match target {
-            ProcessRef::Pid(pid) => Ok(*pid),
-            ProcessRef::Name(name) => self
-                .names
-                .get(name)
-                .copied()
-                .ok_or_else(|| RegistryError::NoProcess(target.clone())),
+        let name = match target {
+            ProcessRef::Pid(pid) => return Ok(*pid),
+            ProcessRef::Name(name) => name,
+        };
+        if let Some(pid) = self.names.get(name) {
+            return Ok(*pid);
+        }
+        let mut named = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.name.as_deref() == Some(name.as_str()));
+        match (named.next(), named.count()) {
+            (Some((pid, _)), 0) => Ok(*pid),
+            (Some(_), more) => Err(RegistryError::Ambiguous {
+                name: name.clone(),
+                count: more + 1,
+            }),
+            (None, _) => Err(RegistryError::NoProcess(target.clone())),
+        }
+    }
+
+    pub(crate) fn add_task(&mut self, pid: Pid, task: Arc<TaskShared>) {
+        self.seen.forget(pid);
+        self.tasks.insert(pid, task);
+    }
+
+    pub(crate) fn remove_task(&mut self, pid: Pid) {
+        self.tasks.remove(&pid);
+    }
+
+    /// `mailbox` is now `pid`'s: its first receive happened there.
+    pub(crate) fn add_mailbox(&mut self, pid: Pid, mailbox: &Arc<Mailbox>) {
+        let boxes = self.mailboxes.entry(pid).or_default();
+        boxes.retain(|m| m.strong_count() > 0);
+        boxes.push(Arc::downgrade(mailbox));
+    }
+
+    pub(crate) fn remove_mailbox(&mut self, pid: Pid, mailbox: &Arc<Mailbox>) {
+        if let Some(boxes) = self.mailboxes.get_mut(&pid) {
+            let gone = Arc::as_ptr(mailbox);
+            boxes.retain(|m| m.as_ptr() != gone && m.strong_count() > 0);
+            if boxes.is_empty() {
+                self.mailboxes.remove(&pid);
+            }
+        }
+    }
+
+    /// The traced channels `pid` receives on.
+    pub(crate) fn mailboxes_of(&self, pid: Pid) -> Vec<Arc<Mailbox>> {
+        self.mailboxes
+            .get(&pid)
+            .map(|boxes| boxes.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
+    }
+
+    /// The sum of `pid`'s traced channels' counters, if it has any.
+    pub(crate) fn mailbox_figures(&self, pid: Pid) -> Option<MailboxFigures> {
+        let boxes = self.mailboxes.get(&pid)?;
+        let mut sum = MailboxFigures::default();
+        for m in boxes.iter().filter_map(Weak::upgrade) {
+            let f = m.figures();
+            sum.messages_in += f.messages_in;
+            sum.handled += f.handled;
+            sum.len += f.len;
+        }
+        Some(sum)
+    }
+
+    /// When `pid` started, if it is a task or a named process.
+    pub(crate) fn started_of(&self, pid: Pid) -> Option<SystemTime> {
+        self.tasks
+            .get(&pid)
+            .map(|t| t.started)
+            .or_else(|| self.started.get(&pid).copied())
+    }
+
+    /// How many processes of each kind the node has.
+    pub(crate) fn counts(&self) -> ProcessCounts {
+        ProcessCounts {
+            gen_servers: self.servers.len() as u64,
+            tasks: self.tasks.len() as u64,
+            seen_tasks: self.seen.len() as u64,
+            mailboxes: self.mailboxes.len() as u64,
+            names: self.names.len() as u64,
         }
     }
 
@@ -270,30 +412,103 @@ pub fn unregister(name: &str) -> bool {
     registry().names.remove(name).is_some()
 }
 
-/// Every known process: gen_servers and named processes, by pid.
+/// How many processes of each kind a node has, for `info`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ProcessCounts {
+    pub(crate) gen_servers: u64,
+    pub(crate) tasks: u64,
+    pub(crate) seen_tasks: u64,
+    pub(crate) mailboxes: u64,
+    pub(crate) names: u64,
+}
+
+/// Every known process, by pid: gen_servers, tasks (spawned with
+/// [`task::spawn`] or seen by a trace), named processes and the owners of
+/// traced channels.
 pub fn processes() -> Vec<ProcessInfo> {
     let reg = registry();
-    let mut all: Vec<ProcessInfo> = reg
-        .started
-        .iter()
-        .map(|(&pid, &started)| {
-            let server = reg.servers.get(&pid);
-            ProcessInfo {
-                pid,
-                name: reg.name_of(pid),
-                kind: if server.is_some() {
-                    ProcessKind::GenServer
-                } else {
-                    ProcessKind::Other
-                },
-                mailbox_len: server.map_or(0, |s| s.stats.mailbox_len()),
-                handled: server.map_or(0, |s| s.stats.handled()),
-                started,
-            }
-        })
-        .collect();
+    let mut all: HashMap<Pid, ProcessInfo> = HashMap::new();
+    let plain = |pid: Pid, kind, started| ProcessInfo {
+        pid,
+        name: None,
+        kind,
+        mailbox_len: 0,
+        messages_in: 0,
+        handled: 0,
+        started,
+        task: None,
+    };
+    for (pid, first, _) in reg.seen.iter() {
+        all.insert(pid, plain(pid, ProcessKind::SeenTask, first));
+    }
+    for (&pid, &started) in &reg.started {
+        all.insert(pid, plain(pid, ProcessKind::Other, started));
+    }
+    for (&pid, mailbox) in &reg.mailboxes {
+        let created = mailbox.iter().filter_map(Weak::upgrade).map(|m| m.created);
+        if let Some(created) = created.min() {
+            all.entry(pid)
+                .or_insert_with(|| plain(pid, ProcessKind::Other, created));
+        }
+    }
+    for (&pid, task) in &reg.tasks {
+        let p = all
+            .entry(pid)
+            .or_insert_with(|| plain(pid, ProcessKind::Task, task.started));
+        p.kind = ProcessKind::Task;
+        p.started = task.started;
+        p.name = task.name.clone();
+        p.task = Some(task.figures().into());
+    }
+    for p in all.values_mut() {
+        if let Some(server) = reg.servers.get(&p.pid) {
+            p.kind = ProcessKind::GenServer;
+            p.mailbox_len = server.stats.mailbox_len();
+            p.messages_in = server.stats.messages_in();
+            p.handled = server.stats.handled();
+        } else if let Some(m) = reg.mailbox_figures(p.pid) {
+            p.mailbox_len = m.len;
+            p.messages_in = m.messages_in;
+            p.handled = m.handled;
+        }
+        if let Some(name) = reg.name_of(p.pid) {
+            p.name = Some(name);
+        }
+    }
+    let mut all: Vec<ProcessInfo> = all.into_values().collect();
     all.sort_by_key(|p| p.pid);
     all
+}
+
+/// Notes tasks a trace saw run traced code (the collector calls it with
+/// each batch's task pids): those not spawned with [`task::spawn`] are
+/// listed as seen.
+pub(crate) fn saw_tasks(pids: &[Pid]) {
+    let now = SystemTime::now();
+    let mut reg = registry();
+    for &pid in pids {
+        if !reg.tasks.contains_key(&pid) {
+            reg.seen.saw(pid, now);
+        }
+    }
+}
+
+/// The tokio runtime the node's tasks run on, once one was seen: its
+/// metrics are what `top` and `info` show of it.
+static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+
+/// Remembers the current tokio runtime, if any and if none is known yet.
+pub(crate) fn remember_runtime() {
+    if RUNTIME.get().is_none()
+        && let Ok(handle) = tokio::runtime::Handle::try_current()
+    {
+        let _ = RUNTIME.set(handle);
+    }
+}
+
+/// The runtime [`remember_runtime`] saw.
+pub(crate) fn runtime() -> Option<&'static tokio::runtime::Handle> {
+    RUNTIME.get()
 }
 
 /// This OS thread's pid, whatever runs on it.

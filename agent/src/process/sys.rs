@@ -5,6 +5,10 @@
 //! [`get_state`] and [`statistics`] answer what `sys:get_state/1` and
 //! `sys:statistics/2` answer. All of it is free while off: a server checks
 //! one word of trace bits per message.
+//!
+//! A process that owns traced channels ([`crate::sync`]) answers
+//! [`trace`] (each message it takes, and how long it took to handle) and
+//! [`statistics`] (its channels' counters) too; its state is its own.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -25,6 +29,11 @@ pub enum SysError {
     /// No such gen_server.
     #[error(transparent)]
     NoProcess(#[from] RegistryError),
+    /// The process has no mailbox to report on.
+    #[error(
+        "{0} is not a gen_server and receives on no traced channel: make its channel a `nodetrace_agent::sync::mpsc` one"
+    )]
+    NoMailbox(Pid),
     /// The server stopped before answering.
     #[error("{0} stopped before answering")]
     Exited(Pid),
@@ -40,12 +49,27 @@ pub enum SysError {
 /// or `new state …` after it is handled; texts are bounded by the session's
 /// text bound.
 pub fn trace(session: &Session, target: impl Into<ProcessRef>, on: bool) -> Result<(), SysError> {
-    let server = registry().server(&target.into())?;
+    let target = target.into();
+    let reg = registry();
     let bit = 1u32 << session.slot();
-    if on {
-        server.sys_mask.fetch_or(bit, Ordering::Relaxed);
-    } else {
-        server.sys_mask.fetch_and(!bit, Ordering::Relaxed);
+    let set = |mask: &std::sync::atomic::AtomicU32| {
+        if on {
+            mask.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            mask.fetch_and(!bit, Ordering::Relaxed);
+        }
+    };
+    if let Ok(server) = reg.server(&target) {
+        set(&server.sys_mask);
+        return Ok(());
+    }
+    let pid = reg.resolve(&target)?;
+    let mailboxes = reg.mailboxes_of(pid);
+    if mailboxes.is_empty() {
+        return Err(SysError::NoMailbox(pid));
+    }
+    for m in &mailboxes {
+        set(&m.sys_mask);
     }
     Ok(())
 }
@@ -73,23 +97,44 @@ pub struct Statistics {
     pub start_time: SystemTime,
     /// Messages sent to it.
     pub messages_in: u64,
-    /// Replies it sent, and messages it sent to other servers.
-    pub messages_out: u64,
+    /// Replies it sent, and messages it sent to other servers (a
+    /// gen_server's; a channel's owner does not count them).
+    pub messages_out: Option<u64>,
     /// Messages it handled.
     pub handled: u64,
     /// Messages waiting in its mailbox.
     pub mailbox_len: u64,
 }
 
-/// The counters of one gen_server.
+/// The counters of one gen_server, or of the traced channels a process
+/// receives on.
 pub fn statistics(target: impl Into<ProcessRef>) -> Result<Statistics, SysError> {
-    let server = registry().server(&target.into())?;
+    let target = target.into();
+    let reg = registry();
+    if let Ok(server) = reg.server(&target) {
+        return Ok(Statistics {
+            pid: server.pid,
+            start_time: server.started,
+            messages_in: server.stats.messages_in(),
+            messages_out: Some(server.stats.messages_out()),
+            handled: server.stats.handled(),
+            mailbox_len: server.stats.mailbox_len(),
+        });
+    }
+    let pid = reg.resolve(&target)?;
+    let figures = reg.mailbox_figures(pid).ok_or(SysError::NoMailbox(pid))?;
+    let start_time = reg
+        .mailboxes_of(pid)
+        .iter()
+        .map(|m| m.created)
+        .min()
+        .unwrap_or_else(SystemTime::now);
     Ok(Statistics {
-        pid: server.pid,
-        start_time: server.started,
-        messages_in: server.stats.messages_in(),
-        messages_out: server.stats.messages_out(),
-        handled: server.stats.handled(),
-        mailbox_len: server.stats.mailbox_len(),
+        pid,
+        start_time: reg.started_of(pid).unwrap_or(start_time),
+        messages_in: figures.messages_in,
+        messages_out: None,
+        handled: figures.handled,
+        mailbox_len: figures.len,
     })
 }

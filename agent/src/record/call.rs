@@ -643,3 +643,9 @@ pub(crate) fn record_event(
     let text = Some(text.into_boxed_str());
     push(kind, mask, split, peer, pid, clock::now(), 0, text);
 }
+
+/// Records a sys event that took `ticks` of the raw clock up to now (a
+/// mailbox's message handled) for the sessions in `mask`.
+pub(crate) fn record_timed_event(kind: EventKind, mask: u32, pid: Pid, ticks: u64) {
+    push(kind, mask, 0, 0, pid, clock::now(), ticks, None);
+}

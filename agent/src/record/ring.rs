@@ -88,6 +88,21 @@ pub fn ring_drops() -> Vec<(Pid, u64)> {
         .collect()
 }
 
+/// Records dropped by full rings since the node started, live threads'
+/// and exited ones'.
+pub(crate) fn ring_drops_total() -> u64 {
+    let live: u64 = ring_drops().iter().map(|(_, n)| n).sum();
+    live + RETIRED_LOST
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .sum::<u64>()
+}
+
+/// The capacity rings are created with now, in records.
+pub(crate) fn ring_capacity() -> usize {
+    RING_CAPACITY.load(Ordering::Relaxed)
+}
+
 /// Records dropped by full rings for the session in `slot`, ever.
 pub(crate) fn ring_lost(slot: usize) -> u64 {
     let stats = RING_STATS.lock().unwrap_or_else(|p| p.into_inner());

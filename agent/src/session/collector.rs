@@ -81,6 +81,7 @@ fn run() {
     let mut rings: Vec<rtrb::Consumer<Record>> = Vec::new();
     let mut batches: [Vec<Event>; MAX_SESSIONS] = std::array::from_fn(|_| Vec::new());
     let mut rate_windows: [Option<(usize, Instant)>; MAX_SESSIONS] = [None; MAX_SESSIONS];
+    let mut tasks_seen: Vec<Pid> = Vec::new();
     loop {
         let asked = FLUSH_ASKED.load(Ordering::Acquire);
         rings.append(&mut NEW_RINGS.lock().unwrap_or_else(|p| p.into_inner()));
@@ -104,10 +105,17 @@ fn run() {
                 // back in the order it happened (a task that moved between
                 // threads has its call in one ring and its return in another).
                 batch.sort_by_key(|e| e.timestamp_ns);
+                tasks_seen.extend(batch.iter().map(|e| e.pid).filter(|p| p.is_task()));
                 let lost = s.deliver(std::mem::take(batch));
                 SLOTS[slot].lost.fetch_add(lost as u64, Ordering::Relaxed);
             }
             batch.clear();
+        }
+        if !tasks_seen.is_empty() {
+            tasks_seen.sort_unstable();
+            tasks_seen.dedup();
+            crate::process::saw_tasks(&tasks_seen);
+            tasks_seen.clear();
         }
         rings.retain(|r| !(r.is_abandoned() && r.is_empty()));
         FLUSH_DONE.fetch_max(asked, Ordering::AcqRel);
@@ -187,8 +195,11 @@ fn dispatch(
         (None, peer, None, nonempty(text), nonempty(extra))
     };
     let timestamp_ns = clock::unix_nanos(record.ts);
-    let duration_ns = matches!(record.kind, EventKind::Return | EventKind::Exception)
-        .then(|| clock::nanos_between(0, record.duration));
+    let duration_ns = matches!(
+        record.kind,
+        EventKind::Return | EventKind::Exception | EventKind::Handled
+    )
+    .then(|| clock::nanos_between(0, record.duration));
     let mut mask = record.mask;
     while mask != 0 {
         let slot = mask.trailing_zeros() as usize;

@@ -484,10 +484,39 @@ impl SessionShared {
             self.queued.fetch_add(n, Ordering::AcqRel);
             if self.sender.send(batch).is_ok() {
                 self.delivered.fetch_add(n as u64, Ordering::Relaxed);
+                EVENTS_DELIVERED.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
         lost
     }
+}
+
+/// Events delivered to any session since the node started.
+pub(crate) static EVENTS_DELIVERED: AtomicU64 = AtomicU64::new(0);
+
+/// A running session, as `info` lists it.
+pub(crate) struct ActiveSession {
+    pub(crate) slot: usize,
+    pub(crate) profile: bool,
+    pub(crate) limits: Limits,
+    pub(crate) delivered: u64,
+}
+
+/// The sessions running now.
+pub(crate) fn active_sessions() -> Vec<ActiveSession> {
+    SLOTS
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, s)| {
+            let shared = s.session().filter(|sh| !sh.is_ended())?;
+            Some(ActiveSession {
+                slot,
+                profile: s.profile.load(Ordering::Relaxed),
+                limits: shared.options.limits,
+                delivered: shared.delivered.load(Ordering::Relaxed),
+            })
+        })
+        .collect()
 }
 
 pub(crate) static SLOTS: [Slot; MAX_SESSIONS] = [const { Slot::new() }; MAX_SESSIONS];

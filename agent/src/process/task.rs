@@ -1,0 +1,416 @@
+//! Tasks as processes: a tokio task with a name, a pid and counters.
+//!
+//! [`spawn`] is `tokio::spawn` with a name. The task's pid is its tokio task
+//! id (`<0.N.1>`, what [`self_pid`](crate::self_pid) answers inside it),
+//! its name is registered (names may repeat: `conn:<peer>` for every
+//! connection), and `ps`, `top` and `sys statistics` show its counters. Tasks
+//! spawned with plain `tokio::spawn` are listed too once a trace or profile
+//! has seen them run traced code, marked as seen.
+//!
+//! What it costs: one allocation at spawn (the counters, which hold the
+//! name). Per poll, one relaxed load while nothing observes the node; while
+//! an observer does (`ps`, `top`, `info` or `sys statistics` asked in the
+//! last [`OBSERVE_LINGER`]), two clock reads and a few stores to the task's
+//! own counters. Unlike tokio-console this needs no `--cfg tokio_unstable`
+//! and no instrumentation of the runtime: only the tasks spawned here are
+//! timed.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let ticker = nodetrace_agent::task::spawn("ticker", async { 7 });
+//! assert_eq!(ticker.await.unwrap(), 7);
+//! # });
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use nodetrace_protocol::Pid;
+use tokio::task::JoinHandle;
+
+use crate::process::{registry, task_number};
+use crate::record::clock;
+
+/// How long the node keeps timing tasks after the last observer asked.
+pub const OBSERVE_LINGER: Duration = Duration::from_secs(60);
+
+/// Whether tasks are timed now: the one load a poll makes while not.
+static OBSERVING: AtomicBool = AtomicBool::new(false);
+
+/// When observing began (raw clock), and when it ends unless asked again.
+static OBSERVATION: Mutex<Option<Observation>> = Mutex::new(None);
+
+struct Observation {
+    since_raw: u64,
+    since: SystemTime,
+    until: Instant,
+}
+
+/// Starts (or prolongs) timing every task's polls; returns when the
+/// current observation began. A thread switches it off again once
+/// [`OBSERVE_LINGER`] passes with no observer asking.
+pub(crate) fn observe() -> SystemTime {
+    let mut obs = OBSERVATION.lock().unwrap_or_else(|p| p.into_inner());
+    let until = Instant::now() + OBSERVE_LINGER;
+    if let Some(o) = obs.as_mut() {
+        o.until = until;
+        return o.since;
+    }
+    let since = SystemTime::now();
+    *obs = Some(Observation {
+        since_raw: clock::now(),
+        since,
+        until,
+    });
+    OBSERVING.store(true, Ordering::Relaxed);
+    // Without a thread to end it, the observation lasts: timing for good
+    // is better than never.
+    let _ = std::thread::Builder::new()
+        .name("nodetrace-observer".into())
+        .spawn(end_observation_when_idle);
+    since
+}
+
+/// The observer thread: sleeps until the observation's end, then ends it.
+fn end_observation_when_idle() {
+    loop {
+        let wait = {
+            let mut obs = OBSERVATION.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(o) = obs.as_ref() else { return };
+            let now = Instant::now();
+            if now >= o.until {
+                OBSERVING.store(false, Ordering::Relaxed);
+                *obs = None;
+                return;
+            }
+            o.until - now
+        };
+        std::thread::sleep(wait);
+    }
+}
+
+/// The raw clock reading at which the current observation began.
+fn observed_since_raw() -> Option<u64> {
+    OBSERVATION
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|o| o.since_raw)
+}
+
+/// Whether a task's poll is being timed: tests and benches switch it.
+#[doc(hidden)]
+pub fn set_observing(on: bool) {
+    if on {
+        observe();
+    } else {
+        OBSERVING.store(false, Ordering::Relaxed);
+        *OBSERVATION.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// What a task is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Being polled now.
+    Running,
+    /// Waiting to be woken.
+    Idle,
+    /// Finished or dropped.
+    Done,
+}
+
+const IDLE: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+
+/// A named task's counters, written only by the task's own polls.
+pub(crate) struct TaskShared {
+    pub(crate) name: Option<String>,
+    pub(crate) started: SystemTime,
+    started_raw: u64,
+    pid: AtomicU64,
+    polls: AtomicU64,
+    busy_ns: AtomicU64,
+    /// Raw clock at the end of the last timed poll, or when done.
+    last_raw: AtomicU64,
+    state: AtomicU8,
+}
+
+/// A task's counters as `ps` reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TaskFigures {
+    pub(crate) polls: u64,
+    pub(crate) busy_ns: u64,
+    pub(crate) idle_ns: u64,
+    pub(crate) state: TaskState,
+}
+
+impl TaskShared {
+    fn new(name: Option<String>) -> TaskShared {
+        TaskShared {
+            name,
+            started: SystemTime::now(),
+            started_raw: clock::now(),
+            pid: AtomicU64::new(0),
+            polls: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            last_raw: AtomicU64::new(0),
+            state: AtomicU8::new(IDLE),
+        }
+    }
+
+    /// Counters as of now: idle time is the time observed (since the later
+    /// of its start and the observation's) that was not spent in polls.
+    pub(crate) fn figures(&self) -> TaskFigures {
+        let state = match self.state.load(Ordering::Relaxed) {
+            RUNNING => TaskState::Running,
+            DONE => TaskState::Done,
+            _ => TaskState::Idle,
+        };
+        let busy_ns = self.busy_ns.load(Ordering::Relaxed);
+        let idle_ns = match observed_since_raw() {
+            Some(since) => {
+                let from = since.max(self.started_raw);
+                let to = match state {
+                    TaskState::Done => self.last_raw.load(Ordering::Relaxed),
+                    _ => clock::now(),
+                };
+                clock::nanos_between(from, to).saturating_sub(busy_ns)
+            }
+            None => 0,
+        };
+        TaskFigures {
+            polls: self.polls.load(Ordering::Relaxed),
+            busy_ns,
+            idle_ns,
+            state,
+        }
+    }
+
+    /// The task's own poll, timed. Only the task writes its counters, one
+    /// poll at a time, so plain loads and stores do.
+    #[inline(never)]
+    fn timed_poll<F: Future>(&self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.state.store(RUNNING, Ordering::Relaxed);
+        let start = clock::now();
+        let poll = fut.poll(cx);
+        let end = clock::now();
+        let add = |c: &AtomicU64, n| c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        add(&self.polls, 1);
+        add(&self.busy_ns, clock::nanos_between(start, end));
+        self.last_raw.store(end, Ordering::Relaxed);
+        self.state
+            .store(if poll.is_ready() { DONE } else { IDLE }, Ordering::Relaxed);
+        poll
+    }
+
+    fn done(&self) {
+        self.last_raw.store(clock::now(), Ordering::Relaxed);
+        self.state.store(DONE, Ordering::SeqCst);
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid != 0 {
+            registry().remove_task(Pid::from_bits(pid));
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == DONE
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A named task's future: times its polls while observed, and leaves
+    /// the registry when it ends, however it ends.
+    struct Named<F> {
+        shared: Arc<TaskShared>,
+        #[pin]
+        fut: F,
+    }
+
+    impl<F> PinnedDrop for Named<F> {
+        fn drop(this: Pin<&mut Self>) {
+            this.shared.done();
+        }
+    }
+}
+
+impl<F: Future> Future for Named<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if !OBSERVING.load(Ordering::Relaxed) {
+            return this.fut.poll(cx);
+        }
+        this.shared.timed_poll(this.fut, cx)
+    }
+}
+
+/// Spawns `future` on the current tokio runtime as a process named `name`.
+///
+/// Like `tokio::spawn`, it panics outside a runtime.
+#[track_caller]
+pub fn spawn<F>(name: impl Into<String>, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Builder::new().name(name).spawn(future)
+}
+
+/// Spawns `future` on the current `LocalSet` as a process named `name`.
+///
+/// Like `tokio::task::spawn_local`, it panics outside a `LocalSet`.
+#[track_caller]
+pub fn spawn_local<F>(name: impl Into<String>, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    Builder::new().name(name).spawn_local(future)
+}
+
+/// Spawns tasks with options, like `std::thread::Builder`.
+///
+/// ```
+/// use nodetrace_agent::task::Builder;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let peer = "127.0.0.1:4242";
+/// let conn = Builder::new().name(format!("conn:{peer}")).spawn(async {});
+/// conn.await.unwrap();
+/// # });
+/// ```
+#[derive(Debug, Default)]
+pub struct Builder {
+    name: Option<String>,
+}
+
+impl Builder {
+    /// A builder of unnamed tasks: they still get counters and a place in
+    /// `ps`.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// The name to register the task under; several tasks may share one.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Spawns on the current runtime.
+    #[track_caller]
+    pub fn spawn<F>(self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_with(future, tokio::spawn)
+    }
+
+    /// Spawns on `handle`'s runtime.
+    #[track_caller]
+    pub fn spawn_on<F>(self, future: F, handle: &tokio::runtime::Handle) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_with(future, |f| handle.spawn(f))
+    }
+
+    /// Spawns on the current `LocalSet`.
+    #[track_caller]
+    pub fn spawn_local<F>(self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        self.spawn_with(future, tokio::task::spawn_local)
+    }
+
+    #[track_caller]
+    fn spawn_with<F: Future>(
+        self,
+        fut: F,
+        spawn: impl FnOnce(Named<F>) -> JoinHandle<F::Output>,
+    ) -> JoinHandle<F::Output> {
+        let shared = Arc::new(TaskShared::new(self.name));
+        crate::process::remember_runtime();
+        let handle = spawn(Named {
+            shared: shared.clone(),
+            fut,
+        });
+        let pid = Pid::task(task_number(handle.id()));
+        shared.pid.store(pid.to_bits(), Ordering::SeqCst);
+        let mut reg = registry();
+        // A task that already ended removed itself before it was added.
+        if !shared.is_done() {
+            reg.add_task(pid, shared);
+        }
+        handle
+    }
+}
+
+/// Tasks spawned with plain `tokio::spawn` that a trace or profile saw run
+/// traced code: pid and when first and last seen. Bounded: the least
+/// recently seen go first.
+#[derive(Default)]
+pub(crate) struct Seen {
+    tasks: HashMap<Pid, (SystemTime, SystemTime)>,
+}
+
+/// The most unnamed tasks `ps` remembers.
+pub(crate) const MAX_SEEN: usize = 4096;
+
+impl Seen {
+    pub(crate) fn saw(&mut self, pid: Pid, at: SystemTime) {
+        if let Some(entry) = self.tasks.get_mut(&pid) {
+            entry.1 = at;
+            return;
+        }
+        if self.tasks.len() >= MAX_SEEN
+            && let Some(oldest) = self.tasks.iter().min_by_key(|(_, t)| t.1).map(|(p, _)| *p)
+        {
+            self.tasks.remove(&oldest);
+        }
+        self.tasks.insert(pid, (at, at));
+    }
+
+    /// A task spawned with [`spawn`] is counted as itself, not as seen.
+    pub(crate) fn forget(&mut self, pid: Pid) {
+        self.tasks.remove(&pid);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Pid, SystemTime, SystemTime)> + '_ {
+        self.tasks.iter().map(|(p, (f, l))| (*p, *f, *l))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_tasks_are_bounded_and_keep_the_recent() {
+        let mut seen = Seen::default();
+        let t0 = SystemTime::UNIX_EPOCH;
+        for n in 0..MAX_SEEN as u64 + 10 {
+            seen.saw(Pid::task(n + 1), t0 + Duration::from_secs(n));
+        }
+        assert_eq!(seen.tasks.len(), MAX_SEEN);
+        assert!(!seen.tasks.contains_key(&Pid::task(1)));
+        assert!(seen.tasks.contains_key(&Pid::task(MAX_SEEN as u64 + 10)));
+    }
+}
