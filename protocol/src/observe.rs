@@ -19,6 +19,9 @@ pub struct ProcessRow {
     pub name: Option<String>,
     /// `gen_server`, `task`, `task (seen)` or `process`.
     pub kind: String,
+    /// It has a mailbox whose messages a trace sees: it is a gen_server or
+    /// receives on traced channels.
+    pub has_mailbox: bool,
     /// Messages waiting.
     pub mailbox_len: u64,
     /// Messages sent to it.

@@ -60,6 +60,13 @@ pub fn kv_bin() -> &'static Path {
     KV.get_or_init(|| built(&["-p", "kv", "--bin", "kv"], &["kv"]))
 }
 
+/// The `orders` example (an order book over TCP: mpsc actors with oneshot
+/// replies, tasks spawned as processes), built once per test binary.
+pub fn orders_bin() -> &'static Path {
+    static ORDERS: OnceLock<PathBuf> = OnceLock::new();
+    ORDERS.get_or_init(|| built(&["-p", "orders", "--bin", "orders"], &["orders"]))
+}
+
 /// Runs `cargo build --quiet TARGET...` in the profile this test runs in and
 /// returns the artifact at `path` (relative to the profile's directory, the
 /// last part a program name).
@@ -271,14 +278,28 @@ impl Home {
     /// Starts a kv node named `name` registering in this home, its own log
     /// (`fmt` at `info`: no `RUST_LOG`) collected from its stdout.
     pub fn start_kv(&self, name: &str) -> KvNode {
-        let mut cmd = Command::new(kv_bin());
+        self.start_line_node(kv_bin(), name, &[])
+    }
+
+    /// Starts an orders node named `name` with `args`, registering in this
+    /// home.
+    pub fn start_orders(&self, name: &str, args: &[&str]) -> KvNode {
+        self.start_line_node(orders_bin(), name, args)
+    }
+
+    /// Starts a node that serves lines over TCP and prints `listening on
+    /// ADDR` once bound (kv, orders).
+    fn start_line_node(&self, program: &Path, name: &str, args: &[&str]) -> KvNode {
+        let mut cmd = Command::new(program);
         self.isolate(&mut cmd);
-        cmd.env("NODETRACE_NODE", name).env_remove("RUST_LOG");
+        cmd.args(args)
+            .env("NODETRACE_NODE", name)
+            .env_remove("RUST_LOG");
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("the kv binary starts");
+            .unwrap_or_else(|e| panic!("{} starts: {e}", program.display()));
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         for (pipe, sink) in [
@@ -309,7 +330,7 @@ impl Home {
         };
         wait_until(STARTUP, || addr(&node.stdout()).is_some()).unwrap_or_else(|| {
             panic!(
-                "kv node {name} did not listen within {STARTUP:?}; stdout: {}\nstderr: {}",
+                "node {name} did not listen within {STARTUP:?}; stdout: {}\nstderr: {}",
                 node.stdout(),
                 node.stderr()
             )
@@ -322,7 +343,8 @@ impl Home {
     }
 }
 
-/// A running kv node, killed by pid when dropped.
+/// A running node that serves lines over TCP (kv, orders), killed by pid
+/// when dropped.
 pub struct KvNode {
     child: Child,
     pub name: String,
@@ -363,7 +385,7 @@ impl KvNode {
     }
 }
 
-/// One connection to a kv node: a line out, a line back.
+/// One connection to a line node (kv, orders): a line out, a line back.
 pub struct KvClient {
     reader: BufReader<std::net::TcpStream>,
     writer: std::net::TcpStream,

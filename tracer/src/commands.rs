@@ -358,6 +358,35 @@ pub fn check_process_names(conn: &mut Connection, names: &[String]) -> Result<()
     }
 }
 
+/// A note for a message trace of `processes` in which no process has a
+/// mailbox a trace sees: their receives cannot show, and sends only to
+/// gen_servers and traced channels do.
+pub fn mailbox_hint(
+    conn: &mut Connection,
+    traced: &nodetrace_protocol::Processes,
+) -> Result<Option<String>, TracerError> {
+    use nodetrace_protocol::Processes;
+    let rows = processes(conn)?.rows;
+    let chosen: Vec<&ProcessRow> = match traced {
+        Processes::Some(names) => rows
+            .iter()
+            .filter(|r| {
+                names.iter().any(|n| {
+                    r.name.as_deref() == Some(n.as_str()) || r.pid.to_string() == *n
+                })
+            })
+            .collect(),
+        _ => rows.iter().collect(),
+    };
+    if chosen.iter().any(|r| r.has_mailbox) {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{}: no process traced here has a mailbox a trace sees; messages show when they go through a gen_server (`nodetrace_agent::gen_server`) or a traced channel: use `nodetrace_agent::sync::{{mpsc, oneshot}}` where the code uses `tokio::sync::{{mpsc, oneshot}}`",
+        conn.name()
+    )))
+}
+
 #[derive(Serialize)]
 struct StateJson<'a> {
     #[serde(rename = "type")]
@@ -597,6 +626,7 @@ todo::list:add/2                traced  examples/todo/src/list.rs:7
                 pid: Pid::process(12),
                 name: Some("todo_server:bob".into()),
                 kind: "gen_server".into(),
+                has_mailbox: true,
                 mailbox_len: 0,
                 messages_in: 1234,
                 handled: 1234,
@@ -607,6 +637,7 @@ todo::list:add/2                traced  examples/todo/src/list.rs:7
                 pid: Pid::task(40),
                 name: Some("audit".into()),
                 kind: "task".into(),
+                has_mailbox: true,
                 mailbox_len: 3,
                 messages_in: 10,
                 handled: 7,

@@ -160,6 +160,12 @@ pub fn run(
         if run.spec.calls {
             check_patterns(conn, run)?;
         }
+        if (run.spec.send || run.spec.receive)
+            && !run.spec.calls
+            && let Some(hint) = crate::commands::mailbox_hint(conn, &run.spec.processes)?
+        {
+            writeln!(log, "{hint}").map_err(TracerError::Output)?;
+        }
     }
     let mut started = Vec::new();
     for conn in &mut conns {

@@ -45,6 +45,7 @@ fn row(p: ProcessInfo) -> ProcessRow {
         pid: p.pid,
         name: p.name,
         kind: p.kind.as_str().to_owned(),
+        has_mailbox: p.has_mailbox,
         mailbox_len: p.mailbox_len,
         messages_in: p.messages_in,
         handled: p.handled,

@@ -143,6 +143,8 @@ pub struct ProcessInfo {
     pub name: Option<String>,
     /// What it is.
     pub kind: ProcessKind,
+    /// It is a gen_server or receives on traced channels.
+    pub has_mailbox: bool,
     /// Messages waiting in its mailbox.
     pub mailbox_len: u64,
     /// Messages sent to it.
@@ -432,6 +434,7 @@ pub fn processes() -> Vec<ProcessInfo> {
         pid,
         name: None,
         kind,
+        has_mailbox: false,
         mailbox_len: 0,
         messages_in: 0,
         handled: 0,
@@ -463,10 +466,12 @@ pub fn processes() -> Vec<ProcessInfo> {
     for p in all.values_mut() {
         if let Some(server) = reg.servers.get(&p.pid) {
             p.kind = ProcessKind::GenServer;
+            p.has_mailbox = true;
             p.mailbox_len = server.stats.mailbox_len();
             p.messages_in = server.stats.messages_in();
             p.handled = server.stats.handled();
         } else if let Some(m) = reg.mailbox_figures(p.pid) {
+            p.has_mailbox = true;
             p.mailbox_len = m.len;
             p.messages_in = m.messages_in;
             p.handled = m.handled;
