@@ -226,6 +226,7 @@ struct ProcessJson<'a> {
     pid: String,
     name: Option<&'a str>,
     kind: &'a str,
+    has_mailbox: bool,
     mailbox_len: u64,
     messages_in: u64,
     handled: u64,
@@ -306,6 +307,7 @@ pub fn render_processes(
                         pid: p.pid.to_string(),
                         name: p.name.as_deref(),
                         kind: &p.kind,
+                        has_mailbox: p.has_mailbox,
                         mailbox_len: p.mailbox_len,
                         messages_in: p.messages_in,
                         handled: p.handled,
@@ -662,8 +664,8 @@ PID       NAME             KIND        STATE  POLLS   BUSY   IDLE  MAILBOX    IN
         let json = render(|w| render_processes(w, "n@h", &rows, Format::Json));
         assert_eq!(
             json,
-            "{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.12.0>\",\"name\":\"todo_server:bob\",\"kind\":\"gen_server\",\"mailbox_len\":0,\"messages_in\":1234,\"handled\":1234,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\"}\n\
-{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.40.1>\",\"name\":\"audit\",\"kind\":\"task\",\"mailbox_len\":3,\"messages_in\":10,\"handled\":7,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\",\"state\":\"idle\",\"polls\":21,\"busy_ns\":340000000,\"idle_ns\":2500000000}\n"
+            "{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.12.0>\",\"name\":\"todo_server:bob\",\"kind\":\"gen_server\",\"has_mailbox\":true,\"mailbox_len\":0,\"messages_in\":1234,\"handled\":1234,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\"}\n\
+{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.40.1>\",\"name\":\"audit\",\"kind\":\"task\",\"has_mailbox\":true,\"mailbox_len\":3,\"messages_in\":10,\"handled\":7,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\",\"state\":\"idle\",\"polls\":21,\"busy_ns\":340000000,\"idle_ns\":2500000000}\n"
         );
     }
 
