@@ -30,6 +30,8 @@ pub fn line(event: &Event) -> String {
         EventKind::GotInfo => "got_info",
         EventKind::Sent => "sent",
         EventKind::NewState => "new_state",
+        EventKind::Got => "got",
+        EventKind::Handled => "handled",
         EventKind::Log => "log",
     };
     format!("{kind} {name} {}", event.text.as_deref().unwrap_or(""))

@@ -266,9 +266,9 @@ mod tests {
 │tokio 2 workers, 14 tasks alive, 0 in the global queue  processes 17                              │
 │agent: 0 sessions, 0 events/s, 0 ring drops  interval 1.00s                                       │
 └──────────────────────────────────────────────────────────────────────────────────────────────────┘
-PID          NAME                             KIND        STATE   POLLS    BUSY    BUSY%  IN      MAILBOX
-<0.40.1>     audit                            task        idle    120      612ms   61.2   118     37
-<0.12.1>     conn:127.0.0.1:50412             task        running 240      4ms     0.4    0       0
+PID          NAME                        KIND        STATE   POLLS    BUSY    BUSY%  IN      MAILBOX
+<0.40.1>     audit                       task        idle    120      612ms   61.2   118     37
+<0.12.1>     conn:127.0.0.1:50412        task        running 240      4ms     0.4    0       0
 
 sorted by busy  [b]usy [p]olls [m]essages mailbox [l]en [s]ort  space pause  tab node  [q]uit
 ",
