@@ -204,3 +204,38 @@ fn a_tracing_node_prints_what_docs_json_md_documents() {
     let types = check(&docs, "log", &logs);
     assert_eq!(types, ["log", "log", "log", "log", "end"], "{logs}");
 }
+
+/// The objects of a node with tasks and traced channels: `ps` rows of
+/// tasks, `top`, `info`, an actor's statistics and sys events.
+#[test]
+fn a_node_of_tasks_prints_what_docs_json_md_documents() {
+    let docs = docs();
+    let home = Home::new();
+    let node = home.start_orders(&unique("jsonord"), &["--audit-delay", "2"]);
+    let mut client = node.client();
+    assert!(client.send("BUY a 1").starts_with("OK"));
+    let json = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--node", &node.name, "--format", "json"]);
+        home.run(&all).ok().to_owned()
+    };
+    check(&docs, "ps", &json(&["ps"]));
+    let top = json(&["top", "--once", "--interval", "100ms"]);
+    assert_eq!(check(&docs, "top", &top), ["top"]);
+    assert_eq!(check(&docs, "info", &json(&["info"])), ["info"]);
+    check(
+        &docs,
+        "sys statistics",
+        &json(&["sys", "statistics", "audit"]),
+    );
+    let mut sys = home.spawn(&[
+        "sys", "trace", "audit", "--max", "2", "--node", &node.name, "--format", "json",
+    ]);
+    sys.wait_stderr("tracing sys events", std::time::Duration::from_secs(30));
+    client.send("BUY b 2");
+    let run = sys.wait(std::time::Duration::from_secs(30));
+    assert_eq!(
+        check(&docs, "sys trace", run.ok()),
+        ["got", "handled", "end"]
+    );
+}

@@ -54,11 +54,17 @@ fn ps_lists_the_actors_and_the_background_task_with_their_polls() {
     for name in ["book", "audit", "expiry"] {
         let r = row(&rows, name);
         assert_eq!(r["kind"], "task", "{r}");
-        assert!(r["pid"].as_str().unwrap().ends_with(".1>"), "a task pid: {r}");
+        assert!(
+            r["pid"].as_str().unwrap().ends_with(".1>"),
+            "a task pid: {r}"
+        );
         assert!(r["polls"].as_u64().unwrap() > 0, "{name} was polled: {r}");
         assert!(r["busy_ns"].as_u64().unwrap() > 0, "{name} was busy: {r}");
         assert!(r["idle_ns"].as_u64().unwrap() > 0, "{name} was idle: {r}");
-        assert!(matches!(r["state"].as_str(), Some("idle" | "running")), "{r}");
+        assert!(
+            matches!(r["state"].as_str(), Some("idle" | "running")),
+            "{r}"
+        );
     }
     let book = row(&rows, "book");
     assert!(book["has_mailbox"].as_bool().unwrap());
@@ -85,7 +91,11 @@ fn a_connection_is_a_task_named_by_its_peer_while_it_lasts() {
     let rows = ps(&home, &node);
     let conns: Vec<&Value> = rows
         .iter()
-        .filter(|r| r["name"].as_str().is_some_and(|n| n.starts_with("conn:127.0.0.1:")))
+        .filter(|r| {
+            r["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("conn:127.0.0.1:"))
+        })
         .collect();
     assert_eq!(conns.len(), 1, "{rows:#?}");
     drop(client);
@@ -113,8 +123,13 @@ fn a_slow_actors_mailbox_grows_and_is_shown() {
         replies.read_line(&mut line).unwrap();
         assert!(line.starts_with("OK "), "{line}");
     }
-    let first = row(&ps(&home, &node), "audit")["mailbox_len"].as_u64().unwrap();
-    assert!(first >= 100, "200 records in, at 50 ms each: {first} waiting");
+    let first = row(&ps(&home, &node), "audit")["mailbox_len"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        first >= 100,
+        "200 records in, at 50 ms each: {first} waiting"
+    );
     let stats = home.run(&["sys", "statistics", "audit", "--node", &node.name]);
     let stats = stats.ok();
     assert!(stats.contains("messages in:     200"), "{stats}");
@@ -125,11 +140,24 @@ fn a_slow_actors_mailbox_grows_and_is_shown() {
         .parse()
         .unwrap();
     assert!(waiting > 0 && waiting <= first, "{stats}");
-    assert!(!stats.contains("messages out"), "a channel's owner counts no sends: {stats}");
+    assert!(
+        !stats.contains("messages out"),
+        "a channel's owner counts no sends: {stats}"
+    );
 
     let top = home.run(&[
-        "top", "--node", &node.name, "--sort", "mailbox", "--limit", "3", "--interval", "200ms",
-        "--format", "json", "--once",
+        "top",
+        "--node",
+        &node.name,
+        "--sort",
+        "mailbox",
+        "--limit",
+        "3",
+        "--interval",
+        "200ms",
+        "--format",
+        "json",
+        "--once",
     ]);
     let frame: Value = serde_json::from_str(top.ok().trim()).unwrap();
     assert_eq!(frame["rows"][0]["name"], "audit", "{frame:#}");
@@ -154,8 +182,18 @@ fn trace_messages_shows_an_actors_sends_and_receives_with_their_pids() {
         .to_owned();
 
     let mut trace = home.spawn(&[
-        "trace", "messages", "--process", "book", "--process", "audit", "--node", &node.name,
-        "--max", "6", "--format", "json",
+        "trace",
+        "messages",
+        "--process",
+        "book",
+        "--process",
+        "audit",
+        "--node",
+        &node.name,
+        "--max",
+        "6",
+        "--format",
+        "json",
     ]);
     trace.wait_stderr("tracing messages", LIMIT);
     client.send("BUY plum 3");
@@ -174,13 +212,25 @@ fn trace_messages_shows_an_actors_sends_and_receives_with_their_pids() {
             .unwrap_or_else(|| panic!("no {kind} at {pid} in {events:#?}"))
     };
     let got = find("receive", &book);
-    assert_eq!(got["peer"], conn.as_str(), "the request came from the connection");
-    assert!(got["text"].as_str().unwrap().starts_with("Place {"), "{got}");
+    assert_eq!(
+        got["peer"],
+        conn.as_str(),
+        "the request came from the connection"
+    );
+    assert!(
+        got["text"].as_str().unwrap().starts_with("Place {"),
+        "{got}"
+    );
     let reply = find("send", &book);
     assert_eq!(reply["peer"], conn.as_str(), "the reply goes to the caller");
     let record = find("receive", &audit);
     assert_eq!(record["peer"], conn.as_str());
-    assert!(record["text"].as_str().unwrap().contains(r#"line: "BUY plum 3""#));
+    assert!(
+        record["text"]
+            .as_str()
+            .unwrap()
+            .contains(r#"line: "BUY plum 3""#)
+    );
 }
 
 #[test]
@@ -202,8 +252,20 @@ fn sys_trace_and_statistics_work_for_an_actor() {
         "{}",
         lines[0]
     );
-    assert!(lines[1].starts_with("*DBG* audit handled it in "), "{}", lines[1]);
-    let stats = home.run(&["sys", "statistics", "book", "--node", &node.name, "--format", "json"]);
+    assert!(
+        lines[1].starts_with("*DBG* audit handled it in "),
+        "{}",
+        lines[1]
+    );
+    let stats = home.run(&[
+        "sys",
+        "statistics",
+        "book",
+        "--node",
+        &node.name,
+        "--format",
+        "json",
+    ]);
     let stats: Value = serde_json::from_str(stats.ok().trim()).unwrap();
     assert!(stats["messages_in"].as_u64().unwrap() >= 3, "{stats}");
     assert!(stats.get("messages_out").is_none(), "{stats}");
@@ -222,13 +284,22 @@ fn a_message_trace_with_no_traced_mailbox_says_how_to_get_one() {
     let home = Home::new();
     let node = home.start_orders(&unique("ordhint"), &[]);
     let run = home.run(&[
-        "trace", "messages", "--process", "expiry", "--receive", "--node", &node.name,
-        "--duration", "300ms",
+        "trace",
+        "messages",
+        "--process",
+        "expiry",
+        "--receive",
+        "--node",
+        &node.name,
+        "--duration",
+        "300ms",
     ]);
     run.ok();
     assert!(
         run.stderr.contains("no process traced here has a mailbox")
-            && run.stderr.contains("nodetrace_agent::sync::{mpsc, oneshot}"),
+            && run
+                .stderr
+                .contains("nodetrace_agent::sync::{mpsc, oneshot}"),
         "{}",
         run.stderr
     );
@@ -239,7 +310,13 @@ fn a_plain_tokio_task_running_traced_code_is_listed_once_seen() {
     let home = Home::new();
     let node = home.start_orders(&unique("ordseen"), &[]);
     let trace = home.run(&[
-        "trace", "calls", "orders::stats:report", "--node", &node.name, "--max", "2",
+        "trace",
+        "calls",
+        "orders::stats:report",
+        "--node",
+        &node.name,
+        "--max",
+        "2",
     ]);
     let out = trace.ok();
     let pid = out
@@ -254,7 +331,10 @@ fn a_plain_tokio_task_running_traced_code_is_listed_once_seen() {
         .find(|r| r["pid"] == pid.as_str())
         .unwrap_or_else(|| panic!("{pid} not in {rows:#?}"));
     assert_eq!(seen["kind"], "task (seen)", "{seen}");
-    assert!(seen.get("polls").is_none(), "no counters for a plain task: {seen}");
+    assert!(
+        seen.get("polls").is_none(),
+        "no counters for a plain task: {seen}"
+    );
 }
 
 #[test]
@@ -270,21 +350,48 @@ fn top_prints_a_snapshot_when_not_on_a_terminal() {
             }
         }
     });
-    let run = home.run(&["top", "--node", &node.name, "--interval", "300ms", "--limit", "5"]);
+    let run = home.run(&[
+        "top",
+        "--node",
+        &node.name,
+        "--interval",
+        "300ms",
+        "--limit",
+        "5",
+    ]);
     let out = run.ok().to_owned();
     load.join().unwrap();
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with(&format!("{}  up ", node.name)), "{out}");
-    assert!(lines[0].contains("resident") && lines[0].contains("threads"), "{out}");
+    assert!(
+        lines[0].starts_with(&format!("{}  up ", node.name)),
+        "{out}"
+    );
+    assert!(
+        lines[0].contains("resident") && lines[0].contains("threads"),
+        "{out}"
+    );
     assert!(lines[1].starts_with("tokio 2 workers, "), "{out}");
-    assert!(lines[2].starts_with("agent: 0 sessions"), "top never traces: {out}");
+    assert!(
+        lines[2].starts_with("agent: 0 sessions"),
+        "top never traces: {out}"
+    );
     assert_eq!(lines[3], "sorted by busy");
-    assert!(lines[4].starts_with("PID") && lines[4].contains("BUSY%"), "{out}");
+    assert!(
+        lines[4].starts_with("PID") && lines[4].contains("BUSY%"),
+        "{out}"
+    );
     assert!(lines.len() <= 5 + 5, "at most --limit rows: {out}");
     assert!(out.contains(" book "), "{out}");
 
     let json = home.run(&[
-        "top", "--node", &node.name, "--interval", "200ms", "--format", "json", "--once",
+        "top",
+        "--node",
+        &node.name,
+        "--interval",
+        "200ms",
+        "--format",
+        "json",
+        "--once",
     ]);
     let frame: Value = serde_json::from_str(json.ok().trim()).unwrap();
     assert_eq!(frame["type"], "top");
@@ -302,8 +409,19 @@ fn info_prints_every_field() {
     let text = home.run(&["info", "--node", &node.name]);
     let text = text.ok();
     for key in [
-        "node", "agent", "os", "uptime", "memory", "cpu", "threads", "open files", "runtime",
-        "processes", "callsites", "rings", "sessions",
+        "node",
+        "agent",
+        "os",
+        "uptime",
+        "memory",
+        "cpu",
+        "threads",
+        "open files",
+        "runtime",
+        "processes",
+        "callsites",
+        "rings",
+        "sessions",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(&format!("{key:<12}"))),
@@ -315,8 +433,19 @@ fn info_prints_every_field() {
     let json = home.run(&["info", "--node", &node.name, "--format", "json"]);
     let info: Value = serde_json::from_str(json.ok().trim()).unwrap();
     for key in [
-        "type", "node", "os_pid", "started_ms", "agent_version", "protocol_version", "os",
-        "system", "peak_rss_bytes", "max_open_files", "processes", "callsites", "sessions",
+        "type",
+        "node",
+        "os_pid",
+        "started_ms",
+        "agent_version",
+        "protocol_version",
+        "os",
+        "system",
+        "peak_rss_bytes",
+        "max_open_files",
+        "processes",
+        "callsites",
+        "sessions",
         "ring_capacity",
     ] {
         assert!(info.get(key).is_some(), "no {key} in {info:#}");
@@ -338,7 +467,10 @@ fn top_in_a_terminal_sorts_and_quits() {
             .unwrap_or_else(|e| {
                 panic!("tmux runs ({e}): install it with scripts/install-test-tools.sh")
             });
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let cmd = format!(
         "HOME={0} NODETRACE_HOME={0} {1} top --node {2} --interval 200ms; echo exited $? > {0}/top.exit; sleep 30",
@@ -349,9 +481,15 @@ fn top_in_a_terminal_sorts_and_quits() {
     assert!(tmux(&["new-session", "-d", "-x", "120", "-y", "30", &cmd]).0);
     let _kill = KillServer(socket.clone());
     let screen = || tmux(&["capture-pane", "-p"]).1;
-    let shown = wait_until(LIMIT, || screen().contains("sorted by busy") && screen().contains("book"));
+    let shown = wait_until(LIMIT, || {
+        screen().contains("sorted by busy") && screen().contains("book")
+    });
     assert!(shown.is_some(), "top drew its view:\n{}", screen());
-    assert!(screen().contains(&format!("nodetrace top: {}", node.name)), "{}", screen());
+    assert!(
+        screen().contains(&format!("nodetrace top: {}", node.name)),
+        "{}",
+        screen()
+    );
     tmux(&["send-keys", "l"]);
     let sorted = wait_until(LIMIT, || screen().contains("sorted by mailbox"));
     assert!(sorted.is_some(), "l sorts by mailbox:\n{}", screen());

@@ -40,8 +40,14 @@ async fn a_named_task_is_listed_timed_while_observed_and_gone_when_done() {
     task::set_observing(true);
     go.send(()).unwrap();
     let pid = worker.await.unwrap();
-    assert_eq!(pid, listed.pid, "the pid is the one self_pid answers inside");
-    assert!(named("tasks_worker").is_none(), "a finished task leaves the list");
+    assert_eq!(
+        pid, listed.pid,
+        "the pid is the one self_pid answers inside"
+    );
+    assert!(
+        named("tasks_worker").is_none(),
+        "a finished task leaves the list"
+    );
 
     let timed = task::spawn("tasks_timed", async {
         std::thread::sleep(Duration::from_millis(5));
@@ -79,7 +85,11 @@ async fn a_channel_is_the_mailbox_of_the_process_that_receives_on_it() {
     }
     let p = named("tasks_actor").unwrap();
     assert!(p.has_mailbox);
-    assert_eq!((p.mailbox_len, p.messages_in, p.handled), (5, 6, 0), "{p:?}");
+    assert_eq!(
+        (p.mailbox_len, p.messages_in, p.handled),
+        (5, 6, 0),
+        "{p:?}"
+    );
     let stats = sys::statistics("tasks_actor").unwrap();
     assert_eq!((stats.mailbox_len, stats.messages_in), (5, 6));
     assert_eq!(stats.messages_out, None);
@@ -146,7 +156,10 @@ async fn a_name_shared_by_several_tasks_must_be_named_by_pid() {
     let a = spawn(wait.clone());
     let b = spawn(wait);
     let err = sys::statistics("tasks_twin").unwrap_err();
-    assert!(err.to_string().contains("2 tasks are named tasks_twin"), "{err}");
+    assert!(
+        err.to_string().contains("2 tasks are named tasks_twin"),
+        "{err}"
+    );
     stop.send(true).unwrap();
     a.await.unwrap();
     b.await.unwrap();

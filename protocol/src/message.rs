@@ -255,9 +255,9 @@ pub enum Reply {
     /// Processes.
     Processes(ProcessList),
     /// A `top` refresh.
-    Top(TopFrame),
+    Top(Box<TopFrame>),
     /// System information.
-    Info(SystemInfo),
+    Info(Box<SystemInfo>),
     /// The trace runs; events follow.
     TraceStarted {
         /// Functions the patterns matched.

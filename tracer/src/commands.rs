@@ -373,9 +373,9 @@ pub fn mailbox_hint(
         Processes::Some(names) => rows
             .iter()
             .filter(|r| {
-                names.iter().any(|n| {
-                    r.name.as_deref() == Some(n.as_str()) || r.pid.to_string() == *n
-                })
+                names
+                    .iter()
+                    .any(|n| r.name.as_deref() == Some(n.as_str()) || r.pid.to_string() == *n)
             })
             .collect(),
         _ => rows.iter().collect(),

@@ -14,7 +14,7 @@ use crate::{Connection, Format, TracerError};
 /// Asks the node for its system information.
 pub fn info(conn: &mut Connection) -> Result<SystemInfo, TracerError> {
     match conn.request(Command::Info)? {
-        Reply::Info(info) => Ok(info),
+        Reply::Info(info) => Ok(*info),
         other => Err(TracerError::Unexpected {
             node: conn.name().to_owned(),
             what: "Info".to_owned(),

@@ -678,9 +678,9 @@ impl Connection {
             Command::Top(spec) => {
                 let started_ms = self.started_ms;
                 let top = self.top.get_or_insert_with(observe::TopState::new);
-                Some(Reply::Top(top.frame(spec, started_ms)))
+                Some(Reply::Top(Box::new(top.frame(spec, started_ms))))
             }
-            Command::Info => Some(Reply::Info(observe::system_info(self.started_ms))),
+            Command::Info => Some(Reply::Info(Box::new(observe::system_info(self.started_ms)))),
             Command::GetState { target } => {
                 let runtime = self.runtime();
                 Some(match runtime.block_on(sys::get_state(target.as_str())) {

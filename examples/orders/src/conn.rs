@@ -41,7 +41,11 @@ async fn answer(s: &Services, line: &str) -> String {
     };
     match words.as_slice() {
         [verb, item, qty] if side(verb).is_some() => match qty.parse() {
-            Ok(qty) => match s.book.place(side(verb).unwrap(), (*item).to_owned(), qty).await {
+            Ok(qty) => match s
+                .book
+                .place(side(verb).unwrap(), (*item).to_owned(), qty)
+                .await
+            {
                 Ok(id) => format!("OK {id}"),
                 Err(_) => "ERR the book is gone".to_owned(),
             },

@@ -21,7 +21,7 @@ use crate::{Connection, Format, TracerError};
 /// Asks `conn`'s node for one refresh.
 pub fn refresh(conn: &mut Connection, spec: TopSpec) -> Result<TopFrame, TracerError> {
     match conn.request(Command::Top(spec))? {
-        Reply::Top(frame) => Ok(frame),
+        Reply::Top(frame) => Ok(*frame),
         other => Err(TracerError::Unexpected {
             node: conn.name().to_owned(),
             what: "Top".to_owned(),
