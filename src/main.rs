@@ -23,13 +23,13 @@ use nodetrace_profiler::{
     Interrupt, Interrupts, Outputs, ProfileError, ProfileRequest, ReportOptions, Sort,
     profile_command, profile_node,
 };
+use nodetrace_tracer::export::Timeline;
+use nodetrace_tracer::export::otlp::OtlpConfig;
 use nodetrace_tracer::protocol::home::Home;
 use nodetrace_tracer::protocol::{
     Level, Limits, LogSpec, Pattern, Processes, ProfileMode, ProfileSpec, Rate, TraceSpec,
 };
 use nodetrace_tracer::spec::{self, DEFAULT_TEXT_BOUND, PatternArg};
-use nodetrace_tracer::export::Timeline;
-use nodetrace_tracer::export::otlp::OtlpConfig;
 use nodetrace_tracer::stream::{self, TraceRun};
 use nodetrace_tracer::{
     Connection, Credentials, Format, StopSignal, TracerError, commands, resolve, suggest,

@@ -185,7 +185,10 @@ impl ChromeWriter {
         };
         let duration = e
             .duration_ns
-            .or_else(|| call.as_ref().map(|c| e.timestamp_ns.saturating_sub(c.at_ns)))
+            .or_else(|| {
+                call.as_ref()
+                    .map(|c| e.timestamp_ns.saturating_sub(c.at_ns))
+            })
             .unwrap_or(0);
         let name = self.call_name(node, view, e.callsite);
         let mut x = ChromeEvent::new(&name, "X", pid, tid);
@@ -196,7 +199,10 @@ impl ChromeWriter {
             ("args", call.and_then(|c| c.args).map(Value::from)),
             (
                 "result",
-                e.text.clone().filter(|_| exception.is_none()).map(Value::from),
+                e.text
+                    .clone()
+                    .filter(|_| exception.is_none())
+                    .map(Value::from),
             ),
             ("busy_ns", e.busy_ns.map(Value::from)),
             ("exception", exception.map(Value::from)),

@@ -73,8 +73,9 @@ impl PerfettoWriter {
     }
 
     fn packet(&mut self, out: &mut dyn Write, mut packet: TracePacket) -> io::Result<()> {
-        packet.optional_trusted_packet_sequence_id =
-            Some(OptionalTrustedPacketSequenceId::TrustedPacketSequenceId(SEQUENCE));
+        packet.optional_trusted_packet_sequence_id = Some(
+            OptionalTrustedPacketSequenceId::TrustedPacketSequenceId(SEQUENCE),
+        );
         if !self.started {
             self.started = true;
             packet.sequence_flags = Some(SequenceFlags::SeqIncrementalStateCleared as u32);
@@ -83,11 +84,7 @@ impl PerfettoWriter {
         }
         self.buf.clear();
         // Field 1 of `Trace`, length-delimited: tag, length, the packet.
-        prost::encoding::encode_key(
-            1,
-            prost::encoding::WireType::LengthDelimited,
-            &mut self.buf,
-        );
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut self.buf);
         prost::encoding::encode_varint(packet.encoded_len() as u64, &mut self.buf);
         packet
             .encode(&mut self.buf)
@@ -221,7 +218,10 @@ impl EventSink for PerfettoWriter {
                     annotations.push(text("args", args));
                 }
                 let key = NameKey::Callsite(node, e.callsite);
-                (Type::SliceBegin, Some(self.name(key, || call_name(view, e.callsite))))
+                (
+                    Type::SliceBegin,
+                    Some(self.name(key, || call_name(view, e.callsite))),
+                )
             }
             EventKind::Return => {
                 if let Some(value) = &e.text {
@@ -283,7 +283,11 @@ impl EventSink for PerfettoWriter {
                 }
                 if let Some(peer) = e.peer {
                     annotations.push(text(
-                        if kind == EventKind::Send { "to" } else { "from" },
+                        if kind == EventKind::Send {
+                            "to"
+                        } else {
+                            "from"
+                        },
                         &process_label(view, peer),
                     ));
                     match kind {
@@ -295,7 +299,10 @@ impl EventSink for PerfettoWriter {
                     }
                 }
                 let fixed = sys_name(kind);
-                (Type::Instant, Some(self.name(NameKey::Fixed(fixed), || fixed.into())))
+                (
+                    Type::Instant,
+                    Some(self.name(NameKey::Fixed(fixed), || fixed.into())),
+                )
             }
         };
         let (name_field, interned) = match name {
