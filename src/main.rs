@@ -517,6 +517,11 @@ struct ProfileArgs {
     /// calls].
     #[arg(long, value_enum)]
     sort: Option<SortOpt>,
+    /// Also write a pprof profile (protobuf; gzipped if FILE ends in .gz),
+    /// as `go tool pprof` reads it: cprof's calls per function, eprof's and
+    /// fprof's own time per stack.
+    #[arg(long, value_name = "FILE.pb.gz")]
+    pprof: Option<PathBuf>,
     #[command(flatten)]
     target: ProfileTarget,
 }
@@ -828,6 +833,7 @@ fn sample(args: SampleArgs) -> anyhow::Result<ExitCode> {
         // little more than that the node lives.
         interval: 1000,
         sort: None,
+        pprof,
         target: args.target,
     };
     let timed = TimedArgs {
@@ -838,7 +844,6 @@ fn sample(args: SampleArgs) -> anyhow::Result<ExitCode> {
     };
     run_profile(ProfileMode::Sample, common, &timed, false, |request| {
         request.spec.frequency_hz = frequency_hz;
-        request.outputs.pprof = pprof;
     })
 }
 
@@ -893,7 +898,7 @@ fn run_profile(
             flamegraph: timed.flamegraph.clone(),
             folded: timed.folded.clone(),
             speedscope: timed.speedscope.clone(),
-            pprof: None,
+            pprof: args.pprof,
         },
     };
     adjust(&mut request);

@@ -25,6 +25,7 @@
 pub mod exit;
 mod flame;
 mod json;
+mod traced_pprof;
 mod report;
 pub mod sample;
 pub mod session;
