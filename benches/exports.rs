@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::hint::black_box;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nodetrace_protocol::{CallsiteInfo, Event, EventKind, Pid};
 use nodetrace_tracer::Format;
 use nodetrace_tracer::export::otlp::{OtlpConfig, OtlpExporter};
-use nodetrace_tracer::export::{EventSink, Timeline, timeline_sink};
+use nodetrace_tracer::export::{Timeline, timeline_sink};
 use nodetrace_tracer::render::{NodeView, Renderer};
 
 const EVENTS: u64 = 1_000_000;
@@ -24,7 +24,11 @@ fn events() -> Vec<Event> {
         .map(|i| {
             let call = i % 2 == 0;
             Event {
-                kind: if call { EventKind::Call } else { EventKind::Return },
+                kind: if call {
+                    EventKind::Call
+                } else {
+                    EventKind::Return
+                },
                 pid: Pid::task(40 + (i / 2) % 7),
                 peer: None,
                 callsite: Some(0),
@@ -141,7 +145,10 @@ fn otlp(c: &mut Criterion) {
                 took += start.elapsed();
                 assert_eq!(counts.spans, EVENTS / 2);
                 if counts.dropped > 0 {
-                    eprintln!("otlp: {} of {} spans dropped (queue full)", counts.dropped, counts.spans);
+                    eprintln!(
+                        "otlp: {} of {} spans dropped (queue full)",
+                        counts.dropped, counts.spans
+                    );
                 }
             }
             took

@@ -52,10 +52,13 @@ struct Slice {
     terminating: Vec<u64>,
 }
 
+/// A track descriptor: name, parent, process pid, process name.
+type Track = (String, Option<u64>, Option<i32>, Option<String>);
+
 #[derive(Debug, Default)]
 struct Decoded {
-    /// uuid → (name, parent, process pid, process name)
-    tracks: HashMap<u64, (String, Option<u64>, Option<i32>, Option<String>)>,
+    /// By uuid.
+    tracks: HashMap<u64, Track>,
     events: Vec<Slice>,
     packets: usize,
 }

@@ -27,7 +27,8 @@ fn profile(home: &Home, mode: &str, file: &std::path::Path) -> Value {
     ]);
     run.ok();
     assert!(
-        run.stderr.contains(&format!("pprof profile written to {}", file.display())),
+        run.stderr
+            .contains(&format!("pprof profile written to {}", file.display())),
         "{}",
         run.stderr
     );
@@ -38,7 +39,9 @@ fn read(file: &std::path::Path) -> pprof::protos::Profile {
     let mut bytes = Vec::new();
     let raw = std::fs::read(file).unwrap();
     if file.extension().is_some_and(|e| e == "gz") {
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut bytes).expect("gzip");
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut bytes)
+            .expect("gzip");
     } else {
         bytes = raw;
     }
@@ -48,8 +51,16 @@ fn read(file: &std::path::Path) -> pprof::protos::Profile {
 /// flat value by function name: the sample's innermost frame.
 fn flat(p: &pprof::protos::Profile) -> HashMap<String, i64> {
     let name_of = |location: u64| {
-        let l = p.location.iter().find(|l| l.id == location).expect("a location");
-        let f = p.function.iter().find(|f| f.id == l.line[0].function_id).expect("a function");
+        let l = p
+            .location
+            .iter()
+            .find(|l| l.id == location)
+            .expect("a location");
+        let f = p
+            .function
+            .iter()
+            .find(|f| f.id == l.line[0].function_id)
+            .expect("a function");
         p.string_table[f.name as usize].clone()
     };
     let mut flat = HashMap::new();
@@ -82,7 +93,10 @@ fn cprof_s_pprof_counts_the_calls_of_each_function() {
     let total: u64 = functions.iter().map(|f| f["calls"].as_u64().unwrap()).sum();
     assert!(total > 0);
     assert_eq!(flat.values().sum::<i64>() as u64, total);
-    for f in functions.iter().filter(|f| f["calls"].as_u64().unwrap() > 0) {
+    for f in functions
+        .iter()
+        .filter(|f| f["calls"].as_u64().unwrap() > 0)
+    {
         assert_eq!(flat[&name(f)] as u64, f["calls"].as_u64().unwrap(), "{f}");
     }
 }
@@ -95,11 +109,17 @@ fn eprof_and_fprof_s_pprof_weigh_each_stack_by_its_own_time() {
         let file = dir.path().join(format!("{mode}.pb"));
         let report = profile(&home, mode, &file);
         let p = read(&file);
-        assert_eq!(p.string_table[p.sample_type[0].unit as usize], "nanoseconds");
+        assert_eq!(
+            p.string_table[p.sample_type[0].unit as usize],
+            "nanoseconds"
+        );
         let stacks = report["stacks"].as_array().unwrap();
         let total: u64 = stacks.iter().map(|s| s["own_ns"].as_u64().unwrap()).sum();
         assert!(total > 0, "{report}");
-        assert_eq!(p.sample.iter().map(|s| s.value[0]).sum::<i64>() as u64, total);
+        assert_eq!(
+            p.sample.iter().map(|s| s.value[0]).sum::<i64>() as u64,
+            total
+        );
         // A function's flat time is its own time in the report.
         let flat = flat(&p);
         for f in report["functions"].as_array().unwrap() {

@@ -25,12 +25,12 @@
 pub mod exit;
 mod flame;
 mod json;
-mod traced_pprof;
 mod report;
 pub mod sample;
 pub mod session;
 mod speedscope;
 pub mod tc;
+mod traced_pprof;
 
 pub use flame::{FlameError, write_flamegraph, write_folded};
 pub use json::write_json;

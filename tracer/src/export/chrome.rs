@@ -140,8 +140,8 @@ impl ChromeWriter {
                     p += 1;
                 }
                 self.pids.insert(node, p);
-                let base = self.ts(at_ns);
-                let base_ns = at_ns - (base * 1e3).round() as u64;
+                self.ts(at_ns);
+                let base_ns = self.base_ns.unwrap_or_default();
                 let labels = format!(
                     "ts 0 = {} (Unix epoch {base_ns} ns)",
                     humantime::format_rfc3339(

@@ -22,7 +22,7 @@
 //!
 //! The messages are the OpenTelemetry project's own (`opentelemetry-proto`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -209,7 +209,7 @@ pub struct OtlpExporter {
     spans: u64,
     dropped_full: u64,
     unfinished: u64,
-    nodes: HashMap<usize, ()>,
+    nodes: HashSet<usize>,
     open: HashMap<(usize, Pid), Vec<OpenSpan>>,
     sites: HashMap<(usize, Option<u32>), (String, Vec<KeyValue>)>,
     ids: u64,
@@ -244,7 +244,7 @@ impl OtlpExporter {
             spans: 0,
             dropped_full: 0,
             unfinished: 0,
-            nodes: HashMap::new(),
+            nodes: HashSet::new(),
             open: HashMap::new(),
             sites: HashMap::new(),
             ids: u64::from_le_bytes(seed),
@@ -267,7 +267,7 @@ impl OtlpExporter {
 
     /// Takes one event of node number `node`.
     pub fn event(&mut self, node: usize, view: &NodeView, e: &Event) {
-        if self.nodes.insert(node, ()).is_none()
+        if self.nodes.insert(node)
             && let Some(tx) = &self.tx
         {
             let _ = tx.send(Item::Node(node, resource(view)));
