@@ -19,7 +19,12 @@ use nodetrace_protocol::{Command, NodeMessage, Reply, TopSort, TopSpec, TracerMe
 /// thread (no waiting: the cost of the two calls).
 fn channels(c: &mut Criterion) {
     let mut g = c.benchmark_group("channel send+recv");
-    for variant in ["tokio unbounded", "traced unbounded", "tokio bounded", "traced bounded"] {
+    for variant in [
+        "tokio unbounded",
+        "traced unbounded",
+        "tokio bounded",
+        "traced bounded",
+    ] {
         g.bench_function(BenchmarkId::from_parameter(variant), |b| match variant {
             "tokio unbounded" => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
@@ -103,7 +108,11 @@ fn polls(c: &mut Criterion) {
             tokio::task::yield_now().await;
         }
     };
-    for variant in ["tokio::spawn", "task::spawn, not observed", "task::spawn, observed"] {
+    for variant in [
+        "tokio::spawn",
+        "task::spawn, not observed",
+        "task::spawn, observed",
+    ] {
         g.bench_function(BenchmarkId::from_parameter(variant), |b| {
             task::set_observing(variant.ends_with(", observed"));
             b.iter(|| {
@@ -155,9 +164,12 @@ fn top_refresh(c: &mut Criterion) {
         (0..LIVE_TASKS)
             .map(|i| {
                 let mut wait = wait.clone();
-                task::spawn(format!("conn:10.0.0.{}:{}", i % 250, 40000 + i), async move {
-                    let _ = wait.changed().await;
-                })
+                task::spawn(
+                    format!("conn:10.0.0.{}:{}", i % 250, 40000 + i),
+                    async move {
+                        let _ = wait.changed().await;
+                    },
+                )
             })
             .collect()
     });
@@ -181,15 +193,18 @@ fn top_refresh(c: &mut Criterion) {
     eprintln!("top: a refresh of {LIVE_TASKS} live tasks sends {bytes} bytes");
     let mut g = c.benchmark_group("top refresh");
     g.sample_size(20);
-    g.bench_function(BenchmarkId::from_parameter(format!("{LIVE_TASKS} tasks")), |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                black_box(refresh(&mut s));
-            }
-            start.elapsed()
-        })
-    });
+    g.bench_function(
+        BenchmarkId::from_parameter(format!("{LIVE_TASKS} tasks")),
+        |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(refresh(&mut s));
+                }
+                start.elapsed()
+            })
+        },
+    );
     g.finish();
     stop.send(true).unwrap();
     rt.block_on(async {

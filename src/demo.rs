@@ -270,6 +270,8 @@ fn trace(
     let run = TraceRun {
         spec,
         format: Format::Text,
+        timeline: None,
+        otlp: None,
         default_limits: false,
         what: what.to_owned(),
         typed_patterns: Vec::new(),
@@ -313,6 +315,8 @@ fn stop_clear_demo(target: &Target, credentials: &Credentials) -> anyhow::Result
     let run = TraceRun {
         spec,
         format: Format::Text,
+        timeline: None,
+        otlp: None,
         default_limits: false,
         what: "messages of todo_server:bob".to_owned(),
         typed_patterns: Vec::new(),

@@ -24,6 +24,8 @@ use nodetrace_profiler::{
     Interrupt, Interrupts, Outputs, ProfileError, ProfileRequest, ReportOptions, Sort,
     profile_command, profile_node,
 };
+use nodetrace_tracer::export::Timeline;
+use nodetrace_tracer::export::otlp::OtlpConfig;
 use nodetrace_tracer::protocol::home::Home;
 use nodetrace_tracer::protocol::{
     Level, Limits, LogSpec, Pattern, Processes, ProfileMode, ProfileSpec, Rate, TopSort, TopSpec,
@@ -220,6 +222,12 @@ struct CallsArgs {
     /// Only calls whose formatted arguments contain TEXT.
     #[arg(long = "match", value_name = "TEXT")]
     arg_match: Option<String>,
+    /// Also export each call as an OpenTelemetry span over OTLP/HTTP to URL
+    /// (`/v1/traces` added to a URL with no path) [default:
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT,
+    /// else http://localhost:4318]; headers from OTEL_EXPORTER_OTLP_HEADERS.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", env = "NODETRACE_OTLP_ENDPOINT")]
+    otlp: Option<String>,
     #[command(flatten)]
     common: TraceArgs,
 }
@@ -315,13 +323,42 @@ struct TraceArgs {
     /// Bound on each argument, value or message text, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_TEXT_BOUND)]
     text_bound: u32,
-    #[command(flatten)]
-    format: FormatArg,
+    /// text: lines for people; json: one JSON object a line (see
+    /// docs/json.md); perfetto: a Perfetto trace (protobuf, for
+    /// ui.perfetto.dev); chrome: Chrome trace-event JSON (chrome://tracing).
+    /// perfetto and chrome need --output.
+    #[arg(long, value_enum, default_value_t = TraceFormatOpt::Text)]
+    format: TraceFormatOpt,
     /// Write the events to FILE instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
     #[command(flatten)]
     nodes: NodesArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TraceFormatOpt {
+    Text,
+    Json,
+    Perfetto,
+    Chrome,
+}
+
+impl TraceArgs {
+    fn format(&self) -> Format {
+        match self.format {
+            TraceFormatOpt::Json => Format::Json,
+            _ => Format::Text,
+        }
+    }
+
+    fn timeline(&self) -> Option<Timeline> {
+        match self.format {
+            TraceFormatOpt::Perfetto => Some(Timeline::Perfetto),
+            TraceFormatOpt::Chrome => Some(Timeline::Chrome),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -551,6 +588,11 @@ struct ProfileArgs {
     /// calls].
     #[arg(long, value_enum)]
     sort: Option<SortOpt>,
+    /// Also write a pprof profile (protobuf; gzipped if FILE ends in .gz),
+    /// as `go tool pprof` reads it: cprof's calls per function, eprof's and
+    /// fprof's own time per stack.
+    #[arg(long, value_name = "FILE.pb.gz")]
+    pprof: Option<PathBuf>,
     #[command(flatten)]
     target: ProfileTarget,
 }
@@ -885,6 +927,7 @@ fn sample(args: SampleArgs) -> anyhow::Result<ExitCode> {
         // little more than that the node lives.
         interval: 1000,
         sort: None,
+        pprof,
         target: args.target,
     };
     let timed = TimedArgs {
@@ -895,7 +938,6 @@ fn sample(args: SampleArgs) -> anyhow::Result<ExitCode> {
     };
     run_profile(ProfileMode::Sample, common, &timed, false, |request| {
         request.spec.frequency_hz = frequency_hz;
-        request.outputs.pprof = pprof;
     })
 }
 
@@ -950,7 +992,7 @@ fn run_profile(
             flamegraph: timed.flamegraph.clone(),
             folded: timed.folded.clone(),
             speedscope: timed.speedscope.clone(),
-            pprof: None,
+            pprof: args.pprof,
         },
     };
     adjust(&mut request);
@@ -1103,12 +1145,20 @@ fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
         receive: false,
         sys: Vec::new(),
         args: !args.no_args,
-        returns: args.returns,
+        // A span or a slice ends at its return.
+        returns: args.returns || args.otlp.is_some() || args.common.timeline().is_some(),
         text_bound: args.common.text_bound,
         arg_match: args.arg_match,
         limits: Limits::DEFAULT,
     };
-    trace(spec, what, typed, &args.common)
+    let otlp = match &args.otlp {
+        Some(url) => Some(
+            OtlpConfig::resolve(Some(url.as_str()), |name| std::env::var(name).ok())
+                .map_err(TracerError::Refused)?,
+        ),
+        None => None,
+    };
+    trace(spec, what, typed, &args.common, otlp)
 }
 
 fn in_processes(p: &ProcessArgs) -> String {
@@ -1144,7 +1194,7 @@ fn trace_messages(args: MessagesArgs) -> anyhow::Result<ExitCode> {
         arg_match: None,
         limits: Limits::DEFAULT,
     };
-    trace(spec, what, Vec::new(), &args.common)
+    trace(spec, what, Vec::new(), &args.common, None)
 }
 
 fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
@@ -1174,7 +1224,7 @@ fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
         arg_match: args.text_match,
         limits: Limits::DEFAULT,
     };
-    trace(spec, what, Vec::new(), &args.common)
+    trace(spec, what, Vec::new(), &args.common, None)
 }
 
 fn sys_trace(args: SysTraceArgs) -> anyhow::Result<ExitCode> {
@@ -1200,7 +1250,7 @@ fn sys_trace(args: SysTraceArgs) -> anyhow::Result<ExitCode> {
         limits: Limits::DEFAULT,
     };
     let what = format!("sys events of {}", args.name);
-    trace(spec, what, Vec::new(), &args.common)
+    trace(spec, what, Vec::new(), &args.common, None)
 }
 
 fn trace(
@@ -1208,7 +1258,14 @@ fn trace(
     what: String,
     typed_patterns: Vec<String>,
     common: &TraceArgs,
+    otlp: Option<OtlpConfig>,
 ) -> anyhow::Result<ExitCode> {
+    if let (Some(timeline), None) = (common.timeline(), &common.output) {
+        return Err(TracerError::Refused(format!(
+            "--format {timeline} writes a file: give it with --output FILE"
+        ))
+        .into());
+    }
     let chosen = spec::choose_limits(common.max, common.rate, common.duration, &spec.patterns)
         .map_err(TracerError::Refused)?;
     spec.limits = chosen.limits;
@@ -1225,7 +1282,9 @@ fn trace(
     let signal = install_stop_signals(&stop)?;
     let run = TraceRun {
         spec,
-        format: common.format.get(),
+        format: common.format(),
+        timeline: common.timeline(),
+        otlp,
         default_limits: chosen.defaulted,
         what,
         typed_patterns,

@@ -153,6 +153,22 @@ fn every_command_prints_what_docs_json_md_documents() {
     assert_eq!(end["shown"], 6);
     assert_eq!(end["delivered"], 6);
 
+    // A backend that is not there: the spans are counted as dropped.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let exported = json(&[
+        "trace",
+        "calls",
+        "Todo.Server",
+        "--max",
+        "4",
+        "--otlp",
+        &url,
+    ]);
+    let types = check(&docs, "trace calls", &exported);
+    assert_eq!(types.last().map(String::as_str), Some("otlp"), "{types:?}");
+
     let messages = json(&[
         "trace",
         "messages",

@@ -30,6 +30,7 @@ pub mod sample;
 pub mod session;
 mod speedscope;
 pub mod tc;
+mod traced_pprof;
 
 pub use flame::{FlameError, write_flamegraph, write_folded};
 pub use json::write_json;

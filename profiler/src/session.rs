@@ -162,7 +162,7 @@ pub struct Outputs {
     pub folded: Option<PathBuf>,
     /// Stacks to write in speedscope's file format (eprof, fprof, sample).
     pub speedscope: Option<PathBuf>,
-    /// A pprof protobuf to write (sample); gzipped if it ends in `.gz`.
+    /// A pprof protobuf to write; gzipped if it ends in `.gz`.
     pub pprof: Option<PathBuf>,
 }
 
@@ -175,11 +175,6 @@ impl Outputs {
         if mode == ProfileMode::Cprof && stacks {
             return Err(ProfileError::Refused(
                 "--flamegraph, --folded and --speedscope draw call stacks, which cprof does not keep (it only counts calls): use eprof or fprof".to_owned(),
-            ));
-        }
-        if mode != ProfileMode::Sample && self.pprof.is_some() {
-            return Err(ProfileError::Refused(
-                "--pprof writes sampled stacks: use profile sample".to_owned(),
             ));
         }
         for path in [
@@ -229,7 +224,12 @@ impl Outputs {
         if let Some(path) = &self.pprof {
             let mut file = create(path)?;
             let gzip = path.extension().is_some_and(|e| e == "gz");
-            crate::write_pprof(&mut file, profile, gzip)
+            let written = if profile.mode == ProfileMode::Sample {
+                crate::write_pprof(&mut file, profile, gzip)
+            } else {
+                crate::traced_pprof::write(&mut file, profile, gzip)
+            };
+            written
                 .and_then(|()| file.flush())
                 .map_err(|cause| file_error(path, cause))?;
             note(log, &format!("pprof profile written to {}", path.display()));

@@ -13,6 +13,8 @@
 //!   pinger per node, Stop on a [`StopSignal`], lines merged as they come;
 //! * [`render`] writes events, one a line, as dbg-like text or JSON, and the
 //!   summary a trace ends with;
+//! * [`export`] writes them where people look at traces: Perfetto and
+//!   Chrome timelines, OpenTelemetry spans over OTLP;
 //! * [`suggest`] finds the nearest names for a pattern, node or process
 //!   that matches nothing ("did you mean");
 //! * [`commands`] are the other commands' data and renderers (`nodes`, `ls`,
@@ -26,6 +28,7 @@
 pub mod commands;
 pub mod conn;
 mod error;
+pub mod export;
 pub mod info;
 pub mod render;
 pub mod resolve;

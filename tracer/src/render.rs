@@ -58,6 +58,8 @@ pub struct NodeView {
     callsites: HashMap<u32, CallsiteInfo>,
     names: HashMap<Pid, String>,
     sys_name: Option<String>,
+    os_pid: u32,
+    registered: HashMap<Pid, String>,
 }
 
 impl NodeView {
@@ -68,7 +70,34 @@ impl NodeView {
             callsites: callsites.into_iter().map(|c| (c.id, c)).collect(),
             names: HashMap::new(),
             sys_name: None,
+            os_pid: 0,
+            registered: HashMap::new(),
         }
+    }
+
+    /// The node's OS process id, for the exports that name the process
+    /// (0: not known).
+    pub fn set_os_pid(&mut self, os_pid: u32) {
+        self.os_pid = os_pid;
+    }
+
+    /// The node's OS process id (0: not known).
+    pub fn os_pid(&self) -> u32 {
+        self.os_pid
+    }
+
+    /// Learns that `pid` is registered as `name`: the exports name its
+    /// track or spans with it (text lines show pids, as dbg does).
+    pub fn register(&mut self, pid: Pid, name: impl Into<String>) {
+        self.registered.insert(pid, name.into());
+    }
+
+    /// The registered name of `pid`, if the node told one.
+    pub fn registered_name(&self, pid: Pid) -> Option<&str> {
+        self.registered
+            .get(&pid)
+            .or_else(|| self.names.get(&pid))
+            .map(String::as_str)
     }
 
     /// Learns callsites the node registered after the trace began.
@@ -384,6 +413,40 @@ pub fn json_end(w: &mut dyn Write, node: &str, end: &TraceEnd, shown: u64) -> io
         rate_dropped: c.rate_dropped,
         lost: c.lost,
         discarded: c.discarded,
+    };
+    serde_json::to_writer(&mut *w, &record).map_err(io::Error::other)?;
+    w.write_all(b"\n")
+}
+
+#[derive(Serialize)]
+struct JsonOtlp<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    endpoint: &'a str,
+    spans: u64,
+    exported: u64,
+    dropped: u64,
+    rejected: u64,
+    retries: u64,
+    unfinished: u64,
+}
+
+/// Writes the JSON object that says what became of the spans exported over
+/// OTLP: `{"type":"otlp",...}` (see `docs/json.md`).
+pub fn json_otlp(
+    w: &mut dyn Write,
+    endpoint: &str,
+    c: &crate::export::otlp::OtlpCounts,
+) -> io::Result<()> {
+    let record = JsonOtlp {
+        kind: "otlp",
+        endpoint,
+        spans: c.spans,
+        exported: c.exported,
+        dropped: c.dropped,
+        rejected: c.rejected,
+        retries: c.retries,
+        unfinished: c.unfinished,
     };
     serde_json::to_writer(&mut *w, &record).map_err(io::Error::other)?;
     w.write_all(b"\n")

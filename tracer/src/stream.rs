@@ -23,6 +23,8 @@ use nodetrace_protocol::{
 };
 
 use crate::conn::message_name;
+use crate::export::otlp::{OtlpConfig, OtlpCounts, OtlpExporter};
+use crate::export::{EventSink, Timeline, timeline_sink};
 use crate::render::{NodeView, Renderer};
 use crate::spec::describe_limits;
 use crate::{Connection, Credentials, Format, Target, TracerError};
@@ -81,6 +83,8 @@ pub struct TraceReport {
     pub outcomes: Vec<NodeOutcome>,
     /// The output was closed (`| head`); the trace was stopped for it.
     pub output_closed: bool,
+    /// What became of the spans, when they were exported over OTLP.
+    pub otlp: Option<OtlpCounts>,
 }
 
 impl TraceReport {
@@ -100,8 +104,13 @@ impl TraceReport {
 pub struct TraceRun {
     /// What to trace; the same on every node.
     pub spec: TraceSpec,
-    /// How to print events.
+    /// How to print events (when no `timeline` is written).
     pub format: Format,
+    /// Write the events as one timeline file in this format instead of
+    /// lines.
+    pub timeline: Option<Timeline>,
+    /// Also export the calls as OpenTelemetry spans there.
+    pub otlp: Option<OtlpConfig>,
     /// The limits are the default ones: say so when the trace starts.
     pub default_limits: bool,
     /// What the trace is, for the line that says it started
@@ -205,7 +214,14 @@ pub fn run(
         .max()
         .filter(|_| started.iter().all(|s| s.limits.duration_ms.is_some()))
         .map(|ms| Instant::now() + Duration::from_millis(ms) + DURATION_GRACE);
-    let renderer = Renderer::new(run.format, conns.len() > 1);
+    let mut sink: Box<dyn EventSink + Send> = match run.timeline {
+        Some(timeline) => timeline_sink(timeline),
+        None => Box::new(Renderer::new(run.format, conns.len() > 1)),
+    };
+    let mut otlp = match &run.otlp {
+        Some(config) => Some(OtlpExporter::start(config.clone()).map_err(TracerError::Output)?),
+        None => None,
+    };
     let (tx, rx) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let abandon = Arc::new(AtomicBool::new(false));
     let mut nodes = Vec::new();
@@ -218,7 +234,8 @@ pub fn run(
     let looped = merge(
         &mut nodes,
         &rx,
-        &renderer,
+        &mut *sink,
+        otlp.as_mut(),
         out,
         log,
         stop,
@@ -236,6 +253,14 @@ pub fn run(
         }
     }
     looped?;
+    if !output_closed {
+        match sink.finish(out).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => output_closed = true,
+            Err(e) => return Err(TracerError::Output(e)),
+        }
+    }
+    let lines = run.timeline.is_none();
     let outcomes = nodes
         .into_iter()
         .map(|node| {
@@ -248,7 +273,7 @@ pub fn run(
             });
             if let Ok(end) = &result {
                 let _ = writeln!(log, "{}", crate::render::summary(node.view.name(), end));
-                if run.format == Format::Json && !output_closed {
+                if lines && run.format == Format::Json && !output_closed {
                     let _ = crate::render::json_end(out, node.view.name(), end, node.shown)
                         .and_then(|()| out.flush());
                 }
@@ -260,10 +285,25 @@ pub fn run(
             }
         })
         .collect();
+    let otlp = otlp.map(|mut exporter| {
+        let counts = exporter.finish();
+        let last_error = exporter.last_error();
+        let _ = writeln!(
+            log,
+            "{}",
+            crate::export::otlp::summary(exporter.endpoint(), &counts, last_error.as_deref())
+        );
+        if lines && run.format == Format::Json && !output_closed {
+            let _ = crate::render::json_otlp(out, exporter.endpoint(), &counts)
+                .and_then(|()| out.flush());
+        }
+        counts
+    });
     let _ = log.flush();
     Ok(TraceReport {
         outcomes,
         output_closed,
+        otlp,
     })
 }
 
@@ -334,14 +374,17 @@ struct Started {
 fn start(conn: &mut Connection, run: &TraceRun) -> Result<Started, TracerError> {
     let spec = &run.spec;
     let mut names = Vec::new();
-    if !spec.sys.is_empty()
+    let mut registered = Vec::new();
+    let exports = run.timeline.is_some() || run.otlp.is_some();
+    if (!spec.sys.is_empty() || exports)
         && let Ok(Reply::Processes(list)) = conn.request(Command::Processes)
     {
         for row in list.rows {
-            if let Some(name) = row.name
-                && spec.sys.contains(&name)
-            {
-                names.push((row.pid, name));
+            if let Some(name) = row.name {
+                if spec.sys.contains(&name) {
+                    names.push((row.pid, name.clone()));
+                }
+                registered.push((row.pid, name));
             }
         }
     }
@@ -363,6 +406,12 @@ fn start(conn: &mut Connection, run: &TraceRun) -> Result<Started, TracerError> 
             let mut view = NodeView::new(conn.name(), callsites);
             for (pid, name) in names {
                 view.name_process(pid, name);
+            }
+            if exports {
+                view.set_os_pid(conn.node().os_pid);
+                for (pid, name) in registered {
+                    view.register(pid, name);
+                }
             }
             if let [only] = &spec.sys[..]
                 && only.parse::<Pid>().is_err()
@@ -474,7 +523,8 @@ fn read(index: usize, mut conn: Connection, tx: SyncSender<Msg>, abandon: Arc<At
 fn merge(
     nodes: &mut [Node],
     rx: &Receiver<Msg>,
-    renderer: &Renderer,
+    sink: &mut dyn EventSink,
+    mut otlp: Option<&mut OtlpExporter>,
     out: &mut dyn Write,
     log: &mut dyn Write,
     stop: &StopSignal,
@@ -517,13 +567,18 @@ fn merge(
         };
         match msg {
             Msg::Events(i, batch) => {
+                let node = &mut nodes[i];
+                if let Some(otlp) = otlp.as_deref_mut() {
+                    for event in &batch {
+                        otlp.event(i, &node.view, event);
+                    }
+                }
                 if *output_closed {
                     continue;
                 }
-                let node = &mut nodes[i];
                 let mut written = Ok(());
                 for event in &batch {
-                    written = renderer.event(out, &node.view, event);
+                    written = sink.event(out, i, &node.view, event);
                     if written.is_err() {
                         break;
                     }

@@ -251,6 +251,8 @@ fn run_trace(
     let run = TraceRun {
         spec: spec(),
         format: Format::Text,
+        timeline: None,
+        otlp: None,
         default_limits: false,
         what: "calls of todo::server:entries".into(),
         typed_patterns: Vec::new(),

@@ -1,0 +1,735 @@
+//! Timeline files end to end: `trace ... --format perfetto|chrome` against
+//! real Todo nodes, read back with Perfetto's published protos (the whole
+//! `perfetto_trace.proto`, compiled here by protox and decoded by
+//! prost-reflect: not the writer's own types) and, for Chrome JSON, a
+//! schema of the Trace Event Format plus its nesting and flows.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{Home, unique, wait_until};
+use nodetrace_protocol::{CallsiteInfo, Event, EventKind, Pid};
+use nodetrace_tracer::export::EventSink;
+use nodetrace_tracer::export::chrome::ChromeWriter;
+use nodetrace_tracer::export::perfetto::PerfettoWriter;
+use nodetrace_tracer::render::NodeView;
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, Value as PValue,
+};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let files =
+            protox::compile(["perfetto_trace.proto"], [dir]).expect("Perfetto's protos compile");
+        DescriptorPool::from_file_descriptor_set(files).expect("a descriptor pool")
+    })
+}
+
+fn message(name: &str) -> MessageDescriptor {
+    pool()
+        .get_message_by_name(name)
+        .unwrap_or_else(|| panic!("no {name} in Perfetto's protos"))
+}
+
+/// One decoded `TrackEvent` with what the packet around it said.
+#[derive(Debug, Clone)]
+struct Slice {
+    ts: u64,
+    kind: String,
+    track: u64,
+    name: Option<String>,
+    annotations: HashMap<String, String>,
+    flows: Vec<u64>,
+    terminating: Vec<u64>,
+}
+
+/// A track descriptor: name, parent, process pid, process name.
+type Track = (String, Option<u64>, Option<i32>, Option<String>);
+
+#[derive(Debug, Default)]
+struct Decoded {
+    /// By uuid.
+    tracks: HashMap<u64, Track>,
+    events: Vec<Slice>,
+    packets: usize,
+}
+
+fn get(m: &DynamicMessage, field: &str) -> Option<PValue> {
+    let f = m.descriptor().get_field_by_name(field)?;
+    m.has_field(&f).then(|| m.get_field(&f).into_owned())
+}
+
+fn u64_of(v: Option<PValue>) -> Option<u64> {
+    v.and_then(|v| v.as_u64())
+}
+
+/// Decodes packets as Perfetto's trace processor reads them: the interned
+/// names of the sequence, track descriptors, track events.
+fn decode_packets(packets: &[DynamicMessage]) -> Decoded {
+    let mut out = Decoded {
+        packets: packets.len(),
+        ..Decoded::default()
+    };
+    let mut names: HashMap<u64, String> = HashMap::new();
+    for p in packets {
+        if let Some(PValue::Message(interned)) = get(p, "interned_data")
+            && let Some(PValue::List(list)) = get(&interned, "event_names")
+        {
+            for n in list {
+                let n = n.as_message().unwrap();
+                names.insert(
+                    u64_of(get(n, "iid")).unwrap(),
+                    get(n, "name").unwrap().as_str().unwrap().to_owned(),
+                );
+            }
+        }
+        if let Some(PValue::Message(t)) = get(p, "track_descriptor") {
+            let process = get(&t, "process").and_then(|v| v.as_message().cloned());
+            out.tracks.insert(
+                u64_of(get(&t, "uuid")).unwrap(),
+                (
+                    get(&t, "name")
+                        .map(|v| v.as_str().unwrap().to_owned())
+                        .unwrap_or_default(),
+                    u64_of(get(&t, "parent_uuid")),
+                    process
+                        .as_ref()
+                        .and_then(|p| get(p, "pid"))
+                        .and_then(|v| v.as_i32()),
+                    process
+                        .as_ref()
+                        .and_then(|p| get(p, "process_name"))
+                        .map(|v| v.as_str().unwrap().to_owned()),
+                ),
+            );
+        }
+        if let Some(PValue::Message(e)) = get(p, "track_event") {
+            let kind = get(&e, "type")
+                .and_then(|v| v.as_enum_number())
+                .and_then(|n| {
+                    message("perfetto.protos.TrackEvent")
+                        .get_field_by_name("type")
+                        .unwrap()
+                        .kind()
+                        .as_enum()
+                        .unwrap()
+                        .get_value(n)
+                })
+                .map(|v| v.name().to_owned())
+                .unwrap_or_default();
+            let name = u64_of(get(&e, "name_iid"))
+                .map(|iid| names.get(&iid).cloned().expect("an interned name"))
+                .or_else(|| get(&e, "name").map(|v| v.as_str().unwrap().to_owned()));
+            let mut annotations = HashMap::new();
+            if let Some(PValue::List(list)) = get(&e, "debug_annotations") {
+                for a in list {
+                    let a = a.as_message().unwrap();
+                    let key = get(a, "name").unwrap().as_str().unwrap().to_owned();
+                    let value = get(a, "string_value")
+                        .map(|v| v.as_str().unwrap().to_owned())
+                        .or_else(|| u64_of(get(a, "uint_value")).map(|n| n.to_string()))
+                        .unwrap_or_default();
+                    annotations.insert(key, value);
+                }
+            }
+            let ids = |field| match get(&e, field) {
+                Some(PValue::List(list)) => list.iter().map(|v| v.as_u64().unwrap()).collect(),
+                _ => Vec::new(),
+            };
+            out.events.push(Slice {
+                ts: u64_of(get(p, "timestamp")).expect("a timestamp"),
+                kind,
+                track: u64_of(get(&e, "track_uuid")).expect("a track"),
+                name,
+                annotations,
+                flows: ids("flow_ids"),
+                terminating: ids("terminating_flow_ids"),
+            });
+        }
+    }
+    out
+}
+
+/// The whole file as Perfetto's `Trace`.
+fn decode_trace(bytes: &[u8]) -> Decoded {
+    let trace = DynamicMessage::decode(message("perfetto.protos.Trace"), bytes)
+        .expect("the file is a Perfetto Trace");
+    let Some(PValue::List(packets)) = get(&trace, "packet") else {
+        panic!("a trace with no packets");
+    };
+    let packets: Vec<DynamicMessage> = packets
+        .into_iter()
+        .map(|p| p.as_message().unwrap().clone())
+        .collect();
+    decode_packets(&packets)
+}
+
+/// A file that may be cut anywhere: its whole packets, one by one, and
+/// how many bytes of a last packet were cut short.
+fn decode_prefix(bytes: &[u8]) -> (Vec<DynamicMessage>, usize) {
+    let mut rest = bytes;
+    let mut packets = Vec::new();
+    loop {
+        if rest.is_empty() {
+            return (packets, 0);
+        }
+        let start = rest;
+        let key = match prost::encoding::decode_varint(&mut rest) {
+            Ok(k) => k,
+            Err(_) => return (packets, start.len()),
+        };
+        assert_eq!(
+            key,
+            (1 << 3) | 2,
+            "each record is field 1 of Trace, length-delimited"
+        );
+        let len = match prost::encoding::decode_varint(&mut rest) {
+            Ok(n) => n as usize,
+            Err(_) => return (packets, start.len()),
+        };
+        if rest.len() < len {
+            return (packets, start.len());
+        }
+        let packet = DynamicMessage::decode(message("perfetto.protos.TracePacket"), &rest[..len])
+            .expect("a whole packet decodes");
+        packets.push(packet);
+        rest = &rest[len..];
+    }
+}
+
+/// Checks that BEGIN/END pair up on every track as a stack, and returns
+/// the deepest nesting seen and the (parent, child) names.
+fn nesting(d: &Decoded) -> (usize, HashSet<(String, String)>) {
+    let mut stacks: HashMap<u64, Vec<String>> = HashMap::new();
+    let mut deepest = 0;
+    let mut pairs = HashSet::new();
+    for e in &d.events {
+        let stack = stacks.entry(e.track).or_default();
+        match e.kind.as_str() {
+            "TYPE_SLICE_BEGIN" => {
+                let name = e.name.clone().expect("a slice has a name");
+                if let Some(parent) = stack.last() {
+                    pairs.insert((parent.clone(), name.clone()));
+                }
+                stack.push(name);
+                deepest = deepest.max(stack.len());
+            }
+            "TYPE_SLICE_END" => {
+                assert!(
+                    stack.pop().is_some(),
+                    "an END without a BEGIN on track {}",
+                    e.track
+                );
+            }
+            _ => {}
+        }
+    }
+    (deepest, pairs)
+}
+
+#[test]
+fn a_perfetto_trace_has_a_track_per_process_nested_slices_and_annotations() {
+    let home = Home::new();
+    let node = home.start_node(&unique("perfetto"));
+    // bob's server exists before the trace, so the trace knows its name.
+    node.add_entry("bob", "2023-12-19", "Dentist");
+    let file = home.path().join("calls.pftrace");
+    let mut trace = home.spawn(&[
+        "trace",
+        "calls",
+        "todo::*",
+        "--max",
+        "200",
+        "--format",
+        "perfetto",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    trace.wait_stderr("tracing calls", LIMIT);
+    node.add_entry("bob", "2023-12-19", "Movies");
+    assert!(node.entries("bob", "2023-12-19").contains("Movies"));
+    let run = home.run(&["stop-clear"]);
+    run.ok();
+    let done = trace.wait(LIMIT);
+    done.ok();
+    let (shown, ..) = common::summary_counts(&done.stderr, &node.name);
+
+    let d = decode_trace(&std::fs::read(&file).unwrap());
+    // One event a packet, an exception two; track descriptors besides.
+    let descriptors = d.tracks.len();
+    assert_eq!(d.packets, shown as usize + descriptors, "{d:?}");
+    assert_eq!(d.events.len(), shown as usize);
+
+    // The node's track: its OS pid and name; a track per process inside it.
+    let (node_uuid, _) = d
+        .tracks
+        .iter()
+        .find(|(_, t)| t.1.is_none())
+        .expect("a node track");
+    let node_track = &d.tracks[node_uuid];
+    assert_eq!(node_track.2, Some(node.os_pid() as i32));
+    assert_eq!(node_track.3.as_deref(), Some(node.name.as_str()));
+    let server = d
+        .tracks
+        .values()
+        .find(|t| t.0.starts_with("todo_server:bob <0."))
+        .unwrap_or_else(|| panic!("a track named by the registered name: {:?}", d.tracks));
+    assert!(
+        server.0.ends_with(&format!("({})", node.name)),
+        "{}",
+        server.0
+    );
+    assert_eq!(server.1, Some(*node_uuid));
+    for e in &d.events {
+        let track = &d.tracks[&e.track];
+        assert_eq!(track.1, Some(*node_uuid), "events are on process tracks");
+    }
+
+    let begins: Vec<&Slice> = d
+        .events
+        .iter()
+        .filter(|e| e.kind == "TYPE_SLICE_BEGIN")
+        .collect();
+    let ends: Vec<&Slice> = d
+        .events
+        .iter()
+        .filter(|e| e.kind == "TYPE_SLICE_END")
+        .collect();
+    assert_eq!(begins.len(), ends.len(), "every call returned");
+    assert!(begins.len() >= 10, "{begins:?}");
+    let add = begins
+        .iter()
+        .find(|e| e.name.as_deref() == Some("todo::server:add_entry/2"))
+        .expect("the add_entry call");
+    assert!(add.annotations["args"].contains("Movies"), "{add:?}");
+    assert!(
+        ends.iter().any(|e| e
+            .annotations
+            .get("result")
+            .is_some_and(|r| r.contains("Movies"))),
+        "the entries call's value"
+    );
+    assert!(
+        ends.iter().any(|e| e.annotations.contains_key("busy_ns")),
+        "async calls' busy time"
+    );
+
+    let (deepest, pairs) = nesting(&d);
+    assert!(deepest >= 2, "{pairs:?}");
+    assert!(
+        pairs.contains(&(
+            "todo::server:<Server as GenServer>::handle_call/3".to_owned(),
+            "todo::list:TodoList::add_entry/2".to_owned()
+        )),
+        "add_entry of the list runs inside the server's handle_call: {pairs:?}"
+    );
+}
+
+#[test]
+fn messages_are_flows_from_the_send_to_the_receive() {
+    let home = Home::new();
+    let node = home.start_node(&unique("flows"));
+    let file = home.path().join("messages.pftrace");
+    let chrome = home.path().join("messages.json");
+    let mut perfetto = home.spawn(&[
+        "trace",
+        "messages",
+        "--max",
+        "100",
+        "--format",
+        "perfetto",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    let mut json = home.spawn(&[
+        "trace",
+        "messages",
+        "--max",
+        "100",
+        "--format",
+        "chrome",
+        "-o",
+        chrome.to_str().unwrap(),
+    ]);
+    perfetto.wait_stderr("tracing messages", LIMIT);
+    json.wait_stderr("tracing messages", LIMIT);
+    for i in 0..5 {
+        node.add_entry("bob", "2023-12-19", &format!("m{i}"));
+    }
+    home.run(&["stop-clear"]).ok();
+    perfetto.wait(LIMIT).ok();
+    json.wait(LIMIT).ok();
+
+    let d = decode_trace(&std::fs::read(&file).unwrap());
+    let sends: Vec<&Slice> = d
+        .events
+        .iter()
+        .filter(|e| e.name.as_deref() == Some("send"))
+        .collect();
+    let receives: Vec<&Slice> = d
+        .events
+        .iter()
+        .filter(|e| e.name.as_deref() == Some("receive"))
+        .collect();
+    assert!(!sends.is_empty() && !receives.is_empty(), "{:?}", d.events);
+    assert!(
+        sends
+            .iter()
+            .all(|s| s.kind == "TYPE_INSTANT" && s.flows.len() == 1)
+    );
+    let started: HashMap<u64, &Slice> = sends.iter().map(|s| (s.flows[0], *s)).collect();
+    let mut joined = 0;
+    for r in &receives {
+        for id in &r.terminating {
+            if let Some(s) = started.get(id) {
+                joined += 1;
+                assert_ne!(s.track, r.track, "a flow goes from one process to another");
+                assert!(s.ts <= r.ts, "sent before received");
+                assert_eq!(s.annotations.get("message"), r.annotations.get("message"));
+            }
+        }
+    }
+    assert!(
+        joined >= 5,
+        "each add_entry's call reaches the server: {joined} flows"
+    );
+
+    let events = read_chrome(&chrome);
+    let s: HashSet<u64> = events
+        .iter()
+        .filter(|e| e["ph"] == "s")
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    let f: HashSet<u64> = events
+        .iter()
+        .filter(|e| e["ph"] == "f")
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    assert!(s.intersection(&f).count() >= 5, "chrome flows: {s:?} {f:?}");
+}
+
+#[test]
+fn a_killed_tracer_leaves_a_perfetto_file_that_reads_to_its_last_packet() {
+    let home = Home::new();
+    let node = home.start_node(&unique("pfkill"));
+    let _load = node.load();
+    let file = home.path().join("killed.pftrace");
+    let mut trace = home.spawn(&[
+        "trace",
+        "calls",
+        "todo::*",
+        "--duration",
+        "30s",
+        "--format",
+        "perfetto",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    trace.wait_stderr("tracing calls", LIMIT);
+    assert!(
+        wait_until(LIMIT, || std::fs::metadata(&file)
+            .is_ok_and(|m| m.len() > 20_000))
+        .is_some(),
+        "the trace is written as it streams"
+    );
+    trace.signal("KILL");
+    let _ = trace.wait(LIMIT);
+    let bytes = std::fs::read(&file).unwrap();
+    let (packets, cut) = decode_prefix(&bytes);
+    assert!(packets.len() > 100, "{} packets", packets.len());
+    let d = decode_packets(&packets);
+    assert!(d.events.iter().any(|e| e.kind == "TYPE_SLICE_BEGIN"));
+    // Wherever it is cut, the file reads up to its last whole packet.
+    let whole = bytes.len() - cut;
+    for at in [whole / 3, whole / 2, whole - 1] {
+        let (some, _) = decode_prefix(&bytes[..at]);
+        assert!(some.len() < packets.len() && !some.is_empty());
+    }
+    DynamicMessage::decode(message("perfetto.protos.Trace"), &bytes[..whole])
+        .expect("its whole packets are a Trace");
+}
+
+#[test]
+fn several_nodes_share_one_timeline() {
+    let home = Home::new();
+    let a = home.start_node(&unique("tla"));
+    let b = home.start_node(&unique("tlb"));
+    let file = home.path().join("two.pftrace");
+    let chrome = home.path().join("two.json");
+    let mut perfetto = home.spawn(&[
+        "trace",
+        "calls",
+        "Todo.Server",
+        "--max",
+        "100",
+        "--node",
+        &a.name,
+        "--node",
+        &b.name,
+        "--format",
+        "perfetto",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    let mut json = home.spawn(&[
+        "trace",
+        "calls",
+        "Todo.Server",
+        "--max",
+        "100",
+        "--node",
+        &a.name,
+        "--node",
+        &b.name,
+        "--format",
+        "chrome",
+        "-o",
+        chrome.to_str().unwrap(),
+    ]);
+    perfetto.wait_stderr(&format!("on {}", b.name), LIMIT);
+    json.wait_stderr(&format!("on {}", b.name), LIMIT);
+    a.add_entry("bob", "2023-12-19", "on a");
+    b.add_entry("alice", "2023-12-19", "on b");
+    for n in [&a, &b] {
+        home.run(&["stop-clear", "--node", &n.name]).ok();
+    }
+    perfetto.wait(LIMIT).ok();
+    json.wait(LIMIT).ok();
+
+    let d = decode_trace(&std::fs::read(&file).unwrap());
+    let roots: HashMap<String, u64> = d
+        .tracks
+        .iter()
+        .filter(|(_, t)| t.1.is_none())
+        .map(|(u, t)| (t.0.clone(), *u))
+        .collect();
+    assert_eq!(roots.len(), 2, "{:?}", d.tracks);
+    for n in [&a, &b] {
+        let uuid = roots[&n.name];
+        assert_eq!(d.tracks[&uuid].2, Some(n.os_pid() as i32));
+        assert!(
+            d.events.iter().any(|e| d.tracks[&e.track].1 == Some(uuid)),
+            "{} has events on its tracks",
+            n.name
+        );
+    }
+    // One clock: node b's request came after node a's.
+    let first_of = |uuid| {
+        d.events
+            .iter()
+            .filter(|e| d.tracks[&e.track].1 == Some(uuid))
+            .map(|e| e.ts)
+            .min()
+            .unwrap()
+    };
+    assert!(first_of(roots[&a.name]) < first_of(roots[&b.name]));
+
+    let events = read_chrome(&chrome);
+    let pids: HashSet<u64> = events
+        .iter()
+        .filter(|e| e["name"] == "process_name")
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids, HashSet::from([a.os_pid() as u64, b.os_pid() as u64]));
+}
+
+fn chrome_schema() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/chrome-trace-event-format.schema.json"),
+    )
+    .unwrap();
+    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).expect("the schema compiles")
+}
+
+/// Parses and validates a Chrome trace file; its events.
+fn read_chrome(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let value: Value = serde_json::from_str(&text).expect("the file is JSON");
+    let errors: Vec<String> = chrome_schema()
+        .iter_errors(&value)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    value.as_array().unwrap().clone()
+}
+
+#[test]
+fn a_chrome_trace_has_complete_events_nested_per_thread_and_names() {
+    let home = Home::new();
+    let node = home.start_node(&unique("chrome"));
+    node.add_entry("bob", "2023-12-19", "Dentist");
+    let file = home.path().join("calls.json");
+    let mut trace = home.spawn(&[
+        "trace",
+        "calls",
+        "todo::*",
+        "--max",
+        "200",
+        "--format",
+        "chrome",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    trace.wait_stderr("tracing calls", LIMIT);
+    node.add_entry("bob", "2023-12-19", "Movies");
+    node.entries("bob", "2023-12-19");
+    home.run(&["stop-clear"]).ok();
+    let done = trace.wait(LIMIT);
+    done.ok();
+    let (shown, ..) = common::summary_counts(&done.stderr, &node.name);
+
+    let events = read_chrome(&file);
+    let complete: Vec<&Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(
+        complete.len() as u64 * 2,
+        shown,
+        "one X per call and its return"
+    );
+    let threads: HashMap<u64, String> = events
+        .iter()
+        .filter(|e| e["name"] == "thread_name")
+        .map(|e| {
+            (
+                e["tid"].as_u64().unwrap(),
+                e["args"]["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        threads
+            .values()
+            .any(|n| n.starts_with("todo_server:bob <0.")),
+        "{threads:?}"
+    );
+    let add = complete
+        .iter()
+        .find(|e| e["name"] == "todo::server:add_entry/2")
+        .expect("add_entry");
+    assert!(add["args"]["args"].as_str().unwrap().contains("Movies"));
+    // Per thread, complete events nest: a child lies inside its parent.
+    let mut by_tid: HashMap<u64, Vec<(f64, f64, &str)>> = HashMap::new();
+    for e in &complete {
+        let ts = e["ts"].as_f64().unwrap();
+        by_tid.entry(e["tid"].as_u64().unwrap()).or_default().push((
+            ts,
+            ts + e["dur"].as_f64().unwrap(),
+            e["name"].as_str().unwrap(),
+        ));
+    }
+    let mut nested = 0;
+    for slices in by_tid.values_mut() {
+        slices.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        let mut stack: Vec<(f64, f64, &str)> = Vec::new();
+        for s in slices.iter() {
+            while stack.last().is_some_and(|p| p.1 <= s.0) {
+                stack.pop();
+            }
+            if let Some(p) = stack.last() {
+                assert!(s.1 <= p.1 + 0.001, "{s:?} overlaps {p:?} without nesting");
+                nested += 1;
+            }
+            stack.push(*s);
+        }
+    }
+    assert!(nested >= 2, "{by_tid:?}");
+}
+
+/// What a node describes for the synthetic events below.
+fn view() -> NodeView {
+    let mut v = NodeView::new(
+        "n@h",
+        [CallsiteInfo {
+            id: 0,
+            module: "m".into(),
+            function: "f".into(),
+            arity: 1,
+            ..CallsiteInfo::default()
+        }],
+    );
+    v.set_os_pid(42);
+    v.register(Pid::process(1), "worker");
+    v
+}
+
+fn ev(kind: EventKind, at: u64) -> Event {
+    Event {
+        kind,
+        pid: Pid::process(1),
+        peer: None,
+        callsite: Some(0),
+        timestamp_ns: 1_800_000_000_000_000_000 + at,
+        duration_ns: None,
+        busy_ns: None,
+        text: None,
+        extra: None,
+    }
+}
+
+#[test]
+fn an_exception_ends_its_slice_marked_in_both_formats() {
+    let events = [
+        Event {
+            text: Some("1".into()),
+            ..ev(EventKind::Call, 0)
+        },
+        Event {
+            text: Some("panicked at src/m.rs:1:1:\nboom".into()),
+            duration_ns: Some(500),
+            ..ev(EventKind::Exception, 500)
+        },
+    ];
+    let view = view();
+    let mut perfetto = PerfettoWriter::new();
+    let mut chrome = ChromeWriter::new();
+    let (mut p, mut c) = (Vec::new(), Vec::new());
+    for e in &events {
+        perfetto.event(&mut p, 0, &view, e).unwrap();
+        chrome.event(&mut c, 0, &view, e).unwrap();
+    }
+    perfetto.finish(&mut p).unwrap();
+    chrome.finish(&mut c).unwrap();
+
+    let d = decode_trace(&p);
+    let kinds: Vec<(&str, Option<&str>)> = d
+        .events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.name.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("TYPE_SLICE_BEGIN", Some("m:f/1")),
+            ("TYPE_INSTANT", Some("exception")),
+            ("TYPE_SLICE_END", None)
+        ]
+    );
+    assert!(d.events[2].annotations["exception"].contains("boom"));
+    assert!(d.tracks.values().any(|t| t.0 == "worker <0.1.0> (n@h)"));
+
+    let json: Value = serde_json::from_slice(&c).unwrap();
+    let errors: Vec<String> = chrome_schema()
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let x = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["ph"] == "X")
+        .unwrap();
+    assert_eq!(x["cname"], "terrible");
+    assert_eq!(x["args"]["args"], "1");
+    assert!(x["args"]["exception"].as_str().unwrap().contains("boom"));
+    assert_eq!(x["dur"].as_f64(), Some(0.5));
+}

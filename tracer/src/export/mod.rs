@@ -1,0 +1,181 @@
+//! Exports: a trace's events written where people look at them, as
+//! renderers over the same stream the text lines come from.
+//!
+//! * [`perfetto`] writes Perfetto's protobuf trace format, packet by
+//!   packet, so a killed tracer leaves a file that reads up to its last
+//!   packet;
+//! * [`chrome`] writes the Chrome trace-event JSON (array form, which
+//!   readers take without its closing bracket too);
+//! * [`otlp`] turns call/return pairs into OpenTelemetry spans and sends
+//!   them, batched, from a thread of their own, to an OTLP/HTTP backend.
+//!
+//! A timeline (Perfetto, Chrome) takes the place of the text lines in the
+//! output; OTLP goes alongside whatever the output is. Both need a call's
+//! return to close it, so a trace that exports asks the node for returns.
+//!
+//! What the node sends decides what a timeline can show: a call, its
+//! return (wall time, and for an async function or a span its busy time,
+//! the sum of its polls) and its exception; messages sent and received;
+//! gen_server and log events. Polls one by one are not sent, so an async
+//! call is one slice from its first poll to its completion with its busy
+//! time as an annotation, not one slice per poll.
+
+pub mod chrome;
+pub mod otlp;
+pub mod perfetto;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, Write};
+
+use nodetrace_protocol::{Event, Pid};
+
+use crate::render::{NodeView, Renderer};
+
+/// A file format for a whole timeline, in place of text or JSON lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeline {
+    /// Perfetto's protobuf trace (`ui.perfetto.dev`, `trace_processor`).
+    Perfetto,
+    /// The Chrome trace-event JSON (`chrome://tracing`, Perfetto, speedscope).
+    Chrome,
+}
+
+impl fmt::Display for Timeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Timeline::Perfetto => "perfetto",
+            Timeline::Chrome => "chrome",
+        })
+    }
+}
+
+/// Something that writes a trace's events as they come, node by node.
+pub trait EventSink {
+    /// Writes `event` of node number `node` (its index in the trace),
+    /// which `view` describes.
+    fn event(
+        &mut self,
+        out: &mut dyn Write,
+        node: usize,
+        view: &NodeView,
+        event: &Event,
+    ) -> io::Result<()>;
+
+    /// The trace is over: writes what closes the file.
+    fn finish(&mut self, _out: &mut dyn Write) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl EventSink for Renderer {
+    fn event(
+        &mut self,
+        out: &mut dyn Write,
+        _node: usize,
+        view: &NodeView,
+        event: &Event,
+    ) -> io::Result<()> {
+        Renderer::event(self, out, view, event)
+    }
+}
+
+/// The sink for `timeline`.
+pub fn timeline_sink(timeline: Timeline) -> Box<dyn EventSink + Send> {
+    match timeline {
+        Timeline::Perfetto => Box::new(perfetto::PerfettoWriter::new()),
+        Timeline::Chrome => Box::new(chrome::ChromeWriter::new()),
+    }
+}
+
+/// How many messages sent and not yet seen received (or the other way
+/// round) are kept per pair of processes to draw flows; older ones are
+/// forgotten (their arrow is not drawn).
+pub const FLOWS_PER_PAIR: usize = 1024;
+
+/// Pairs a message's send with its receive, for flow arrows: messages
+/// between two processes arrive in the order they were sent (a mailbox is
+/// a FIFO), so the n-th send from A to B is the n-th receive by B from A.
+/// Either may be seen first (events of two threads).
+#[derive(Debug, Default)]
+pub struct Flows {
+    next: u64,
+    sent: HashMap<(usize, Pid, Pid), VecDeque<u64>>,
+    received: HashMap<(usize, Pid, Pid), VecDeque<u64>>,
+}
+
+impl Flows {
+    /// The flow id of a message `from` sent to `to` on node `node`.
+    pub fn send(&mut self, node: usize, from: Pid, to: Pid) -> u64 {
+        let key = (node, from, to);
+        match self.received.get_mut(&key).and_then(VecDeque::pop_front) {
+            Some(id) => id,
+            None => self.fresh(key, true),
+        }
+    }
+
+    /// The flow id of a message `to` received from `from` on node `node`.
+    pub fn receive(&mut self, node: usize, from: Pid, to: Pid) -> u64 {
+        let key = (node, from, to);
+        match self.sent.get_mut(&key).and_then(VecDeque::pop_front) {
+            Some(id) => id,
+            None => self.fresh(key, false),
+        }
+    }
+
+    fn fresh(&mut self, key: (usize, Pid, Pid), sent: bool) -> u64 {
+        self.next += 1;
+        let id = self.next;
+        let waiting = if sent {
+            self.sent.entry(key).or_default()
+        } else {
+            self.received.entry(key).or_default()
+        };
+        if waiting.len() == FLOWS_PER_PAIR {
+            waiting.pop_front();
+        }
+        waiting.push_back(id);
+        id
+    }
+}
+
+/// The name a track, thread or span shows for `pid` of `view`'s node:
+/// `todo_server:bob <0.9.0>`, or the pid alone.
+pub fn process_label(view: &NodeView, pid: Pid) -> String {
+    match view.registered_name(pid) {
+        Some(name) => format!("{name} {pid}"),
+        None => pid.to_string(),
+    }
+}
+
+/// What an event of a call names: `todo::server:entries/2`, or the
+/// callsite's number when the node did not describe it.
+pub fn call_name(view: &NodeView, callsite: Option<u32>) -> String {
+    match view.callsite(callsite) {
+        Some(c) => c.mfa(),
+        None => match callsite {
+            Some(id) => format!("<callsite {id}>"),
+            None => "<unknown function>".to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nth_send_pairs_with_the_nth_receive_whichever_comes_first() {
+        let (a, b) = (Pid::process(1), Pid::process(2));
+        let mut flows = Flows::default();
+        let s1 = flows.send(0, a, b);
+        let s2 = flows.send(0, a, b);
+        assert_eq!(flows.receive(0, a, b), s1);
+        let r3 = flows.receive(0, a, b);
+        assert_eq!(r3, s2);
+        let r4 = flows.receive(0, a, b);
+        assert_eq!(flows.send(0, a, b), r4);
+        // Another node, or the other direction, is another pair.
+        assert_ne!(flows.receive(1, a, b), flows.send(0, b, a));
+    }
+}
