@@ -61,6 +61,7 @@ fn ps_lists_the_actors_and_the_background_task_with_their_polls() {
         assert!(r["polls"].as_u64().unwrap() > 0, "{name} was polled: {r}");
         assert!(r["busy_ns"].as_u64().unwrap() > 0, "{name} was busy: {r}");
         assert!(r["idle_ns"].as_u64().unwrap() > 0, "{name} was idle: {r}");
+        assert!(r["wakes"].as_u64().unwrap() > 0, "{name} was woken: {r}");
         assert!(
             matches!(r["state"].as_str(), Some("idle" | "running")),
             "{r}"

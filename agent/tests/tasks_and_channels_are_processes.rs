@@ -60,6 +60,20 @@ async fn a_named_task_is_listed_timed_while_observed_and_gone_when_done() {
     assert_eq!(t.state, TaskState::Idle, "{t:?}");
     assert!(t.idle_ns > 0, "{t:?}");
     timed.await.unwrap();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let woken = task::spawn("tasks_woken", async move {
+        while !*stopped.borrow_and_update() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let w = named("tasks_woken").unwrap().task.unwrap();
+    assert!(w.wakes >= 2 && w.wakes <= w.polls, "each poll after the first was a wake: {w:?}");
+    stop.send(true).unwrap();
+    woken.await.unwrap();
     task::set_observing(false);
 }
 

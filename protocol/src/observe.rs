@@ -44,6 +44,8 @@ pub struct TaskRow {
     pub busy_ns: u64,
     /// Time observed and not in polls, in nanoseconds.
     pub idle_ns: u64,
+    /// Times it was woken while observed.
+    pub wakes: u64,
     /// `running`, `idle` or `done`.
     pub state: TaskStateRow,
 }

@@ -240,6 +240,8 @@ struct ProcessJson<'a> {
     busy_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idle_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wakes: Option<u64>,
 }
 
 /// A duration in nanoseconds as `ps` and `top` show it: `1.25s`, `340ms`,
@@ -276,6 +278,7 @@ pub fn render_processes(
                         p.kind.clone(),
                         task(|t| t.state.as_str().to_owned()),
                         task(|t| t.polls.to_string()),
+                        task(|t| t.wakes.to_string()),
                         task(|t| short_duration_ns(t.busy_ns)),
                         task(|t| short_duration_ns(t.idle_ns)),
                         p.mailbox_len.to_string(),
@@ -288,11 +291,11 @@ pub fn render_processes(
             w.write_all(
                 table(
                     Some(&[
-                        "PID", "NAME", "KIND", "STATE", "POLLS", "BUSY", "IDLE", "MAILBOX", "IN",
-                        "HANDLED", "STARTED",
+                        "PID", "NAME", "KIND", "STATE", "POLLS", "WAKES", "BUSY", "IDLE",
+                        "MAILBOX", "IN", "HANDLED", "STARTED",
                     ]),
                     rows,
-                    &[4, 5, 6, 7, 8, 9],
+                    &[4, 5, 6, 7, 8, 9, 10],
                 )
                 .as_bytes(),
             )
@@ -317,6 +320,7 @@ pub fn render_processes(
                         polls: p.task.map(|t| t.polls),
                         busy_ns: p.task.map(|t| t.busy_ns),
                         idle_ns: p.task.map(|t| t.idle_ns),
+                        wakes: p.task.map(|t| t.wakes),
                     },
                 )?;
             }
@@ -648,6 +652,7 @@ todo::list:add/2                traced  examples/todo/src/list.rs:7
                     polls: 21,
                     busy_ns: 340_000_000,
                     idle_ns: 2_500_000_000,
+                    wakes: 20,
                     state: nodetrace_protocol::TaskStateRow::Idle,
                 }),
             },
@@ -656,16 +661,16 @@ todo::list:add/2                traced  examples/todo/src/list.rs:7
         assert_eq!(
             text,
             "\
-PID       NAME             KIND        STATE  POLLS   BUSY   IDLE  MAILBOX    IN  HANDLED  STARTED
-<0.12.0>  todo_server:bob  gen_server  -          -      -      -        0  1234     1234  2023-11-14T22:13:20Z
-<0.40.1>  audit            task        idle      21  340ms  2.50s        3    10        7  2023-11-14T22:13:20Z
+PID       NAME             KIND        STATE  POLLS  WAKES   BUSY   IDLE  MAILBOX    IN  HANDLED  STARTED
+<0.12.0>  todo_server:bob  gen_server  -          -      -      -      -        0  1234     1234  2023-11-14T22:13:20Z
+<0.40.1>  audit            task        idle      21     20  340ms  2.50s        3    10        7  2023-11-14T22:13:20Z
 "
         );
         let json = render(|w| render_processes(w, "n@h", &rows, Format::Json));
         assert_eq!(
             json,
             "{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.12.0>\",\"name\":\"todo_server:bob\",\"kind\":\"gen_server\",\"has_mailbox\":true,\"mailbox_len\":0,\"messages_in\":1234,\"handled\":1234,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\"}\n\
-{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.40.1>\",\"name\":\"audit\",\"kind\":\"task\",\"has_mailbox\":true,\"mailbox_len\":3,\"messages_in\":10,\"handled\":7,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\",\"state\":\"idle\",\"polls\":21,\"busy_ns\":340000000,\"idle_ns\":2500000000}\n"
+{\"type\":\"process\",\"node\":\"n@h\",\"pid\":\"<0.40.1>\",\"name\":\"audit\",\"kind\":\"task\",\"has_mailbox\":true,\"mailbox_len\":3,\"messages_in\":10,\"handled\":7,\"started_ms\":1700000000000,\"started\":\"2023-11-14T22:13:20Z\",\"state\":\"idle\",\"polls\":21,\"busy_ns\":340000000,\"idle_ns\":2500000000,\"wakes\":20}\n"
         );
     }
 

@@ -54,6 +54,7 @@ fn row(p: ProcessInfo) -> ProcessRow {
             polls: t.polls,
             busy_ns: t.busy_ns,
             idle_ns: t.idle_ns,
+            wakes: t.wakes,
             state: state(t.state),
         }),
     }

@@ -24,7 +24,7 @@ use std::time::SystemTime;
 use nodetrace_protocol::Pid;
 
 use crate::process::gen_server::ServerShared;
-use crate::process::task::{Seen, TaskFigures, TaskShared, TaskState};
+use crate::process::task::{Seen, TaskFigures, TaskState};
 use crate::sync::{Mailbox, MailboxFigures};
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
@@ -166,6 +166,8 @@ pub struct TaskInfo {
     pub busy_ns: u64,
     /// Time not spent in polls since it was first observed, in nanoseconds.
     pub idle_ns: u64,
+    /// Times it was woken while observed.
+    pub wakes: u64,
     /// What it does now.
     pub state: TaskState,
 }
@@ -176,6 +178,7 @@ impl From<TaskFigures> for TaskInfo {
             polls: f.polls,
             busy_ns: f.busy_ns,
             idle_ns: f.idle_ns,
+            wakes: f.wakes,
             state: f.state,
         }
     }
@@ -243,7 +246,6 @@ pub(crate) struct Registry {
     names: HashMap<String, Pid>,
     servers: HashMap<Pid, Arc<ServerShared>>,
     started: HashMap<Pid, SystemTime>,
-    tasks: HashMap<Pid, Arc<TaskShared>>,
     mailboxes: HashMap<Pid, Vec<Weak<Mailbox>>>,
     seen: Seen,
 }
@@ -289,27 +291,15 @@ impl Registry {
         if let Some(pid) = self.names.get(name) {
             return Ok(*pid);
         }
-        let mut named = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.name.as_deref() == Some(name.as_str()));
-        match (named.next(), named.count()) {
-            (Some((pid, _)), 0) => Ok(*pid),
-            (Some(_), more) => Err(RegistryError::Ambiguous {
+        let named = task::named(name);
+        match (named.first(), named.len()) {
+            (Some(pid), 1) => Ok(*pid),
+            (Some(_), count) => Err(RegistryError::Ambiguous {
                 name: name.clone(),
-                count: more + 1,
+                count,
             }),
             (None, _) => Err(RegistryError::NoProcess(target.clone())),
         }
-    }
-
-    pub(crate) fn add_task(&mut self, pid: Pid, task: Arc<TaskShared>) {
-        self.seen.forget(pid);
-        self.tasks.insert(pid, task);
-    }
-
-    pub(crate) fn remove_task(&mut self, pid: Pid) {
-        self.tasks.remove(&pid);
     }
 
     /// `mailbox` is now `pid`'s: its first receive happened there.
@@ -352,17 +342,14 @@ impl Registry {
 
     /// When `pid` started, if it is a task or a named process.
     pub(crate) fn started_of(&self, pid: Pid) -> Option<SystemTime> {
-        self.tasks
-            .get(&pid)
-            .map(|t| t.started)
-            .or_else(|| self.started.get(&pid).copied())
+        task::started(pid).or_else(|| self.started.get(&pid).copied())
     }
 
     /// How many processes of each kind the node has.
     pub(crate) fn counts(&self) -> ProcessCounts {
         ProcessCounts {
             gen_servers: self.servers.len() as u64,
-            tasks: self.tasks.len() as u64,
+            tasks: task::count() as u64,
             seen_tasks: self.seen.len() as u64,
             mailboxes: self.mailboxes.len() as u64,
             names: self.names.len() as u64,
@@ -454,15 +441,15 @@ pub fn processes() -> Vec<ProcessInfo> {
                 .or_insert_with(|| plain(pid, ProcessKind::Other, created));
         }
     }
-    for (&pid, task) in &reg.tasks {
+    task::for_each(|pid, task| {
         let p = all
             .entry(pid)
-            .or_insert_with(|| plain(pid, ProcessKind::Task, task.started));
+            .or_insert_with(|| plain(pid, ProcessKind::Task, task.started()));
         p.kind = ProcessKind::Task;
-        p.started = task.started;
-        p.name = task.name.clone();
+        p.started = task.started();
+        p.name = task.name.as_ref().map(|n| n.to_string());
         p.task = Some(task.figures().into());
-    }
+    });
     for p in all.values_mut() {
         if let Some(server) = reg.servers.get(&p.pid) {
             p.kind = ProcessKind::GenServer;
@@ -492,7 +479,7 @@ pub(crate) fn saw_tasks(pids: &[Pid]) {
     let now = SystemTime::now();
     let mut reg = registry();
     for &pid in pids {
-        if !reg.tasks.contains_key(&pid) {
+        if !task::is_task(pid) {
             reg.seen.saw(pid, now);
         }
     }

@@ -8,10 +8,11 @@
 //! has seen them run traced code, marked as seen.
 //!
 //! What it costs: one allocation at spawn (the counters, which hold the
-//! name). Per poll, one relaxed load while nothing observes the node; while
+//! name; a `&'static str` name is not copied) and one lock of one of 16
+//! shards of the task table at spawn and at the end. Per poll, one relaxed load while nothing observes the node; while
 //! an observer does (`ps`, `top`, `info` or `sys statistics` asked in the
-//! last [`OBSERVE_LINGER`]), two clock reads and a few stores to the task's
-//! own counters. Unlike tokio-console this needs no `--cfg tokio_unstable`
+//! last [`OBSERVE_LINGER`]), two clock reads, a few stores to the task's
+//! own counters, and a waker of its own that counts wakes. Unlike tokio-console this needs no `--cfg tokio_unstable`
 //! and no instrumentation of the runtime: only the tasks spawned here are
 //! timed.
 //!
@@ -22,19 +23,72 @@
 //! # });
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use nodetrace_protocol::Pid;
+use rustc_hash::FxHashMap;
 use tokio::task::JoinHandle;
 
-use crate::process::{registry, task_number};
+use crate::process::task_number;
 use crate::record::clock;
+
+/// The live named tasks, by pid, in shards: a spawn and an end each lock
+/// one shard, so workers spawning at once rarely meet.
+static TASKS: [Mutex<FxHashMap<Pid, Arc<TaskShared>>>; SHARDS] =
+    [const { Mutex::new(FxHashMap::with_hasher(rustc_hash::FxBuildHasher)) }; SHARDS];
+const SHARDS: usize = 16;
+
+fn shard(pid: Pid) -> std::sync::MutexGuard<'static, FxHashMap<Pid, Arc<TaskShared>>> {
+    TASKS[pid.number() as usize % SHARDS]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Calls `f` with every live named task.
+pub(crate) fn for_each(mut f: impl FnMut(Pid, &TaskShared)) {
+    for s in &TASKS {
+        for (pid, task) in s.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            f(*pid, task);
+        }
+    }
+}
+
+/// The pids of the live tasks named `name`.
+pub(crate) fn named(name: &str) -> Vec<Pid> {
+    let mut pids = Vec::new();
+    for_each(|pid, t| {
+        if t.name.as_deref() == Some(name) {
+            pids.push(pid);
+        }
+    });
+    pids.sort();
+    pids
+}
+
+/// Whether `pid` is a live task spawned with [`spawn`].
+pub(crate) fn is_task(pid: Pid) -> bool {
+    shard(pid).contains_key(&pid)
+}
+
+/// When task `pid` started, if it is one.
+pub(crate) fn started(pid: Pid) -> Option<SystemTime> {
+    shard(pid).get(&pid).map(|t| t.started())
+}
+
+/// Live tasks spawned with [`spawn`].
+pub(crate) fn count() -> usize {
+    TASKS
+        .iter()
+        .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+        .sum()
+}
 
 /// How long the node keeps timing tasks after the last observer asked.
 pub const OBSERVE_LINGER: Duration = Duration::from_secs(60);
@@ -131,12 +185,15 @@ const DONE: u8 = 2;
 
 /// A named task's counters, written only by the task's own polls.
 pub(crate) struct TaskShared {
-    pub(crate) name: Option<String>,
-    pub(crate) started: SystemTime,
+    pub(crate) name: Option<Cow<'static, str>>,
     started_raw: u64,
     pid: AtomicU64,
     polls: AtomicU64,
     busy_ns: AtomicU64,
+    /// Wakes of the task while observed: its polls are given a waker of
+    /// its own that counts, then wakes the runtime's, kept here.
+    wakes: AtomicU64,
+    runtime_waker: atomic_waker::AtomicWaker,
     /// Raw clock at the end of the last timed poll, or when done.
     last_raw: AtomicU64,
     state: AtomicU8,
@@ -148,21 +205,29 @@ pub(crate) struct TaskFigures {
     pub(crate) polls: u64,
     pub(crate) busy_ns: u64,
     pub(crate) idle_ns: u64,
+    pub(crate) wakes: u64,
     pub(crate) state: TaskState,
 }
 
 impl TaskShared {
-    fn new(name: Option<String>) -> TaskShared {
+    fn new(name: Option<Cow<'static, str>>) -> TaskShared {
         TaskShared {
             name,
-            started: SystemTime::now(),
             started_raw: clock::now(),
             pid: AtomicU64::new(0),
             polls: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
+            wakes: AtomicU64::new(0),
+            runtime_waker: atomic_waker::AtomicWaker::new(),
             last_raw: AtomicU64::new(0),
             state: AtomicU8::new(IDLE),
         }
+    }
+
+    /// When the task was spawned (read from the raw clock taken then: a
+    /// spawn reads no wall clock).
+    pub(crate) fn started(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(clock::unix_nanos(self.started_raw))
     }
 
     /// Counters as of now: idle time is the time observed (since the later
@@ -189,6 +254,7 @@ impl TaskShared {
             polls: self.polls.load(Ordering::Relaxed),
             busy_ns,
             idle_ns,
+            wakes: self.wakes.load(Ordering::Relaxed),
             state,
         }
     }
@@ -215,7 +281,8 @@ impl TaskShared {
         self.state.store(DONE, Ordering::SeqCst);
         let pid = self.pid.load(Ordering::SeqCst);
         if pid != 0 {
-            registry().remove_task(Pid::from_bits(pid));
+            let pid = Pid::from_bits(pid);
+            shard(pid).remove(&pid);
         }
     }
 
@@ -224,11 +291,26 @@ impl TaskShared {
     }
 }
 
+/// The waker an observed poll hands the task: counts the wake, then wakes
+/// the runtime's waker of the last observed poll.
+impl Wake for TaskShared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
+        self.runtime_waker.wake();
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A named task's future: times its polls while observed, and leaves
     /// the registry when it ends, however it ends.
     struct Named<F> {
         shared: Arc<TaskShared>,
+        // The counting waker, made at the first observed poll.
+        counting: Option<Waker>,
         #[pin]
         fut: F,
     }
@@ -249,7 +331,12 @@ impl<F: Future> Future for Named<F> {
         if !OBSERVING.load(Ordering::Relaxed) {
             return this.fut.poll(cx);
         }
-        this.shared.timed_poll(this.fut, cx)
+        this.shared.runtime_waker.register(cx.waker());
+        let counting = this
+            .counting
+            .get_or_insert_with(|| Waker::from(this.shared.clone()));
+        this.shared
+            .timed_poll(this.fut, &mut Context::from_waker(counting))
     }
 }
 
@@ -257,7 +344,7 @@ impl<F: Future> Future for Named<F> {
 ///
 /// Like `tokio::spawn`, it panics outside a runtime.
 #[track_caller]
-pub fn spawn<F>(name: impl Into<String>, future: F) -> JoinHandle<F::Output>
+pub fn spawn<F>(name: impl Into<Cow<'static, str>>, future: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -269,7 +356,7 @@ where
 ///
 /// Like `tokio::task::spawn_local`, it panics outside a `LocalSet`.
 #[track_caller]
-pub fn spawn_local<F>(name: impl Into<String>, future: F) -> JoinHandle<F::Output>
+pub fn spawn_local<F>(name: impl Into<Cow<'static, str>>, future: F) -> JoinHandle<F::Output>
 where
     F: Future + 'static,
     F::Output: 'static,
@@ -290,7 +377,7 @@ where
 /// ```
 #[derive(Debug, Default)]
 pub struct Builder {
-    name: Option<String>,
+    name: Option<Cow<'static, str>>,
 }
 
 impl Builder {
@@ -301,7 +388,8 @@ impl Builder {
     }
 
     /// The name to register the task under; several tasks may share one.
-    pub fn name(mut self, name: impl Into<String>) -> Builder {
+    /// A `&'static str` is kept as it is: no allocation.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Builder {
         self.name = Some(name.into());
         self
     }
@@ -346,14 +434,15 @@ impl Builder {
         crate::process::remember_runtime();
         let handle = spawn(Named {
             shared: shared.clone(),
+            counting: None,
             fut,
         });
         let pid = Pid::task(task_number(handle.id()));
         shared.pid.store(pid.to_bits(), Ordering::SeqCst);
-        let mut reg = registry();
+        let mut tasks = shard(pid);
         // A task that already ended removed itself before it was added.
         if !shared.is_done() {
-            reg.add_task(pid, shared);
+            tasks.insert(pid, shared);
         }
         handle
     }
@@ -382,11 +471,6 @@ impl Seen {
             self.tasks.remove(&oldest);
         }
         self.tasks.insert(pid, (at, at));
-    }
-
-    /// A task spawned with [`spawn`] is counted as itself, not as seen.
-    pub(crate) fn forget(&mut self, pid: Pid) {
-        self.tasks.remove(&pid);
     }
 
     pub(crate) fn len(&self) -> usize {
