@@ -186,7 +186,11 @@ fn top_refresh(c: &mut Criterion) {
         }
     };
     let frame = refresh(&mut s);
-    assert_eq!(frame.processes as usize, LIVE_TASKS + 1);
+    assert!(
+        frame.processes as usize >= LIVE_TASKS,
+        "{}",
+        frame.processes
+    );
     let bytes = postcard::to_stdvec(&NodeMessage::Reply(Reply::Top(frame)))
         .unwrap()
         .len();

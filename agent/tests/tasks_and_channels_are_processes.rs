@@ -71,7 +71,10 @@ async fn a_named_task_is_listed_timed_while_observed_and_gone_when_done() {
     });
     tokio::time::sleep(Duration::from_millis(30)).await;
     let w = named("tasks_woken").unwrap().task.unwrap();
-    assert!(w.wakes >= 2 && w.wakes <= w.polls, "each poll after the first was a wake: {w:?}");
+    assert!(
+        w.wakes >= 2 && w.wakes <= w.polls,
+        "each poll after the first was a wake: {w:?}"
+    );
     stop.send(true).unwrap();
     woken.await.unwrap();
     task::set_observing(false);

@@ -6,8 +6,9 @@
 //! keeps what it saw last, so the deltas and the sorting are done here and
 //! only the top rows travel. Nothing here switches tracing on.
 
-use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
+
+use rustc_hash::FxHashMap;
 
 use nodetrace_protocol::{
     CallsiteCounts, CallsiteKind, PROTOCOL_VERSION, Pid, ProcessCounts, ProcessList, ProcessRow,
@@ -16,7 +17,7 @@ use nodetrace_protocol::{
 };
 
 use crate::process::task::{self, TaskState};
-use crate::process::{ProcessInfo, processes, registry, runtime};
+use crate::process::{ProcessInfo, processes, processes_unsorted, registry, runtime};
 use crate::record::callsite::callsites;
 use crate::record::ring::{ring_capacity, ring_drops_total};
 use crate::session::{EVENTS_DELIVERED, active_sessions};
@@ -66,7 +67,7 @@ pub(crate) struct TopState {
     cpu_ns: u64,
     events: u64,
     /// Polls, busy time and messages in, by pid.
-    seen: HashMap<Pid, (u64, u64, u64)>,
+    seen: FxHashMap<Pid, (u64, u64, u64)>,
 }
 
 impl TopState {
@@ -77,7 +78,7 @@ impl TopState {
             at: Instant::now(),
             cpu_ns: cpu_time_ns(),
             events: EVENTS_DELIVERED.load(std::sync::atomic::Ordering::Relaxed),
-            seen: HashMap::new(),
+            seen: FxHashMap::default(),
         }
     }
 
@@ -99,9 +100,9 @@ impl TopState {
         self.cpu_ns = cpu_ns;
         self.events = events;
 
-        let all = processes();
+        let all = processes_unsorted();
         let total = all.len() as u64;
-        let mut seen = HashMap::with_capacity(all.len());
+        let mut seen = FxHashMap::with_capacity_and_hasher(all.len(), Default::default());
         let mut rows: Vec<TopRow> = all
             .into_iter()
             .map(|p| {

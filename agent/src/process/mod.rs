@@ -415,8 +415,20 @@ pub(crate) struct ProcessCounts {
 /// [`task::spawn`] or seen by a trace), named processes and the owners of
 /// traced channels.
 pub fn processes() -> Vec<ProcessInfo> {
+    let mut all = processes_unsorted();
+    all.sort_unstable_by_key(|p| p.pid);
+    all
+}
+
+/// [`processes`] in no order: what `top` ranks itself.
+pub(crate) fn processes_unsorted() -> Vec<ProcessInfo> {
+    let since = task::observed_since_raw();
     let reg = registry();
-    let mut all: HashMap<Pid, ProcessInfo> = HashMap::new();
+    let mut all: rustc_hash::FxHashMap<Pid, ProcessInfo> =
+        rustc_hash::FxHashMap::with_capacity_and_hasher(
+            task::count() + reg.seen.len() + reg.started.len() + reg.mailboxes.len(),
+            Default::default(),
+        );
     let plain = |pid: Pid, kind, started| ProcessInfo {
         pid,
         name: None,
@@ -448,7 +460,7 @@ pub fn processes() -> Vec<ProcessInfo> {
         p.kind = ProcessKind::Task;
         p.started = task.started();
         p.name = task.name.as_ref().map(|n| n.to_string());
-        p.task = Some(task.figures().into());
+        p.task = Some(task.figures(since).into());
     });
     for p in all.values_mut() {
         if let Some(server) = reg.servers.get(&p.pid) {
@@ -463,13 +475,13 @@ pub fn processes() -> Vec<ProcessInfo> {
             p.messages_in = m.messages_in;
             p.handled = m.handled;
         }
-        if let Some(name) = reg.name_of(p.pid) {
+        if !reg.names.is_empty()
+            && let Some(name) = reg.name_of(p.pid)
+        {
             p.name = Some(name);
         }
     }
-    let mut all: Vec<ProcessInfo> = all.into_values().collect();
-    all.sort_by_key(|p| p.pid);
-    all
+    all.into_values().collect()
 }
 
 /// Notes tasks a trace saw run traced code (the collector calls it with

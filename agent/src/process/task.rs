@@ -149,7 +149,7 @@ fn end_observation_when_idle() {
 }
 
 /// The raw clock reading at which the current observation began.
-fn observed_since_raw() -> Option<u64> {
+pub(crate) fn observed_since_raw() -> Option<u64> {
     OBSERVATION
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -232,14 +232,16 @@ impl TaskShared {
 
     /// Counters as of now: idle time is the time observed (since the later
     /// of its start and the observation's) that was not spent in polls.
-    pub(crate) fn figures(&self) -> TaskFigures {
+    /// `since`: when the observation began (raw), if one runs; the caller
+    /// reads it once for every task it lists.
+    pub(crate) fn figures(&self, since: Option<u64>) -> TaskFigures {
         let state = match self.state.load(Ordering::Relaxed) {
             RUNNING => TaskState::Running,
             DONE => TaskState::Done,
             _ => TaskState::Idle,
         };
         let busy_ns = self.busy_ns.load(Ordering::Relaxed);
-        let idle_ns = match observed_since_raw() {
+        let idle_ns = match since {
             Some(since) => {
                 let from = since.max(self.started_raw);
                 let to = match state {
