@@ -404,15 +404,27 @@ fn top_prints_a_snapshot_when_not_on_a_terminal() {
 
     let other = home.start_orders(&unique("ordtop2"), &[]);
     let two = home.run(&[
-        "top", "--node", &node.name, "--node", &other.name, "--interval", "200ms", "--format",
-        "json", "--once",
+        "top",
+        "--node",
+        &node.name,
+        "--node",
+        &other.name,
+        "--interval",
+        "200ms",
+        "--format",
+        "json",
+        "--once",
     ]);
     let nodes: Vec<String> = two
         .json_lines()
         .iter()
         .map(|f| f["node"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(nodes, [node.name.clone(), other.name.clone()], "one object a node");
+    assert_eq!(
+        nodes,
+        [node.name.clone(), other.name.clone()],
+        "one object a node"
+    );
 }
 
 #[test]

@@ -327,7 +327,7 @@ pin_project_lite::pin_project! {
 impl<F: Future> Future for Named<F> {
     type Output = F::Output;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         if !OBSERVING.load(Ordering::Relaxed) {
