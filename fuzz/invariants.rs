@@ -7,25 +7,33 @@ use nodetrace_protocol::handshake::{self, Side};
 use nodetrace_protocol::{NodeMessage, Pattern, TracerMessage};
 
 /// A frame a tracer sends: decoding never panics, and a decoded message
-/// re-encodes to a frame that decodes to itself.
+/// re-encodes to a frame that decodes to a message encoding to the same
+/// bytes. (Bytes, not values, are compared: a figure may be a NaN, which
+/// is not equal to itself.)
 pub fn frame_from_tracer(bytes: &[u8]) {
-    if let Ok(message) = read_frame::<TracerMessage>(&mut &bytes[..], MAX_FRAME) {
-        let mut again = Vec::new();
-        encode_frame(&message, &mut again).expect("a decoded message encodes");
-        let back: TracerMessage = read_frame(&mut &again[..], MAX_FRAME).expect("it decodes");
-        assert_eq!(back, message);
-    }
+    round_trips!(TracerMessage, bytes);
 }
 
 /// A frame a node sends: the same.
 pub fn frame_from_node(bytes: &[u8]) {
-    if let Ok(message) = read_frame::<NodeMessage>(&mut &bytes[..], MAX_FRAME) {
-        let mut again = Vec::new();
-        encode_frame(&message, &mut again).expect("a decoded message encodes");
-        let back: NodeMessage = read_frame(&mut &again[..], MAX_FRAME).expect("it decodes");
-        assert_eq!(back, message);
-    }
+    round_trips!(NodeMessage, bytes);
 }
+
+/// Decodes `bytes` as a `$message` frame; if it is one, checks it goes
+/// there and back unchanged.
+macro_rules! round_trips {
+    ($message:ty, $bytes:expr) => {
+        if let Ok(message) = read_frame::<$message>(&mut &$bytes[..], MAX_FRAME) {
+            let mut again = Vec::new();
+            encode_frame(&message, &mut again).expect("a decoded message encodes");
+            let back: $message = read_frame(&mut &again[..], MAX_FRAME).expect("it decodes");
+            let mut third = Vec::new();
+            encode_frame(&back, &mut third).expect("it encodes again");
+            assert_eq!(third, again, "the message changed on its way back");
+        }
+    };
+}
+use round_trips;
 
 /// The handshake: any cookie and challenges, and any proof, verify without
 /// panicking; the right proof verifies, and a changed one does not.
