@@ -17,13 +17,14 @@
 //! in `process_labels`): microseconds since the Unix epoch would lose the
 //! nanoseconds in a reader's double.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::sync::Arc;
 
 use nodetrace_protocol::{Event, EventKind, Pid};
+use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::ser::SerializeMap;
 
 use super::{EventSink, Flows, call_name, process_label};
 use crate::render::NodeView;
@@ -38,6 +39,8 @@ pub struct ChromeWriter {
     open: HashMap<(usize, Pid), Vec<OpenCall>>,
     names: HashMap<(usize, Option<u32>), Arc<str>>,
     flows: Flows,
+    /// One event's bytes, written to the output in one call.
+    line: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -67,8 +70,56 @@ struct ChromeEvent<'a> {
     s: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cname: Option<&'static str>,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    args: Map<String, Value>,
+    #[serde(skip_serializing_if = "Args::is_empty")]
+    args: Args<'a>,
+}
+
+/// An event's `args`: borrowed where the event has the text, so writing an
+/// event copies no string.
+#[derive(Debug, Default)]
+struct Args<'a>(Vec<(&'static str, Arg<'a>)>);
+
+#[derive(Debug)]
+enum Arg<'a> {
+    Text(Cow<'a, str>),
+    Number(u64),
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(s: &'a str) -> Arg<'a> {
+        Arg::Text(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Arg<'_> {
+    fn from(s: String) -> Self {
+        Arg::Text(Cow::Owned(s))
+    }
+}
+
+impl From<u64> for Arg<'_> {
+    fn from(n: u64) -> Self {
+        Arg::Number(n)
+    }
+}
+
+impl Args<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Args<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            match value {
+                Arg::Text(t) => map.serialize_entry(key, t)?,
+                Arg::Number(n) => map.serialize_entry(key, n)?,
+            }
+        }
+        map.end()
+    }
 }
 
 impl ChromeEvent<'_> {
@@ -85,16 +136,18 @@ impl ChromeEvent<'_> {
             bp: None,
             s: None,
             cname: None,
-            args: Map::new(),
+            args: Args::default(),
         }
     }
 }
 
-fn args<const N: usize>(pairs: [(&str, Option<Value>); N]) -> Map<String, Value> {
-    pairs
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
-        .collect()
+fn args<'a, const N: usize>(pairs: [(&'static str, Option<Arg<'a>>); N]) -> Args<'a> {
+    Args(
+        pairs
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+    )
 }
 
 impl ChromeWriter {
@@ -111,9 +164,12 @@ impl ChromeWriter {
     }
 
     fn write(&mut self, out: &mut dyn Write, event: &ChromeEvent<'_>) -> io::Result<()> {
-        out.write_all(if self.started { b",\n" } else { b"[\n" })?;
+        self.line.clear();
+        self.line
+            .extend_from_slice(if self.started { b",\n" } else { b"[\n" });
         self.started = true;
-        serde_json::to_writer(&mut *out, event).map_err(io::Error::other)
+        serde_json::to_writer(&mut self.line, event).map_err(io::Error::other)?;
+        out.write_all(&self.line)
     }
 
     /// Microseconds from the time base, which the first event sets.
@@ -196,16 +252,16 @@ impl ChromeWriter {
         x.ts = Some(self.ts(e.timestamp_ns.saturating_sub(duration)));
         x.dur = Some(duration as f64 / 1e3);
         x.args = args([
-            ("args", call.and_then(|c| c.args).map(Value::from)),
+            ("args", call.and_then(|c| c.args).map(Arg::from)),
             (
                 "result",
                 e.text
-                    .clone()
+                    .as_deref()
                     .filter(|_| exception.is_none())
-                    .map(Value::from),
+                    .map(Arg::from),
             ),
-            ("busy_ns", e.busy_ns.map(Value::from)),
-            ("exception", exception.map(Value::from)),
+            ("busy_ns", e.busy_ns.map(Arg::from)),
+            ("exception", exception.map(Arg::from)),
         ]);
         if exception.is_some() {
             x.cname = Some("terrible");
@@ -219,7 +275,7 @@ impl ChromeWriter {
         (pid, tid): (u32, u64),
         name: &str,
         at_ns: u64,
-        args: Map<String, Value>,
+        args: Args<'_>,
     ) -> io::Result<()> {
         let mut i = ChromeEvent::new(name, "i", pid, tid);
         i.ts = Some(self.ts(at_ns));
@@ -272,8 +328,8 @@ impl EventSink for ChromeWriter {
                     None => "log".to_owned(),
                 };
                 let a = args([
-                    ("message", e.text.clone().map(Value::from)),
-                    ("span", e.extra.clone().map(Value::from)),
+                    ("message", e.text.as_deref().map(Arg::from)),
+                    ("span", e.extra.as_deref().map(Arg::from)),
                 ]);
                 self.instant(out, ids, &name, e.timestamp_ns, a)
             }
@@ -289,8 +345,8 @@ impl EventSink for ChromeWriter {
                     _ => ("new state", "from"),
                 };
                 let a = args([
-                    ("message", e.text.clone().map(Value::from)),
-                    ("state", e.extra.clone().map(Value::from)),
+                    ("message", e.text.as_deref().map(Arg::from)),
+                    ("state", e.extra.as_deref().map(Arg::from)),
                     (side, e.peer.map(|p| process_label(view, p).into())),
                 ]);
                 self.instant(out, ids, name, e.timestamp_ns, a)?;
@@ -329,7 +385,7 @@ impl EventSink for ChromeWriter {
                 let mut b = ChromeEvent::new(name, "B", chrome_pid, tid);
                 b.cat = "call";
                 b.ts = Some(self.ts(call.at_ns));
-                b.args = args([("args", call.args.map(Value::from))]);
+                b.args = args([("args", call.args.map(Arg::from))]);
                 self.write(out, &b)?;
             }
         }

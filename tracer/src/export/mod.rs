@@ -24,11 +24,12 @@ pub mod chrome;
 pub mod otlp;
 pub mod perfetto;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write};
 
 use nodetrace_protocol::{Event, Pid};
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::render::{NodeView, Renderer};
 

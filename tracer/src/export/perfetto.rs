@@ -20,11 +20,11 @@
 //! The message types are generated (prost) from an excerpt of Perfetto's
 //! published protos, `tracer/proto/perfetto_trace_excerpt.proto`.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 
 use nodetrace_protocol::{Event, EventKind, Pid};
 use prost::Message;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::{EventSink, Flows, call_name, process_label};
 use crate::render::NodeView;
