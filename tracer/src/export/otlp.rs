@@ -11,9 +11,11 @@
 //!
 //! The tracer's thread only builds spans and offers them to a bounded
 //! queue ([`QUEUE_SPANS`]; full: the span is dropped and counted), so a
-//! slow or dead backend never slows the trace. A thread of its own takes
-//! batches of up to [`BATCH_SPANS`] (or what came in [`BATCH_DELAY`]),
-//! POSTs each as one `ExportTraceServiceRequest` and retries, at most
+//! slow or dead backend never slows the trace. [`SENDERS`] threads of
+//! their own take batches of up to [`BATCH_SPANS`] (or what came in
+//! [`BATCH_DELAY`]) from it, so that one encodes while another waits for
+//! the backend's answer; each POSTs a batch as one
+//! `ExportTraceServiceRequest` and retries, at most
 //! [`ATTEMPTS`] times with exponential backoff, on 429, 502, 503, 504 and
 //! on connection errors and timeouts. At the end of the trace it has
 //! [`SHUTDOWN_GRACE`] to send what is queued; what is left is dropped and
@@ -24,9 +26,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::time::{Duration, Instant};
 
 use nodetrace_protocol::{Event, EventKind, Pid};
@@ -49,6 +52,8 @@ use crate::render::NodeView;
 pub const QUEUE_SPANS: usize = 8192;
 /// Spans in one request, at most.
 pub const BATCH_SPANS: usize = 1024;
+/// Threads that send batches at once.
+pub const SENDERS: usize = 2;
 /// How long a batch waits to fill before it is sent anyway.
 pub const BATCH_DELAY: Duration = Duration::from_millis(200);
 /// How long one request may take, connecting included.
@@ -170,6 +175,8 @@ struct Shared {
     retries: AtomicU64,
     deadline: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
+    /// Each node's resource, set before any of its spans is queued.
+    resources: Mutex<HashMap<usize, Resource>>,
 }
 
 impl Shared {
@@ -185,10 +192,8 @@ impl Shared {
     }
 }
 
-enum Item {
-    Node(usize, Resource),
-    Span(usize, Box<Span>),
-}
+/// A span and the number of its node.
+type Item = (usize, Box<Span>);
 
 struct OpenSpan {
     callsite: Option<u32>,
@@ -203,8 +208,8 @@ struct OpenSpan {
 /// Turns a trace's events into spans and exports them (see the module).
 pub struct OtlpExporter {
     endpoint: String,
-    tx: Option<SyncSender<Item>>,
-    thread: Option<JoinHandle<()>>,
+    tx: Option<Sender<Item>>,
+    threads: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
     spans: u64,
     dropped_full: u64,
@@ -225,21 +230,24 @@ impl std::fmt::Debug for OtlpExporter {
 }
 
 impl OtlpExporter {
-    /// Starts the exporting thread for `config`.
+    /// Starts the exporting threads for `config`.
     pub fn start(config: OtlpConfig) -> std::io::Result<OtlpExporter> {
-        let (tx, rx) = mpsc::sync_channel(QUEUE_SPANS);
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_SPANS);
         let shared = Arc::new(Shared::default());
         let endpoint = config.endpoint.clone();
-        let thread = thread::Builder::new().name("otlp export".into()).spawn({
-            let shared = shared.clone();
-            move || export(rx, config, &shared)
-        })?;
+        let mut threads = Vec::new();
+        for _ in 0..SENDERS {
+            threads.push(thread::Builder::new().name("otlp export".into()).spawn({
+                let (shared, rx, config) = (shared.clone(), rx.clone(), config.clone());
+                move || export(rx, config, &shared)
+            })?);
+        }
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(std::io::Error::other)?;
         Ok(OtlpExporter {
             endpoint,
             tx: Some(tx),
-            thread: Some(thread),
+            threads,
             shared,
             spans: 0,
             dropped_full: 0,
@@ -267,10 +275,12 @@ impl OtlpExporter {
 
     /// Takes one event of node number `node`.
     pub fn event(&mut self, node: usize, view: &NodeView, e: &Event) {
-        if self.nodes.insert(node)
-            && let Some(tx) = &self.tx
-        {
-            let _ = tx.send(Item::Node(node, resource(view)));
+        if self.nodes.insert(node) {
+            self.shared
+                .resources
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(node, resource(view));
         }
         match e.kind {
             EventKind::Call => {
@@ -429,14 +439,14 @@ impl OtlpExporter {
         };
         self.spans += 1;
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(Item::Span(node, Box::new(span))) {
+        match tx.try_send((node, Box::new(span))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped_full += 1,
         }
     }
 
     /// Ends the export: sends what is queued (for at most
-    /// [`SHUTDOWN_GRACE`]), stops the thread and counts.
+    /// [`SHUTDOWN_GRACE`]), stops the threads and counts.
     pub fn finish(&mut self) -> OtlpCounts {
         self.unfinished += self.open.drain().map(|(_, s)| s.len() as u64).sum::<u64>();
         *self
@@ -445,7 +455,7 @@ impl OtlpExporter {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + SHUTDOWN_GRACE);
         self.tx = None;
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
         let s = &self.shared;
@@ -471,7 +481,7 @@ impl OtlpExporter {
 
 impl Drop for OtlpExporter {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        if !self.threads.is_empty() {
             self.finish();
         }
     }
@@ -570,17 +580,13 @@ fn export(rx: Receiver<Item>, config: OtlpConfig, shared: &Shared) {
         .timeout_global(Some(REQUEST_TIMEOUT))
         .build()
         .into();
-    let mut resources: HashMap<usize, Resource> = HashMap::new();
     let mut batch: Vec<(usize, Box<Span>)> = Vec::with_capacity(BATCH_SPANS);
     let mut open = true;
     while open {
         let until = Instant::now() + BATCH_DELAY;
         while batch.len() < BATCH_SPANS {
             match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(Item::Node(i, r)) => {
-                    resources.insert(i, r);
-                }
-                Ok(Item::Span(i, s)) => batch.push((i, s)),
+                Ok(item) => batch.push(item),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     open = false;
@@ -592,19 +598,16 @@ fn export(rx: Receiver<Item>, config: OtlpConfig, shared: &Shared) {
             continue;
         }
         if shared.past_deadline() {
-            let left = batch.len() as u64
-                + rx.try_iter()
-                    .filter(|i| matches!(i, Item::Span(..)))
-                    .count() as u64;
+            let left = batch.len() as u64 + rx.try_iter().count() as u64;
             shared.dropped.fetch_add(left, Ordering::SeqCst);
             batch.clear();
             continue;
         }
-        send(&agent, &config, shared, &resources, &mut batch);
+        send(&agent, &config, shared, &mut batch);
     }
 }
 
-fn request(resources: &HashMap<usize, Resource>, batch: &mut Vec<(usize, Box<Span>)>) -> Vec<u8> {
+fn request(shared: &Shared, batch: &mut Vec<(usize, Box<Span>)>) -> Vec<u8> {
     let mut by_node: Vec<(usize, Vec<Span>)> = Vec::new();
     for (node, span) in batch.drain(..) {
         match by_node.iter_mut().find(|(n, _)| *n == node) {
@@ -617,6 +620,7 @@ fn request(resources: &HashMap<usize, Resource>, batch: &mut Vec<(usize, Box<Spa
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ..InstrumentationScope::default()
     };
+    let resources = shared.resources.lock().unwrap_or_else(|e| e.into_inner());
     ExportTraceServiceRequest {
         resource_spans: by_node
             .into_iter()
@@ -638,11 +642,10 @@ fn send(
     agent: &ureq::Agent,
     config: &OtlpConfig,
     shared: &Shared,
-    resources: &HashMap<usize, Resource>,
     batch: &mut Vec<(usize, Box<Span>)>,
 ) {
     let n = batch.len() as u64;
-    let body = request(resources, batch);
+    let body = request(shared, batch);
     let mut backoff = FIRST_BACKOFF;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
