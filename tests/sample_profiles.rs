@@ -8,7 +8,7 @@ mod common;
 use std::io::Read;
 use std::time::Duration;
 
-use common::{Home, Spawned, hot_bin, unique, wait_until};
+use common::{Home, Spawned, hot_bin, hot_release_bin, unique, wait_until};
 use pprof::protos::Message;
 use serde_json::Value;
 
@@ -251,6 +251,40 @@ fn a_command_is_sampled_to_its_exit_and_its_exit_code_passes_through() {
         top3.iter().any(|f| f.ends_with("hot_spin")),
         "{top3:?}; stderr: {}",
         run.stderr
+    );
+}
+
+/// A release build with cargo's default profile (no frame pointers, no
+/// debug info): stacks are unwound from the unwind tables, and the hot
+/// function is still found by its symbol.
+#[test]
+fn a_release_build_is_sampled_without_frame_pointers() {
+    let home = Home::new();
+    let name = unique("hotrel");
+    let run = common::run_bounded(
+        home.nodetrace(&["profile", "sample", "--format", "json", "--"])
+            .arg(hot_release_bin())
+            .args([name.as_str(), "2"]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.status.code(), Some(7), "stderr: {}", run.stderr);
+    let report = report_json(&run);
+    assert_eq!(report["complete"], true, "stderr: {}", run.stderr);
+    let functions: Vec<&str> = report["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
+    assert!(
+        functions.iter().take(3).any(|f| f.ends_with("hot_spin")),
+        "the hot function among the top three: {functions:?}"
+    );
+    assert!(
+        functions
+            .iter()
+            .any(|f| f.starts_with("std::") || f.starts_with("core::")),
+        "std frames are unwound through: {functions:?}"
     );
 }
 

@@ -67,11 +67,34 @@ pub fn orders_bin() -> &'static Path {
     ORDERS.get_or_init(|| built(&["-p", "orders", "--bin", "orders"], &["orders"]))
 }
 
+/// The `hot` example built with cargo's default release profile (no frame
+/// pointers, no debug info), whatever profile the tests run in.
+pub fn hot_release_bin() -> &'static Path {
+    static HOT: OnceLock<PathBuf> = OnceLock::new();
+    HOT.get_or_init(|| {
+        built_in(
+            Some("release"),
+            &["-p", "nodetrace-agent", "--example", "hot"],
+            &["examples", "hot"],
+        )
+    })
+}
+
 /// Runs `cargo build --quiet TARGET...` in the profile this test runs in and
 /// returns the artifact at `path` (relative to the profile's directory, the
 /// last part a program name).
 fn built(target: &[&str], path: &[&str]) -> PathBuf {
-    let dir = Path::new(NODETRACE).parent().expect("a bin directory");
+    built_in(None, target, path)
+}
+
+/// [`built`] in cargo profile `profile` (the tests' own if `None`).
+fn built_in(profile: Option<&str>, target: &[&str], path: &[&str]) -> PathBuf {
+    let own = Path::new(NODETRACE).parent().expect("a bin directory");
+    let dir = match profile {
+        Some(p) => own.parent().expect("a target directory").join(p),
+        None => own.to_owned(),
+    };
+    let dir = dir.as_path();
     let (name, parents) = path.split_last().expect("a program name");
     let artifact = parents
         .iter()
