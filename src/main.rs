@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -842,11 +842,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 args.format.get(),
             )
             .map_err(TracerError::Output)?;
-            let since = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-                .saturating_sub(list.observed_since_ms);
-            if since < 1000 && list.rows.iter().any(|r| r.task.is_some()) {
+            if list.observed_for_ms < 1000 && list.rows.iter().any(|r| r.task.is_some()) {
                 eprintln!(
                     "{}: task polls are timed only while the node is observed, and this `ps` just began it: run it again (or `nodetrace top`) for figures",
                     conn.name()

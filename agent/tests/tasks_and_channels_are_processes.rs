@@ -181,3 +181,45 @@ async fn a_name_shared_by_several_tasks_must_be_named_by_pid() {
     a.await.unwrap();
     b.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sys_trace_of_an_actor_covers_its_later_channels_and_ends_with_its_session() {
+    let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+    let (later_tx, later_rx) = tokio::sync::oneshot::channel::<mpsc::UnboundedReceiver<u32>>();
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    let actor = task::spawn("tasks_sys", async move {
+        rx.recv().await;
+        done_tx.send(0).unwrap();
+        let mut later = later_rx.await.unwrap();
+        while let Some(n) = later.recv().await {
+            done_tx.send(n).unwrap();
+        }
+    });
+    tx.send(0).unwrap();
+    done.recv().await.unwrap();
+
+    let session = Session::start(SessionOptions::default()).unwrap();
+    sys::trace(&session, "tasks_sys", true).unwrap();
+    let (second_tx, second_rx) = mpsc::unbounded_channel::<u32>();
+    later_tx.send(second_rx).unwrap();
+    second_tx.send(1).unwrap();
+    assert_eq!(done.recv().await, Some(1));
+    let kinds: Vec<EventKind> = drain(&session).iter().map(|e| e.kind).collect();
+    // Its handled event comes when it next waits, which may be before or
+    // after the drain.
+    assert!(
+        kinds == [EventKind::Got] || kinds == [EventKind::Got, EventKind::Handled],
+        "a channel adopted after sys::trace is traced: {kinds:?}"
+    );
+    drop(session);
+
+    let next = Session::start(SessionOptions::default()).unwrap();
+    second_tx.send(2).unwrap();
+    assert_eq!(done.recv().await, Some(2));
+    assert!(
+        drain(&next).is_empty(),
+        "an ended session's sys trace does not pass to the next in its slot"
+    );
+    drop(second_tx);
+    actor.await.unwrap();
+}

@@ -78,9 +78,10 @@ impl TaskStateRow {
 pub struct ProcessList {
     /// The processes.
     pub rows: Vec<ProcessRow>,
-    /// When the node began timing task polls (an observer asked), in
-    /// milliseconds since the Unix epoch: counters cover the time since.
-    pub observed_since_ms: u64,
+    /// How long the node has been timing task polls (since an observer
+    /// asked), in milliseconds by its own clock: the counters cover that
+    /// time.
+    pub observed_for_ms: u64,
 }
 
 /// What `top` sorts by.
@@ -160,6 +161,26 @@ pub struct TopRow {
     pub messages_in: u64,
     /// Messages waiting now.
     pub mailbox_len: u64,
+}
+
+impl TopRow {
+    /// What `sort` ranks a row by.
+    pub fn sort_key(&self, sort: TopSort) -> (u64, u64) {
+        match sort {
+            TopSort::Busy => (self.busy_ns, self.polls),
+            TopSort::Polls => (self.polls, self.busy_ns),
+            TopSort::Messages => (self.messages_in, self.mailbox_len),
+            TopSort::Mailbox => (self.mailbox_len, self.messages_in),
+        }
+    }
+
+    /// The order of two rows by `sort`, ties by pid (lower first when
+    /// sorting largest first, as `top` does: `rows.sort_by(|a, b| b.order(a, sort))`).
+    pub fn order(&self, other: &TopRow, sort: TopSort) -> std::cmp::Ordering {
+        self.sort_key(sort)
+            .cmp(&other.sort_key(sort))
+            .then(other.pid.cmp(&self.pid))
+    }
 }
 
 /// The node's process: memory, threads, files, CPU, runtime, and what the

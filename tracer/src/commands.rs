@@ -52,7 +52,7 @@ fn json_line(w: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
     w.write_all(b"\n")
 }
 
-fn unexpected(conn: &Connection, what: &str, reply: Reply) -> TracerError {
+pub(crate) fn unexpected(conn: &Connection, what: &str, reply: Reply) -> TracerError {
     TracerError::Unexpected {
         node: conn.name().to_owned(),
         what: what.to_owned(),

@@ -7,7 +7,6 @@ use nodetrace_protocol::{Command, NodeInfo, Reply, SystemInfo};
 use serde::Serialize;
 
 use crate::commands::format_time_ms;
-use crate::conn::message_name;
 use crate::top::{bytes, uptime};
 use crate::{Connection, Format, TracerError};
 
@@ -15,11 +14,7 @@ use crate::{Connection, Format, TracerError};
 pub fn info(conn: &mut Connection) -> Result<SystemInfo, TracerError> {
     match conn.request(Command::Info)? {
         Reply::Info(info) => Ok(*info),
-        other => Err(TracerError::Unexpected {
-            node: conn.name().to_owned(),
-            what: "Info".to_owned(),
-            got: message_name(&nodetrace_protocol::NodeMessage::Reply(other)).to_owned(),
-        }),
+        other => Err(crate::commands::unexpected(conn, "Info", other)),
     }
 }
 

@@ -90,7 +90,7 @@ pub fn start(config: NodeConfig) -> Result<SocketAddr, NodeError> {
         return Err(NodeError::AlreadyStarted(node.name.clone()));
     }
     collector::ensure_running();
-    crate::process::remember_runtime();
+    crate::process::set_runtime(true);
     let info = NodeInfo {
         name: config.name.clone(),
         os_pid: std::process::id(),

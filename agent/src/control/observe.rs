@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 use nodetrace_protocol::{
     CallsiteCounts, CallsiteKind, PROTOCOL_VERSION, Pid, ProcessCounts, ProcessList, ProcessRow,
     RuntimeFigures, SessionRow, SystemFigures, SystemInfo, TaskRow, TaskStateRow, TopFrame, TopRow,
-    TopSort, TopSpec,
+    TopSpec,
 };
 
 use crate::process::task::{self, TaskState};
@@ -29,7 +29,9 @@ pub(crate) fn process_list() -> ProcessList {
     let since = task::observe();
     ProcessList {
         rows: processes().into_iter().map(row).collect(),
-        observed_since_ms: unix_ms(since),
+        observed_for_ms: SystemTime::now()
+            .duration_since(since)
+            .map_or(0, |d| d.as_millis() as u64),
     }
 }
 
@@ -122,18 +124,13 @@ impl TopState {
             })
             .collect();
         self.seen = seen;
-        let key = |r: &TopRow| match spec.sort {
-            TopSort::Busy => (r.busy_ns, r.polls),
-            TopSort::Polls => (r.polls, r.busy_ns),
-            TopSort::Messages => (r.messages_in, r.mailbox_len),
-            TopSort::Mailbox => (r.mailbox_len, r.messages_in),
-        };
+        let largest_first = |a: &TopRow, b: &TopRow| b.order(a, spec.sort);
         let limit = (spec.limit as usize).min(rows.len());
         if limit < rows.len() && limit > 0 {
-            rows.select_nth_unstable_by(limit - 1, |a, b| key(b).cmp(&key(a)));
+            rows.select_nth_unstable_by(limit - 1, largest_first);
         }
         rows.truncate(limit);
-        rows.sort_by(|a, b| key(b).cmp(&key(a)).then(a.pid.cmp(&b.pid)));
+        rows.sort_by(largest_first);
         TopFrame {
             interval_ms: interval.as_millis() as u64,
             system,

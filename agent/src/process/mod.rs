@@ -18,13 +18,14 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
 use nodetrace_protocol::Pid;
 
 use crate::process::gen_server::ServerShared;
-use crate::process::task::{Seen, TaskFigures, TaskState};
+use crate::process::task::Seen;
+pub use crate::process::task::TaskInfo;
 use crate::sync::{Mailbox, MailboxFigures};
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
@@ -157,33 +158,6 @@ pub struct ProcessInfo {
     pub task: Option<TaskInfo>,
 }
 
-/// A task's counters, as `ps` and `top` show them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskInfo {
-    /// Polls.
-    pub polls: u64,
-    /// Time spent in polls, in nanoseconds.
-    pub busy_ns: u64,
-    /// Time not spent in polls since it was first observed, in nanoseconds.
-    pub idle_ns: u64,
-    /// Times it was woken while observed.
-    pub wakes: u64,
-    /// What it does now.
-    pub state: TaskState,
-}
-
-impl From<TaskFigures> for TaskInfo {
-    fn from(f: TaskFigures) -> TaskInfo {
-        TaskInfo {
-            polls: f.polls,
-            busy_ns: f.busy_ns,
-            idle_ns: f.idle_ns,
-            wakes: f.wakes,
-            state: f.state,
-        }
-    }
-}
-
 /// A name or a pid, as a user names a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessRef {
@@ -247,6 +221,9 @@ pub(crate) struct Registry {
     servers: HashMap<Pid, Arc<ServerShared>>,
     started: HashMap<Pid, SystemTime>,
     mailboxes: HashMap<Pid, Vec<Weak<Mailbox>>>,
+    /// The sessions that `sys` trace each mailbox owner: a channel it
+    /// adopts later is traced for them too.
+    mailbox_sys: HashMap<Pid, u32>,
     seen: Seen,
 }
 
@@ -304,6 +281,11 @@ impl Registry {
 
     /// `mailbox` is now `pid`'s: its first receive happened there.
     pub(crate) fn add_mailbox(&mut self, pid: Pid, mailbox: &Arc<Mailbox>) {
+        if let Some(&bits) = self.mailbox_sys.get(&pid) {
+            mailbox
+                .sys_mask
+                .fetch_or(bits, std::sync::atomic::Ordering::Relaxed);
+        }
         let boxes = self.mailboxes.entry(pid).or_default();
         boxes.retain(|m| m.strong_count() > 0);
         boxes.push(Arc::downgrade(mailbox));
@@ -315,6 +297,7 @@ impl Registry {
             boxes.retain(|m| m.as_ptr() != gone && m.strong_count() > 0);
             if boxes.is_empty() {
                 self.mailboxes.remove(&pid);
+                self.mailbox_sys.remove(&pid);
             }
         }
     }
@@ -327,17 +310,53 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// The sum of `pid`'s traced channels' counters, if it has any.
+    /// Switches `sys` tracing of `pid`'s channels, present and future, on or
+    /// off for the sessions in `bits`; false if it has none.
+    pub(crate) fn sys_trace_mailboxes(&mut self, pid: Pid, bits: u32, on: bool) -> bool {
+        let boxes = self.mailboxes_of(pid);
+        if boxes.is_empty() {
+            return false;
+        }
+        let mask = self.mailbox_sys.entry(pid).or_default();
+        if on {
+            *mask |= bits;
+        } else {
+            *mask &= !bits;
+        }
+        for m in boxes {
+            if on {
+                m.sys_mask
+                    .fetch_or(bits, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                m.sys_mask
+                    .fetch_and(!bits, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// Ends `sys` tracing of every mailbox for the sessions in `bits`.
+    pub(crate) fn clear_mailbox_sys(&mut self, bits: u32) {
+        self.mailbox_sys.values_mut().for_each(|m| *m &= !bits);
+        for m in self.mailboxes.values().flatten().filter_map(Weak::upgrade) {
+            m.sys_mask
+                .fetch_and(!bits, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The sum of `pid`'s live traced channels' counters, if it has any.
     pub(crate) fn mailbox_figures(&self, pid: Pid) -> Option<MailboxFigures> {
         let boxes = self.mailboxes.get(&pid)?;
         let mut sum = MailboxFigures::default();
+        let mut live = false;
         for m in boxes.iter().filter_map(Weak::upgrade) {
+            live = true;
             let f = m.figures();
             sum.messages_in += f.messages_in;
             sum.handled += f.handled;
             sum.len += f.len;
         }
-        Some(sum)
+        live.then_some(sum)
     }
 
     /// When `pid` started, if it is a task or a named process.
@@ -422,7 +441,7 @@ pub fn processes() -> Vec<ProcessInfo> {
 
 /// [`processes`] in no order: what `top` ranks itself.
 pub(crate) fn processes_unsorted() -> Vec<ProcessInfo> {
-    let since = task::observed_since_raw();
+    let observation = task::observation();
     let reg = registry();
     let mut all: rustc_hash::FxHashMap<Pid, ProcessInfo> =
         rustc_hash::FxHashMap::with_capacity_and_hasher(
@@ -460,7 +479,7 @@ pub(crate) fn processes_unsorted() -> Vec<ProcessInfo> {
         p.kind = ProcessKind::Task;
         p.started = task.started();
         p.name = task.name.as_ref().map(|n| n.to_string());
-        p.task = Some(task.figures(since).into());
+        p.task = Some(task.figures(observation));
     });
     for p in all.values_mut() {
         if let Some(server) = reg.servers.get(&p.pid) {
@@ -497,22 +516,36 @@ pub(crate) fn saw_tasks(pids: &[Pid]) {
     }
 }
 
-/// The tokio runtime the node's tasks run on, once one was seen: its
-/// metrics are what `top` and `info` show of it.
-static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+/// The tokio runtime whose metrics `top` and `info` show: the one
+/// `node::start` ran in, else the first a gen_server or a named task was
+/// started in.
+static RUNTIME: Mutex<Option<tokio::runtime::Handle>> = Mutex::new(None);
+/// Whether [`RUNTIME`] is set: a spawn checks this one flag.
+static RUNTIME_KNOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Remembers the current tokio runtime, if any and if none is known yet.
+#[inline]
 pub(crate) fn remember_runtime() {
-    if RUNTIME.get().is_none()
-        && let Ok(handle) = tokio::runtime::Handle::try_current()
-    {
-        let _ = RUNTIME.set(handle);
+    if !RUNTIME_KNOWN.load(Ordering::Relaxed) {
+        set_runtime(false);
     }
 }
 
-/// The runtime [`remember_runtime`] saw.
-pub(crate) fn runtime() -> Option<&'static tokio::runtime::Handle> {
-    RUNTIME.get()
+/// Remembers the current tokio runtime; `replace`: even if one is known
+/// (the node's own start names the runtime that matters).
+pub(crate) fn set_runtime(replace: bool) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        let mut known = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+        if replace || known.is_none() {
+            *known = Some(handle);
+            RUNTIME_KNOWN.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The runtime remembered.
+pub(crate) fn runtime() -> Option<tokio::runtime::Handle> {
+    RUNTIME.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// This OS thread's pid, whatever runs on it.

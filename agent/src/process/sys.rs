@@ -50,7 +50,7 @@ pub enum SysError {
 /// text bound.
 pub fn trace(session: &Session, target: impl Into<ProcessRef>, on: bool) -> Result<(), SysError> {
     let target = target.into();
-    let reg = registry();
+    let mut reg = registry();
     let bit = 1u32 << session.slot();
     let set = |mask: &std::sync::atomic::AtomicU32| {
         if on {
@@ -64,14 +64,11 @@ pub fn trace(session: &Session, target: impl Into<ProcessRef>, on: bool) -> Resu
         return Ok(());
     }
     let pid = reg.resolve(&target)?;
-    let mailboxes = reg.mailboxes_of(pid);
-    if mailboxes.is_empty() {
-        return Err(SysError::NoMailbox(pid));
+    if reg.sys_trace_mailboxes(pid, bit, on) {
+        Ok(())
+    } else {
+        Err(SysError::NoMailbox(pid))
     }
-    for m in &mailboxes {
-        set(&m.sys_mask);
-    }
-    Ok(())
 }
 
 /// The server's state, formatted with `Debug`, taken between two messages.

@@ -3,14 +3,14 @@
 //! [`spawn`] is `tokio::spawn` with a name. The task's pid is its tokio task
 //! id (`<0.N.1>`, what [`self_pid`](crate::self_pid) answers inside it),
 //! its name is registered (names may repeat: `conn:<peer>` for every
-//! connection), and `ps`, `top` and `sys statistics` show its counters. Tasks
+//! connection), and `ps` and `top` show its counters. Tasks
 //! spawned with plain `tokio::spawn` are listed too once a trace or profile
 //! has seen them run traced code, marked as seen.
 //!
 //! What it costs: one allocation at spawn (the counters, which hold the
 //! name; a `&'static str` name is not copied) and one lock of one of 16
 //! shards of the task table at spawn and at the end. Per poll, one relaxed load while nothing observes the node; while
-//! an observer does (`ps`, `top`, `info` or `sys statistics` asked in the
+//! an observer does (`ps`, `top` or `info` asked in the
 //! last [`OBSERVE_LINGER`]), two clock reads, a few stores to the task's
 //! own counters, and a waker of its own that counts wakes. Unlike tokio-console this needs no `--cfg tokio_unstable`
 //! and no instrumentation of the runtime: only the tasks spawned here are
@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -99,8 +99,13 @@ static OBSERVING: AtomicBool = AtomicBool::new(false);
 /// When observing began (raw clock), and when it ends unless asked again.
 static OBSERVATION: Mutex<Option<Observation>> = Mutex::new(None);
 
+/// Observations begun so far: a task's counters belong to one of them and
+/// start again from zero in the next.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
 struct Observation {
     since_raw: u64,
+    generation: u64,
     since: SystemTime,
     until: Instant,
 }
@@ -118,6 +123,7 @@ pub(crate) fn observe() -> SystemTime {
     let since = SystemTime::now();
     *obs = Some(Observation {
         since_raw: clock::now(),
+        generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
         since,
         until,
     });
@@ -148,13 +154,14 @@ fn end_observation_when_idle() {
     }
 }
 
-/// The raw clock reading at which the current observation began.
-pub(crate) fn observed_since_raw() -> Option<u64> {
+/// The current observation, if one runs: the raw clock reading at which
+/// it began, and its generation.
+pub(crate) fn observation() -> Option<(u64, u64)> {
     OBSERVATION
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .as_ref()
-        .map(|o| o.since_raw)
+        .map(|o| (o.since_raw, o.generation))
 }
 
 /// Whether a task's poll is being timed: tests and benches switch it.
@@ -193,20 +200,30 @@ pub(crate) struct TaskShared {
     /// Wakes of the task while observed: its polls are given a waker of
     /// its own that counts, then wakes the runtime's, kept here.
     wakes: AtomicU64,
-    runtime_waker: atomic_waker::AtomicWaker,
+    /// The runtime's waker of this task, kept from its first observed
+    /// poll: it wakes the same task for the task's whole life.
+    runtime_waker: OnceLock<Waker>,
+    /// The observation the counters belong to.
+    generation: AtomicU64,
     /// Raw clock at the end of the last timed poll, or when done.
     last_raw: AtomicU64,
     state: AtomicU8,
 }
 
-/// A task's counters as `ps` reads them.
+/// A task's counters, as `ps` and `top` show them: those of the current
+/// observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TaskFigures {
-    pub(crate) polls: u64,
-    pub(crate) busy_ns: u64,
-    pub(crate) idle_ns: u64,
-    pub(crate) wakes: u64,
-    pub(crate) state: TaskState,
+pub struct TaskInfo {
+    /// Polls.
+    pub polls: u64,
+    /// Time spent in polls, in nanoseconds.
+    pub busy_ns: u64,
+    /// Time not spent in polls since it was first observed, in nanoseconds.
+    pub idle_ns: u64,
+    /// Times it was woken.
+    pub wakes: u64,
+    /// What it does now.
+    pub state: TaskState,
 }
 
 impl TaskShared {
@@ -218,7 +235,8 @@ impl TaskShared {
             polls: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             wakes: AtomicU64::new(0),
-            runtime_waker: atomic_waker::AtomicWaker::new(),
+            runtime_waker: OnceLock::new(),
+            generation: AtomicU64::new(0),
             last_raw: AtomicU64::new(0),
             state: AtomicU8::new(IDLE),
         }
@@ -230,19 +248,30 @@ impl TaskShared {
         SystemTime::UNIX_EPOCH + Duration::from_nanos(clock::unix_nanos(self.started_raw))
     }
 
-    /// Counters as of now: idle time is the time observed (since the later
-    /// of its start and the observation's) that was not spent in polls.
-    /// `since`: when the observation began (raw), if one runs; the caller
-    /// reads it once for every task it lists.
-    pub(crate) fn figures(&self, since: Option<u64>) -> TaskFigures {
+    /// Counters of the current observation as of now: idle time is the
+    /// time observed (since the later of its start and the observation's)
+    /// that was not spent in polls. `observation`: when it began (raw) and
+    /// its generation, if one runs; the caller reads it once for every task
+    /// it lists.
+    pub(crate) fn figures(&self, observation: Option<(u64, u64)>) -> TaskInfo {
         let state = match self.state.load(Ordering::Relaxed) {
             RUNNING => TaskState::Running,
             DONE => TaskState::Done,
             _ => TaskState::Idle,
         };
-        let busy_ns = self.busy_ns.load(Ordering::Relaxed);
-        let idle_ns = match since {
-            Some(since) => {
+        let current =
+            observation.is_some_and(|(_, g)| g == self.generation.load(Ordering::Relaxed));
+        // Counters of an earlier observation count for nothing now.
+        let counted = |c: &AtomicU64| {
+            if current {
+                c.load(Ordering::Relaxed)
+            } else {
+                0
+            }
+        };
+        let busy_ns = counted(&self.busy_ns);
+        let idle_ns = match observation {
+            Some((since, _)) => {
                 let from = since.max(self.started_raw);
                 let to = match state {
                     TaskState::Done => self.last_raw.load(Ordering::Relaxed),
@@ -252,11 +281,11 @@ impl TaskShared {
             }
             None => 0,
         };
-        TaskFigures {
-            polls: self.polls.load(Ordering::Relaxed),
+        TaskInfo {
+            polls: counted(&self.polls),
             busy_ns,
             idle_ns,
-            wakes: self.wakes.load(Ordering::Relaxed),
+            wakes: counted(&self.wakes),
             state,
         }
     }
@@ -265,6 +294,13 @@ impl TaskShared {
     /// poll at a time, so plain loads and stores do.
     #[inline(never)]
     fn timed_poll<F: Future>(&self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let generation = GENERATION.load(Ordering::Relaxed);
+        if self.generation.load(Ordering::Relaxed) != generation {
+            for c in [&self.polls, &self.busy_ns, &self.wakes] {
+                c.store(0, Ordering::Relaxed);
+            }
+            self.generation.store(generation, Ordering::Relaxed);
+        }
         self.state.store(RUNNING, Ordering::Relaxed);
         let start = clock::now();
         let poll = fut.poll(cx);
@@ -294,7 +330,8 @@ impl TaskShared {
 }
 
 /// The waker an observed poll hands the task: counts the wake, then wakes
-/// the runtime's waker of the last observed poll.
+/// the runtime's waker of the task (kept, never taken: a future that keeps
+/// this waker after observation ends still wakes its task).
 impl Wake for TaskShared {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
@@ -302,7 +339,9 @@ impl Wake for TaskShared {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.wakes.fetch_add(1, Ordering::Relaxed);
-        self.runtime_waker.wake();
+        if let Some(waker) = self.runtime_waker.get() {
+            waker.wake_by_ref();
+        }
     }
 }
 
@@ -333,7 +372,7 @@ impl<F: Future> Future for Named<F> {
         if !OBSERVING.load(Ordering::Relaxed) {
             return this.fut.poll(cx);
         }
-        this.shared.runtime_waker.register(cx.waker());
+        this.shared.runtime_waker.get_or_init(|| cx.waker().clone());
         let counting = this
             .counting
             .get_or_insert_with(|| Waker::from(this.shared.clone()));
@@ -467,10 +506,13 @@ impl Seen {
             entry.1 = at;
             return;
         }
-        if self.tasks.len() >= MAX_SEEN
-            && let Some(oldest) = self.tasks.iter().min_by_key(|(_, t)| t.1).map(|(p, _)| *p)
-        {
-            self.tasks.remove(&oldest);
+        if self.tasks.len() >= MAX_SEEN {
+            // The least recently seen quarter goes at once: one scan per
+            // MAX_SEEN / 4 new tasks, not one per task.
+            let mut last: Vec<SystemTime> = self.tasks.values().map(|t| t.1).collect();
+            let cut = MAX_SEEN / 4;
+            let (_, &mut line, _) = last.select_nth_unstable(cut);
+            self.tasks.retain(|_, t| t.1 > line);
         }
         self.tasks.insert(pid, (at, at));
     }
@@ -495,7 +537,7 @@ mod tests {
         for n in 0..MAX_SEEN as u64 + 10 {
             seen.saw(Pid::task(n + 1), t0 + Duration::from_secs(n));
         }
-        assert_eq!(seen.tasks.len(), MAX_SEEN);
+        assert!(seen.tasks.len() <= MAX_SEEN && seen.tasks.len() > MAX_SEEN / 2);
         assert!(!seen.tasks.contains_key(&Pid::task(1)));
         assert!(seen.tasks.contains_key(&Pid::task(MAX_SEEN as u64 + 10)));
     }

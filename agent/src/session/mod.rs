@@ -996,9 +996,11 @@ fn release(shared: &SessionShared) {
 }
 
 fn clear_sys_bits(mask: u32) {
-    for server in registry().servers() {
+    let mut reg = registry();
+    for server in reg.servers() {
         server.sys_mask.fetch_and(!mask, Ordering::Relaxed);
     }
+    reg.clear_mailbox_sys(mask);
 }
 
 /// Ends every session and switches every callsite, message trace and sys

@@ -15,18 +15,13 @@ use nodetrace_protocol::{Command, Reply, SystemFigures, TopFrame, TopRow, TopSor
 use serde::Serialize;
 
 use crate::commands::short_duration_ns;
-use crate::conn::message_name;
 use crate::{Connection, Format, TracerError};
 
 /// Asks `conn`'s node for one refresh.
 pub fn refresh(conn: &mut Connection, spec: TopSpec) -> Result<TopFrame, TracerError> {
     match conn.request(Command::Top(spec))? {
         Reply::Top(frame) => Ok(*frame),
-        other => Err(TracerError::Unexpected {
-            node: conn.name().to_owned(),
-            what: "Top".to_owned(),
-            got: message_name(&nodetrace_protocol::NodeMessage::Reply(other)).to_owned(),
-        }),
+        other => Err(crate::commands::unexpected(conn, "Top", other)),
     }
 }
 

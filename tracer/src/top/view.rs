@@ -112,13 +112,7 @@ impl App {
 
 /// Sorts rows as the node does, largest first.
 pub fn sort_rows(rows: &mut [TopRow], sort: TopSort) {
-    let key = |r: &TopRow| match sort {
-        TopSort::Busy => (r.busy_ns, r.polls),
-        TopSort::Polls => (r.polls, r.busy_ns),
-        TopSort::Messages => (r.messages_in, r.mailbox_len),
-        TopSort::Mailbox => (r.mailbox_len, r.messages_in),
-    };
-    rows.sort_by(|a, b| key(b).cmp(&key(a)).then(a.pid.cmp(&b.pid)));
+    rows.sort_by(|a, b| b.order(a, sort));
 }
 
 /// Draws the view: the node's header, its busiest processes, the keys.
@@ -194,9 +188,15 @@ pub fn run(
     interval: Duration,
 ) -> Result<(), TracerError> {
     let mut app = App::new(conns.iter().map(|c| c.name().to_owned()).collect(), sort);
+    // The first refresh starts each node's interval; the view shows the
+    // figures of the next.
+    let spec = TopSpec { sort, limit };
+    for conn in &mut conns {
+        refresh(conn, spec)?;
+    }
     let mut terminal = ratatui::try_init().map_err(TracerError::Output)?;
     let result = (|| -> Result<(), TracerError> {
-        let mut next = Instant::now();
+        let mut next = Instant::now() + interval;
         loop {
             if !app.paused && Instant::now() >= next {
                 let spec = TopSpec {
