@@ -1,7 +1,8 @@
 //! Channels as mailboxes: tokio's `mpsc` and `oneshot`, traceable.
 //!
-//! [`mpsc`] and [`oneshot`] have tokio's API (switching is a `use` line:
-//! `use nodetrace_agent::sync::mpsc;`). A channel's receiver belongs to the
+//! [`mpsc`] and [`oneshot`] have tokio's API for what actors use (switching
+//! is a `use` line, `use nodetrace_agent::sync::mpsc;`, for messages that
+//! are `Debug`). A channel's receiver belongs to the
 //! process that first receives on it: the channel is that process's mailbox,
 //! and its length is the mailbox length `ps`, `top` and `sys statistics`
 //! show. With a trace's `send`/`receive` process flags (`nodetrace trace

@@ -3,7 +3,13 @@
 //! The same API as `tokio::sync::mpsc` for what actors use: [`channel`] and
 //! [`unbounded_channel`], `send`, `try_send`, `send_timeout`,
 //! `blocking_send`, `closed`, `recv`, `try_recv`, `blocking_recv`,
-//! `poll_recv`, `close`, `len`. The error types are tokio's.
+//! `poll_recv`, `close`, `len`. The error types are tokio's. Two
+//! differences: messages must be `Debug` (a trace shows them), and the
+//! permit API (`reserve`, `try_reserve`), `WeakSender`, `recv_many` and the
+//! `tokio-stream` wrappers are not here yet.
+//!
+//! A send is reported when it is made, as dbg reports a send to a process
+//! that is gone: a `try_send` refused as full shows too.
 //!
 //! ```
 //! use nodetrace_agent::sync::mpsc;
