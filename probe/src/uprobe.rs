@@ -343,7 +343,7 @@ fn sample(
         return None;
     }
     let shown = usize::from(*args.get(probe as usize)?);
-    let text = if abi == 0 || body.len() < 32 + 8 * REGS.len() {
+    let text = if abi == 0 || shown == 0 || body.len() < 32 + 8 * REGS.len() {
         None
     } else {
         let regs: Vec<String> = ARG_SLOT[..shown]
