@@ -135,14 +135,8 @@ pub fn trace_calls(
         what,
     };
     let mut source = Probed(trace);
-    let report = local::run_local(
-        &local_run,
-        &mut source,
-        out,
-        &mut io::stderr().lock(),
-        stop,
-    )
-    .map_err(TracerError::Output)?;
+    let report = local::run_local(&local_run, &mut source, out, &mut io::stderr().lock(), stop)
+        .map_err(TracerError::Output)?;
     Ok(report)
 }
 

@@ -32,7 +32,9 @@ pub enum ProbeError {
     )]
     Unsupported,
     /// No such process, or its binary cannot be read.
-    #[error("cannot read the binary of process {pid}: {cause}; check the pid (`ps`) and that nodetrace may read /proc/{pid}/exe")]
+    #[error(
+        "cannot read the binary of process {pid}: {cause}; check the pid (`ps`) and that nodetrace may read /proc/{pid}/exe"
+    )]
     Process {
         /// The process.
         pid: u32,

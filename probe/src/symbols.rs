@@ -306,7 +306,10 @@ mod tests {
             parts("core::ptr::drop_in_place<alloc::vec::Vec<u8>>"),
             ("core::ptr".into(), None, None, "drop_in_place".into())
         );
-        assert_eq!(parts("memcpy"), (String::new(), None, None, "memcpy".into()));
+        assert_eq!(
+            parts("memcpy"),
+            (String::new(), None, None, "memcpy".into())
+        );
     }
 
     #[test]
@@ -316,7 +319,10 @@ mod tests {
             "plain::work::step"
         );
         // v0: `plain::work::step` in crate `plain` with a disambiguator.
-        assert_eq!(demangle("_RNvNtCs1234_5plain4work4step"), "plain::work::step");
+        assert_eq!(
+            demangle("_RNvNtCs1234_5plain4work4step"),
+            "plain::work::step"
+        );
         assert_eq!(demangle("main"), "main");
     }
 
@@ -383,7 +389,10 @@ mod tests {
         let step = function("plain::work::step");
         let mut out = Vec::new();
         write_list(&mut out, "plain", &[&step], false).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "0x000000001000      16 plain::work::step\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0x000000001000      16 plain::work::step\n"
+        );
         let mut out = Vec::new();
         write_list(&mut out, "plain", &[&step], true).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -1,19 +1,24 @@
 //! Entry uprobes through `perf_event_open` and the `uprobe` PMU, and the
 //! ring buffers their hits arrive in.
 //!
-//! A probe is one perf event per (function, thread, CPU): `pid` is each
-//! thread of the process and `inherit` is set, so threads those threads
-//! start later inherit the probe; the kernel does not allow mmap'ing an
-//! inherited event unless it is per CPU, hence one event per CPU too. Every
-//! event on a CPU writes, through `PERF_EVENT_IOC_SET_OUTPUT`, into the one
-//! ring buffer of that CPU. A uprobe made this way is a "local" one: it
-//! lives as long as its file descriptors, so closing them (the [`Trace`]
-//! dropped, or the tracer killed) removes every breakpoint from the process.
+//! A probe is one perf event per (function, CPU) with `pid = -1`: it fires
+//! in every thread that runs the function, threads started later included,
+//! and the hits of other processes running the same binary are dropped
+//! here by their pid. Per-thread events with `inherit` would follow new
+//! threads too, but the kernel copies the probe's path from user memory
+//! again when a new thread inherits the event, from the new thread's
+//! address space, where that pointer means nothing: its `clone` fails with
+//! EFAULT. Every event on a CPU writes, through
+//! `PERF_EVENT_IOC_SET_OUTPUT`, into the one ring buffer of that CPU. A
+//! uprobe made this way is a "local" one: it lives as long as its file
+//! descriptors, so closing them (the [`Trace`] dropped, or the tracer
+//! killed) removes every breakpoint from the process.
 //!
-//! A sample carries the thread, the time and the six integer argument
-//! registers of the System V calling convention.
+//! A sample carries the process and thread, the time, the event's id (which
+//! probe) and the six integer argument registers of the System V calling
+//! convention.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -51,11 +56,8 @@ pub struct Trace {
     rings: Vec<Ring>,
     /// Events that write into a ring but have none of their own.
     _events: Vec<OwnedFd>,
-    /// Event id → (probe, the thread it was opened on).
-    ids: HashMap<u64, (u32, u32)>,
-    /// Threads that have events of their own; a hit of theirs reported by
-    /// an event they inherited is a duplicate.
-    opened: HashSet<u32>,
+    /// Event id → probe.
+    ids: HashMap<u64, u32>,
     args: Vec<u8>,
     /// Wall clock minus the monotonic clock samples are stamped with.
     clock_offset_ns: i128,
@@ -168,8 +170,8 @@ impl Target {
         let cpus = online_cpus()?;
         // The kernel resolves the path when the event is opened; through
         // /proc/PID/exe it finds the very file the process runs.
-        let path = CString::new(format!("/proc/{}/exe", self.pid))
-            .map_err(|_| ProbeError::NoUprobes)?;
+        let path =
+            CString::new(format!("/proc/{}/exe", self.pid)).map_err(|_| ProbeError::NoUprobes)?;
         let monotonic = clock_ns(libc::CLOCK_MONOTONIC);
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -179,95 +181,37 @@ impl Target {
             rings: Vec::new(),
             _events: Vec::new(),
             ids: HashMap::new(),
-            opened: HashSet::new(),
             args: probes.iter().map(|p| p.args.min(MAX_ARGS)).collect(),
             clock_offset_ns: wall - monotonic,
             lost: 0,
         };
-        let mut ring_of_cpu: Vec<Option<usize>> = vec![None; cpus.iter().max().map_or(0, |m| m + 1)];
-        // Threads started while probes are being placed are found by the
-        // next listing; stop when a listing finds none new.
-        loop {
-            let threads = self.threads()?;
-            let new: Vec<u32> = threads
-                .into_iter()
-                .filter(|t| !trace.opened.contains(t))
-                .collect();
-            if new.is_empty() {
-                break;
-            }
-            for tid in new {
-                match trace.open_thread(tid, pmu, &path, probes, &cpus, &mut ring_of_cpu) {
-                    Ok(()) => {}
-                    // The thread ended since the listing.
-                    Err(Open::Gone) => {}
-                    Err(Open::Failed(e)) => return Err(e),
+        for &cpu in &cpus {
+            let ring = trace.rings.len();
+            for (index, probe) in probes.iter().enumerate() {
+                let fd = open_event(pmu, &path, probe.function.file_offset, cpu)?;
+                let mut id = 0u64;
+                // SAFETY: an ioctl on our own perf fd writing one u64.
+                if unsafe { sys::ioctls::ID(fd.as_raw_fd(), &mut id) } < 0 {
+                    return Err(system("cannot read a perf event's id"));
                 }
-                trace.opened.insert(tid);
+                trace.ids.insert(id, index as u32);
+                if index == 0 {
+                    trace.rings.push(Ring::map(fd)?);
+                    continue;
+                }
+                let into = trace.rings[ring].fd.as_raw_fd();
+                // SAFETY: both are our perf fds, on the same CPU.
+                if unsafe { sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), into) } < 0 {
+                    return Err(system("cannot direct a probe into its CPU's ring buffer"));
+                }
+                trace._events.push(fd);
             }
         }
         Ok(trace)
     }
-
-    fn threads(&self) -> Result<Vec<u32>, ProbeError> {
-        let dir = format!("/proc/{}/task", self.pid);
-        let entries = std::fs::read_dir(&dir).map_err(|cause| ProbeError::Process {
-            pid: self.pid,
-            cause,
-        })?;
-        let mut tids: Vec<u32> = entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        tids.sort_unstable();
-        Ok(tids)
-    }
-}
-
-enum Open {
-    Gone,
-    Failed(ProbeError),
 }
 
 impl Trace {
-    fn open_thread(
-        &mut self,
-        tid: u32,
-        pmu: u32,
-        path: &CString,
-        probes: &[ProbeSpec<'_>],
-        cpus: &[usize],
-        ring_of_cpu: &mut [Option<usize>],
-    ) -> Result<(), Open> {
-        for (index, probe) in probes.iter().enumerate() {
-            for &cpu in cpus {
-                let fd = open_event(pmu, path, probe.function.file_offset, tid, cpu)?;
-                let mut id = 0u64;
-                // SAFETY: an ioctl on our own perf fd writing one u64.
-                if unsafe { sys::ioctls::ID(fd.as_raw_fd(), &mut id) } < 0 {
-                    return Err(Open::Failed(system("cannot read a perf event's id")));
-                }
-                self.ids.insert(id, (index as u32, tid));
-                match ring_of_cpu[cpu] {
-                    Some(ring) => {
-                        let into = self.rings[ring].fd.as_raw_fd();
-                        // SAFETY: both are our perf fds, on the same CPU.
-                        if unsafe { sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), into) } < 0 {
-                            return Err(Open::Failed(system(
-                                "cannot direct a probe into its CPU's ring buffer",
-                            )));
-                        }
-                        self._events.push(fd);
-                    }
-                    None => {
-                        ring_of_cpu[cpu] = Some(self.rings.len());
-                        self.rings.push(Ring::map(fd).map_err(Open::Failed)?);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Waits up to `timeout` for hits and appends them to `into` as call
     /// events (pid: the OS thread, callsite: the probe's index). Returns
     /// `false` once the process has exited.
@@ -294,12 +238,12 @@ impl Trace {
                 return Err(e);
             }
         }
-        let (ids, opened, args, offset) = (&self.ids, &self.opened, &self.args, self.clock_offset_ns);
+        let (pid, ids, args, offset) = (self.pid, &self.ids, &self.args, self.clock_offset_ns);
         let mut lost = 0;
         for ring in &mut self.rings {
             ring.drain(|kind, body| match kind {
                 b::PERF_RECORD_SAMPLE => {
-                    if let Some(event) = sample(body, ids, opened, args, offset) {
+                    if let Some(event) = sample(body, pid, ids, args, offset) {
                         into.push(event);
                     }
                 }
@@ -316,32 +260,33 @@ impl Trace {
         self.lost
     }
 
-    /// The perf events open: (functions × threads × CPUs).
+    /// The perf events open: functions × CPUs.
     pub fn events(&self) -> usize {
         self.rings.len() + self._events.len()
     }
 }
 
 /// A sample's body: pid, tid (u32 each), time, id, then the user registers
-/// (abi, and the six registers when abi is not 0).
+/// (abi, and the six registers when abi is not 0). A hit in another process
+/// than `pid` is none of ours.
 fn sample(
     body: &[u8],
-    ids: &HashMap<u64, (u32, u32)>,
-    opened: &HashSet<u32>,
+    pid: u32,
+    ids: &HashMap<u64, u32>,
     args: &[u8],
     clock_offset_ns: i128,
 ) -> Option<Event> {
     if body.len() < 32 {
         return None;
     }
+    if u32::from_ne_bytes(body[0..4].try_into().ok()?) != pid {
+        return None;
+    }
     let tid = u32::from_ne_bytes(body[4..8].try_into().ok()?);
     let time = u64_at(body, 8);
     let id = u64_at(body, 16);
     let abi = u64_at(body, 24);
-    let &(probe, owner) = ids.get(&id)?;
-    if owner != tid && opened.contains(&tid) {
-        return None;
-    }
+    let &probe = ids.get(&id)?;
     let shown = usize::from(*args.get(probe as usize)?);
     let text = if abi == 0 || shown == 0 || body.len() < 32 + 8 * REGS.len() {
         None
@@ -371,7 +316,7 @@ fn u64_at(body: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_ne_bytes)
 }
 
-fn open_event(pmu: u32, path: &CString, offset: u64, tid: u32, cpu: usize) -> Result<OwnedFd, Open> {
+fn open_event(pmu: u32, path: &CString, offset: u64, cpu: usize) -> Result<OwnedFd, ProbeError> {
     // SAFETY: perf_event_attr is plain data; all zeroes is its default.
     let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
     attr.type_ = pmu;
@@ -383,7 +328,6 @@ fn open_event(pmu: u32, path: &CString, offset: u64, tid: u32, cpu: usize) -> Re
     attr.sample_type = u64::from(b::PERF_SAMPLE_TID | b::PERF_SAMPLE_TIME | b::PERF_SAMPLE_ID)
         | u64::from(b::PERF_SAMPLE_REGS_USER);
     attr.sample_regs_user = REGS.iter().fold(0, |mask, r| mask | 1u64 << r);
-    attr.set_inherit(1);
     attr.set_use_clockid(1);
     attr.clockid = libc::CLOCK_MONOTONIC;
     // Wake the reader when a quarter of the ring is full; it also reads
@@ -391,34 +335,32 @@ fn open_event(pmu: u32, path: &CString, offset: u64, tid: u32, cpu: usize) -> Re
     attr.set_watermark(1);
     attr.__bindgen_anon_2.wakeup_watermark = (RING_PAGES * page_size() / 4) as u32;
     let cpu = libc::c_int::try_from(cpu).unwrap_or(0);
-    let tid = libc::pid_t::try_from(tid).unwrap_or(0);
     // SAFETY: `attr` is initialised and `path` outlives the call.
     let fd: RawFd = unsafe {
-        sys::perf_event_open(&mut attr, tid, cpu, -1, libc::c_ulong::from(b::PERF_FLAG_FD_CLOEXEC))
+        sys::perf_event_open(
+            &mut attr,
+            -1,
+            cpu,
+            -1,
+            libc::c_ulong::from(b::PERF_FLAG_FD_CLOEXEC),
+        )
     };
     if fd < 0 {
         let e = io::Error::last_os_error();
         return Err(match e.raw_os_error() {
-            Some(libc::ESRCH) => Open::Gone,
-            Some(libc::EACCES | libc::EPERM) => Open::Failed(ProbeError::Privileges),
-            Some(libc::EMFILE | libc::ENFILE) => Open::Failed(ProbeError::System {
-                what: "too many probes for the open-file limit (one file a function, thread and CPU): select fewer functions".to_owned(),
+            Some(libc::EACCES | libc::EPERM) => ProbeError::Privileges,
+            Some(libc::EMFILE | libc::ENFILE) => ProbeError::System {
+                what: "too many probes for the open-file limit (one file a function and CPU): select fewer functions".to_owned(),
                 cause: e,
-            }),
-            _ => Open::Failed(ProbeError::System {
+            },
+            _ => ProbeError::System {
                 what: "cannot create a uprobe".to_owned(),
                 cause: e,
-            }),
+            },
         });
     }
     // SAFETY: a new fd the kernel just gave us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-impl From<ProbeError> for Open {
-    fn from(e: ProbeError) -> Open {
-        Open::Failed(e)
-    }
 }
 
 fn system(what: &str) -> ProbeError {
@@ -473,7 +415,7 @@ fn parse_cpu_list(text: &str) -> Vec<usize> {
     cpus
 }
 
-/// One file per function, thread and CPU: lift the soft open-file limit
+/// One file per function and CPU: lift the soft open-file limit
 /// to the hard one.
 fn raise_fd_limit() {
     let mut limit = libc::rlimit {
@@ -482,7 +424,8 @@ fn raise_fd_limit() {
     };
     // SAFETY: get/setrlimit on a valid struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
@@ -499,9 +442,9 @@ mod tests {
         assert_eq!(parse_cpu_list("0\n"), vec![0]);
     }
 
-    fn body(tid: u32, id: u64, regs: [u64; 6]) -> Vec<u8> {
+    fn body(pid: u32, tid: u32, id: u64, regs: [u64; 6]) -> Vec<u8> {
         let mut b = Vec::new();
-        b.extend(7u32.to_ne_bytes());
+        b.extend(pid.to_ne_bytes());
         b.extend(tid.to_ne_bytes());
         b.extend(1_000u64.to_ne_bytes());
         b.extend(id.to_ne_bytes());
@@ -514,24 +457,22 @@ mod tests {
 
     #[test]
     fn samples_become_calls_with_arguments_in_calling_order() {
-        let ids = HashMap::from([(5, (0, 42)), (6, (1, 42))]);
-        let opened = HashSet::from([42, 43]);
+        let ids = HashMap::from([(5, 0), (6, 1)]);
         // rcx, rdx, rsi, rdi, r8, r9 as the kernel orders them.
         let regs = [4, 3, 2, 1, 5, 6];
-        let e = sample(&body(42, 5, regs), &ids, &opened, &[3, 6], 10).unwrap();
+        let e = sample(&body(40, 42, 5, regs), 40, &ids, &[3, 6], 10).unwrap();
         assert_eq!(e.kind, EventKind::Call);
         assert_eq!(e.pid, Pid::process(42));
         assert_eq!(e.callsite, Some(0));
         assert_eq!(e.timestamp_ns, 1_010);
         assert_eq!(e.text.as_deref(), Some("0x1, 0x2, 0x3"));
-        let e = sample(&body(42, 6, regs), &ids, &opened, &[3, 6], 0).unwrap();
+        let e = sample(&body(40, 42, 6, regs), 40, &ids, &[3, 6], 0).unwrap();
         assert_eq!(e.text.as_deref(), Some("0x1, 0x2, 0x3, 0x4, 0x5, 0x6"));
-        // A thread started after the trace, through an inherited event.
-        let e = sample(&body(44, 5, regs), &ids, &opened, &[3, 6], 0).unwrap();
-        assert_eq!(e.pid, Pid::process(44));
-        // Thread 43 has events of its own: the inherited one is a duplicate.
-        assert!(sample(&body(43, 5, regs), &ids, &opened, &[3, 6], 0).is_none());
-        assert!(sample(&body(42, 99, regs), &ids, &opened, &[3, 6], 0).is_none());
+        let e = sample(&body(40, 42, 6, regs), 40, &ids, &[3, 0], 0).unwrap();
+        assert_eq!(e.text, None, "no registers asked");
+        // Another process running the same binary, an unknown event.
+        assert!(sample(&body(41, 43, 5, regs), 40, &ids, &[3, 6], 0).is_none());
+        assert!(sample(&body(40, 42, 99, regs), 40, &ids, &[3, 6], 0).is_none());
     }
 
     #[test]

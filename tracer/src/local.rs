@@ -234,9 +234,18 @@ mod tests {
             rate: None,
             duration_ms: None,
         };
-        let (out, log, report) = run(limits, &mut Calls { per_poll: 3, polls: 10 });
+        let (out, log, report) = run(
+            limits,
+            &mut Calls {
+                per_poll: 3,
+                polls: 10,
+            },
+        );
         assert_eq!(out.lines().count(), 5);
-        assert_eq!(out.lines().next(), Some("(<tid 4242>) call plain::work:step(0x0)"));
+        assert_eq!(
+            out.lines().next(),
+            Some("(<tid 4242>) call plain::work:step(0x0)")
+        );
         assert_eq!(report.end.reason, EndReason::MaxEvents(5));
         assert_eq!(report.end.counts.delivered, 5);
         assert_eq!(report.end.counts.discarded, 1);
@@ -255,7 +264,13 @@ mod tests {
             }),
             duration_ms: None,
         };
-        let (out, log, report) = run(limits, &mut Calls { per_poll: 3, polls: 2 });
+        let (out, log, report) = run(
+            limits,
+            &mut Calls {
+                per_poll: 3,
+                polls: 2,
+            },
+        );
         assert_eq!(out.lines().count(), 2);
         assert_eq!(report.end.counts.rate_dropped, 4);
         assert_eq!(report.end.reason, EndReason::Stopped);
@@ -269,7 +284,13 @@ mod tests {
             rate: None,
             duration_ms: Some(50),
         };
-        let (_, _, report) = run(limits, &mut Calls { per_poll: 0, polls: usize::MAX });
+        let (_, _, report) = run(
+            limits,
+            &mut Calls {
+                per_poll: 0,
+                polls: usize::MAX,
+            },
+        );
         assert_eq!(report.end.reason, EndReason::Duration(50));
     }
 }
