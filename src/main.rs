@@ -5,6 +5,7 @@
 
 mod demo;
 mod help;
+mod probe;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -222,6 +223,13 @@ struct CallsArgs {
     /// Only calls whose formatted arguments contain TEXT.
     #[arg(long = "match", value_name = "TEXT")]
     arg_match: Option<String>,
+    /// Trace process PID, which needs no agent: entry uprobes on the
+    /// functions PATTERN selects by their Rust paths (Linux x86-64, as
+    /// root). Each call shows its thread (<tid N>) and its first argument
+    /// registers raw (rdi, rsi, rdx, rcx, r8, r9): /N shows N of them, no
+    /// arity all six.
+    #[arg(long, value_name = "PID", conflicts_with = "node")]
+    pid: Option<u32>,
     /// Also export each call as an OpenTelemetry span over OTLP/HTTP to URL
     /// (`/v1/traces` added to a URL with no path) [default:
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT,
@@ -634,6 +642,11 @@ struct LsArgs {
     /// Only functions this pattern selects (MyApp.Server, my_app::*, ...).
     #[arg(value_name = "PATTERN", value_parser = spec::parse_pattern)]
     pattern: Option<PatternArg>,
+    /// List the functions of process PID's binary that can be probed (no
+    /// agent needed; Linux): `address size path`, the address as in the
+    /// binary.
+    #[arg(long, value_name = "PID", conflicts_with = "node")]
+    pid: Option<u32>,
     #[command(flatten)]
     format: FormatArg,
     #[command(flatten)]
@@ -799,6 +812,12 @@ fn run() -> anyhow::Result<ExitCode> {
             .map_err(TracerError::Output)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Ls(LsArgs {
+            pid: Some(pid),
+            pattern,
+            format,
+            ..
+        }) => probe::ls(pid, pattern.as_ref(), format.get()),
         Cmd::Ls(args) => {
             let mut conn = connect_one(&args.node, "ls")?;
             let list =
@@ -1121,6 +1140,9 @@ fn connect_one(node: &NodeArg, command: &str) -> Result<Connection, TracerError>
 }
 
 fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(pid) = args.pid {
+        return trace_calls_on_pid(pid, &args);
+    }
     let typed: Vec<String> = args.patterns.iter().map(|p| p.text.clone()).collect();
     let patterns: Vec<Pattern> = args.patterns.into_iter().map(|p| p.pattern).collect();
     let what = format!(
@@ -1155,6 +1177,57 @@ fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     trace(spec, what, typed, &args.common, otlp)
+}
+
+/// `trace calls --pid`: probes, a local source, instead of a node.
+fn trace_calls_on_pid(pid: u32, args: &CallsArgs) -> anyhow::Result<ExitCode> {
+    let refuse = |what: &str| -> anyhow::Result<ExitCode> {
+        Err(TracerError::Refused(format!(
+            "{what} is not built for a probed process (--pid) yet: leave it out, or trace functions marked #[traced] through the agent"
+        ))
+        .into())
+    };
+    let returns = args.returns || args.patterns.iter().any(|p| p.pattern.return_trace());
+    if returns {
+        return refuse("--return (`-> return`)");
+    }
+    if args.arg_match.is_some() {
+        return refuse("--match");
+    }
+    if args.otlp.is_some() {
+        return refuse("--otlp");
+    }
+    if args.common.timeline().is_some() {
+        return refuse("--format perfetto or chrome");
+    }
+    if !args.processes.process.is_empty() || args.processes.new || args.processes.existing {
+        return refuse("--process, --new or --existing");
+    }
+    let patterns: Vec<Pattern> = args.patterns.iter().map(|p| p.pattern.clone()).collect();
+    let limits = spec::choose_limits(
+        args.common.max,
+        args.common.rate,
+        args.common.duration,
+        &patterns,
+    )
+    .map_err(TracerError::Refused)?;
+    let mut out: Box<dyn Write> = match &args.common.output {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    let stop = StopSignal::new();
+    let signal = install_stop_signals(&stop)?;
+    let run = probe::CallsOnPid {
+        pid,
+        patterns: &args.patterns,
+        no_args: args.no_args,
+        limits,
+        format: args.common.format(),
+    };
+    probe::trace_calls(&run, &mut out, &stop)?;
+    Ok(after_signal(&signal, ExitCode::SUCCESS))
 }
 
 fn in_processes(p: &ProcessArgs) -> String {

@@ -80,6 +80,19 @@ pub fn hot_release_bin() -> &'static Path {
     })
 }
 
+/// The `plain` example of nodetrace-probe (a program with no agent that
+/// calls `plain::work::step` in a loop and starts a thread a line of its
+/// stdin), built once per test binary.
+pub fn plain_bin() -> &'static Path {
+    static PLAIN: OnceLock<PathBuf> = OnceLock::new();
+    PLAIN.get_or_init(|| {
+        built(
+            &["-p", "nodetrace-probe", "--example", "plain"],
+            &["examples", "plain"],
+        )
+    })
+}
+
 /// Runs `cargo build --quiet TARGET...` in the profile this test runs in and
 /// returns the artifact at `path` (relative to the profile's directory, the
 /// last part a program name).

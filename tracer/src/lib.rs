@@ -19,6 +19,8 @@
 //!   that matches nothing ("did you mean");
 //! * [`commands`] are the other commands' data and renderers (`nodes`, `ls`,
 //!   `ps`, `sys get-state`, `sys statistics`, `stop-clear`);
+//! * [`local`] runs a trace whose events are made in this process (uprobes
+//!   on a process without an agent) under the same limits and renderers;
 //! * [`top`] is the live view of the busiest processes, [`info`] a node's
 //!   system information.
 //!
@@ -30,6 +32,7 @@ pub mod conn;
 mod error;
 pub mod export;
 pub mod info;
+pub mod local;
 pub mod render;
 pub mod resolve;
 pub mod spec;

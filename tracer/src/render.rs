@@ -60,6 +60,7 @@ pub struct NodeView {
     sys_name: Option<String>,
     os_pid: u32,
     registered: HashMap<Pid, String>,
+    os_threads: bool,
 }
 
 impl NodeView {
@@ -72,6 +73,23 @@ impl NodeView {
             sys_name: None,
             os_pid: 0,
             registered: HashMap::new(),
+            os_threads: false,
+        }
+    }
+
+    /// The node's pids are OS thread ids (events of a probed process, which
+    /// has no agent to number its processes): they print `<tid N>`.
+    pub fn set_os_threads(&mut self, os_threads: bool) {
+        self.os_threads = os_threads;
+    }
+
+    /// A pid as lines show it: `<0.7.0>`, or `<tid 4242>` for an OS thread
+    /// of a probed process.
+    pub fn pid_label(&self, pid: Pid) -> String {
+        if self.os_threads {
+            format!("<tid {}>", pid.number())
+        } else {
+            pid.to_string()
         }
     }
 
@@ -160,9 +178,9 @@ impl Renderer {
 
     fn text(&self, w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
         let who = if self.show_node {
-            format!("({} {})", node.name, e.pid)
+            format!("({} {})", node.name, node.pid_label(e.pid))
         } else {
-            format!("({})", e.pid)
+            format!("({})", node.pid_label(e.pid))
         };
         let text = e.text.as_deref().map(one_line);
         let peer = e.peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
@@ -336,7 +354,7 @@ fn json(w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
     let function = callsite.filter(|_| !is_log);
     let record = JsonEvent {
         node: &node.name,
-        pid: e.pid.to_string(),
+        pid: node.pid_label(e.pid),
         name,
         kind: e.kind,
         module: callsite.map(|c| c.module.as_str()),
@@ -616,6 +634,33 @@ mod tests {
 (<0.7.0>) call <callsite 99>(1)
 ";
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_probed_process_shows_its_os_threads() {
+        let mut v = NodeView::new("pid 4000", [site(0, "entries", 2)]);
+        v.set_os_threads(true);
+        let call = Event {
+            pid: Pid::process(4242),
+            callsite: Some(0),
+            text: Some("0x2a, 0x7".into()),
+            ..ev(EventKind::Call)
+        };
+        let mut out = Vec::new();
+        Renderer::new(Format::Text, false)
+            .event(&mut out, &v, &call)
+            .unwrap();
+        Renderer::new(Format::Json, false)
+            .event(&mut out, &v, &call)
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next(),
+            Some("(<tid 4242>) call todo::server:entries(0x2a, 0x7)")
+        );
+        let json: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(json["pid"], "<tid 4242>");
     }
 
     #[test]

@@ -1,0 +1,134 @@
+//! Probes on a running process that has no agent: the functions of its
+//! binary, found by their demangled Rust paths, and entry uprobes on them
+//! that turn every hit into the same [`Event`](nodetrace_protocol::Event)s
+//! a node sends, so the tracer renders them unchanged.
+//!
+//! * [`symbols`] reads a binary's ELF symbol table and matches it with a
+//!   [`Pattern`](nodetrace_protocol::Pattern); it is plain parsing, built on
+//!   every system.
+//! * [`Target`] is a running process and its binary; [`Target::attach`]
+//!   puts entry uprobes on functions (Linux on x86-64 only: `perf_event_open`
+//!   with the `uprobe` PMU), and the [`Trace`] it returns reads the hits.
+//!
+//! What is not built: return probes, DWARF (argument names and types, file
+//! and line), shared libraries, other architectures.
+
+use std::io;
+
+pub mod symbols;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod uprobe;
+
+pub use symbols::Function;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub use uprobe::Trace;
+
+/// Why probing a process failed; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Probes are built on Linux x86-64 only.
+    #[error(
+        "probing a process (--pid) works on Linux x86-64 only; elsewhere trace functions marked #[traced] or the `tracing` bridge through the agent"
+    )]
+    Unsupported,
+    /// No such process, or its binary cannot be read.
+    #[error(
+        "cannot read the binary of process {pid}: {cause}; check the pid (`ps`) and that nodetrace may read /proc/{pid}/exe"
+    )]
+    Process {
+        /// The process.
+        pid: u32,
+        /// Why.
+        cause: io::Error,
+    },
+    /// The binary is not an ELF file.
+    #[error("the binary is not an ELF file ({0}); probes need a Linux executable")]
+    NotElf(String),
+    /// The binary has no symbol table.
+    #[error(
+        "the binary has no symbol table (it was stripped): build it without `strip` (profile setting strip = false) to probe it"
+    )]
+    NoSymbols,
+    /// The kernel refused: creating uprobes needs privileges.
+    #[error(
+        "creating uprobes needs root (CAP_SYS_ADMIN, or CAP_PERFMON on Linux 5.8+): run nodetrace as root, or trace without probes by marking functions #[traced] or through the `tracing` bridge of the agent"
+    )]
+    Privileges,
+    /// The kernel has no `uprobe` PMU.
+    #[error(
+        "this kernel has no uprobe PMU (/sys/bus/event_source/devices/uprobe): it needs CONFIG_UPROBE_EVENTS; trace functions marked #[traced] instead"
+    )]
+    NoUprobes,
+    /// A system call failed.
+    #[error("{what}: {cause}")]
+    System {
+        /// What was being done.
+        what: String,
+        /// The error.
+        cause: io::Error,
+    },
+}
+
+/// A running process and the functions of its binary.
+#[derive(Debug)]
+pub struct Target {
+    pid: u32,
+    binary: String,
+    functions: Vec<Function>,
+}
+
+impl Target {
+    /// Reads the binary of process `pid` (through `/proc/PID/exe`, which
+    /// works even if the file was replaced or deleted since) and lists its
+    /// functions.
+    ///
+    /// # Errors
+    ///
+    /// [`ProbeError::Process`] for a pid that is not running or whose
+    /// binary cannot be read, [`ProbeError::NotElf`],
+    /// [`ProbeError::NoSymbols`].
+    pub fn open(pid: u32) -> Result<Target, ProbeError> {
+        let exe = format!("/proc/{pid}/exe");
+        let process = |cause| ProbeError::Process { pid, cause };
+        let binary = std::fs::read_link(&exe)
+            .map_err(process)?
+            .display()
+            .to_string();
+        let data = std::fs::read(&exe).map_err(process)?;
+        let functions = symbols::functions(&data)?;
+        Ok(Target {
+            pid,
+            binary,
+            functions,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The binary's path, as the kernel names it.
+    pub fn binary(&self) -> &str {
+        &self.binary
+    }
+
+    /// Every probeable function, sorted by path.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+}
+
+/// A function to probe and how many argument registers its calls show.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec<'a> {
+    /// The function.
+    pub function: &'a Function,
+    /// Argument registers shown, at most [`MAX_ARGS`].
+    pub args: u8,
+}
+
+/// How many argument registers a call can show: the six integer argument
+/// registers of the System V x86-64 calling convention (rdi, rsi, rdx, rcx,
+/// r8, r9).
+pub const MAX_ARGS: u8 = 6;

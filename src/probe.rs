@@ -1,0 +1,178 @@
+//! `--pid PID`: `ls` and `trace calls` on a process that has no agent,
+//! through entry uprobes (the `nodetrace-probe` crate). The probes are a
+//! local event source of the tracer: the same limits and renderers as a
+//! node's trace, with OS threads as the processes.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use nodetrace_probe::{Function, MAX_ARGS, Target};
+use nodetrace_tracer::protocol::Pattern;
+use nodetrace_tracer::spec::PatternArg;
+use nodetrace_tracer::{Format, TracerError};
+
+/// How many functions one trace may probe: each costs a file a thread and
+/// a CPU, and a trap on every call.
+const MAX_PROBED: usize = 256;
+
+/// `nodetrace ls --pid PID [PATTERN]`: the probeable functions.
+pub fn ls(pid: u32, pattern: Option<&PatternArg>, format: Format) -> anyhow::Result<ExitCode> {
+    let target = Target::open(pid)?;
+    let patterns: Vec<Pattern> = pattern.iter().map(|p| p.pattern.clone()).collect();
+    let list: Vec<&Function> = match pattern {
+        Some(_) => nodetrace_probe::symbols::select(target.functions(), &patterns),
+        None => target.functions().iter().collect(),
+    };
+    if let (true, Some(typed)) = (list.is_empty(), pattern) {
+        return Err(no_match(&target, &typed.text).into());
+    }
+    nodetrace_probe::symbols::write_list(
+        &mut io::stdout().lock(),
+        target.binary(),
+        &list,
+        format == Format::Json,
+    )
+    .map_err(TracerError::Output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn no_match(target: &Target, typed: &str) -> TracerError {
+    TracerError::NoMatch(format!(
+        "no function of {} (pid {}) matches {typed}; `nodetrace ls --pid {}` lists them",
+        target.binary(),
+        target.pid(),
+        target.pid()
+    ))
+}
+
+/// What `trace calls --pid` was asked.
+pub struct CallsOnPid<'a> {
+    /// The process.
+    pub pid: u32,
+    /// The patterns as typed and parsed.
+    pub patterns: &'a [PatternArg],
+    /// `--no-args`.
+    pub no_args: bool,
+    /// The limits chosen.
+    pub limits: nodetrace_tracer::spec::ChosenLimits,
+    /// Text or JSON.
+    pub format: Format,
+}
+
+/// The functions to probe, each with the argument registers its calls
+/// show: a pattern's `/N` shows N (at most six), no arity shows six.
+fn probes<'a>(
+    target: &'a Target,
+    patterns: &[PatternArg],
+) -> Result<Vec<(&'a Function, u8)>, TracerError> {
+    let mut chosen: Vec<(&Function, u8)> = Vec::new();
+    for p in patterns {
+        let selected =
+            nodetrace_probe::symbols::select(target.functions(), std::slice::from_ref(&p.pattern));
+        if selected.is_empty() {
+            return Err(no_match(target, &p.text));
+        }
+        let args = p.pattern.arity().map_or(MAX_ARGS, |a| a.min(MAX_ARGS));
+        for f in selected {
+            match chosen.iter_mut().find(|(c, _)| c.address == f.address) {
+                Some((_, shown)) => *shown = (*shown).max(args),
+                None => chosen.push((f, args)),
+            }
+        }
+    }
+    if chosen.len() > MAX_PROBED {
+        return Err(TracerError::Refused(format!(
+            "the patterns select {} functions; probes are placed on at most {MAX_PROBED} at once: narrow the pattern (`nodetrace ls --pid {} PATTERN` shows what it selects)",
+            chosen.len(),
+            target.pid()
+        )));
+    }
+    Ok(chosen)
+}
+
+/// `nodetrace trace calls PATTERN --pid PID`.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub fn trace_calls(
+    run: &CallsOnPid<'_>,
+    out: &mut dyn Write,
+    stop: &nodetrace_tracer::StopSignal,
+) -> anyhow::Result<nodetrace_tracer::local::LocalReport> {
+    use nodetrace_probe::ProbeSpec;
+    use nodetrace_tracer::local::{self, LocalRun};
+    use nodetrace_tracer::render::NodeView;
+
+    let target = Target::open(run.pid)?;
+    let chosen = probes(&target, run.patterns)?;
+    let specs: Vec<ProbeSpec<'_>> = chosen
+        .iter()
+        .map(|&(function, args)| ProbeSpec {
+            function,
+            args: if run.no_args { 0 } else { args },
+        })
+        .collect();
+    let callsites = chosen
+        .iter()
+        .enumerate()
+        .map(|(id, &(f, args))| f.callsite(id as u32, args, target.binary()));
+    let mut view = NodeView::new(format!("pid {}", run.pid), callsites);
+    view.set_os_threads(true);
+    let trace = target.attach(&specs)?;
+    let what = format!(
+        "calls of {} ({} probed in {}; every call pays a kernel trap, --rate or not)",
+        run.patterns
+            .iter()
+            .map(|p| p.pattern.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        plural(chosen.len(), "function"),
+        target.binary(),
+    );
+    let local_run = LocalRun {
+        view,
+        limits: run.limits.limits,
+        default_limits: run.limits.defaulted,
+        format: run.format,
+        what,
+    };
+    let mut source = Probed(trace);
+    let report = local::run_local(&local_run, &mut source, out, &mut io::stderr().lock(), stop)
+        .map_err(TracerError::Output)?;
+    Ok(report)
+}
+
+/// `nodetrace trace calls PATTERN --pid PID`: Linux x86-64 only.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+pub fn trace_calls(
+    _run: &CallsOnPid<'_>,
+    _out: &mut dyn Write,
+    _stop: &nodetrace_tracer::StopSignal,
+) -> anyhow::Result<nodetrace_tracer::local::LocalReport> {
+    Err(nodetrace_probe::ProbeError::Unsupported.into())
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// The probes' hits, as the tracer's local source.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+struct Probed(nodetrace_probe::Trace);
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+impl nodetrace_tracer::local::EventSource for Probed {
+    fn poll(
+        &mut self,
+        timeout: std::time::Duration,
+        into: &mut Vec<nodetrace_tracer::protocol::Event>,
+    ) -> io::Result<bool> {
+        self.0.poll(timeout, into)
+    }
+
+    fn lost(&self) -> u64 {
+        self.0.lost()
+    }
+}

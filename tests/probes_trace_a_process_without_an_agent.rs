@@ -1,0 +1,365 @@
+//! `--pid`: a program built without the agent, listed and traced through
+//! entry uprobes by its Rust paths; threads started during the trace are
+//! traced; a SIGKILLed tracer leaves no breakpoint in the program; without
+//! the capability the error says what is needed. These need root (CI runs
+//! as root): not root is a failure, never a skip.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{COMMAND_LIMIT, NODETRACE, plain_bin};
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc_geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the probe tests need root (uprobes need CAP_SYS_ADMIN): run them as root, as CI does"
+    );
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// The `plain` program, killed when dropped.
+struct Plain {
+    child: Child,
+    pid: u32,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Plain {
+    fn start(wrapper: &[&str]) -> Plain {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(plain_bin());
+                c
+            }
+            None => Command::new(plain_bin()),
+        };
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("plain starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let pid = read_number(&mut stdout, "pid ");
+        Plain {
+            child,
+            pid,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Starts one more calling thread and returns its OS thread id.
+    fn new_thread(&mut self) -> u32 {
+        writeln!(self.stdin, "go").expect("plain reads");
+        self.stdin.flush().expect("plain reads");
+        read_number(&mut self.stdout, "tid ")
+    }
+}
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_number(r: &mut impl BufRead, prefix: &str) -> u32 {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("plain prints");
+    line.trim()
+        .strip_prefix(prefix)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("plain printed {line:?}, not {prefix}N"))
+}
+
+/// Runs nodetrace to its end (bounded) and returns (success, stdout,
+/// stderr).
+fn nodetrace(args: &[&str]) -> (bool, String, String) {
+    nodetrace_as(&[], args)
+}
+
+fn nodetrace_as(wrapper: &[&str], args: &[&str]) -> (bool, String, String) {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(NODETRACE);
+            c
+        }
+        None => Command::new(NODETRACE),
+    };
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nodetrace runs");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let (mut out, mut err) = (String::new(), String::new());
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.success(), out, err);
+        }
+        if started.elapsed() > COMMAND_LIMIT {
+            let _ = child.kill();
+            panic!("nodetrace {args:?} ran past {COMMAND_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_program_without_an_agent_is_listed_and_traced_by_its_rust_paths() {
+    require_root();
+    let plain = Plain::start(&[]);
+    let pid = plain.pid.to_string();
+
+    let (ok, out, err) = nodetrace(&["ls", "--pid", &pid, "plain::work"]);
+    assert!(ok, "ls --pid failed: {err}");
+    let line = out.lines().next().expect("one function");
+    assert!(line.ends_with(" plain::work::step"), "{out}");
+    assert!(line.starts_with("0x"), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    let (ok, out, err) = nodetrace(&[
+        "trace",
+        "calls",
+        "plain::work:step",
+        "--pid",
+        &pid,
+        "--max",
+        "5",
+    ]);
+    assert!(ok, "trace calls --pid failed: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "--max 5 is exact: {out}");
+    // The main thread's id is the pid; rdi is step's first argument (42).
+    let want = format!("(<tid {pid}>) call plain::work:step(0x2a, 0x");
+    for line in &lines {
+        assert!(line.starts_with(&want), "{line:?} is not {want}..");
+        assert_eq!(line.matches(", ").count(), 5, "six registers: {line}");
+    }
+    assert!(err.contains("every call pays a kernel trap"), "{err}");
+    assert!(err.contains("reached the limit of 5 events"), "{err}");
+
+    // The BEAM form, with an arity: that many registers.
+    let (ok, out, err) = nodetrace(&[
+        "trace",
+        "calls",
+        "Plain.Work:step/1",
+        "--pid",
+        &pid,
+        "--max",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let first = out.lines().next().expect("a call");
+    assert!(
+        first.contains(&format!("\"pid\":\"<tid {pid}>\"")),
+        "{first}"
+    );
+    assert!(first.contains("\"args\":\"0x2a\""), "{first}");
+    assert!(
+        out.lines().last().unwrap().contains("\"type\":\"end\""),
+        "{out}"
+    );
+
+    let (ok, _, err) = nodetrace(&["trace", "calls", "plain::work:stpe", "--pid", &pid]);
+    assert!(!ok);
+    assert!(
+        err.contains("no function of") && err.contains("ls --pid"),
+        "{err}"
+    );
+}
+
+#[test]
+fn threads_started_after_the_trace_began_are_traced() {
+    require_root();
+    let mut plain = Plain::start(&[]);
+    let pid = plain.pid.to_string();
+    let mut trace = Command::new(NODETRACE)
+        .args([
+            "trace",
+            "calls",
+            "plain::work:step/1",
+            "--pid",
+            &pid,
+            "--duration",
+            "1500ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nodetrace runs");
+    let mut err = BufReader::new(trace.stderr.take().unwrap());
+    let mut start = String::new();
+    err.read_line(&mut start).unwrap();
+    assert!(start.starts_with("tracing calls of"), "{start}");
+    let tid = plain.new_thread();
+    let mut out = String::new();
+    trace
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(trace.wait().unwrap().success());
+    assert!(
+        out.contains(&format!("(<tid {tid}>) call plain::work:step(0x7)")),
+        "no call from thread {tid}, started after the trace: {out}"
+    );
+    assert!(out.contains(&format!("(<tid {pid}>) call plain::work:step(0x2a)")));
+}
+
+/// The byte at `file_offset` of plain's binary, as the running process
+/// sees it (a uprobe shows as int3, 0xcc) and as the file has it.
+fn code_byte(pid: u32, file_offset: u64) -> (u8, u8) {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let address = maps
+        .lines()
+        .filter(|l| l.ends_with(&*exe.to_string_lossy()))
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (start, end) = f.next()?.split_once('-')?;
+            let (start, end) = (
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+            );
+            let offset = u64::from_str_radix(f.nth(1)?, 16).ok()?;
+            (offset..offset + (end - start))
+                .contains(&file_offset)
+                .then(|| start + file_offset - offset)
+        })
+        .expect("the function's page is mapped");
+    let mut live = [0u8];
+    std::fs::File::open(format!("/proc/{pid}/mem"))
+        .unwrap()
+        .read_exact_at(&mut live, address)
+        .unwrap();
+    let mut file = [0u8];
+    std::fs::File::open(&exe)
+        .unwrap()
+        .read_exact_at(&mut file, file_offset)
+        .unwrap();
+    (live[0], file[0])
+}
+
+#[test]
+fn a_killed_tracer_leaves_no_breakpoint_behind() {
+    require_root();
+    let plain = Plain::start(&[]);
+    let pid = plain.pid.to_string();
+    let (ok, out, err) = nodetrace(&["ls", "--pid", &pid, "plain::work:step", "--format", "json"]);
+    assert!(ok, "{err}");
+    let offset: u64 = out
+        .split("\"file_offset\":")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no file_offset in {out}"));
+    let (live, file) = code_byte(plain.pid, offset);
+    assert_eq!(live, file, "no probe yet");
+    assert_ne!(file, 0xcc);
+
+    let mut trace = Command::new(NODETRACE)
+        .args([
+            "trace",
+            "calls",
+            "plain::work:step",
+            "--pid",
+            &pid,
+            "--duration",
+            "20s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nodetrace runs");
+    let mut start = String::new();
+    BufReader::new(trace.stderr.take().unwrap())
+        .read_line(&mut start)
+        .unwrap();
+    assert!(start.starts_with("tracing calls of"), "{start}");
+    assert_eq!(
+        code_byte(plain.pid, offset).0,
+        0xcc,
+        "the probe is an int3 in the process"
+    );
+    trace.kill().unwrap();
+    trace.wait().unwrap();
+    // The kernel removes a perf uprobe when its last fd closes; give the
+    // killed tracer's fds a moment to be released.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while code_byte(plain.pid, offset).0 != file && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        code_byte(plain.pid, offset),
+        (file, file),
+        "the SIGKILLed tracer left its breakpoint in the process"
+    );
+}
+
+#[test]
+fn without_the_capability_the_error_says_what_is_needed() {
+    require_root();
+    // Both as nobody, without capabilities: nodetrace may read the
+    // program's binary but not create uprobes.
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ];
+    let plain = Plain::start(&nobody);
+    let pid = plain.pid.to_string();
+    let (ok, out, err) = nodetrace_as(
+        &nobody,
+        &[
+            "trace",
+            "calls",
+            "plain::work:step",
+            "--pid",
+            &pid,
+            "--max",
+            "3",
+        ],
+    );
+    assert!(!ok, "a trace without the capability succeeded: {out}");
+    assert_eq!(out, "", "no partial trace");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("needs root (CAP_SYS_ADMIN"), "{err}");
+    assert!(
+        err.contains("#[traced]") && err.contains("`tracing` bridge"),
+        "{err}"
+    );
+}
