@@ -4,6 +4,8 @@
 //! in the same run (the anchor); and OTLP export of their 500,000 spans to
 //! a receiver on loopback, from the first event to the last span answered.
 
+mod common;
+
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
@@ -11,40 +13,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nodetrace_protocol::{CallsiteInfo, Event, EventKind, Pid};
+use nodetrace_protocol::CallsiteInfo;
 use nodetrace_tracer::Format;
 use nodetrace_tracer::export::otlp::{OtlpConfig, OtlpExporter};
 use nodetrace_tracer::export::{Timeline, timeline_sink};
 use nodetrace_tracer::render::{NodeView, Renderer};
 
 const EVENTS: u64 = 1_000_000;
-
-fn events() -> Vec<Event> {
-    (0..EVENTS)
-        .map(|i| {
-            let call = i % 2 == 0;
-            Event {
-                kind: if call {
-                    EventKind::Call
-                } else {
-                    EventKind::Return
-                },
-                pid: Pid::task(40 + (i / 2) % 7),
-                peer: None,
-                callsite: Some(0),
-                timestamp_ns: 1_795_000_000_000_000_000 + i * 1000,
-                duration_ns: (!call).then_some(1000),
-                busy_ns: None,
-                text: Some(if call {
-                    "<0.9.0>, 2023-12-19".to_owned()
-                } else {
-                    "Ok([Entry { id: 1, date: 2023-12-19, title: \"Movies\" }])".to_owned()
-                }),
-                extra: None,
-            }
-        })
-        .collect()
-}
 
 fn view() -> NodeView {
     let mut view = NodeView::new(
@@ -79,7 +54,7 @@ fn peak_rss_kib() -> u64 {
 fn files(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let view = view();
-    let events = events();
+    let events = common::call_return_events(EVENTS, 1000);
     let mut group = c.benchmark_group("export_to_file");
     group.sample_size(10);
     group.throughput(Throughput::Elements(EVENTS));
@@ -126,7 +101,7 @@ fn receiver() -> String {
 
 fn otlp(c: &mut Criterion) {
     let view = view();
-    let events = events();
+    let events = common::call_return_events(EVENTS, 1000);
     let config = OtlpConfig::resolve(Some(&receiver()), |_| None).unwrap();
     let mut group = c.benchmark_group("otlp_export");
     group.sample_size(10);

@@ -1,43 +1,18 @@
 //! The tracer's rendering: events as dbg-style text lines and as JSON lines
 //! into a file, against writing the same number of ready-made lines.
 
+mod common;
+
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nodetrace_protocol::{CallsiteInfo, Event, EventKind, Pid};
+use nodetrace_protocol::CallsiteInfo;
 use nodetrace_tracer::Format;
 use nodetrace_tracer::render::{NodeView, Renderer};
 
 const LINES: u64 = 100_000;
-
-fn events() -> Vec<Event> {
-    (0..LINES)
-        .map(|i| {
-            let call = i % 2 == 0;
-            Event {
-                kind: if call {
-                    EventKind::Call
-                } else {
-                    EventKind::Return
-                },
-                pid: Pid::task(40 + i % 7),
-                peer: None,
-                callsite: Some(0),
-                timestamp_ns: 1_795_000_000_000_000_000 + i * 1000,
-                duration_ns: (!call).then_some(12_400),
-                busy_ns: None,
-                text: Some(if call {
-                    "<0.9.0>, 2023-12-19".to_owned()
-                } else {
-                    "Ok([Entry { id: 1, date: 2023-12-19, title: \"Movies\" }])".to_owned()
-                }),
-                extra: None,
-            }
-        })
-        .collect()
-}
 
 fn render(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -56,7 +31,7 @@ fn render(c: &mut Criterion) {
             ..CallsiteInfo::default()
         }],
     );
-    let events = events();
+    let events = common::call_return_events(LINES, 12_400);
     let mut group = c.benchmark_group("render_to_file");
     group.throughput(Throughput::Elements(LINES));
     let line = "(<0.40.1>) call todo::server:entries(<0.9.0>, 2023-12-19)\n";

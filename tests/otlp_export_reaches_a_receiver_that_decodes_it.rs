@@ -220,11 +220,10 @@ fn spans_of_two_nodes_reach_one_backend_with_parents_attributes_and_exact_counts
     );
 }
 
-#[test]
-fn a_backend_that_answers_503_first_gets_the_batch_again() {
-    let home = Home::new();
-    let node = home.start_node(&unique("otl503"));
-    let (url, seen) = receiver(vec![503]);
+/// Traces `Todo.Server` on `node` with `--otlp url` while one entry is
+/// added, ends the trace with `stop-clear`, and returns the trace's `otlp`
+/// object.
+fn export_one_entry(home: &Home, node: &common::Node, url: &str) -> Value {
     let mut trace = home.spawn(&[
         "trace",
         "calls",
@@ -232,7 +231,7 @@ fn a_backend_that_answers_503_first_gets_the_batch_again() {
         "--max",
         "100",
         "--otlp",
-        &url,
+        url,
         "--format",
         "json",
     ]);
@@ -241,7 +240,15 @@ fn a_backend_that_answers_503_first_gets_the_batch_again() {
     home.run(&["stop-clear"]).ok();
     let done = trace.wait(LIMIT);
     done.ok();
-    let counts = otlp_object(&done.stdout);
+    otlp_object(&done.stdout)
+}
+
+#[test]
+fn a_backend_that_answers_503_first_gets_the_batch_again() {
+    let home = Home::new();
+    let node = home.start_node(&unique("otl503"));
+    let (url, seen) = receiver(vec![503]);
+    let counts = export_one_entry(&home, &node, &url);
     let seen = seen.lock().unwrap();
     assert_eq!(seen.requests[0].0, 503);
     let received: usize = accepted(&seen).values().map(Vec::len).sum();
@@ -347,23 +354,7 @@ fn a_real_backend_stores_the_spans() {
             .is_ok_and(|r| r.status().as_u16() == 200)
     });
     assert!(up.is_some(), "phoenix did not start: {}", phoenix.stderr());
-    let mut trace = home.spawn(&[
-        "trace",
-        "calls",
-        "Todo.Server",
-        "--max",
-        "100",
-        "--otlp",
-        &base,
-        "--format",
-        "json",
-    ]);
-    trace.wait_stderr("tracing calls", LIMIT);
-    node.add_entry("bob", "2023-12-19", "Movies");
-    home.run(&["stop-clear"]).ok();
-    let done = trace.wait(LIMIT);
-    done.ok();
-    let counts = otlp_object(&done.stdout);
+    let counts = export_one_entry(&home, &node, &base);
     assert!(counts["exported"].as_u64().unwrap() > 0, "{counts}");
     assert_eq!(counts["exported"], counts["spans"]);
     // Phoenix files spans under a project named by service.name? It uses

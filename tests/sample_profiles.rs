@@ -147,13 +147,7 @@ fn a_running_node_is_sampled_twice_and_its_sigprof_disposition_is_restored() {
     let total = report["samples"].as_u64().unwrap();
     // 2 s of one busy thread at 99 Hz: about 200 samples.
     assert!(total >= 50, "too few samples: {total}; {report}");
-    let top3: Vec<&str> = report["functions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(3)
-        .map(|f| f["function"].as_str().unwrap())
-        .collect();
+    let top3 = &functions(&report)[..3];
     assert!(
         top3.iter().any(|f| f.ends_with("hot_spin")),
         "hot_spin is not in the top 3 by self samples: {top3:?}"
@@ -227,31 +221,44 @@ fn a_running_node_is_sampled_twice_and_its_sigprof_disposition_is_restored() {
     );
 }
 
-#[test]
-fn a_command_is_sampled_to_its_exit_and_its_exit_code_passes_through() {
+/// `profile sample --format json -- BIN NAME 2` of the `hot` example built
+/// as `bin`: its exit code passes through, the report is complete and has
+/// the hot function among the top three by self samples; returns the
+/// report's functions by self samples.
+fn sample_hot_command(bin: &std::path::Path, limit: Duration) -> Vec<String> {
     let home = Home::new();
     let name = unique("hotcmd");
     let run = common::run_bounded(
         home.nodetrace(&["profile", "sample", "--format", "json", "--"])
-            .arg(hot_bin())
+            .arg(bin)
             .args([name.as_str(), "2"]),
-        common::COMMAND_LIMIT,
+        limit,
     );
     assert_eq!(run.status.code(), Some(7), "stderr: {}", run.stderr);
     let report = report_json(&run);
     assert_eq!(report["complete"], true, "stderr: {}", run.stderr);
-    let top3: Vec<&str> = report["functions"]
+    let functions: Vec<String> = functions(&report).into_iter().map(str::to_owned).collect();
+    assert!(
+        functions.iter().take(3).any(|f| f.ends_with("hot_spin")),
+        "hot_spin is not in the top 3 by self samples: {functions:?}; stderr: {}",
+        run.stderr
+    );
+    functions
+}
+
+/// The functions of a sample report, by self samples.
+fn functions(report: &Value) -> Vec<&str> {
+    report["functions"]
         .as_array()
         .unwrap()
         .iter()
-        .take(3)
         .map(|f| f["function"].as_str().unwrap())
-        .collect();
-    assert!(
-        top3.iter().any(|f| f.ends_with("hot_spin")),
-        "{top3:?}; stderr: {}",
-        run.stderr
-    );
+        .collect()
+}
+
+#[test]
+fn a_command_is_sampled_to_its_exit_and_its_exit_code_passes_through() {
+    sample_hot_command(hot_bin(), common::COMMAND_LIMIT);
 }
 
 /// A release build with cargo's default profile (no frame pointers, no
@@ -259,27 +266,7 @@ fn a_command_is_sampled_to_its_exit_and_its_exit_code_passes_through() {
 /// function is still found by its symbol.
 #[test]
 fn a_release_build_is_sampled_without_frame_pointers() {
-    let home = Home::new();
-    let name = unique("hotrel");
-    let run = common::run_bounded(
-        home.nodetrace(&["profile", "sample", "--format", "json", "--"])
-            .arg(hot_release_bin())
-            .args([name.as_str(), "2"]),
-        Duration::from_secs(120),
-    );
-    assert_eq!(run.status.code(), Some(7), "stderr: {}", run.stderr);
-    let report = report_json(&run);
-    assert_eq!(report["complete"], true, "stderr: {}", run.stderr);
-    let functions: Vec<&str> = report["functions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["function"].as_str().unwrap())
-        .collect();
-    assert!(
-        functions.iter().take(3).any(|f| f.ends_with("hot_spin")),
-        "the hot function among the top three: {functions:?}"
-    );
+    let functions = sample_hot_command(hot_release_bin(), Duration::from_secs(120));
     assert!(
         functions
             .iter()

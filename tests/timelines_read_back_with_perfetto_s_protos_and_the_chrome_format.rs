@@ -236,13 +236,15 @@ fn nesting(d: &Decoded) -> (usize, HashSet<(String, String)>) {
     (deepest, pairs)
 }
 
-#[test]
-fn a_perfetto_trace_has_a_track_per_process_nested_slices_and_annotations() {
-    let home = Home::new();
-    let node = home.start_node(&unique("perfetto"));
-    // bob's server exists before the trace, so the trace knows its name.
-    node.add_entry("bob", "2023-12-19", "Dentist");
-    let file = home.path().join("calls.pftrace");
+/// Traces `todo::*` on `node` (at most 200 events) into `file` in
+/// `format` while an entry is added and read back; ends it with
+/// `stop-clear` and returns the finished trace.
+fn trace_an_entry(
+    home: &Home,
+    node: &common::Node,
+    format: &str,
+    file: &std::path::Path,
+) -> common::Run {
     let mut trace = home.spawn(&[
         "trace",
         "calls",
@@ -250,16 +252,25 @@ fn a_perfetto_trace_has_a_track_per_process_nested_slices_and_annotations() {
         "--max",
         "200",
         "--format",
-        "perfetto",
+        format,
         "--output",
         file.to_str().unwrap(),
     ]);
     trace.wait_stderr("tracing calls", LIMIT);
     node.add_entry("bob", "2023-12-19", "Movies");
     assert!(node.entries("bob", "2023-12-19").contains("Movies"));
-    let run = home.run(&["stop-clear"]);
-    run.ok();
-    let done = trace.wait(LIMIT);
+    home.run(&["stop-clear"]).ok();
+    trace.wait(LIMIT)
+}
+
+#[test]
+fn a_perfetto_trace_has_a_track_per_process_nested_slices_and_annotations() {
+    let home = Home::new();
+    let node = home.start_node(&unique("perfetto"));
+    // bob's server exists before the trace, so the trace knows its name.
+    node.add_entry("bob", "2023-12-19", "Dentist");
+    let file = home.path().join("calls.pftrace");
+    let done = trace_an_entry(&home, &node, "perfetto", &file);
     done.ok();
     let (shown, ..) = common::summary_counts(&done.stderr, &node.name);
 
@@ -569,22 +580,7 @@ fn a_chrome_trace_has_complete_events_nested_per_thread_and_names() {
     let node = home.start_node(&unique("chrome"));
     node.add_entry("bob", "2023-12-19", "Dentist");
     let file = home.path().join("calls.json");
-    let mut trace = home.spawn(&[
-        "trace",
-        "calls",
-        "todo::*",
-        "--max",
-        "200",
-        "--format",
-        "chrome",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
-    trace.wait_stderr("tracing calls", LIMIT);
-    node.add_entry("bob", "2023-12-19", "Movies");
-    node.entries("bob", "2023-12-19");
-    home.run(&["stop-clear"]).ok();
-    let done = trace.wait(LIMIT);
+    let done = trace_an_entry(&home, &node, "chrome", &file);
     done.ok();
     let (shown, ..) = common::summary_counts(&done.stderr, &node.name);
 

@@ -167,3 +167,34 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0);
     pages * 4
 }
+
+/// `n` events as a traced Todo server makes them: calls with arguments and
+/// their returns with a value and `duration_ns`, each pair in one of 7
+/// task processes, a microsecond apart.
+pub fn call_return_events(n: u64, duration_ns: u64) -> Vec<nodetrace_protocol::Event> {
+    use nodetrace_protocol::{Event, EventKind, Pid};
+    (0..n)
+        .map(|i| {
+            let call = i % 2 == 0;
+            Event {
+                kind: if call {
+                    EventKind::Call
+                } else {
+                    EventKind::Return
+                },
+                pid: Pid::task(40 + (i / 2) % 7),
+                peer: None,
+                callsite: Some(0),
+                timestamp_ns: 1_795_000_000_000_000_000 + i * 1000,
+                duration_ns: (!call).then_some(duration_ns),
+                busy_ns: None,
+                text: Some(if call {
+                    "<0.9.0>, 2023-12-19".to_owned()
+                } else {
+                    "Ok([Entry { id: 1, date: 2023-12-19, title: \"Movies\" }])".to_owned()
+                }),
+                extra: None,
+            }
+        })
+        .collect()
+}

@@ -11,9 +11,8 @@ use std::time::{Instant, SystemTime};
 use rustc_hash::FxHashMap;
 
 use nodetrace_protocol::{
-    CallsiteCounts, CallsiteKind, PROTOCOL_VERSION, Pid, ProcessCounts, ProcessList, ProcessRow,
-    RuntimeFigures, SessionRow, SystemFigures, SystemInfo, TaskRow, TaskStateRow, TopFrame, TopRow,
-    TopSpec,
+    CallsiteCounts, CallsiteKind, PROTOCOL_VERSION, Pid, ProcessList, ProcessRow, RuntimeFigures,
+    SessionRow, SystemFigures, SystemInfo, TaskRow, TaskStateRow, TopFrame, TopRow, TopSpec,
 };
 
 use crate::process::task::{self, TaskState};
@@ -158,7 +157,6 @@ pub(crate) fn system_info(started_ms: u64) -> SystemInfo {
             CallsiteKind::Event => cs.events += 1,
         }
     }
-    let counts = registry().counts();
     SystemInfo {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         protocol_version: PROTOCOL_VERSION,
@@ -166,13 +164,7 @@ pub(crate) fn system_info(started_ms: u64) -> SystemInfo {
         peak_rss_bytes: status().peak_rss,
         max_open_files: max_open_files(),
         system,
-        processes: ProcessCounts {
-            gen_servers: counts.gen_servers,
-            tasks: counts.tasks,
-            seen_tasks: counts.seen_tasks,
-            mailbox_owners: counts.mailboxes,
-            registered_names: counts.names,
-        },
+        processes: registry().counts(),
         callsites: cs,
         sessions: active_sessions()
             .into_iter()

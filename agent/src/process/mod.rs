@@ -365,13 +365,13 @@ impl Registry {
     }
 
     /// How many processes of each kind the node has.
-    pub(crate) fn counts(&self) -> ProcessCounts {
-        ProcessCounts {
+    pub(crate) fn counts(&self) -> nodetrace_protocol::ProcessCounts {
+        nodetrace_protocol::ProcessCounts {
             gen_servers: self.servers.len() as u64,
             tasks: task::count() as u64,
             seen_tasks: self.seen.len() as u64,
-            mailboxes: self.mailboxes.len() as u64,
-            names: self.names.len() as u64,
+            mailbox_owners: self.mailboxes.len() as u64,
+            registered_names: self.names.len() as u64,
         }
     }
 
@@ -392,6 +392,15 @@ impl Registry {
             .iter()
             .find(|(_, p)| **p == pid)
             .map(|(n, _)| n.clone())
+    }
+}
+
+/// Sets (`on`) or clears `bits` of a word of session bits.
+pub(crate) fn set_bits(mask: &std::sync::atomic::AtomicU32, bits: u32, on: bool) {
+    if on {
+        mask.fetch_or(bits, Ordering::Relaxed);
+    } else {
+        mask.fetch_and(!bits, Ordering::Relaxed);
     }
 }
 
@@ -418,16 +427,6 @@ pub fn whereis(name: &str) -> Option<Pid> {
 /// Removes `name` from the registry; true if it was there.
 pub fn unregister(name: &str) -> bool {
     registry().names.remove(name).is_some()
-}
-
-/// How many processes of each kind a node has, for `info`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ProcessCounts {
-    pub(crate) gen_servers: u64,
-    pub(crate) tasks: u64,
-    pub(crate) seen_tasks: u64,
-    pub(crate) mailboxes: u64,
-    pub(crate) names: u64,
 }
 
 /// Every known process, by pid: gen_servers, tasks (spawned with

@@ -10,14 +10,13 @@
 //! [`trace`] (each message it takes, and how long it took to handle) and
 //! [`statistics`] (its channels' counters) too; its state is its own.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use nodetrace_protocol::Pid;
 use tokio::sync::oneshot;
 
 use crate::process::gen_server::SystemMessage;
-use crate::process::{ProcessRef, RegistryError, registry};
+use crate::process::{ProcessRef, RegistryError, registry, set_bits};
 use crate::session::Session;
 
 /// How long [`get_state`] waits for the server to answer.
@@ -52,15 +51,8 @@ pub fn trace(session: &Session, target: impl Into<ProcessRef>, on: bool) -> Resu
     let target = target.into();
     let mut reg = registry();
     let bit = 1u32 << session.slot();
-    let set = |mask: &std::sync::atomic::AtomicU32| {
-        if on {
-            mask.fetch_or(bit, Ordering::Relaxed);
-        } else {
-            mask.fetch_and(!bit, Ordering::Relaxed);
-        }
-    };
     if let Ok(server) = reg.server(&target) {
-        set(&server.sys_mask);
+        set_bits(&server.sys_mask, bit, on);
         return Ok(());
     }
     let pid = reg.resolve(&target)?;

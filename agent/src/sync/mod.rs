@@ -138,12 +138,12 @@ impl Receiving {
         }
     }
 
-    /// A message was taken from the channel.
+    /// A message was taken from the channel (after [`before_receive`],
+    /// which made the channel its owner's).
+    ///
+    /// [`before_receive`]: Receiving::before_receive
     #[inline]
     fn took(&mut self, from: u64, message: &dyn Debug) {
-        if self.owner == 0 {
-            self.adopt();
-        }
         self.taken += 1;
         self.mailbox.taken.store(self.taken, Ordering::Relaxed);
         if MESSAGE_SESSIONS.load(Ordering::Relaxed) != 0 {
