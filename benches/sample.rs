@@ -1,13 +1,14 @@
 //! Sampling the `todo load` workload in process: unsampled, sampled at
 //! 99 Hz and at 999 Hz, in one run; then interleaved round by round (the
-//! ratios to quote), with the time the final, symbolised report takes.
+//! ratios to quote), with the time the final, symbolised report takes;
+//! and at 99 Hz split by process (the gen_servers' polls marked).
 
 mod common;
 
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nodetrace_agent::{SampleProfile, tc};
+use nodetrace_agent::{SampleProfile, Split, tc};
 
 use common::{TODO_REQUESTS as REQUESTS, todo_load_runs as runs};
 
@@ -19,7 +20,7 @@ fn sampled(c: &mut Criterion) {
     group.throughput(Throughput::Elements(REQUESTS));
     group.bench_function("unsampled", |b| b.iter_custom(|n| runs(&runtime, n)));
     for hz in FREQUENCIES {
-        let profile = SampleProfile::start(hz).unwrap();
+        let profile = SampleProfile::start(hz, Split::Threads).unwrap();
         group.bench_function(format!("{hz}hz"), |b| b.iter_custom(|n| runs(&runtime, n)));
         let (took, snapshot) = tc(|| profile.stop());
         eprintln!(
@@ -41,16 +42,20 @@ fn interleaved(_: &mut Criterion) {
         .and_then(|r| r.parse().ok())
         .unwrap_or(30);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    for hz in FREQUENCIES {
+    let variants = FREQUENCIES
+        .map(|hz| (hz, Split::Threads))
+        .into_iter()
+        .chain([(99, Split::Processes)]);
+    for (hz, split) in variants {
         let (mut unsampled, mut sampled) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..rounds {
             unsampled += runs(&runtime, 1);
-            let profile = SampleProfile::start(hz).unwrap();
+            let profile = SampleProfile::start(hz, split).unwrap();
             sampled += runs(&runtime, 1);
             profile.stop();
         }
         eprintln!(
-            "{hz} Hz interleaved over {rounds} rounds: unsampled {:?} a run, sampled {:?} a run: {:.3}x",
+            "{hz} Hz split by {split:?} interleaved over {rounds} rounds: unsampled {:?} a run, sampled {:?} a run: {:.3}x",
             unsampled / rounds,
             sampled / rounds,
             sampled.as_secs_f64() / unsampled.as_secs_f64()

@@ -487,7 +487,8 @@ struct SampleArgs {
     /// Samples per second of CPU time, 1 to 1000.
     #[arg(long, value_name = "HZ", default_value_t = 99, value_parser = clap::value_parser!(u32).range(1..=1000))]
     frequency: u32,
-    /// Also draw a flamegraph SVG (one tower per thread).
+    /// Also draw a flamegraph SVG (one tower per thread, or per process
+    /// with --per-process).
     #[arg(long, value_name = "FILE.svg")]
     flamegraph: Option<PathBuf>,
     /// Also write folded stacks, `thread;outer;inner samples` a line.
@@ -500,6 +501,12 @@ struct SampleArgs {
     /// as `go tool pprof` reads it.
     #[arg(long, value_name = "FILE.pb.gz")]
     pprof: Option<PathBuf>,
+    /// Split the samples by the process that was running on the thread
+    /// (named tasks and gen_servers; other samples stay with their
+    /// thread): a table per process, and a tower per process in the
+    /// flamegraph.
+    #[arg(long)]
+    per_process: bool,
     /// Sample for DURATION: 500ms, 10s, 2m [default: 10s on a running
     /// node; a command's whole run, at most 5 min].
     #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration)]
@@ -951,9 +958,15 @@ fn sample(args: SampleArgs) -> anyhow::Result<ExitCode> {
         folded: args.folded,
         speedscope: args.speedscope,
     };
-    run_profile(ProfileMode::Sample, common, &timed, false, |request| {
-        request.spec.frequency_hz = frequency_hz;
-    })
+    run_profile(
+        ProfileMode::Sample,
+        common,
+        &timed,
+        args.per_process,
+        |request| {
+            request.spec.frequency_hz = frequency_hz;
+        },
+    )
 }
 
 fn profile(

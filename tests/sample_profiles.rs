@@ -30,7 +30,12 @@ fn signal_masks(pid: u32) -> (u64, u64) {
 
 /// Starts the hot node `name` in `home`; returns it once it is registered.
 fn start_hot(home: &Home, name: &str) -> Spawned {
-    let mut node = Spawned::start(home.command(hot_bin()).arg(name));
+    start_hot_with(home, name, &[])
+}
+
+/// [`start_hot`] with more arguments for the example.
+fn start_hot_with(home: &Home, name: &str, args: &[&str]) -> Spawned {
+    let mut node = Spawned::start(home.command(hot_bin()).arg(name).args(args));
     let registry = home.path().join("nodes").join(format!("{name}.node"));
     let up = wait_until(common::STARTUP, || {
         node.stdout().contains("hot: os pid") && registry.is_file()
@@ -322,4 +327,137 @@ fn the_todo_node_under_load_is_sampled_with_its_own_frames() {
             })
     });
     assert!(callsite_named, "no frame named as a callsite: {folded}");
+}
+
+/// `--per-process` on the hot node with its `spinner` task: the task's
+/// samples are its own (its hot function, none of the thread's), the
+/// worker thread's stay with the thread, and the text, folded and JSON
+/// reports agree on it.
+#[test]
+fn samples_are_split_by_the_process_that_was_running() {
+    let home = Home::new();
+    let name = unique("hotsplit");
+    let _node = start_hot_with(&home, &name, &["--task"]);
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("split.txt");
+    let run = home.run(&[
+        "profile",
+        "sample",
+        "--per-process",
+        "--node",
+        &name,
+        "--duration",
+        "2s",
+        "--frequency",
+        "499",
+        "--format",
+        "json",
+        "--folded",
+        folded.to_str().unwrap(),
+    ]);
+    run.ok();
+    let report = report_json(&run);
+    let spinner = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["owner"].as_str().unwrap().ends_with(" spinner"))
+        .unwrap_or_else(|| panic!("no spinner process: {}", report["processes"]));
+    let pid = spinner["pid"].as_str().unwrap().to_owned();
+    assert!(pid.ends_with(".1>"), "a task's pid: {pid}");
+    assert!(spinner["samples"].as_u64().unwrap() >= 20, "{spinner}");
+    let stacks = report["stacks"].as_array().unwrap();
+    let frames = |s: &Value| -> Vec<String> {
+        s["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (mut in_task, mut in_thread) = (0u64, 0u64);
+    for stack in stacks {
+        let frames = frames(stack);
+        assert!(
+            !frames.iter().any(|f| f.contains("process::marker")),
+            "marker frames are left out: {frames:?}"
+        );
+        let samples = stack["samples"].as_u64().unwrap();
+        if stack["pid"] == pid.as_str() {
+            assert_eq!(stack["process"], "spinner");
+            assert!(
+                !frames.iter().any(|f| f.ends_with("hot_spin")),
+                "the thread's hot spot in the task: {frames:?}"
+            );
+            if frames.last().is_some_and(|f| f.ends_with("task_spin")) {
+                in_task += samples;
+            }
+        } else if frames.iter().any(|f| f.ends_with("hot_spin")) {
+            assert_eq!(stack["pid"], Value::Null, "{stack}");
+            assert_eq!(stack["thread"], "hot-worker");
+            in_thread += samples;
+        }
+    }
+    assert!(
+        in_task >= 20 && in_thread >= 20,
+        "task {in_task}, thread {in_thread}"
+    );
+    let folded = std::fs::read_to_string(&folded).unwrap();
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.starts_with(&format!("{pid} spinner;")) && l.contains("task_spin")),
+        "no tower for the spinner: {folded}"
+    );
+
+    let run = home.run(&[
+        "profile",
+        "sample",
+        "--per-process",
+        "--node",
+        &name,
+        "--duration",
+        "1s",
+        "--frequency",
+        "499",
+    ]);
+    let text = run.ok();
+    assert!(text.contains("# by process"), "{text}");
+    let section = text
+        .split("****** ")
+        .find(|s| s.starts_with(&format!("process {pid} spinner ")))
+        .unwrap_or_else(|| panic!("no section for the spinner: {text}"));
+    let first = section.lines().nth(2).unwrap_or_default();
+    assert!(first.ends_with("task_spin"), "its top function: {section}");
+}
+
+/// The Todo node under load, split by process: its gen_servers
+/// (`todo_server:NAME`) are processes of their own in the samples.
+#[test]
+fn the_todo_node_s_gen_servers_are_processes_in_a_split_sample() {
+    let home = Home::new();
+    let node = home.start_node(&unique("todosplit"));
+    let _load = node.load();
+    let run = home.run(&[
+        "profile",
+        "sample",
+        "--per-process",
+        "--node",
+        &node.name,
+        "--duration",
+        "2s",
+        "--frequency",
+        "999",
+        "--format",
+        "json",
+    ]);
+    run.ok();
+    let report = report_json(&run);
+    let processes = report["processes"].as_array().unwrap();
+    assert!(
+        processes
+            .iter()
+            .any(|p| p["owner"].as_str().unwrap().contains(" todo_server:")),
+        "no gen_server among the processes: {processes:?}"
+    );
 }

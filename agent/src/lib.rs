@@ -72,7 +72,7 @@ pub use process::{
     ProcessInfo, ProcessKind, ProcessRef, RegistryError, TaskInfo, gen_server, processes, register,
     self_pid, sys, task, unregister, whereis,
 };
-pub use profile::sample::{MAX_FREQUENCY_HZ, MAX_SAMPLE_MS, SampleError, SampleProfile};
+pub use profile::sample::{MAX_FREQUENCY_HZ, MAX_SAMPLE_MS, SampleError, SampleProfile, Split};
 pub use profile::tc::{tc, tc_async};
 pub use profile::{Profile, ProfileError, ProfileOptions};
 pub use record::callsite::{Callsite, Metadata, callsite, callsites};

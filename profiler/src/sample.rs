@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use nodetrace_protocol::SampledStack;
+use nodetrace_protocol::{Pid, SampledStack};
 use pprof::protos::Message;
 
 use crate::Profile;
@@ -64,8 +64,36 @@ pub fn functions(profile: &Profile<'_>) -> Vec<FunctionSamples> {
     rows
 }
 
+/// Who a stack belongs to: its process (`<0.7.1> audit`) in a profile
+/// split by process, else its thread.
+pub fn owner(stack: &SampledStack) -> String {
+    match (stack.pid, &stack.process) {
+        (Some(pid), Some(name)) => format!("{pid} {name}"),
+        (Some(pid), None) => pid.to_string(),
+        (None, _) => stack.thread.clone(),
+    }
+}
+
+/// Whether the profile was split by process (some stack has a pid).
+fn split_by_process(profile: &Profile<'_>) -> bool {
+    profile.snapshot.samples.iter().any(|s| s.pid.is_some())
+}
+
+/// Samples per owner ([`owner`]), most first; a thread's samples outside any
+/// process are its own row.
+pub fn owners(profile: &Profile<'_>) -> Vec<(String, Option<Pid>, u64)> {
+    let mut by: HashMap<(String, Option<Pid>), u64> = HashMap::new();
+    for stack in &profile.snapshot.samples {
+        *by.entry((owner(stack), stack.pid)).or_default() += stack.samples;
+    }
+    let mut rows: Vec<_> = by.into_iter().map(|((o, p), n)| (o, p, n)).collect();
+    rows.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    rows
+}
+
 /// The text report: a header, then the top functions by self samples and
-/// by total samples.
+/// by total samples; split by process, the samples of each process and
+/// each one's top functions.
 pub fn write_text(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
     let total = total(profile);
     let threads: HashSet<&str> = profile
@@ -90,6 +118,9 @@ pub fn write_text(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
         return Ok(());
     }
     let pct = |n: u64| n as f64 * 100.0 / total as f64;
+    if split_by_process(profile) {
+        return write_by_process(w, profile, total);
+    }
     let mut rows = functions(profile);
     writeln!(w)?;
     writeln!(w, "# by self samples (top {TOP})")?;
@@ -139,7 +170,73 @@ pub fn write_text(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// `thread;outer;...;inner samples`, one line per stack.
+/// How many functions each process's table shows.
+const TOP_PER_PROCESS: usize = 10;
+
+fn write_by_process(w: &mut impl Write, profile: &Profile<'_>, total: u64) -> io::Result<()> {
+    let pct = |n: u64| n as f64 * 100.0 / total as f64;
+    let owners = owners(profile);
+    writeln!(w)?;
+    writeln!(w, "# by process (threads: samples outside any process)")?;
+    writeln!(w, "{:>8} {:>8}  PROCESS", "SAMPLES%", "SAMPLES")?;
+    for (owner, pid, samples) in &owners {
+        let owner = match pid {
+            Some(_) => owner.clone(),
+            None => format!("thread {owner}"),
+        };
+        writeln!(w, "{:>7.2}% {samples:>8}  {owner}", pct(*samples))?;
+    }
+    for (owner, pid, samples) in &owners {
+        let stacks: Vec<SampledStack> = profile
+            .snapshot
+            .samples
+            .iter()
+            .filter(|s| s.pid == *pid && self::owner(s) == *owner)
+            .cloned()
+            .collect();
+        let snapshot = nodetrace_protocol::ProfileSnapshot {
+            samples: stacks,
+            ..Default::default()
+        };
+        let part = Profile {
+            snapshot: &snapshot,
+            ..*profile
+        };
+        let title = match pid {
+            Some(_) => format!("process {owner}"),
+            None => format!("thread {owner}"),
+        };
+        writeln!(w)?;
+        writeln!(
+            w,
+            "****** {title} -- {:.2} % of samples, by self samples (top {TOP_PER_PROCESS}) ***",
+            pct(*samples)
+        )?;
+        writeln!(
+            w,
+            "{:>8} {:>8} {:>8} {:>8}  FUNCTION",
+            "SELF%", "SELF", "TOTAL%", "TOTAL"
+        )?;
+        for row in functions(&part).iter().take(TOP_PER_PROCESS) {
+            if row.self_samples == 0 {
+                break;
+            }
+            writeln!(
+                w,
+                "{:>7.2}% {:>8} {:>7.2}% {:>8}  {}",
+                pct(row.self_samples),
+                row.self_samples,
+                pct(row.total_samples),
+                row.total_samples,
+                row.function
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `owner;outer;...;inner samples`, one line per stack: the owner is the
+/// thread, or the process in a profile split by process.
 pub fn folded_lines(profile: &Profile<'_>) -> Vec<String> {
     profile
         .snapshot
@@ -147,7 +244,7 @@ pub fn folded_lines(profile: &Profile<'_>) -> Vec<String> {
         .iter()
         .filter(|s| s.samples > 0)
         .map(|s| {
-            let mut line = folded_name(&s.thread);
+            let mut line = folded_name(&owner(s));
             for frame in &s.frames {
                 line.push(';');
                 line.push_str(&folded_name(&frame.function));
@@ -182,9 +279,18 @@ pub fn json(profile: &Profile<'_>) -> serde_json::Value {
         .map(|s| {
             json!({
                 "thread": s.thread,
+                "pid": s.pid.map(|p| p.to_string()),
+                "process": s.process,
                 "frames": s.frames.iter().map(|f| f.function.as_str()).collect::<Vec<_>>(),
                 "samples": s.samples,
             })
+        })
+        .collect();
+    let processes: Vec<_> = owners(profile)
+        .into_iter()
+        .filter_map(|(owner, pid, samples)| {
+            let pid = pid?;
+            Some(json!({ "pid": pid.to_string(), "owner": owner, "samples": samples }))
         })
         .collect();
     json!({
@@ -196,6 +302,7 @@ pub fn json(profile: &Profile<'_>) -> serde_json::Value {
         "frequency_hz": profile.snapshot.frequency_hz,
         "samples": total(profile),
         "functions": functions,
+        "processes": processes,
         "stacks": stacks,
     })
 }
@@ -254,7 +361,7 @@ fn frames(stack: &SampledStack, id: u64, at: SystemTime) -> pprof::Frames {
                 }]
             })
             .collect(),
-        thread_name: stack.thread.clone(),
+        thread_name: owner(stack),
         // Distinct per stack: pprof-rs keys its samples by thread id and
         // frame addresses, which names alone do not have.
         thread_id: id,

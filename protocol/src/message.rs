@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// The version of this protocol; both sides must speak the same.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The four bytes a tracer's first frame starts with.
 pub const MAGIC: [u8; 4] = *b"NTRC";

@@ -137,6 +137,12 @@ pub struct SampledFrame {
 pub struct SampledStack {
     /// The sampled thread's name (its id if it has none).
     pub thread: String,
+    /// The process that was running on the thread, in a profile split by
+    /// process; `None` outside any process the agent runs.
+    pub pid: Option<Pid>,
+    /// That process's registered name, if it had one when the profile
+    /// ended.
+    pub process: Option<String>,
     /// Frames, outermost first; an inlined function is a frame of its own.
     pub frames: Vec<SampledFrame>,
     /// Samples with this stack on this thread.

@@ -29,7 +29,7 @@ use crate::control::node::{NodeConfig, NodeError};
 use crate::control::observe;
 use crate::process::ProcessRef;
 use crate::process::sys;
-use crate::profile::sample::{MAX_SAMPLE_MS, SampleProfile};
+use crate::profile::sample::{MAX_SAMPLE_MS, SampleProfile, Split};
 use crate::profile::{Profile, ProfileOptions};
 use crate::record::callsite::callsite_count;
 use crate::record::fmt::DEFAULT_TEXT_BOUND;
@@ -835,7 +835,12 @@ fn start_measure(spec: &ProfileSpec) -> Result<(Measure, u64, Option<u64>), Stri
                 nodetrace_protocol::display_ms(duration_ms)
             ));
         }
-        let profile = SampleProfile::start(spec.frequency_hz).map_err(|e| e.to_string())?;
+        let split = if spec.per_process {
+            Split::Processes
+        } else {
+            Split::Threads
+        };
+        let profile = SampleProfile::start(spec.frequency_hz, split).map_err(|e| e.to_string())?;
         return Ok((Measure::Sample(profile), 0, Some(duration_ms)));
     }
     let options = ProfileOptions {

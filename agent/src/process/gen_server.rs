@@ -51,7 +51,9 @@ use nodetrace_protocol::{EventKind, Pid};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::process::message::{bounded, text_bound, trace_receive, trace_send};
-use crate::process::{RegistryError, as_server, next_pid, registry, self_pid, with_current_server};
+use crate::process::{
+    RegistryError, as_server, marker, next_pid, registry, self_pid, with_current_server,
+};
 use crate::record::call::record_event;
 use crate::record::fmt::AsPid;
 use crate::session::admitted;
@@ -497,6 +499,10 @@ impl<F: Future> Future for InProcess<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
+        if crate::process::task::marking() {
+            let pid = this.server.pid;
+            return marker::under(pid, || as_server(this.server, || this.fut.poll(cx)));
+        }
         as_server(this.server, || this.fut.poll(cx))
     }
 }

@@ -10,6 +10,7 @@
 //! a name, and the owners of traced channels ([`crate::sync`]).
 
 pub mod gen_server;
+pub(crate) mod marker;
 pub(crate) mod message;
 pub mod sys;
 pub mod task;

@@ -27,7 +27,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime};
@@ -36,7 +36,7 @@ use nodetrace_protocol::Pid;
 use rustc_hash::FxHashMap;
 use tokio::task::JoinHandle;
 
-use crate::process::task_number;
+use crate::process::{marker, task_number};
 use crate::record::clock;
 
 /// The live named tasks, by pid, in shards: a spawn and an end each lock
@@ -93,8 +93,35 @@ pub(crate) fn count() -> usize {
 /// How long the node keeps timing tasks after the last observer asked.
 pub const OBSERVE_LINGER: Duration = Duration::from_secs(60);
 
-/// Whether tasks are timed now: the one load a poll makes while not.
-static OBSERVING: AtomicBool = AtomicBool::new(false);
+/// What a poll does besides polling: the one load a poll makes when
+/// nothing is asked ([`TIMED`], [`MARKED`]).
+static HOOKS: AtomicU8 = AtomicU8::new(0);
+
+/// Polls are timed: the node is observed.
+const TIMED: u8 = 1;
+
+/// Polls run below their pid's marker frames: a sample profile split by
+/// process runs.
+const MARKED: u8 = 2;
+
+fn set_hook(hook: u8, on: bool) {
+    if on {
+        HOOKS.fetch_or(hook, Ordering::Relaxed);
+    } else {
+        HOOKS.fetch_and(!hook, Ordering::Relaxed);
+    }
+}
+
+/// Whether processes' polls run below marker frames now.
+pub(crate) fn marking() -> bool {
+    HOOKS.load(Ordering::Relaxed) & MARKED != 0
+}
+
+/// Starts or stops running processes' polls below marker frames that
+/// spell their pids ([`crate::process::marker`]).
+pub(crate) fn set_marking(on: bool) {
+    set_hook(MARKED, on);
+}
 
 /// When observing began (raw clock), and when it ends unless asked again.
 static OBSERVATION: Mutex<Option<Observation>> = Mutex::new(None);
@@ -127,7 +154,7 @@ pub(crate) fn observe() -> SystemTime {
         since,
         until,
     });
-    OBSERVING.store(true, Ordering::Relaxed);
+    set_hook(TIMED, true);
     // Without a thread to end it, the observation lasts: timing for good
     // is better than never.
     let _ = std::thread::Builder::new()
@@ -144,7 +171,7 @@ fn end_observation_when_idle() {
             let Some(o) = obs.as_ref() else { return };
             let now = Instant::now();
             if now >= o.until {
-                OBSERVING.store(false, Ordering::Relaxed);
+                set_hook(TIMED, false);
                 *obs = None;
                 return;
             }
@@ -170,7 +197,7 @@ pub fn set_observing(on: bool) {
     if on {
         observe();
     } else {
-        OBSERVING.store(false, Ordering::Relaxed);
+        set_hook(TIMED, false);
         *OBSERVATION.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
@@ -369,16 +396,39 @@ impl<F: Future> Future for Named<F> {
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if !OBSERVING.load(Ordering::Relaxed) {
+        let hooks = HOOKS.load(Ordering::Relaxed);
+        if hooks == 0 {
             return this.fut.poll(cx);
         }
-        this.shared.runtime_waker.get_or_init(|| cx.waker().clone());
-        let counting = this
-            .counting
-            .get_or_insert_with(|| Waker::from(this.shared.clone()));
-        this.shared
-            .timed_poll(this.fut, &mut Context::from_waker(counting))
+        hooked_poll(hooks, this.shared, this.counting, this.fut, cx)
     }
+}
+
+/// A poll that is timed, marked, or both.
+#[inline(never)]
+fn hooked_poll<F: Future>(
+    hooks: u8,
+    shared: &Arc<TaskShared>,
+    counting: &mut Option<Waker>,
+    fut: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    let mut poll = |fut: Pin<&mut F>, cx: &mut Context<'_>| {
+        if hooks & TIMED == 0 {
+            return fut.poll(cx);
+        }
+        shared.runtime_waker.get_or_init(|| cx.waker().clone());
+        let counting = counting.get_or_insert_with(|| Waker::from(shared.clone()));
+        shared.timed_poll(fut, &mut Context::from_waker(counting))
+    };
+    if hooks & MARKED == 0 {
+        return poll(fut, cx);
+    }
+    let pid = match shared.pid.load(Ordering::Relaxed) {
+        0 => crate::process::self_pid(),
+        bits => Pid::from_bits(bits),
+    };
+    marker::under(pid, || poll(fut, cx))
 }
 
 /// Spawns `future` on the current tokio runtime as a process named `name`.

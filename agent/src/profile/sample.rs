@@ -17,13 +17,20 @@
 //! back the disposition SIGPROF had before the profile. A process whose
 //! SIGPROF already has a handler, or whose profiling timer already runs
 //! (another profiler), is refused rather than disturbed.
+//!
+//! Split by process ([`Split::Processes`]), the poll of each process the
+//! agent runs (a named task, a gen_server) runs, while the profile lasts,
+//! below frames that spell its pid ([`crate::process::marker`]): the
+//! handler records them with the rest, and the symbolised stack says which
+//! process was running when the sample was taken.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use nodetrace_protocol::{CallsiteKind, ProfileSnapshot, SampledFrame, SampledStack};
+use nodetrace_protocol::{CallsiteKind, Pid, ProfileSnapshot, SampledFrame, SampledStack};
 
+use crate::process::{marker, processes_unsorted, task};
 use crate::record::callsite::callsites;
 
 /// The highest frequency a node samples at.
@@ -63,12 +70,23 @@ pub enum SampleError {
 
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
+/// How a sample profile's stacks are told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// By the OS thread that was sampled.
+    Threads,
+    /// Also by the process that was running on it: the node's named tasks
+    /// and gen_servers (other code stays with its thread).
+    Processes,
+}
+
 /// A running sample profile; dropping it stops the sampler and restores
 /// SIGPROF's disposition.
 pub struct SampleProfile {
     guard: Option<pprof::ProfilerGuard<'static>>,
     previous: libc::sigaction,
     frequency_hz: u32,
+    split: Split,
     started: Instant,
 }
 
@@ -81,15 +99,26 @@ unsafe impl Sync for SampleProfile {}
 impl SampleProfile {
     /// Starts sampling every thread at `frequency_hz` samples per second of
     /// CPU time.
-    pub fn start(frequency_hz: u32) -> Result<SampleProfile, SampleError> {
+    ///
+    /// ```no_run
+    /// use nodetrace_agent::{SampleProfile, Split};
+    ///
+    /// let profile = SampleProfile::start(99, Split::Processes).unwrap();
+    /// // ... the work to profile ...
+    /// let stacks = profile.stop().samples;
+    /// ```
+    pub fn start(frequency_hz: u32, split: Split) -> Result<SampleProfile, SampleError> {
         if !(1..=MAX_FREQUENCY_HZ).contains(&frequency_hz) {
             return Err(SampleError::Frequency(frequency_hz));
         }
         if RUNNING.swap(true, Ordering::AcqRel) {
             return Err(SampleError::Busy);
         }
-        match Self::start_sampler(frequency_hz) {
-            Ok(profile) => Ok(profile),
+        match Self::start_sampler(frequency_hz, split) {
+            Ok(profile) => {
+                task::set_marking(split == Split::Processes);
+                Ok(profile)
+            }
             Err(e) => {
                 RUNNING.store(false, Ordering::Release);
                 Err(e)
@@ -97,7 +126,7 @@ impl SampleProfile {
         }
     }
 
-    fn start_sampler(frequency_hz: u32) -> Result<SampleProfile, SampleError> {
+    fn start_sampler(frequency_hz: u32, split: Split) -> Result<SampleProfile, SampleError> {
         let previous = sigprof_disposition();
         if previous.sa_sigaction != libc::SIG_DFL && previous.sa_sigaction != libc::SIG_IGN {
             return Err(SampleError::SignalTaken);
@@ -114,6 +143,7 @@ impl SampleProfile {
             guard: Some(guard),
             previous,
             frequency_hz,
+            split,
             started: Instant::now(),
         })
     }
@@ -146,7 +176,8 @@ impl SampleProfile {
             return Vec::new();
         };
         let names = callsite_names();
-        let mut merged: HashMap<(String, Vec<SampledFrame>), u64> = HashMap::new();
+        type Key = (String, Option<Pid>, Vec<SampledFrame>);
+        let mut merged: HashMap<Key, u64> = HashMap::new();
         for (frames, count) in &report.data {
             if *count <= 0 {
                 continue;
@@ -170,15 +201,29 @@ impl SampleProfile {
                 .count();
             leaf_first.drain(..own);
             leaf_first.reverse();
+            let mut pid = None;
+            if self.split == Split::Processes {
+                pid = marker::read(leaf_first.iter().map(|f| f.function.as_str()));
+                leaf_first.retain(|f| !marker::is_marker_frame(&f.function));
+            }
             let root_first = link_callsites(leaf_first, &names);
             *merged
-                .entry((frames.thread_name_or_id(), root_first))
+                .entry((frames.thread_name_or_id(), pid, root_first))
                 .or_default() += *count as u64;
         }
+        let registered: HashMap<Pid, String> = match self.split {
+            Split::Threads => HashMap::new(),
+            Split::Processes => processes_unsorted()
+                .into_iter()
+                .filter_map(|p| Some((p.pid, p.name?)))
+                .collect(),
+        };
         let mut stacks: Vec<SampledStack> = merged
             .into_iter()
-            .map(|((thread, frames), samples)| SampledStack {
+            .map(|((thread, pid, frames), samples)| SampledStack {
                 thread,
+                process: pid.and_then(|p| registered.get(&p).cloned()),
+                pid,
                 frames,
                 samples,
             })
@@ -192,6 +237,7 @@ impl SampleProfile {
     /// disposition SIGPROF had before.
     fn end(&mut self) {
         if let Some(guard) = self.guard.take() {
+            task::set_marking(false);
             drop(guard);
             // Safety: sigaction(2) with a disposition read by sigaction(2)
             // before the profile started (SIG_DFL or SIG_IGN, checked).
