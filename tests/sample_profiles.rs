@@ -226,29 +226,34 @@ fn a_running_node_is_sampled_twice_and_its_sigprof_disposition_is_restored() {
     );
 }
 
-/// `profile sample --format json -- BIN NAME 2` of the `hot` example built
-/// as `bin`: its exit code passes through, the report is complete and has
-/// the hot function among the top three by self samples; returns the
-/// report's functions by self samples.
-fn sample_hot_command(bin: &std::path::Path, limit: Duration) -> Vec<String> {
+/// `profile sample --format json [--per-process] -- BIN NAME 2 [--task]`
+/// of the `hot` example built as `bin`: its exit code passes through, the
+/// report is complete and has the hot function among the top three by self
+/// samples; returns the report.
+fn sample_hot_command(bin: &std::path::Path, limit: Duration, split: bool) -> Value {
     let home = Home::new();
     let name = unique("hotcmd");
+    let split_args: &[&str] = if split { &["--per-process"] } else { &[] };
+    let task_args: &[&str] = if split { &["--task"] } else { &[] };
     let run = common::run_bounded(
-        home.nodetrace(&["profile", "sample", "--format", "json", "--"])
+        home.nodetrace(&["profile", "sample", "--format", "json"])
+            .args(split_args)
+            .arg("--")
             .arg(bin)
-            .args([name.as_str(), "2"]),
+            .args([name.as_str(), "2"])
+            .args(task_args),
         limit,
     );
     assert_eq!(run.status.code(), Some(7), "stderr: {}", run.stderr);
     let report = report_json(&run);
     assert_eq!(report["complete"], true, "stderr: {}", run.stderr);
-    let functions: Vec<String> = functions(&report).into_iter().map(str::to_owned).collect();
+    let functions = functions(&report);
     assert!(
         functions.iter().take(3).any(|f| f.ends_with("hot_spin")),
         "hot_spin is not in the top 3 by self samples: {functions:?}; stderr: {}",
         run.stderr
     );
-    functions
+    report
 }
 
 /// The functions of a sample report, by self samples.
@@ -263,7 +268,7 @@ fn functions(report: &Value) -> Vec<&str> {
 
 #[test]
 fn a_command_is_sampled_to_its_exit_and_its_exit_code_passes_through() {
-    sample_hot_command(hot_bin(), common::COMMAND_LIMIT);
+    sample_hot_command(hot_bin(), common::COMMAND_LIMIT, false);
 }
 
 /// A release build with cargo's default profile (no frame pointers, no
@@ -271,12 +276,34 @@ fn a_command_is_sampled_to_its_exit_and_its_exit_code_passes_through() {
 /// function is still found by its symbol.
 #[test]
 fn a_release_build_is_sampled_without_frame_pointers() {
-    let functions = sample_hot_command(hot_release_bin(), Duration::from_secs(120));
+    let report = sample_hot_command(hot_release_bin(), Duration::from_secs(120), true);
+    let functions = functions(&report);
     assert!(
         functions
             .iter()
             .any(|f| f.starts_with("std::") || f.starts_with("core::")),
         "std frames are unwound through: {functions:?}"
+    );
+    // The marker frames survive the optimiser: split by process, the
+    // spinner task's samples are its own.
+    let spinner_samples: u64 = report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["process"] == "spinner")
+        .filter(|s| {
+            s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f.as_str().unwrap().ends_with("task_spin"))
+        })
+        .map(|s| s["samples"].as_u64().unwrap())
+        .sum();
+    assert!(
+        spinner_samples >= 20,
+        "the spinner's samples: {spinner_samples}; {}",
+        report["processes"]
     );
 }
 
@@ -402,12 +429,12 @@ fn samples_are_split_by_the_process_that_was_running() {
         in_task >= 20 && in_thread >= 20,
         "task {in_task}, thread {in_thread}"
     );
-    let folded = std::fs::read_to_string(&folded).unwrap();
+    let split_folded = std::fs::read_to_string(&folded).unwrap();
     assert!(
-        folded
+        split_folded
             .lines()
             .any(|l| l.starts_with(&format!("{pid} spinner;")) && l.contains("task_spin")),
-        "no tower for the spinner: {folded}"
+        "no tower for the spinner: {split_folded}"
     );
 
     let run = home.run(&[
@@ -429,6 +456,28 @@ fn samples_are_split_by_the_process_that_was_running() {
         .unwrap_or_else(|| panic!("no section for the spinner: {text}"));
     let first = section.lines().nth(2).unwrap_or_default();
     assert!(first.ends_with("task_spin"), "its top function: {section}");
+
+    // Once the split profiles end, polls run unmarked again: a profile by
+    // thread sees no marker frames (it would not drop them).
+    let run = home.run(&[
+        "profile",
+        "sample",
+        "--node",
+        &name,
+        "--duration",
+        "1s",
+        "--frequency",
+        "499",
+        "--folded",
+        folded.to_str().unwrap(),
+    ]);
+    run.ok();
+    let folded = std::fs::read_to_string(&folded).unwrap();
+    assert!(folded.contains("task_spin"), "{folded}");
+    assert!(
+        !folded.contains("process::marker") && !folded.contains("hooked_poll"),
+        "polls are still marked: {folded}"
+    );
 }
 
 /// The Todo node under load, split by process: its gen_servers

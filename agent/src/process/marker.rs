@@ -16,8 +16,37 @@
 //! symbols shows no names at all, and its samples stay split by thread.
 
 use std::hint::black_box;
+use std::sync::Mutex;
 
 use nodetrace_protocol::Pid;
+
+use crate::process::task::marking;
+
+/// Names of processes that ended while marking, so that a split profile's
+/// report still names a process that is gone by its end.
+static ENDED: Mutex<Vec<(Pid, String)>> = Mutex::new(Vec::new());
+
+/// How many ended processes' names a profile keeps; those ending later (a
+/// task per connection, say) are shown by their pid only.
+const ENDED_KEPT: usize = 4096;
+
+/// Notes the name of a process that ends now, if a split profile runs.
+pub(crate) fn ended(pid: Pid, name: impl FnOnce() -> Option<String>) {
+    if !marking() {
+        return;
+    }
+    let mut ended = ENDED.lock().unwrap_or_else(|p| p.into_inner());
+    if ended.len() < ENDED_KEPT
+        && let Some(name) = name()
+    {
+        ended.push((pid, name));
+    }
+}
+
+/// The names [`ended`] noted, forgotten here.
+pub(crate) fn take_ended() -> Vec<(Pid, String)> {
+    std::mem::take(&mut *ENDED.lock().unwrap_or_else(|p| p.into_inner()))
+}
 
 /// The path every frame of this module starts with.
 const PREFIX: &str = "nodetrace_agent::process::marker::";

@@ -256,6 +256,7 @@ impl Registry {
 
     /// Forgets a process that ended, and every name it held.
     pub(crate) fn remove(&mut self, pid: Pid) {
+        marker::ended(pid, || self.name_of(pid));
         self.servers.remove(&pid);
         self.started.remove(&pid);
         self.names.retain(|_, p| *p != pid);

@@ -347,6 +347,7 @@ impl TaskShared {
         let pid = self.pid.load(Ordering::SeqCst);
         if pid != 0 {
             let pid = Pid::from_bits(pid);
+            marker::ended(pid, || self.name.as_ref().map(|n| n.to_string()));
             shard(pid).remove(&pid);
         }
     }

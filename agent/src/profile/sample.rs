@@ -116,6 +116,7 @@ impl SampleProfile {
         }
         match Self::start_sampler(frequency_hz, split) {
             Ok(profile) => {
+                marker::take_ended();
                 task::set_marking(split == Split::Processes);
                 Ok(profile)
             }
@@ -213,9 +214,13 @@ impl SampleProfile {
         }
         let registered: HashMap<Pid, String> = match self.split {
             Split::Threads => HashMap::new(),
-            Split::Processes => processes_unsorted()
+            Split::Processes => marker::take_ended()
                 .into_iter()
-                .filter_map(|p| Some((p.pid, p.name?)))
+                .chain(
+                    processes_unsorted()
+                        .into_iter()
+                        .filter_map(|p| Some((p.pid, p.name?))),
+                )
                 .collect(),
         };
         let mut stacks: Vec<SampledStack> = merged
