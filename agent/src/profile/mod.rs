@@ -6,13 +6,17 @@
 //! traced frames from which each return adds its own time, accumulated time,
 //! caller edge and stack to the thread's aggregates. A snapshot merges the
 //! threads' figures; their size is bounded by the functions, edges and
-//! distinct stacks seen, never by the number of calls.
+//! distinct stacks seen, never by the number of calls. The aggregates are
+//! [`table::Table`]s, which only their thread writes and a snapshot reads
+//! without a lock: no lock is taken on a call's path (latency histograms,
+//! asked for with `histogram`, are the one exception).
 //!
 //! An async function is on the stack only while it is polled: each poll
 //! adds its own time; its call counts once, at completion, with its wall
 //! time as accumulated time and the sum of its polls as busy time.
 
 pub(crate) mod sample;
+mod table;
 pub(crate) mod tc;
 
 use std::cell::RefCell;
@@ -26,6 +30,7 @@ use nodetrace_protocol::{
 };
 use rustc_hash::FxHashMap;
 
+use crate::profile::table::Table;
 use crate::record::callsite::{callsite_count, callsites, session_bits};
 use crate::record::clock;
 use crate::session::{ProcFlags, Procs, Session, SessionError, SessionOptions};
@@ -68,22 +73,32 @@ struct Profiler {
     threads: Mutex<Vec<Arc<ThreadData>>>,
 }
 
-/// One thread's figures.
+/// One thread's figures: the owner thread writes them, a snapshot reads
+/// them, neither locks (but for histograms).
 struct ThreadData {
-    /// cprof: calls by callsite id; written by the owner thread only.
+    /// cprof: calls by callsite id.
     counts: Box<[AtomicU64]>,
-    aggregates: Mutex<Aggregates>,
+    /// By (pid key, callsite): [`CALLS`], [`OWN`], [`ACC`], [`BUSY`],
+    /// [`ASYNC`]; cprof's counts of callsites registered after the thread
+    /// joined (`tracing` spans) too.
+    functions: Table<5>,
+    /// fprof, by (caller, callee): [`CALLS`], [`ACC`] and [`OWN`] ticks.
+    edges: Table<3>,
+    /// Stack nodes by (parent node, callsite), own ticks: node `i + 1` is
+    /// row `i`; node 0 is the root.
+    nodes: Table<1>,
+    /// Latency histograms, with `histogram`, by (pid key, callsite).
+    histograms: Mutex<FxHashMap<(u64, u32), Histogram<u64>>>,
 }
 
-#[derive(Default)]
-struct Aggregates {
-    functions: FxHashMap<(u64, u32), FunctionAggregate>,
-    edges: FxHashMap<(u32, u32), EdgeAggregate>,
-    /// Stack nodes: node `i + 1` is `(parent node, callsite)`; node 0 is the root.
-    nodes: Vec<(u32, u32)>,
-    /// Own ticks by node.
-    node_own: Vec<u64>,
-}
+// Counters of a function row (the first three of an edge row too).
+const CALLS: usize = 0;
+const OWN: usize = 1;
+const ACC: usize = 2;
+/// Ticks of its polls, for async functions.
+const BUSY: usize = 3;
+/// Async calls: nonzero when [`BUSY`] means something.
+const ASYNC: usize = 4;
 
 #[derive(Default)]
 struct FunctionAggregate {
@@ -115,8 +130,10 @@ struct ThreadProfile {
     stack: Vec<Frame>,
     /// `(parent node, callsite)` to node, this thread's stack tree.
     tree: FxHashMap<(u32, u32), u32>,
-    /// Nodes made since the aggregates were last locked.
-    new_nodes: Vec<(u32, u32)>,
+    /// `(pid key, callsite)` to its row of `data.functions`.
+    function_rows: FxHashMap<(u64, u32), u32>,
+    /// `(caller, callee)` to its row of `data.edges`.
+    edge_rows: FxHashMap<(u32, u32), u32>,
 }
 
 static PROFILER: ArcSwapOption<Profiler> = ArcSwapOption::const_empty();
@@ -154,7 +171,10 @@ fn join(generation: u64) -> Option<ThreadProfile> {
         .filter(|p| p.generation == generation)?;
     let data = Arc::new(ThreadData {
         counts: (0..callsite_count()).map(|_| AtomicU64::new(0)).collect(),
-        aggregates: Mutex::new(Aggregates::default()),
+        functions: Table::default(),
+        edges: Table::default(),
+        nodes: Table::default(),
+        histograms: Mutex::new(FxHashMap::default()),
     });
     profiler
         .threads
@@ -167,7 +187,8 @@ fn join(generation: u64) -> Option<ThreadProfile> {
         data,
         stack: Vec::new(),
         tree: FxHashMap::default(),
-        new_nodes: Vec::new(),
+        function_rows: FxHashMap::default(),
+        edge_rows: FxHashMap::default(),
     })
 }
 
@@ -180,7 +201,11 @@ impl ThreadProfile {
             Some(counter) => {
                 counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             }
-            None => self.aggregates().function((0, cs), false).calls += 1,
+            None => {
+                if let Some(row) = self.function((0, cs)) {
+                    row.add(CALLS, 1);
+                }
+            }
         }
     }
 
@@ -194,10 +219,13 @@ impl ThreadProfile {
 
     fn push(&mut self, cs: u32, start: u64) {
         let parent = self.stack.last().map_or(0, |f| f.node);
-        let next = (self.tree.len() + 1) as u32;
+        let nodes = &self.data.nodes;
+        // A full table (never, in practice) keeps the frame at the root:
+        // its own time then counts in no stack.
         let node = *self.tree.entry((parent, cs)).or_insert_with(|| {
-            self.new_nodes.push((parent, cs));
-            next
+            nodes
+                .append((u64::from(parent), u64::from(cs)))
+                .map_or(0, |row| row + 1)
         });
         self.stack.push(Frame {
             cs,
@@ -224,33 +252,42 @@ impl ThreadProfile {
         Some((elapsed, own, caller, frame.node, recursive))
     }
 
-    fn aggregates(&mut self) -> std::sync::MutexGuard<'_, Aggregates> {
-        let mut agg = self
-            .data
-            .aggregates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for node in self.new_nodes.drain(..) {
-            agg.nodes.push(node);
-            agg.node_own.push(0);
-        }
-        agg
-    }
-}
-
-impl Aggregates {
-    fn function(&mut self, key: (u64, u32), histogram: bool) -> &mut FunctionAggregate {
-        self.functions
-            .entry(key)
-            .or_insert_with(|| FunctionAggregate {
-                histogram: histogram.then(|| Histogram::new(3).expect("3 significant figures")),
-                ..FunctionAggregate::default()
-            })
+    /// The row of function `key`, appended at its first call (`None`
+    /// only if the table is full).
+    #[inline]
+    fn function(&mut self, key: (u64, u32)) -> Option<&table::Row<5>> {
+        let functions = &self.data.functions;
+        let row = match self.function_rows.get(&key) {
+            Some(&row) => row,
+            None => {
+                let row = functions.append((key.0, u64::from(key.1)))?;
+                self.function_rows.insert(key, row);
+                row
+            }
+        };
+        Some(functions.row(row))
     }
 
-    fn add_own(&mut self, node: u32, own: u64) {
-        if let Some(slot) = self.node_own.get_mut(node as usize - 1) {
-            *slot += own;
+    /// The row of edge `key`, appended at its first call.
+    #[inline]
+    fn edge(&mut self, key: (u32, u32)) -> Option<&table::Row<3>> {
+        let edges = &self.data.edges;
+        let row = match self.edge_rows.get(&key) {
+            Some(&row) => row,
+            None => {
+                let row = edges.append((u64::from(key.0), u64::from(key.1)))?;
+                self.edge_rows.insert(key, row);
+                row
+            }
+        };
+        Some(edges.row(row))
+    }
+
+    /// Adds own ticks to stack node `node` (0, the root, has none).
+    #[inline]
+    fn add_own(&self, node: u32, own: u64) {
+        if node != 0 {
+            self.data.nodes.row(node - 1).add(0, own);
         }
     }
 }
@@ -302,30 +339,47 @@ impl ThreadProfile {
     /// Adds one completed call to the function's figures and, for fprof,
     /// to its caller edge.
     fn complete(&mut self, c: Completed) {
-        let (key, histogram) = (self.pid_key(c.pid), self.profiler.options.histogram);
-        let graph = self.profiler.options.mode == ProfileMode::Fprof;
-        let mut agg = self.aggregates();
-        let f = agg.function((key, c.cs), histogram);
-        f.calls += 1;
-        f.own += c.own;
-        if !c.recursive {
-            f.acc += c.acc;
+        let key = (self.pid_key(c.pid), c.cs);
+        let options = self.profiler.options;
+        if let Some(f) = self.function(key) {
+            f.add(CALLS, 1);
+            f.add(OWN, c.own);
+            if !c.recursive {
+                f.add(ACC, c.acc);
+            }
+            if let Some(busy) = c.busy {
+                f.add(BUSY, busy);
+                f.add(ASYNC, 1);
+            }
         }
-        if let Some(busy) = c.busy {
-            *f.busy.get_or_insert(0) += busy;
+        if options.histogram {
+            self.record_latency(key, c.acc);
         }
-        if let Some(h) = &mut f.histogram {
-            let _ = h.record(clock::nanos_between(0, c.acc).max(1));
-        }
-        if graph {
-            let e = agg.edges.entry((c.caller, c.cs)).or_default();
-            e.calls += 1;
-            e.own += c.own;
-            e.acc += c.acc;
+        if options.mode == ProfileMode::Fprof
+            && let Some(e) = self.edge((c.caller, c.cs))
+        {
+            e.add(CALLS, 1);
+            e.add(OWN, c.own);
+            e.add(ACC, c.acc);
         }
         if let Some(node) = c.node {
-            agg.add_own(node, c.own);
+            self.add_own(node, c.own);
         }
+    }
+
+    /// Adds a call's latency to its histogram: the one lock on a call's
+    /// path, taken only when histograms were asked for.
+    #[cold]
+    fn record_latency(&self, key: (u64, u32), acc: u64) {
+        let mut histograms = self
+            .data
+            .histograms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let h = histograms
+            .entry(key)
+            .or_insert_with(|| Histogram::new(3).expect("3 significant figures"));
+        let _ = h.record(clock::nanos_between(0, acc).max(1));
     }
 }
 
@@ -361,7 +415,7 @@ pub(crate) fn enter_poll(cs: u32, start: u64) {
 pub(crate) fn exit_poll(cs: u32, end: u64) -> (u64, u32) {
     with_thread(|t| {
         let (_, own, caller, node, _) = t.pop(cs, end)?;
-        t.aggregates().add_own(node, own);
+        t.add_own(node, own);
         Some((own, caller))
     })
     .flatten()
@@ -509,37 +563,42 @@ fn snapshot(profiler: &Profiler) -> ProfileSnapshot {
                 }
             }
         }
-        let agg = thread.aggregates.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, f) in &agg.functions {
-            let into = functions.entry(*key).or_default();
-            into.calls += f.calls;
-            into.own += f.own;
-            into.acc += f.acc;
-            if let Some(busy) = f.busy {
-                *into.busy.get_or_insert(0) += busy;
+        for row in thread.functions.rows() {
+            let (pid, cs) = row.key();
+            let into = functions.entry((pid, cs as u32)).or_default();
+            into.calls += row.get(CALLS);
+            into.own += row.get(OWN);
+            into.acc += row.get(ACC);
+            if row.get(ASYNC) > 0 {
+                *into.busy.get_or_insert(0) += row.get(BUSY);
             }
-            if let Some(h) = &f.histogram {
-                match &mut into.histogram {
-                    Some(merged) => {
-                        let _ = merged.add(h);
-                    }
-                    None => into.histogram = Some(h.clone()),
+        }
+        let histograms = thread.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, h) in histograms.iter() {
+            match &mut functions.entry(*key).or_default().histogram {
+                Some(merged) => {
+                    let _ = merged.add(h);
                 }
+                into => *into = Some(h.clone()),
             }
         }
-        for (key, e) in &agg.edges {
-            let into = edges.entry(*key).or_default();
-            into.calls += e.calls;
-            into.acc += e.acc;
-            into.own += e.own;
+        drop(histograms);
+        for row in thread.edges.rows() {
+            let (caller, callee) = row.key();
+            let into = edges.entry((caller as u32, callee as u32)).or_default();
+            into.calls += row.get(CALLS);
+            into.acc += row.get(ACC);
+            into.own += row.get(OWN);
         }
-        for (i, own) in agg.node_own.iter().enumerate().filter(|(_, own)| **own > 0) {
+        let nodes: Vec<((u64, u64), u64)> =
+            thread.nodes.rows().map(|r| (r.key(), r.get(0))).collect();
+        for (i, &(_, own)) in nodes.iter().enumerate().filter(|(_, n)| n.1 > 0) {
             let mut frames = Vec::new();
-            let mut node = i as u32 + 1;
+            let mut node = i + 1;
             while node != 0 {
-                let (parent, cs) = agg.nodes[node as usize - 1];
-                frames.push(cs);
-                node = parent;
+                let ((parent, cs), _) = nodes[node - 1];
+                frames.push(cs as u32);
+                node = parent as usize;
             }
             frames.reverse();
             *stacks.entry(frames).or_default() += own;
