@@ -11,7 +11,8 @@ mod common;
 
 use common::{BURST, timed_in_bursts};
 use criterion::{Criterion, criterion_group, criterion_main};
-use nodetrace_agent::{Pattern, Session, SessionOptions, traced};
+use nodetrace_agent::{Pattern, Profile, ProfileOptions, Session, SessionOptions, traced};
+use nodetrace_protocol::ProfileMode;
 use tracing_subscriber::layer::SubscriberExt;
 
 #[inline(never)]
@@ -186,6 +187,22 @@ fn calls(c: &mut Criterion) {
         assert_eq!(session.lost(), 0, "{name}: the bursts must fit the ring");
         drop(session);
         drain.join().unwrap();
+    }
+    // Profiled: the per-call cost of eprof and fprof (two clock reads, the
+    // shadow stack, the thread's tables), nothing streamed.
+    for mode in [ProfileMode::Eprof, ProfileMode::Fprof] {
+        let options = ProfileOptions {
+            mode,
+            histogram: false,
+            per_process: false,
+        };
+        let pattern: Pattern = "callsite:traced_fn".parse().unwrap();
+        let profile = Profile::start(options, &[pattern]).unwrap();
+        group.bench_function(format!("traced_{}", mode.name()), |bench| {
+            bench.iter(|| traced_fn(black_box(a), black_box(b)))
+        });
+        let calls: u64 = profile.stop().functions.iter().map(|f| f.calls).sum();
+        assert!(calls > 0, "{}: no call was profiled", mode.name());
     }
     group.bench_function("tracing_no_subscriber", |bench| {
         bench.iter(|| instrumented(black_box(a), black_box(b)))

@@ -38,6 +38,9 @@ use crate::session::{ProcFlags, Procs, Session, SessionError, SessionOptions};
 /// The caller id of a call whose caller is not traced.
 const ROOT: u32 = u32::MAX;
 
+/// No row yet.
+const NO_ROW: u32 = u32::MAX;
+
 /// Why a profile did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -130,8 +133,12 @@ struct ThreadProfile {
     stack: Vec<Frame>,
     /// `(parent node, callsite)` to node, this thread's stack tree.
     tree: FxHashMap<(u32, u32), u32>,
-    /// `(pid key, callsite)` to its row of `data.functions`.
+    /// `(pid key, callsite)` to its row of `data.functions`, for the keys
+    /// `function_by_cs` does not hold.
     function_rows: FxHashMap<(u64, u32), u32>,
+    /// Callsite id to the row of `(0, callsite)` (a profile not split by
+    /// process), or [`NO_ROW`].
+    function_by_cs: Box<[u32]>,
     /// `(caller, callee)` to its row of `data.edges`.
     edge_rows: FxHashMap<(u32, u32), u32>,
 }
@@ -188,6 +195,7 @@ fn join(generation: u64) -> Option<ThreadProfile> {
         stack: Vec::new(),
         tree: FxHashMap::default(),
         function_rows: FxHashMap::default(),
+        function_by_cs: vec![NO_ROW; callsite_count()].into_boxed_slice(),
         edge_rows: FxHashMap::default(),
     })
 }
@@ -257,11 +265,22 @@ impl ThreadProfile {
     #[inline]
     fn function(&mut self, key: (u64, u32)) -> Option<&table::Row<5>> {
         let functions = &self.data.functions;
-        let row = match self.function_rows.get(&key) {
-            Some(&row) => row,
+        // Not split by process, a function's row is found by its callsite
+        // id alone, without hashing.
+        let by_cs = (key.0 == 0)
+            .then(|| self.function_by_cs.get(key.1 as usize).copied())
+            .flatten()
+            .filter(|&row| row != NO_ROW);
+        let row = match by_cs.or_else(|| self.function_rows.get(&key).copied()) {
+            Some(row) => row,
             None => {
                 let row = functions.append((key.0, u64::from(key.1)))?;
-                self.function_rows.insert(key, row);
+                match self.function_by_cs.get_mut(key.1 as usize) {
+                    Some(slot) if key.0 == 0 => *slot = row,
+                    _ => {
+                        self.function_rows.insert(key, row);
+                    }
+                }
                 row
             }
         };
