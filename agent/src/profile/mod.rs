@@ -133,6 +133,9 @@ struct ThreadProfile {
     stack: Vec<Frame>,
     /// `(parent node, callsite)` to node, this thread's stack tree.
     tree: FxHashMap<(u32, u32), u32>,
+    /// By node (0, the root, first): its child last pushed, `(callsite,
+    /// node)`, or `(NO_ROW, 0)`.
+    last_child: Vec<(u32, u32)>,
     /// `(pid key, callsite)` to its row of `data.functions`, for the keys
     /// `function_by_cs` does not hold.
     function_rows: FxHashMap<(u64, u32), u32>,
@@ -194,6 +197,7 @@ fn join(generation: u64) -> Option<ThreadProfile> {
         data,
         stack: Vec::new(),
         tree: FxHashMap::default(),
+        last_child: vec![(NO_ROW, 0)],
         function_rows: FxHashMap::default(),
         function_by_cs: vec![NO_ROW; callsite_count()].into_boxed_slice(),
         edge_rows: FxHashMap::default(),
@@ -227,20 +231,39 @@ impl ThreadProfile {
 
     fn push(&mut self, cs: u32, start: u64) {
         let parent = self.stack.last().map_or(0, |f| f.node);
-        let nodes = &self.data.nodes;
-        // A full table (never, in practice) keeps the frame at the root:
-        // its own time then counts in no stack.
-        let node = *self.tree.entry((parent, cs)).or_insert_with(|| {
-            nodes
-                .append((u64::from(parent), u64::from(cs)))
-                .map_or(0, |row| row + 1)
-        });
+        // The child a node had last is the likeliest again (a loop calling
+        // one function): looked up without hashing.
+        let node = match self.last_child.get(parent as usize) {
+            Some(&(last, node)) if last == cs => node,
+            _ => self.child(parent, cs),
+        };
         self.stack.push(Frame {
             cs,
             start,
             children: 0,
             node,
         });
+    }
+
+    /// The node of `cs` under `parent`, made at its first call.
+    fn child(&mut self, parent: u32, cs: u32) -> u32 {
+        let nodes = &self.data.nodes;
+        let last_child = &mut self.last_child;
+        // A full table (never, in practice) keeps the frame at the root:
+        // its own time then counts in no stack.
+        let node = *self.tree.entry((parent, cs)).or_insert_with(|| {
+            let node = nodes
+                .append((u64::from(parent), u64::from(cs)))
+                .map_or(0, |row| row + 1);
+            if node != 0 {
+                last_child.push((NO_ROW, 0));
+            }
+            node
+        });
+        if let Some(slot) = self.last_child.get_mut(parent as usize) {
+            *slot = (cs, node);
+        }
+        node
     }
 
     /// Pops `cs`'s frame: its elapsed and own ticks, its caller, its node,

@@ -29,7 +29,12 @@ use crate::session::for_each_slot;
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct Active {
-    cs: &'static Callsite,
+    /// The callsite's id, found once per call (finding it reads the
+    /// callsite slice's bounds).
+    id: u32,
+    /// A sync call's profile frame is pushed and popped around it; an
+    /// async call's or a span's around each of its polls.
+    polled: bool,
     pid: Pid,
     /// Sessions that recorded the call.
     mask: u32,
@@ -107,7 +112,8 @@ fn begin(
     }
     // One clock read starts both the trace's call and the profile's frame.
     let start = clock::now();
-    let profiled = pending.profile && profile::enter(cs.id(), cs.is_polled(), start);
+    let (id, polled) = (cs.id(), cs.is_polled());
+    let profiled = pending.profile && profile::enter(id, polled, start);
     if mask == 0 && !profiled {
         return None;
     }
@@ -115,7 +121,7 @@ fn begin(
         push(
             EventKind::Call,
             mask,
-            cs.id(),
+            id,
             u64::MAX,
             pending.pid,
             start,
@@ -124,7 +130,8 @@ fn begin(
         );
     }
     Some(Active {
-        cs,
+        id,
+        polled,
         pid: pending.pid,
         mask,
         returns: pending.returns & mask,
@@ -217,7 +224,7 @@ impl Active {
         push(
             kind,
             mask,
-            self.cs.id(),
+            self.id,
             busy.unwrap_or(u64::MAX),
             self.pid,
             end,
@@ -237,8 +244,8 @@ impl Active {
     /// Pops a sync call's profile frame.
     #[inline(always)]
     fn leave_profile(&self, end: u64) {
-        if self.profiled && !self.cs.is_polled() {
-            profile::exit(self.cs.id(), self.pid, end);
+        if self.profiled && !self.polled {
+            profile::exit(self.id, self.pid, end);
         }
     }
 
@@ -442,7 +449,7 @@ where
             return this.fut.poll(cx);
         }
         let profiled = this.active.as_ref().is_some_and(|a| a.profiled);
-        let cs = this.active.as_ref().map_or(0, |a| a.cs.id());
+        let cs = this.active.as_ref().map_or(0, |a| a.id);
         let t0 = clock::now();
         // A poll that panics still pops its profile frame, so later calls
         // on this thread are not charged to it.
@@ -530,7 +537,7 @@ impl SpanCall {
         if self.depth == 1 {
             self.entered = clock::now();
             if self.active.profiled {
-                profile::enter_poll(self.active.cs.id(), self.entered);
+                profile::enter_poll(self.active.id, self.entered);
             }
         }
     }
@@ -545,7 +552,7 @@ impl SpanCall {
             let end = clock::now();
             self.busy += end.saturating_sub(self.entered);
             if self.active.profiled {
-                let (own, caller) = profile::exit_poll(self.active.cs.id(), end);
+                let (own, caller) = profile::exit_poll(self.active.id, end);
                 self.own += own;
                 self.caller = caller;
             }
@@ -564,7 +571,7 @@ impl SpanCall {
         if active.profiled {
             let wall = end.saturating_sub(active.start);
             profile::complete_async(
-                active.cs.id(),
+                active.id,
                 active.pid,
                 self.caller,
                 self.own,
