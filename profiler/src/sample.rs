@@ -309,7 +309,8 @@ pub fn json(profile: &Profile<'_>) -> serde_json::Value {
 
 /// The profile in pprof's protobuf format (`perftools.profiles.Profile`),
 /// gzipped when `gzip` (as `go tool pprof` writes it; it reads both):
-/// sample types `samples/count` and `cpu/nanoseconds`, a `thread` label.
+/// sample types `samples/count` and `cpu/nanoseconds`, a `thread` label
+/// (the process, in a profile split by process: see [`owner`]).
 pub fn write_pprof(w: &mut impl Write, profile: &Profile<'_>, gzip: bool) -> io::Result<()> {
     let report = pprof_report(profile);
     let proto = report
