@@ -35,6 +35,13 @@
 //! Methods that a macro generates inside a traced `impl` block are not
 //! traced: the attribute sees the macro call, not the methods it expands
 //! to. Put `#[traced]` inside the macro's output instead.
+//!
+//! A method's callsite is named with its type
+//! (`kv::store:Store::get/2`) when the attribute is on its `impl` block.
+//! On a lone method it is named `kv::store:get/2`: Rust hands an attribute
+//! only the item it is on, so the method's attribute never sees the type,
+//! and its static callsite cannot name `Self`. Put `#[traced]` on the
+//! `impl` block to have the type in `ls`, trace lines and profiles.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
