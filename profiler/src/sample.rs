@@ -173,20 +173,33 @@ pub fn write_text(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
 /// How many functions each process's table shows.
 const TOP_PER_PROCESS: usize = 10;
 
+/// How many processes (or threads) get a table of their own, most samples
+/// first.
+const SECTIONS: usize = 10;
+
 fn write_by_process(w: &mut impl Write, profile: &Profile<'_>, total: u64) -> io::Result<()> {
     let pct = |n: u64| n as f64 * 100.0 / total as f64;
     let owners = owners(profile);
     writeln!(w)?;
     writeln!(w, "# by process (threads: samples outside any process)")?;
     writeln!(w, "{:>8} {:>8}  PROCESS", "SAMPLES%", "SAMPLES")?;
-    for (owner, pid, samples) in &owners {
+    for (owner, pid, samples) in owners.iter().take(TOP) {
         let owner = match pid {
             Some(_) => owner.clone(),
             None => format!("thread {owner}"),
         };
         writeln!(w, "{:>7.2}% {samples:>8}  {owner}", pct(*samples))?;
     }
-    for (owner, pid, samples) in &owners {
+    if owners.len() > TOP {
+        let rest: u64 = owners[TOP..].iter().map(|o| o.2).sum();
+        writeln!(
+            w,
+            "{:>7.2}% {rest:>8}  ({} more; --format json lists every one)",
+            pct(rest),
+            owners.len() - TOP
+        )?;
+    }
+    for (owner, pid, samples) in owners.iter().take(SECTIONS) {
         let stacks: Vec<SampledStack> = profile
             .snapshot
             .samples
