@@ -382,3 +382,69 @@ fn frames(stack: &SampledStack, id: u64, at: SystemTime) -> pprof::Frames {
         sample_timestamp: at,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nodetrace_protocol::{Pid, ProfileMode, ProfileSnapshot, SampledFrame, SampledStack};
+
+    use super::*;
+
+    fn stack(pid: Option<Pid>, leaf: &str, samples: u64) -> SampledStack {
+        SampledStack {
+            thread: "worker".into(),
+            pid,
+            process: pid.map(|p| format!("conn:{}", p.number())),
+            frames: ["main", leaf]
+                .map(|f| SampledFrame {
+                    function: f.into(),
+                    file: None,
+                    line: None,
+                })
+                .to_vec(),
+            samples,
+        }
+    }
+
+    #[test]
+    fn a_split_profile_shows_the_busiest_processes_and_counts_the_rest() {
+        let mut samples: Vec<SampledStack> = (1..=30)
+            .map(|n| stack(Some(Pid::task(n)), &format!("work_{n}"), n))
+            .collect();
+        samples.push(stack(None, "idle", 3));
+        let snapshot = ProfileSnapshot {
+            samples,
+            frequency_hz: 99,
+            ..ProfileSnapshot::default()
+        };
+        let profile = Profile {
+            mode: ProfileMode::Sample,
+            node: "n@h",
+            snapshot: &snapshot,
+            callsites: &[],
+            complete: true,
+        };
+        let mut out = Vec::new();
+        write_text(&mut out, &profile).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("<0.30.1> conn:30\n"), "{text}");
+        assert!(
+            text.contains("(6 more; --format json lists every one)"),
+            "{text}"
+        );
+        assert_eq!(text.matches("****** ").count(), SECTIONS, "{text}");
+        let busiest = text.split("****** ").nth(1).unwrap();
+        assert!(
+            busiest.starts_with("process <0.30.1> conn:30 -- "),
+            "{busiest}"
+        );
+        assert!(
+            busiest.lines().nth(2).unwrap().ends_with("work_30"),
+            "{busiest}"
+        );
+        // Folded stacks and pprof threads are rooted at the process, a
+        // thread's samples outside any at the thread.
+        let folded = folded_lines(&profile);
+        assert!(folded.contains(&"<0.30.1> conn:30;main;work_30 30".to_owned()));
+        assert!(folded.contains(&"worker;main;idle 3".to_owned()));
+    }
+}
