@@ -45,7 +45,11 @@ fn calls(c: &mut Criterion) {
         .find(|f| f.matches(&pattern))
         .expect("probed_call in the symbol table");
     let mut trace = target
-        .attach(&[ProbeSpec { function, args: 2 }])
+        .attach(&[ProbeSpec {
+            function,
+            args: 2,
+            returns: false,
+        }])
         .expect("an entry uprobe (run the bench as root)");
     let mut hits = Vec::new();
     let mut read = 0usize;

@@ -223,11 +223,12 @@ struct CallsArgs {
     /// Only calls whose formatted arguments contain TEXT.
     #[arg(long = "match", value_name = "TEXT")]
     arg_match: Option<String>,
-    /// Trace process PID, which needs no agent: entry uprobes on the
-    /// functions PATTERN selects by their Rust paths (Linux x86-64, as
-    /// root). Each call shows its thread (<tid N>) and its first argument
-    /// registers raw (rdi, rsi, rdx, rcx, r8, r9): /N shows N of them, no
-    /// arity all six.
+    /// Trace process PID, which needs no agent: uprobes on the functions
+    /// PATTERN selects by their Rust paths (Linux x86-64, as root). Each
+    /// call shows its thread (<tid N>) and its first argument registers raw
+    /// (rdi, rsi, rdx, rcx, r8, r9): /N shows N of them, no arity all six.
+    /// --return probes each function's return instructions: rax and the
+    /// time since the call.
     #[arg(long, value_name = "PID", conflicts_with = "node")]
     pid: Option<u32>,
     /// Also export each call as an OpenTelemetry span over OTLP/HTTP to URL
@@ -1187,10 +1188,6 @@ fn trace_calls_on_pid(pid: u32, args: &CallsArgs) -> anyhow::Result<ExitCode> {
         ))
         .into())
     };
-    let returns = args.returns || args.patterns.iter().any(|p| p.pattern.return_trace());
-    if returns {
-        return refuse("--return (`-> return`)");
-    }
     if args.arg_match.is_some() {
         return refuse("--match");
     }
@@ -1223,6 +1220,7 @@ fn trace_calls_on_pid(pid: u32, args: &CallsArgs) -> anyhow::Result<ExitCode> {
         pid,
         patterns: &args.patterns,
         no_args: args.no_args,
+        returns: args.returns,
         limits,
         format: args.common.format(),
     };

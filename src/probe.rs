@@ -53,19 +53,31 @@ pub struct CallsOnPid<'a> {
     pub patterns: &'a [PatternArg],
     /// `--no-args`.
     pub no_args: bool,
+    /// `--return`: every pattern's returns (else only those of patterns
+    /// written `PATTERN -> return`).
+    pub returns: bool,
     /// The limits chosen.
     pub limits: nodetrace_tracer::spec::ChosenLimits,
     /// Text or JSON.
     pub format: Format,
 }
 
-/// The functions to probe, each with the argument registers its calls
-/// show: a pattern's `/N` shows N (at most six), no arity shows six.
+/// A function to probe, the argument registers its calls show (a
+/// pattern's `/N` shows N, at most six; no arity shows six) and whether
+/// its returns are traced.
+struct Chosen<'a> {
+    function: &'a Function,
+    args: u8,
+    returns: bool,
+}
+
+/// The functions `patterns` select, each once.
 fn probes<'a>(
     target: &'a Target,
     patterns: &[PatternArg],
-) -> Result<Vec<(&'a Function, u8)>, TracerError> {
-    let mut chosen: Vec<(&Function, u8)> = Vec::new();
+    returns: bool,
+) -> Result<Vec<Chosen<'a>>, TracerError> {
+    let mut chosen: Vec<Chosen<'a>> = Vec::new();
     for p in patterns {
         let selected =
             nodetrace_probe::symbols::select(target.functions(), std::slice::from_ref(&p.pattern));
@@ -73,10 +85,18 @@ fn probes<'a>(
             return Err(no_match(target, &p.text));
         }
         let args = p.pattern.arity().map_or(MAX_ARGS, |a| a.min(MAX_ARGS));
+        let returns = returns || p.pattern.return_trace();
         for f in selected {
-            match chosen.iter_mut().find(|(c, _)| c.address == f.address) {
-                Some((_, shown)) => *shown = (*shown).max(args),
-                None => chosen.push((f, args)),
+            match chosen.iter_mut().find(|c| c.function.address == f.address) {
+                Some(c) => {
+                    c.args = c.args.max(args);
+                    c.returns |= returns;
+                }
+                None => chosen.push(Chosen {
+                    function: f,
+                    args,
+                    returns,
+                }),
             }
         }
     }
@@ -102,23 +122,29 @@ pub fn trace_calls(
     use nodetrace_tracer::render::NodeView;
 
     let target = Target::open(run.pid)?;
-    let chosen = probes(&target, run.patterns)?;
+    let chosen = probes(&target, run.patterns, run.returns)?;
     let specs: Vec<ProbeSpec<'_>> = chosen
         .iter()
-        .map(|&(function, args)| ProbeSpec {
-            function,
-            args: if run.no_args { 0 } else { args },
+        .map(|c| ProbeSpec {
+            function: c.function,
+            args: if run.no_args { 0 } else { c.args },
+            returns: c.returns,
         })
         .collect();
     let callsites = chosen
         .iter()
         .enumerate()
-        .map(|(id, &(f, args))| f.callsite(id as u32, args, target.binary()));
+        .map(|(id, c)| c.function.callsite(id as u32, c.args, target.binary()));
     let mut view = NodeView::new(format!("pid {}", run.pid), callsites);
     view.set_os_threads(true);
     let trace = target.attach(&specs)?;
+    let exits = if trace.exits() > 0 {
+        format!(", {} probed for returns", plural(trace.exits(), "exit"))
+    } else {
+        String::new()
+    };
     let what = format!(
-        "calls of {} ({} probed in {}; every call pays a kernel trap, --rate or not)",
+        "calls of {} ({} probed in {}{exits}; every call pays a kernel trap, --rate or not)",
         run.patterns
             .iter()
             .map(|p| p.pattern.to_string())

@@ -1,14 +1,16 @@
 //! `--pid`: a program built without the agent, listed and traced through
-//! entry uprobes by its Rust paths; threads started during the trace are
-//! traced; a SIGKILLed tracer leaves no breakpoint in the program; without
-//! the capability the error says what is needed. These need root (CI runs
-//! as root): not root is a failure, never a skip.
+//! uprobes by its Rust paths; threads started during the trace are traced;
+//! `--return` shows each return's rax and time, and a panic through a
+//! probed function leaves the pairs that follow right (and the program's
+//! results unchanged); a SIGKILLed tracer leaves no breakpoint in the
+//! program; without the capability the error says what is needed. These
+//! need root (CI runs as root): not root is a failure, never a skip.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{COMMAND_LIMIT, NODETRACE, plain_bin};
@@ -63,9 +65,22 @@ impl Plain {
 
     /// Starts one more calling thread and returns its OS thread id.
     fn new_thread(&mut self) -> u32 {
-        writeln!(self.stdin, "go").expect("plain reads");
+        writeln!(self.stdin, "thread").expect("plain reads");
         self.stdin.flush().expect("plain reads");
         read_number(&mut self.stdout, "tid ")
+    }
+
+    /// Has plain make `n` rounds of calls and returns what it printed:
+    /// what they computed, and its counts of calls.
+    fn run(&mut self, n: u32) -> (String, String) {
+        writeln!(self.stdin, "run {n}").expect("plain reads");
+        self.stdin.flush().expect("plain reads");
+        let (mut ran, mut counts) = (String::new(), String::new());
+        self.stdout.read_line(&mut ran).expect("plain prints");
+        self.stdout.read_line(&mut counts).expect("plain prints");
+        assert!(ran.starts_with(&format!("ran {n}: ")), "{ran}");
+        assert!(counts.starts_with("counts "), "{counts}");
+        (ran, counts)
     }
 }
 
@@ -133,13 +148,75 @@ fn nodetrace_as(wrapper: &[&str], args: &[&str]) -> (bool, String, String) {
     }
 }
 
+/// A trace running in the background, its start line read.
+struct Tracing {
+    child: Child,
+    stderr: BufReader<ChildStderr>,
+    start: String,
+}
+
+impl Tracing {
+    /// Starts `nodetrace ARGS` and waits for the line that says the trace
+    /// began (its probes are in place then).
+    fn start(args: &[&str]) -> Tracing {
+        let mut child = Command::new(NODETRACE)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nodetrace runs");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut start = String::new();
+        stderr.read_line(&mut start).unwrap();
+        assert!(start.starts_with("tracing calls of"), "{start}");
+        Tracing {
+            child,
+            stderr,
+            start,
+        }
+    }
+
+    /// Waits for the trace to end (bounded): success, stdout, stderr.
+    fn finish(mut self) -> (bool, String, String) {
+        let mut out = String::new();
+        let mut stdout = self.child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            stdout.read_to_string(&mut out).unwrap();
+            out
+        });
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > COMMAND_LIMIT {
+                let _ = self.child.kill();
+                panic!("the trace ran past {COMMAND_LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = self.start;
+        self.stderr.read_to_string(&mut err).unwrap();
+        (status.success(), reader.join().unwrap(), err)
+    }
+}
+
+/// The JSON objects of a trace's output, the `end` object left out.
+fn events(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|v| v["type"] != "end")
+        .collect()
+}
+
 #[test]
 fn a_program_without_an_agent_is_listed_and_traced_by_its_rust_paths() {
     require_root();
     let plain = Plain::start(&[]);
     let pid = plain.pid.to_string();
 
-    let (ok, out, err) = nodetrace(&["ls", "--pid", &pid, "plain::work"]);
+    let (ok, out, err) = nodetrace(&["ls", "--pid", &pid, "plain::work:step"]);
     assert!(ok, "ls --pid failed: {err}");
     let line = out.lines().next().expect("one function");
     assert!(line.ends_with(" plain::work::step"), "{out}");
@@ -236,6 +313,113 @@ fn threads_started_after_the_trace_began_are_traced() {
         "no call from thread {tid}, started after the trace: {out}"
     );
     assert!(out.contains(&format!("(<tid {pid}>) call plain::work:step(0x2a)")));
+}
+
+#[test]
+fn returns_show_rax_and_the_time_and_a_panic_through_a_probed_call_leaves_the_pairs_right() {
+    require_root();
+    let mut plain = Plain::start(&[]);
+    let pid = plain.pid.to_string();
+    let untraced = plain.run(6);
+
+    // Six rounds: 6 calls of nap and 6 returns; 6 calls of checked_div, 5
+    // returns, and the fourth call (divided by zero) ended by its panic.
+    let trace = Tracing::start(&[
+        "trace",
+        "calls",
+        "plain::work:checked_div/2",
+        "plain::work:nap/1",
+        "--pid",
+        &pid,
+        "--return",
+        "--max",
+        "24",
+        "--format",
+        "json",
+    ]);
+    assert!(trace.start.contains("exits probed for returns"), "{}", trace.start);
+    let traced = plain.run(6);
+    let (ok, out, err) = trace.finish();
+    assert!(ok, "{err}");
+    assert_eq!(traced, untraced, "the probes change nothing the program computes");
+    let events = events(&out);
+    assert_eq!(events.len(), 24, "--max 24 is exact: {out}");
+    let tid = events[0]["pid"].clone();
+    assert!(events.iter().all(|e| e["pid"] == tid), "one thread: {out}");
+
+    let nap: Vec<&serde_json::Value> = events.iter().filter(|e| e["function"] == "nap").collect();
+    assert_eq!(nap.len(), 12, "{out}");
+    for pair in nap.chunks(2) {
+        assert_eq!(pair[0]["type"], "call", "{out}");
+        assert_eq!(pair[0]["args"], "0x1");
+        assert_eq!(pair[1]["type"], "return", "{out}");
+        assert_eq!(pair[1]["result"], "0x1", "rax: nap returns its argument");
+        let ns = pair[1]["duration_ns"].as_u64().expect("a duration");
+        assert!(
+            (1_000_000..1_000_000_000).contains(&ns),
+            "nap sleeps 1 ms: {ns} ns"
+        );
+        assert!(pair[1]["timestamp_ns"].as_u64() > pair[0]["timestamp_ns"].as_u64());
+    }
+
+    let div: Vec<(&str, String)> = events
+        .iter()
+        .filter(|e| e["function"] == "checked_div")
+        .map(|e| {
+            let what = match e["type"].as_str().unwrap() {
+                "call" => e["args"].as_str().unwrap().to_owned(),
+                "return" => e["result"].as_str().unwrap().to_owned(),
+                _ => e["text"].as_str().unwrap().to_owned(),
+            };
+            (e["type"].as_str().unwrap(), what)
+        })
+        .collect();
+    let call = |args: &str| ("call", args.to_owned());
+    let ret = ("return", "0x2a".to_owned());
+    let unwound = (
+        "exception",
+        "ended without a return: a panic unwound it, or it left by a jump through a register"
+            .to_owned(),
+    );
+    assert_eq!(
+        div,
+        vec![
+            call("0x54, 0x2"),
+            ret.clone(),
+            call("0x54, 0x2"),
+            ret.clone(),
+            call("0x54, 0x2"),
+            ret.clone(),
+            call("0x54, 0x0"),
+            unwound,
+            call("0x54, 0x2"),
+            ret.clone(),
+            call("0x54, 0x2"),
+            ret,
+        ],
+        "{out}"
+    );
+
+    // Text: the dbg return line, and --max counts returns as events.
+    let trace = Tracing::start(&[
+        "trace",
+        "calls",
+        "plain::work:nap/1 -> return",
+        "--pid",
+        &pid,
+        "--max",
+        "5",
+    ]);
+    plain.run(6);
+    let (ok, out, err) = trace.finish();
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "--max 5 is exact: {out}");
+    let who = format!("{})", lines[0].split_once(") ").unwrap().0);
+    assert_eq!(lines[0], format!("{who} call plain::work:nap(0x1)"));
+    let back = format!("{who} returned from plain::work:nap/1 -> 0x1 (");
+    assert!(lines[1].starts_with(&back) && lines[1].ends_with("ms)"), "{out}");
+    assert!(err.contains("reached the limit of 5 events"), "{err}");
 }
 
 /// The byte at `file_offset` of plain's binary, as the running process

@@ -6,15 +6,21 @@
 //! * [`symbols`] reads a binary's ELF symbol table and matches it with a
 //!   [`Pattern`](nodetrace_protocol::Pattern); it is plain parsing, built on
 //!   every system.
+//! * [`code`] finds where a function's frame ends (its `ret`s and tail
+//!   calls) by decoding its machine code with `iced-x86`.
 //! * [`Target`] is a running process and its binary; [`Target::attach`]
-//!   puts entry uprobes on functions (Linux on x86-64 only: `perf_event_open`
-//!   with the `uprobe` PMU), and the [`Trace`] it returns reads the hits.
+//!   puts uprobes on functions' entries and exits (Linux on x86-64 only:
+//!   `perf_event_open` with the `uprobe` PMU), and the [`Trace`] it returns
+//!   reads the hits, pairing returns with their calls.
 //!
-//! What is not built: return probes, DWARF (argument names and types, file
-//! and line), shared libraries, other architectures.
+//! What is not built: DWARF (argument names and types, file and line),
+//! shared libraries, other architectures.
 
 use std::io;
 
+pub mod code;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod stacks;
 pub mod symbols;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod uprobe;
@@ -117,15 +123,38 @@ impl Target {
     pub fn functions(&self) -> &[Function] {
         &self.functions
     }
+
+    /// The machine code of `function`, read from the binary.
+    ///
+    /// # Errors
+    ///
+    /// [`ProbeError::Process`] if the binary cannot be read there.
+    pub fn code(&self, function: &Function) -> Result<Vec<u8>, ProbeError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let process = |cause| ProbeError::Process {
+            pid: self.pid,
+            cause,
+        };
+        let mut file = std::fs::File::open(format!("/proc/{}/exe", self.pid)).map_err(process)?;
+        let mut code = vec![0; usize::try_from(function.size).unwrap_or(0)];
+        file.seek(SeekFrom::Start(function.file_offset))
+            .and_then(|_| file.read_exact(&mut code))
+            .map_err(process)?;
+        Ok(code)
+    }
 }
 
-/// A function to probe and how many argument registers its calls show.
+/// A function to probe, how many argument registers its calls show, and
+/// whether its returns are traced.
 #[derive(Debug, Clone)]
 pub struct ProbeSpec<'a> {
     /// The function.
     pub function: &'a Function,
     /// Argument registers shown, at most [`MAX_ARGS`].
     pub args: u8,
+    /// Also probe its exits ([`code::exits`]): returns with rax and the
+    /// time since the call.
+    pub returns: bool,
 }
 
 /// How many argument registers a call can show: the six integer argument

@@ -1,11 +1,11 @@
-//! Entry uprobes through `perf_event_open` and the `uprobe` PMU, and the
-//! ring buffers their hits arrive in.
+//! Uprobes through `perf_event_open` and the `uprobe` PMU, and the ring
+//! buffers their hits arrive in.
 //!
-//! A probe is one perf event per (function, CPU) with `pid = -1`: it fires
-//! in every thread that runs the function, threads started later included,
-//! and the hits of other processes running the same binary are dropped
-//! here by their pid. Per-thread events with `inherit` would follow new
-//! threads too, but the kernel copies the probe's path from user memory
+//! A probe is one perf event per (probe site, CPU) with `pid = -1`: it
+//! fires in every thread that runs the code, threads started later
+//! included, and the hits of other processes running the same binary are
+//! dropped here by their pid. Per-thread events with `inherit` would follow
+//! new threads too, but the kernel copies the probe's path from user memory
 //! again when a new thread inherits the event, from the new thread's
 //! address space, where that pointer means nothing: its `clone` fails with
 //! EFAULT. Every event on a CPU writes, through
@@ -14,9 +14,18 @@
 //! descriptors, so closing them (the [`Trace`] dropped, or the tracer
 //! killed) removes every breakpoint from the process.
 //!
-//! A sample carries the process and thread, the time, the event's id (which
-//! probe) and the six integer argument registers of the System V calling
-//! convention.
+//! The sites of a function are its first instruction and, when its
+//! returns are traced, each of its exits ([`crate::code::exits`]): plain
+//! uprobes there, not uretprobes, which put the kernel's trampoline in
+//! place of the return address on the stack and so stand between an
+//! unwinding panic and the frames it must find.
+//!
+//! A sample carries the process and thread, the time, the event's id
+//! (which site), rsp, rax and the six integer argument registers of the
+//! System V calling convention. The rings are read one CPU after another,
+//! so a thread that moved between CPUs can have a later hit read before an
+//! earlier one: hits are released in time order, once every ring has been
+//! read past their time.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -25,28 +34,40 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nodetrace_protocol::{Event, EventKind, Pid};
+use nodetrace_protocol::Event;
 use perf_event_open_sys as sys;
 use sys::bindings::{self as b, perf_event_attr, perf_event_mmap_page};
 
+use crate::code;
+use crate::stacks::{At, Hit, Stacks};
 use crate::{MAX_ARGS, ProbeError, ProbeSpec, Target};
 
 /// Data pages of each CPU's ring buffer (a power of two): 256 KiB.
 const RING_PAGES: usize = 64;
 
-/// The argument registers, in the order the sample carries them (by
-/// `perf_event_x86_regs` number): rcx, rdx, rsi, rdi, r8, r9.
-const REGS: [u32; 6] = [
+/// The registers a sample carries, in the order it carries them (by
+/// `perf_event_x86_regs` number): rax, rcx, rdx, rsi, rdi, rsp, r8, r9.
+const REGS: [u32; 8] = [
+    b::PERF_REG_X86_AX,
     b::PERF_REG_X86_CX,
     b::PERF_REG_X86_DX,
     b::PERF_REG_X86_SI,
     b::PERF_REG_X86_DI,
+    b::PERF_REG_X86_SP,
     b::PERF_REG_X86_R8,
     b::PERF_REG_X86_R9,
 ];
 
 /// Where argument n (rdi, rsi, rdx, rcx, r8, r9) is among [`REGS`].
-const ARG_SLOT: [usize; 6] = [3, 2, 1, 0, 4, 5];
+const ARG_SLOT: [usize; 6] = [4, 3, 2, 1, 6, 7];
+/// Where rax is among [`REGS`].
+const RAX_SLOT: usize = 0;
+/// Where rsp is among [`REGS`].
+const RSP_SLOT: usize = 5;
+
+/// How long after a hit's time its ring is surely written: a hit is
+/// stamped and written in the same trap, microseconds apart.
+const SETTLE_NS: u64 = 1_000_000;
 
 /// The probes of one trace, and the rings their hits arrive in. Dropping
 /// it closes every event: the kernel removes the breakpoints.
@@ -56,12 +77,20 @@ pub struct Trace {
     rings: Vec<Ring>,
     /// Events that write into a ring but have none of their own.
     _events: Vec<OwnedFd>,
-    /// Event id → probe.
-    ids: HashMap<u64, u32>,
+    /// Event id → probe and site.
+    sites: HashMap<u64, (u32, At)>,
+    /// Per probe: the argument registers shown.
     args: Vec<u8>,
+    /// Per probe: returns are paired.
+    returns: Vec<bool>,
+    /// Hits read but not yet released: their order is known only once
+    /// every ring has been read past them.
+    pending: Vec<Hit>,
+    stacks: Stacks,
     /// Wall clock minus the monotonic clock samples are stamped with.
     clock_offset_ns: i128,
     lost: u64,
+    exits: usize,
 }
 
 #[derive(Debug)]
@@ -151,27 +180,36 @@ fn read_wrapped(data: &[u8], at: usize, len: usize) -> Vec<u8> {
 }
 
 impl Target {
-    /// Puts an entry uprobe on each function of `probes`, in every thread
-    /// of the process and every thread started later, and returns the
-    /// trace that reads their hits. Either every probe is placed or none:
-    /// a failure closes what was opened.
+    /// Puts a uprobe on the entry of each function of `probes` and, for
+    /// those that trace returns, on each of its exits, in every thread of
+    /// the process and every thread started later, and returns the trace
+    /// that reads their hits. Either every probe is placed or none: a
+    /// failure closes what was opened.
     ///
     /// # Errors
     ///
     /// [`ProbeError::Privileges`] without CAP_SYS_ADMIN (or CAP_PERFMON),
     /// [`ProbeError::NoUprobes`] on a kernel without the `uprobe` PMU,
+    /// [`ProbeError::Process`] if the binary's code cannot be read,
     /// [`ProbeError::System`] for other failures.
     pub fn attach(&self, probes: &[ProbeSpec<'_>]) -> Result<Trace, ProbeError> {
-        let pmu = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")
-            .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok())
-            .ok_or(ProbeError::NoUprobes)?;
+        let pmu = uprobe_pmu()?;
         raise_fd_limit();
         let cpus = online_cpus()?;
-        // The kernel resolves the path when the event is opened; through
-        // /proc/PID/exe it finds the very file the process runs.
-        let path =
-            CString::new(format!("/proc/{}/exe", self.pid)).map_err(|_| ProbeError::NoUprobes)?;
+        let path = self.probe_path()?;
+        let mut sites: Vec<(u32, At, u64)> = Vec::new();
+        for (index, probe) in probes.iter().enumerate() {
+            let index = index as u32;
+            let f = probe.function;
+            sites.push((index, At::Entry, f.file_offset));
+            if probe.returns {
+                let bytes = self.code(f)?;
+                for exit in code::exits(&bytes, f.address) {
+                    let offset = f.file_offset + (exit.address - f.address);
+                    sites.push((index, At::Exit(exit.kind), offset));
+                }
+            }
+        }
         let monotonic = clock_ns(libc::CLOCK_MONOTONIC);
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -180,22 +218,21 @@ impl Target {
             pid: self.pid,
             rings: Vec::new(),
             _events: Vec::new(),
-            ids: HashMap::new(),
+            sites: HashMap::new(),
             args: probes.iter().map(|p| p.args.min(MAX_ARGS)).collect(),
+            returns: probes.iter().map(|p| p.returns).collect(),
+            pending: Vec::new(),
+            stacks: Stacks::default(),
             clock_offset_ns: wall - monotonic,
             lost: 0,
+            exits: sites.iter().filter(|s| s.1 != At::Entry).count(),
         };
         for &cpu in &cpus {
             let ring = trace.rings.len();
-            for (index, probe) in probes.iter().enumerate() {
-                let fd = open_event(pmu, &path, probe.function.file_offset, cpu)?;
-                let mut id = 0u64;
-                // SAFETY: an ioctl on our own perf fd writing one u64.
-                if unsafe { sys::ioctls::ID(fd.as_raw_fd(), &mut id) } < 0 {
-                    return Err(system("cannot read a perf event's id"));
-                }
-                trace.ids.insert(id, index as u32);
-                if index == 0 {
+            for (n, &(probe, at, offset)) in sites.iter().enumerate() {
+                let fd = open_event(pmu, &path, offset, cpu)?;
+                trace.sites.insert(event_id(&fd)?, (probe, at));
+                if n == 0 {
                     trace.rings.push(Ring::map(fd)?);
                     continue;
                 }
@@ -209,12 +246,36 @@ impl Target {
         }
         Ok(trace)
     }
+
+    /// The path the kernel opens probes on: through /proc/PID/exe it finds
+    /// the very file the process runs, even if it was replaced since.
+    fn probe_path(&self) -> Result<CString, ProbeError> {
+        CString::new(format!("/proc/{}/exe", self.pid)).map_err(|_| ProbeError::NoUprobes)
+    }
+}
+
+fn uprobe_pmu() -> Result<u32, ProbeError> {
+    std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .ok_or(ProbeError::NoUprobes)
+}
+
+fn event_id(fd: &OwnedFd) -> Result<u64, ProbeError> {
+    let mut id = 0u64;
+    // SAFETY: an ioctl on our own perf fd writing one u64.
+    if unsafe { sys::ioctls::ID(fd.as_raw_fd(), &mut id) } < 0 {
+        return Err(system("cannot read a perf event's id"));
+    }
+    Ok(id)
 }
 
 impl Trace {
-    /// Waits up to `timeout` for hits and appends them to `into` as call
-    /// events (pid: the OS thread, callsite: the probe's index). Returns
-    /// `false` once the process has exited.
+    /// Waits up to `timeout` for hits and appends them to `into` as events
+    /// in time order (pid: the OS thread, callsite: the probe's index):
+    /// calls, and for probes that trace returns, returns paired with their
+    /// calls and calls that ended without one ([`crate::stacks`]). Returns
+    /// `false` once the process has exited, every hit then released.
     ///
     /// # Errors
     ///
@@ -238,21 +299,39 @@ impl Trace {
                 return Err(e);
             }
         }
-        let (pid, ids, args, offset) = (self.pid, &self.ids, &self.args, self.clock_offset_ns);
-        let mut lost = 0;
+        let alive = process_alive(self.pid);
+        // Every hit stamped before this is in its ring by now.
+        let horizon = u64::try_from(clock_ns(libc::CLOCK_MONOTONIC) + self.clock_offset_ns)
+            .unwrap_or(0)
+            .saturating_sub(SETTLE_NS);
+        let (pid, sites, offset) = (self.pid, &self.sites, self.clock_offset_ns);
+        let (pending, mut lost) = (&mut self.pending, 0);
         for ring in &mut self.rings {
             ring.drain(|kind, body| match kind {
-                b::PERF_RECORD_SAMPLE => {
-                    if let Some(event) = sample(body, pid, ids, args, offset) {
-                        into.push(event);
-                    }
-                }
+                b::PERF_RECORD_SAMPLE => pending.extend(sample(body, pid, sites, offset)),
                 b::PERF_RECORD_LOST => lost += u64_at(body, 8),
                 _ => {}
             });
         }
         self.lost += lost;
-        Ok(process_alive(self.pid))
+        self.pending.sort_by_key(|h| h.time_ns);
+        let ready = if alive {
+            self.pending.partition_point(|h| h.time_ns <= horizon)
+        } else {
+            self.pending.len()
+        };
+        for hit in self.pending.drain(..ready) {
+            let shown = usize::from(self.args.get(hit.probe as usize).copied().unwrap_or(0));
+            let args = (hit.at == At::Entry && shown > 0).then(|| {
+                let regs: Vec<String> = hit.args[..shown]
+                    .iter()
+                    .map(|r| format!("{r:#x}"))
+                    .collect();
+                regs.join(", ")
+            });
+            self.stacks.hit(&hit, args, &self.returns, into);
+        }
+        Ok(alive)
     }
 
     /// Hits the kernel could not write because a ring buffer was full.
@@ -260,23 +339,27 @@ impl Trace {
         self.lost
     }
 
-    /// The perf events open: functions × CPUs.
+    /// The perf events open: probe sites × CPUs.
     pub fn events(&self) -> usize {
         self.rings.len() + self._events.len()
+    }
+
+    /// The exits probed for returns, over all functions.
+    pub fn exits(&self) -> usize {
+        self.exits
     }
 }
 
 /// A sample's body: pid, tid (u32 each), time, id, then the user registers
-/// (abi, and the six registers when abi is not 0). A hit in another process
-/// than `pid` is none of ours.
+/// (abi, and the [`REGS`] when abi is not 0). A hit in another process than
+/// `pid` is none of ours; one without registers (abi 0) cannot be read.
 fn sample(
     body: &[u8],
     pid: u32,
-    ids: &HashMap<u64, u32>,
-    args: &[u8],
+    sites: &HashMap<u64, (u32, At)>,
     clock_offset_ns: i128,
-) -> Option<Event> {
-    if body.len() < 32 {
+) -> Option<Hit> {
+    if body.len() < 32 + 8 * REGS.len() {
         return None;
     }
     if u32::from_ne_bytes(body[0..4].try_into().ok()?) != pid {
@@ -284,29 +367,19 @@ fn sample(
     }
     let tid = u32::from_ne_bytes(body[4..8].try_into().ok()?);
     let time = u64_at(body, 8);
-    let id = u64_at(body, 16);
-    let abi = u64_at(body, 24);
-    let &probe = ids.get(&id)?;
-    let shown = usize::from(*args.get(probe as usize)?);
-    let text = if abi == 0 || shown == 0 || body.len() < 32 + 8 * REGS.len() {
-        None
-    } else {
-        let regs: Vec<String> = ARG_SLOT[..shown]
-            .iter()
-            .map(|&slot| format!("{:#x}", u64_at(body, 32 + 8 * slot)))
-            .collect();
-        Some(regs.join(", "))
-    };
-    Some(Event {
-        kind: EventKind::Call,
-        pid: Pid::process(u64::from(tid)),
-        peer: None,
-        callsite: Some(probe),
-        timestamp_ns: u64::try_from(i128::from(time) + clock_offset_ns).unwrap_or(0),
-        duration_ns: None,
-        busy_ns: None,
-        text,
-        extra: None,
+    let &(probe, at) = sites.get(&u64_at(body, 16))?;
+    if u64_at(body, 24) == 0 {
+        return None;
+    }
+    let reg = |slot: usize| u64_at(body, 32 + 8 * slot);
+    Some(Hit {
+        tid,
+        time_ns: u64::try_from(i128::from(time) + clock_offset_ns).unwrap_or(0),
+        probe,
+        at,
+        sp: reg(RSP_SLOT),
+        value: reg(RAX_SLOT),
+        args: ARG_SLOT.map(reg),
     })
 }
 
@@ -316,12 +389,13 @@ fn u64_at(body: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_ne_bytes)
 }
 
+
 fn open_event(pmu: u32, path: &CString, offset: u64, cpu: usize) -> Result<OwnedFd, ProbeError> {
     // SAFETY: perf_event_attr is plain data; all zeroes is its default.
     let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
     attr.type_ = pmu;
     attr.size = std::mem::size_of::<perf_event_attr>() as u32;
-    attr.config = 0; // an entry probe (bit 0 would make it a uretprobe)
+    attr.config = 0; // a plain uprobe (bit 0 would make it a uretprobe)
     attr.__bindgen_anon_3.uprobe_path = path.as_ptr() as u64;
     attr.__bindgen_anon_4.probe_offset = offset;
     attr.__bindgen_anon_1.sample_period = 1;
@@ -435,6 +509,7 @@ fn raise_fd_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::code::ExitKind;
 
     #[test]
     fn cpu_lists_parse() {
@@ -442,7 +517,7 @@ mod tests {
         assert_eq!(parse_cpu_list("0\n"), vec![0]);
     }
 
-    fn body(pid: u32, tid: u32, id: u64, regs: [u64; 6]) -> Vec<u8> {
+    fn body(pid: u32, tid: u32, id: u64, regs: [u64; 8]) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend(pid.to_ne_bytes());
         b.extend(tid.to_ne_bytes());
@@ -456,23 +531,31 @@ mod tests {
     }
 
     #[test]
-    fn samples_become_calls_with_arguments_in_calling_order() {
-        let ids = HashMap::from([(5, 0), (6, 1)]);
-        // rcx, rdx, rsi, rdi, r8, r9 as the kernel orders them.
-        let regs = [4, 3, 2, 1, 5, 6];
-        let e = sample(&body(40, 42, 5, regs), 40, &ids, &[3, 6], 10).unwrap();
-        assert_eq!(e.kind, EventKind::Call);
-        assert_eq!(e.pid, Pid::process(42));
-        assert_eq!(e.callsite, Some(0));
-        assert_eq!(e.timestamp_ns, 1_010);
-        assert_eq!(e.text.as_deref(), Some("0x1, 0x2, 0x3"));
-        let e = sample(&body(40, 42, 6, regs), 40, &ids, &[3, 6], 0).unwrap();
-        assert_eq!(e.text.as_deref(), Some("0x1, 0x2, 0x3, 0x4, 0x5, 0x6"));
-        let e = sample(&body(40, 42, 6, regs), 40, &ids, &[3, 0], 0).unwrap();
-        assert_eq!(e.text, None, "no registers asked");
+    fn samples_are_read_as_hits_with_arguments_in_calling_order() {
+        let sites = HashMap::from([
+            (5, (0, At::Entry)),
+            (6, (1, At::Exit(ExitKind::Return))),
+        ]);
+        // rax, rcx, rdx, rsi, rdi, rsp, r8, r9 as the kernel orders them.
+        let regs = [0x2a, 4, 3, 2, 1, 0x7ff0, 5, 6];
+        let hit = sample(&body(40, 42, 5, regs), 40, &sites, 10).unwrap();
+        assert_eq!(
+            hit,
+            Hit {
+                tid: 42,
+                time_ns: 1_010,
+                probe: 0,
+                at: At::Entry,
+                sp: 0x7ff0,
+                value: 0x2a,
+                args: [1, 2, 3, 4, 5, 6],
+            }
+        );
+        let hit = sample(&body(40, 42, 6, regs), 40, &sites, 0).unwrap();
+        assert_eq!((hit.probe, hit.at), (1, At::Exit(ExitKind::Return)));
         // Another process running the same binary, an unknown event.
-        assert!(sample(&body(41, 43, 5, regs), 40, &ids, &[3, 6], 0).is_none());
-        assert!(sample(&body(40, 42, 99, regs), 40, &ids, &[3, 6], 0).is_none());
+        assert!(sample(&body(41, 43, 5, regs), 40, &sites, 0).is_none());
+        assert!(sample(&body(40, 42, 99, regs), 40, &sites, 0).is_none());
     }
 
     #[test]
