@@ -231,6 +231,12 @@ struct CallsArgs {
     /// time since the call.
     #[arg(long, value_name = "PID", conflicts_with = "node")]
     pid: Option<u32>,
+    /// Trace a command started here, as --pid traces a running process:
+    /// it is held before its first instruction until the probes are in
+    /// place, runs with nodetrace's stdin, stdout and stderr (--output
+    /// keeps the trace apart), and nodetrace exits with its exit code.
+    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["node", "pid"])]
+    command: Vec<OsString>,
     /// Also export each call as an OpenTelemetry span over OTLP/HTTP to URL
     /// (`/v1/traces` added to a URL with no path) [default:
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT,
@@ -731,6 +737,11 @@ fn main() -> ExitCode {
                     .map(TracerError::exit_code)
                     .or_else(|| {
                         cause
+                            .downcast_ref::<nodetrace_probe::ProbeError>()
+                            .and_then(nodetrace_probe::ProbeError::exit_code)
+                    })
+                    .or_else(|| {
+                        cause
                             .downcast_ref::<ProfileError>()
                             .map(|e| u8::try_from(e.exit_code()).unwrap_or(1))
                     })
@@ -1017,18 +1028,7 @@ fn run_profile(
         // See `Interrupts`: a terminal's Ctrl-C reaches the command by
         // itself, a signal to nodetrace alone is forwarded to it; the
         // second one kills it.
-        let interrupts = Interrupts::new();
-        let hit = interrupts.clone();
-        let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])
-            .context("cannot handle SIGINT and SIGTERM")?;
-        std::thread::spawn(move || {
-            for info in signals.forever() {
-                hit.hit(Interrupt {
-                    signal: info.signal,
-                    from_terminal: info.cause == Cause::Kernel,
-                });
-            }
-        });
+        let interrupts = install_interrupts(&StopSignal::new())?;
         let timeout = Duration::from_millis(args.target.connect_timeout);
         return match profile_command(
             &args.target.command,
@@ -1141,8 +1141,8 @@ fn connect_one(node: &NodeArg, command: &str) -> Result<Connection, TracerError>
 }
 
 fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
-    if let Some(pid) = args.pid {
-        return trace_calls_on_pid(pid, &args);
+    if args.pid.is_some() || !args.command.is_empty() {
+        return trace_calls_probed(&args);
     }
     let typed: Vec<String> = args.patterns.iter().map(|p| p.text.clone()).collect();
     let patterns: Vec<Pattern> = args.patterns.into_iter().map(|p| p.pattern).collect();
@@ -1180,11 +1180,12 @@ fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
     trace(spec, what, typed, &args.common, otlp)
 }
 
-/// `trace calls --pid`: probes, a local source, instead of a node.
-fn trace_calls_on_pid(pid: u32, args: &CallsArgs) -> anyhow::Result<ExitCode> {
+/// `trace calls --pid` or `-- CMD`: probes, a local source, instead of a
+/// node.
+fn trace_calls_probed(args: &CallsArgs) -> anyhow::Result<ExitCode> {
     let refuse = |what: &str| -> anyhow::Result<ExitCode> {
         Err(TracerError::Refused(format!(
-            "{what} is not built for a probed process (--pid) yet: leave it out, or trace functions marked #[traced] through the agent"
+            "{what} is not built for a probed process (--pid, -- CMD) yet: leave it out, or trace functions marked #[traced] through the agent"
         ))
         .into())
     };
@@ -1214,18 +1215,22 @@ fn trace_calls_on_pid(pid: u32, args: &CallsArgs) -> anyhow::Result<ExitCode> {
         )),
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
-    let stop = StopSignal::new();
-    let signal = install_stop_signals(&stop)?;
-    let run = probe::CallsOnPid {
-        pid,
+    let run = probe::ProbedCalls {
         patterns: &args.patterns,
         no_args: args.no_args,
         returns: args.returns,
         limits,
         format: args.common.format(),
     };
-    probe::trace_calls(&run, &mut out, &stop)?;
-    Ok(after_signal(&signal, ExitCode::SUCCESS))
+    let stop = StopSignal::new();
+    if let Some(pid) = args.pid {
+        let signal = install_stop_signals(&stop)?;
+        probe::trace_pid(pid, &run, &mut out, &stop)?;
+        return Ok(after_signal(&signal, ExitCode::SUCCESS));
+    }
+    let interrupts = install_interrupts(&stop)?;
+    let code = probe::trace_command(&args.command, &run, &mut out, &stop, &interrupts)?;
+    Ok(exit_code(code))
 }
 
 fn in_processes(p: &ProcessArgs) -> String {
@@ -1396,6 +1401,26 @@ fn install_stop_signals(stop: &StopSignal) -> anyhow::Result<Arc<AtomicI32>> {
         }
     });
     Ok(got)
+}
+
+/// Records SIGINT and SIGTERM for a command run here (see `Interrupts`:
+/// who sent each matters) and stops `stop` at the first.
+fn install_interrupts(stop: &StopSignal) -> anyhow::Result<Interrupts> {
+    let interrupts = Interrupts::new();
+    let hit = interrupts.clone();
+    let stop = stop.clone();
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])
+        .context("cannot handle SIGINT and SIGTERM")?;
+    std::thread::spawn(move || {
+        for info in signals.forever() {
+            hit.hit(Interrupt {
+                signal: info.signal,
+                from_terminal: info.cause == Cause::Kernel,
+            });
+            stop.stop();
+        }
+    });
+    Ok(interrupts)
 }
 
 /// The exit code of a command a signal stopped, as a shell reports it

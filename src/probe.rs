@@ -1,6 +1,6 @@
-//! `--pid PID`: `ls` and `trace calls` on a process that has no agent,
-//! through entry uprobes (the `nodetrace-probe` crate). The probes are a
-//! local event source of the tracer: the same limits and renderers as a
+//! `--pid PID` and `-- CMD`: `ls` and `trace calls` on a process that has
+//! no agent, through uprobes (the `nodetrace-probe` crate). The probes are
+//! a local event source of the tracer: the same limits and renderers as a
 //! node's trace, with OS threads as the processes.
 
 use std::io::{self, Write};
@@ -38,28 +38,10 @@ pub fn ls(pid: u32, pattern: Option<&PatternArg>, format: Format) -> anyhow::Res
 
 fn no_match(target: &Target, typed: &str) -> TracerError {
     TracerError::NoMatch(format!(
-        "no function of {} (pid {}) matches {typed}; `nodetrace ls --pid {}` lists them",
+        "no function of {} (pid {}) matches {typed}; `nodetrace ls --pid PID` lists them while it runs",
         target.binary(),
         target.pid(),
-        target.pid()
     ))
-}
-
-/// What `trace calls --pid` was asked.
-pub struct CallsOnPid<'a> {
-    /// The process.
-    pub pid: u32,
-    /// The patterns as typed and parsed.
-    pub patterns: &'a [PatternArg],
-    /// `--no-args`.
-    pub no_args: bool,
-    /// `--return`: every pattern's returns (else only those of patterns
-    /// written `PATTERN -> return`).
-    pub returns: bool,
-    /// The limits chosen.
-    pub limits: nodetrace_tracer::spec::ChosenLimits,
-    /// Text or JSON.
-    pub format: Format,
 }
 
 /// A function to probe, the argument registers its calls show (a
@@ -110,19 +92,32 @@ fn probes<'a>(
     Ok(chosen)
 }
 
-/// `nodetrace trace calls PATTERN --pid PID`.
+/// What `trace calls --pid` or `trace calls -- CMD` was asked.
+pub struct ProbedCalls<'a> {
+    /// The patterns as typed and parsed.
+    pub patterns: &'a [PatternArg],
+    /// `--no-args`.
+    pub no_args: bool,
+    /// `--return`: every pattern's returns (else only those of patterns
+    /// written `PATTERN -> return`).
+    pub returns: bool,
+    /// The limits chosen.
+    pub limits: nodetrace_tracer::spec::ChosenLimits,
+    /// Text or JSON.
+    pub format: Format,
+}
+
+/// The probes of a trace placed, and the trace they feed.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub fn trace_calls(
-    run: &CallsOnPid<'_>,
-    out: &mut dyn Write,
-    stop: &nodetrace_tracer::StopSignal,
-) -> anyhow::Result<nodetrace_tracer::local::LocalReport> {
+fn place(
+    run: &ProbedCalls<'_>,
+    target: &Target,
+) -> anyhow::Result<(nodetrace_tracer::local::LocalRun, Probed)> {
     use nodetrace_probe::ProbeSpec;
-    use nodetrace_tracer::local::{self, LocalRun};
+    use nodetrace_tracer::local::LocalRun;
     use nodetrace_tracer::render::NodeView;
 
-    let target = Target::open(run.pid)?;
-    let chosen = probes(&target, run.patterns, run.returns)?;
+    let chosen = probes(target, run.patterns, run.returns)?;
     let specs: Vec<ProbeSpec<'_>> = chosen
         .iter()
         .map(|c| ProbeSpec {
@@ -135,7 +130,7 @@ pub fn trace_calls(
         .iter()
         .enumerate()
         .map(|(id, c)| c.function.callsite(id as u32, c.args, target.binary()));
-    let mut view = NodeView::new(format!("pid {}", run.pid), callsites);
+    let mut view = NodeView::new(format!("pid {}", target.pid()), callsites);
     view.set_os_threads(true);
     let trace = target.attach(&specs)?;
     let exits = if trace.exits() > 0 {
@@ -160,19 +155,90 @@ pub fn trace_calls(
         format: run.format,
         what,
     };
-    let mut source = Probed(trace);
-    let report = local::run_local(&local_run, &mut source, out, &mut io::stderr().lock(), stop)
-        .map_err(TracerError::Output)?;
-    Ok(report)
+    Ok((local_run, Probed(trace)))
 }
 
-/// `nodetrace trace calls PATTERN --pid PID`: Linux x86-64 only.
+/// `nodetrace trace calls PATTERN --pid PID`.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub fn trace_pid(
+    pid: u32,
+    run: &ProbedCalls<'_>,
+    out: &mut dyn Write,
+    stop: &nodetrace_tracer::StopSignal,
+) -> anyhow::Result<()> {
+    let target = Target::open(pid)?;
+    let (local_run, mut source) = place(run, &target)?;
+    nodetrace_tracer::local::run_local(
+        &local_run,
+        &mut source,
+        out,
+        &mut io::stderr().lock(),
+        stop,
+    )
+    .map_err(TracerError::Output)?;
+    Ok(())
+}
+
+/// `nodetrace trace calls PATTERN -- CMD`: the command is held before its
+/// first instruction until the probes are placed, traced until a limit or
+/// its exit, then waited for (the first interrupt forwarded unless the
+/// terminal sent it, the second one killing it, as `profile -- CMD` does).
+/// Returns its exit code, as a shell reports it.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub fn trace_command(
+    command: &[std::ffi::OsString],
+    run: &ProbedCalls<'_>,
+    out: &mut dyn Write,
+    stop: &nodetrace_tracer::StopSignal,
+    interrupts: &nodetrace_profiler::Interrupts,
+) -> anyhow::Result<i32> {
+    use nodetrace_profiler::exit::{describe_status, display_command, exit_code};
+
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| TracerError::Refused("`--` needs a command after it".to_owned()))?;
+    let display = display_command(command);
+    let (target, held) = Target::launch(std::process::Command::new(program).args(args))?;
+    let (local_run, mut source) = place(run, &target)?;
+    let mut child = held.resume()?;
+    let mut log = io::stderr().lock();
+    let traced = nodetrace_tracer::local::run_local(&local_run, &mut source, out, &mut log, stop);
+    // The probes go before the wait: the command runs on unprobed.
+    drop(source);
+    let mut handler = nodetrace_profiler::InterruptHandler::new();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        handler.handle(interrupts, &mut child, &display, &mut log);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = writeln!(log, "nodetrace: `{display}` {}", describe_status(status));
+    traced.map_err(TracerError::Output)?;
+    Ok(exit_code(status))
+}
+
+/// `nodetrace trace calls PATTERN --pid PID` or `-- CMD`: Linux x86-64
+/// only.
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-pub fn trace_calls(
-    _run: &CallsOnPid<'_>,
+pub fn trace_pid(
+    _pid: u32,
+    _run: &ProbedCalls<'_>,
     _out: &mut dyn Write,
     _stop: &nodetrace_tracer::StopSignal,
-) -> anyhow::Result<nodetrace_tracer::local::LocalReport> {
+) -> anyhow::Result<()> {
+    Err(nodetrace_probe::ProbeError::Unsupported.into())
+}
+
+/// See [`trace_pid`]: Linux x86-64 only.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+pub fn trace_command(
+    _command: &[std::ffi::OsString],
+    _run: &ProbedCalls<'_>,
+    _out: &mut dyn Write,
+    _stop: &nodetrace_tracer::StopSignal,
+    _interrupts: &nodetrace_profiler::Interrupts,
+) -> anyhow::Result<i32> {
     Err(nodetrace_probe::ProbeError::Unsupported.into())
 }
 

@@ -271,7 +271,7 @@ fn a_program_without_an_agent_is_listed_and_traced_by_its_rust_paths() {
     let (ok, _, err) = nodetrace(&["trace", "calls", "plain::work:stpe", "--pid", &pid]);
     assert!(!ok);
     assert!(
-        err.contains("no function of") && err.contains("ls --pid"),
+        err.contains("no function of") && err.contains("ls --pid PID"),
         "{err}"
     );
 }
@@ -337,11 +337,18 @@ fn returns_show_rax_and_the_time_and_a_panic_through_a_probed_call_leaves_the_pa
         "--format",
         "json",
     ]);
-    assert!(trace.start.contains("exits probed for returns"), "{}", trace.start);
+    assert!(
+        trace.start.contains("exits probed for returns"),
+        "{}",
+        trace.start
+    );
     let traced = plain.run(6);
     let (ok, out, err) = trace.finish();
     assert!(ok, "{err}");
-    assert_eq!(traced, untraced, "the probes change nothing the program computes");
+    assert_eq!(
+        traced, untraced,
+        "the probes change nothing the program computes"
+    );
     let events = events(&out);
     assert_eq!(events.len(), 24, "--max 24 is exact: {out}");
     let tid = events[0]["pid"].clone();
@@ -418,8 +425,89 @@ fn returns_show_rax_and_the_time_and_a_panic_through_a_probed_call_leaves_the_pa
     let who = format!("{})", lines[0].split_once(") ").unwrap().0);
     assert_eq!(lines[0], format!("{who} call plain::work:nap(0x1)"));
     let back = format!("{who} returned from plain::work:nap/1 -> 0x1 (");
-    assert!(lines[1].starts_with(&back) && lines[1].ends_with("ms)"), "{out}");
+    assert!(
+        lines[1].starts_with(&back) && lines[1].ends_with("ms)"),
+        "{out}"
+    );
     assert!(err.contains("reached the limit of 5 events"), "{err}");
+}
+
+#[test]
+fn a_command_is_traced_from_its_first_call_and_its_exit_code_passes_through() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    let trace_arg = trace.to_str().unwrap();
+    let plain = plain_bin().to_str().unwrap();
+    let started = Instant::now();
+    let output = Command::new(NODETRACE)
+        .args([
+            "trace",
+            "calls",
+            "plain:main",
+            "plain::work:add/2",
+            "--format",
+            "json",
+            "--output",
+            trace_arg,
+            "--",
+            plain,
+            "run",
+            "6",
+            "3",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("nodetrace runs");
+    assert!(started.elapsed() < COMMAND_LIMIT);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "the command's exit code: {err}"
+    );
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("ran 6: sum ") && out.contains("counts add=6 "),
+        "the command's own output: {out}"
+    );
+    assert!(
+        err.contains(&format!("`{plain} run 6 3` exited with code 3")),
+        "{err}"
+    );
+    let events = events(&std::fs::read_to_string(&trace).unwrap());
+    // `main` runs once, at the very start: the probes were there before.
+    let calls: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["function"].as_str().unwrap(), e["type"].as_str().unwrap()))
+        .collect();
+    let mut want = vec![("main", "call")];
+    want.extend([("add", "call"); 6]);
+    assert_eq!(calls, want, "{events:?}");
+    assert_eq!(events[1]["args"], "0x0, 0x2");
+    assert_eq!(events[6]["args"], "0x5, 0x2");
+
+    // A pattern that selects nothing: the command never runs.
+    let output = Command::new(NODETRACE)
+        .args([
+            "trace",
+            "calls",
+            "plain::work:nothing",
+            "--",
+            plain,
+            "run",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("nodetrace runs");
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(output.stdout, b"", "plain did not run");
+    let (ok, _, err) = nodetrace(&["trace", "calls", "a::b", "--", "/no/such/program"]);
+    assert!(
+        !ok && err.contains("cannot start /no/such/program"),
+        "{err}"
+    );
 }
 
 /// The byte at `file_offset` of plain's binary, as the running process

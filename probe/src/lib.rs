@@ -20,11 +20,15 @@ use std::io;
 
 pub mod code;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod launch;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod stacks;
 pub mod symbols;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod uprobe;
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub use launch::Held;
 pub use symbols::Function;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub use uprobe::Trace;
@@ -44,6 +48,14 @@ pub enum ProbeError {
     Process {
         /// The process.
         pid: u32,
+        /// Why.
+        cause: io::Error,
+    },
+    /// A command to trace could not be started.
+    #[error("cannot start {command}: {cause}")]
+    Spawn {
+        /// The program.
+        command: String,
         /// Why.
         cause: io::Error,
     },
@@ -73,6 +85,21 @@ pub enum ProbeError {
         /// The error.
         cause: io::Error,
     },
+}
+
+impl ProbeError {
+    /// The exit code a shell reports for a command that could not be
+    /// started (127: not found, 126: not runnable); `None` for the others.
+    pub fn exit_code(&self) -> Option<u8> {
+        match self {
+            ProbeError::Spawn { cause, .. } => Some(match cause.kind() {
+                io::ErrorKind::NotFound => 127,
+                io::ErrorKind::PermissionDenied => 126,
+                _ => 1,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A running process and the functions of its binary.

@@ -283,7 +283,14 @@ mod tests {
         let mut hits: Vec<Hit> = (0..MAX_DEPTH as u64 + 10)
             .map(|i| hit(1, i, 0, At::Entry, 0x100_000 - 64 * i, 0))
             .collect();
-        hits.push(hit(1, 5000, 0, RET, 0x100_000 - 64 * (MAX_DEPTH as u64 + 9), 1));
+        hits.push(hit(
+            1,
+            5000,
+            0,
+            RET,
+            0x100_000 - 64 * (MAX_DEPTH as u64 + 9),
+            1,
+        ));
         let (events, stacks) = run(&hits);
         assert_eq!(events.last().unwrap().kind, EventKind::Return);
         assert_eq!(stacks.threads[&1].len(), MAX_DEPTH - 1);

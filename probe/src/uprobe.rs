@@ -389,7 +389,6 @@ fn u64_at(body: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_ne_bytes)
 }
 
-
 fn open_event(pmu: u32, path: &CString, offset: u64, cpu: usize) -> Result<OwnedFd, ProbeError> {
     // SAFETY: perf_event_attr is plain data; all zeroes is its default.
     let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
@@ -459,8 +458,18 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// Whether `pid` runs: it exists and is not a zombie (exited, not yet
+/// reaped by its parent), by the state in `/proc/PID/stat`.
 fn process_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}/task")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| running(&stat))
+}
+
+/// The state is the field after the command's `(name)`, which may hold
+/// spaces and parentheses itself.
+fn running(stat: &str) -> bool {
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .is_some_and(|state| !matches!(state, 'Z' | 'X'))
 }
 
 /// The online CPUs, from `/sys/devices/system/cpu/online` (`0-3,6`).
@@ -512,6 +521,13 @@ mod tests {
     use crate::code::ExitKind;
 
     #[test]
+    fn zombies_do_not_run() {
+        assert!(running("42 (a (b) c) S 1 42"));
+        assert!(!running("42 (plain) Z 1 42"));
+        assert!(process_alive(std::process::id()));
+    }
+
+    #[test]
     fn cpu_lists_parse() {
         assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
         assert_eq!(parse_cpu_list("0\n"), vec![0]);
@@ -532,10 +548,7 @@ mod tests {
 
     #[test]
     fn samples_are_read_as_hits_with_arguments_in_calling_order() {
-        let sites = HashMap::from([
-            (5, (0, At::Entry)),
-            (6, (1, At::Exit(ExitKind::Return))),
-        ]);
+        let sites = HashMap::from([(5, (0, At::Entry)), (6, (1, At::Exit(ExitKind::Return)))]);
         // rax, rcx, rdx, rsi, rdi, rsp, r8, r9 as the kernel orders them.
         let regs = [0x2a, 4, 3, 2, 1, 0x7ff0, 5, 6];
         let hit = sample(&body(40, 42, 5, regs), 40, &sites, 10).unwrap();
