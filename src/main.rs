@@ -517,6 +517,13 @@ struct SampleArgs {
 
 #[derive(Debug, Args)]
 struct CprofArgs {
+    /// Count the calls of process PID, which needs no agent: a uprobe on
+    /// each function PATTERN selects by its Rust path [default: the
+    /// functions of the crate that defines `main`] (Linux x86-64, as
+    /// root). The kernel counts when no other process runs the binary;
+    /// every call pays a trap.
+    #[arg(long, value_name = "PID", conflicts_with_all = ["node", "command"])]
+    pid: Option<u32>,
     #[command(flatten)]
     common: ProfileArgs,
 }
@@ -894,6 +901,10 @@ fn run() -> anyhow::Result<ExitCode> {
             .map_err(TracerError::Output)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Profile(ProfileCmd::Cprof(CprofArgs {
+            pid: Some(pid),
+            common,
+        })) => cprof_probed(pid, common),
         Cmd::Profile(ProfileCmd::Cprof(args)) => profile(
             ProfileMode::Cprof,
             args.common,
@@ -1056,6 +1067,47 @@ fn run_profile(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `profile cprof --pid`: counting probes instead of a node.
+fn cprof_probed(pid: u32, args: ProfileArgs) -> anyhow::Result<ExitCode> {
+    if !args.processes.process.is_empty() || args.processes.new || args.processes.existing {
+        return Err(TracerError::Refused(
+            "--process, --new and --existing are not built for a probed process (--pid): it counts the calls of every thread".to_owned(),
+        )
+        .into());
+    }
+    let outputs = Outputs {
+        format: args.target.format.get(),
+        report: ReportOptions {
+            sort: args.sort.map(|s| match s {
+                SortOpt::Time => Sort::Time,
+                SortOpt::Calls => Sort::Calls,
+                SortOpt::Own => Sort::Own,
+                SortOpt::Acc => Sort::Acc,
+                SortOpt::Name => Sort::Name,
+            }),
+            per_process: false,
+            histogram: false,
+        },
+        output: args.target.output,
+        flamegraph: None,
+        folded: None,
+        speedscope: None,
+        pprof: args.pprof,
+    };
+    outputs.check(ProfileMode::Cprof)?;
+    let stop = StopSignal::new();
+    let signal = install_stop_signals(&stop)?;
+    let run = probe::ProbedCprof {
+        pid,
+        patterns: &args.patterns,
+        duration_ms: args.duration.unwrap_or(DEFAULT_DURATION_MS),
+        default_duration: args.duration.is_none(),
+        outputs: &outputs,
+    };
+    probe::cprof(&run, &stop)?;
+    Ok(after_signal(&signal, ExitCode::SUCCESS))
 }
 
 fn timer_tc(args: TcArgs) -> anyhow::Result<ExitCode> {

@@ -50,7 +50,16 @@ fn no_match(target: &Target, typed: &str) -> TracerError {
 struct Chosen<'a> {
     function: &'a Function,
     args: u8,
+    /// The pattern said how many arguments (`/N`).
+    arity: Option<u8>,
     returns: bool,
+}
+
+impl Chosen<'_> {
+    /// The arity a report shows: the pattern's, or 0 when unknown.
+    fn args_known(&self) -> u8 {
+        self.arity.unwrap_or(0)
+    }
 }
 
 /// The functions `patterns` select, each once.
@@ -68,15 +77,18 @@ fn probes<'a>(
         }
         let args = p.pattern.arity().map_or(MAX_ARGS, |a| a.min(MAX_ARGS));
         let returns = returns || p.pattern.return_trace();
+        let arity = p.pattern.arity();
         for f in selected {
             match chosen.iter_mut().find(|c| c.function.address == f.address) {
                 Some(c) => {
                     c.args = c.args.max(args);
+                    c.arity = c.arity.max(arity);
                     c.returns |= returns;
                 }
                 None => chosen.push(Chosen {
                     function: f,
                     args,
+                    arity,
                     returns,
                 }),
             }
@@ -248,6 +260,173 @@ fn plural(n: usize, word: &str) -> String {
     } else {
         format!("{n} {word}s")
     }
+}
+
+/// What `profile cprof --pid` was asked.
+pub struct ProbedCprof<'a> {
+    /// The process.
+    pub pid: u32,
+    /// The patterns; none: the crate that defines `main`.
+    pub patterns: &'a [PatternArg],
+    /// How long to count.
+    pub duration_ms: u64,
+    /// The duration is the default one: say so.
+    pub default_duration: bool,
+    /// Where the report goes.
+    pub outputs: &'a nodetrace_profiler::Outputs,
+}
+
+/// The functions of the crate that defines `main` (`plain::main`: every
+/// `plain::*`), as a pattern.
+fn main_crate(target: &Target) -> Option<PatternArg> {
+    let main = target
+        .functions()
+        .iter()
+        .find(|f| f.function == "main" && !f.module.is_empty() && !f.module.contains("::"))?;
+    let text = format!("{}::*", main.module);
+    let pattern = text.parse().ok()?;
+    Some(PatternArg { text, pattern })
+}
+
+/// `nodetrace profile cprof --pid PID [PATTERN]`: exact call counts by
+/// counting uprobes, reported as a node's cprof is.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub fn cprof(run: &ProbedCprof<'_>, stop: &nodetrace_tracer::StopSignal) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+
+    use nodetrace_profiler::Profile;
+    use nodetrace_tracer::protocol::{FunctionProfile, ProfileMode, ProfileSnapshot};
+
+    let target = Target::open(run.pid)?;
+    let default;
+    let patterns = match run.patterns {
+        [] => {
+            default = [main_crate(&target).ok_or_else(|| {
+                TracerError::Refused(format!(
+                    "{} has no `main` of a Rust crate to take the functions of: give a PATTERN",
+                    target.binary()
+                ))
+            })?];
+            &default[..]
+        }
+        given => given,
+    };
+    let chosen = probes(&target, patterns, false)?;
+    let functions: Vec<&Function> = chosen.iter().map(|c| c.function).collect();
+    let started = Instant::now();
+    let mut counter = target.count(&functions)?;
+    let how = if counter.in_kernel() {
+        "counted in the kernel (no sample written per call)".to_owned()
+    } else {
+        format!(
+            "counted by samples, since {} also run{} the binary",
+            counter
+                .shared_with()
+                .iter()
+                .map(|p| format!("pid {p}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if counter.shared_with().len() == 1 {
+                "s"
+            } else {
+                ""
+            }
+        )
+    };
+    let mut log = io::stderr().lock();
+    let _ = writeln!(
+        log,
+        "nodetrace: cprof of {} on pid {} ({} probed in {}, {how}) for {}{}; every call pays a kernel trap; Ctrl-C ends it early",
+        patterns
+            .iter()
+            .map(|p| p.pattern.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        run.pid,
+        plural(chosen.len(), "function"),
+        target.binary(),
+        nodetrace_tracer::protocol::display_ms(run.duration_ms),
+        if run.default_duration {
+            " (the default; set --duration)"
+        } else {
+            ""
+        },
+    );
+    let deadline = started + Duration::from_millis(run.duration_ms);
+    let mut alive = true;
+    while alive && !stop.is_stopped() {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        alive = counter.poll(Duration::from_millis(100).min(deadline - now))?;
+    }
+    let counts = counter.counts()?;
+    let elapsed = started.elapsed();
+    if !alive {
+        let _ = writeln!(log, "nodetrace: pid {} exited", run.pid);
+    }
+    if counter.lost() > 0 {
+        let _ = writeln!(
+            log,
+            "nodetrace: {} calls lost to full buffers: the counts are short by that many",
+            counter.lost()
+        );
+    }
+    let joined: Vec<u32> = target
+        .others_running()
+        .into_iter()
+        .filter(|p| counter.in_kernel() && !counter.shared_with().contains(p))
+        .collect();
+    if !joined.is_empty() {
+        let _ = writeln!(
+            log,
+            "nodetrace: {joined:?} started running the binary during the profile: the kernel's counts may include their calls"
+        );
+    }
+    drop(counter);
+    let callsites: Vec<_> = chosen
+        .iter()
+        .enumerate()
+        .map(|(id, c)| {
+            c.function
+                .callsite(id as u32, c.args_known(), target.binary())
+        })
+        .collect();
+    let snapshot = ProfileSnapshot {
+        elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        functions: counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(id, &calls)| FunctionProfile {
+                callsite: id as u32,
+                pid: None,
+                calls,
+                own_ns: 0,
+                acc_ns: 0,
+                busy_ns: None,
+                histogram: None,
+            })
+            .collect(),
+        ..ProfileSnapshot::default()
+    };
+    let node = format!("pid {}", run.pid);
+    let profile = Profile {
+        mode: ProfileMode::Cprof,
+        node: &node,
+        snapshot: &snapshot,
+        callsites: &callsites,
+        complete: true,
+    };
+    run.outputs.write(&profile, &mut log)?;
+    Ok(())
+}
+
+/// `nodetrace profile cprof --pid`: Linux x86-64 only.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+pub fn cprof(_run: &ProbedCprof<'_>, _stop: &nodetrace_tracer::StopSignal) -> anyhow::Result<()> {
+    Err(nodetrace_probe::ProbeError::Unsupported.into())
 }
 
 /// The probes' hits, as the tracer's local source.

@@ -159,6 +159,12 @@ impl Tracing {
     /// Starts `nodetrace ARGS` and waits for the line that says the trace
     /// began (its probes are in place then).
     fn start(args: &[&str]) -> Tracing {
+        Tracing::start_saying(args, "tracing calls of")
+    }
+
+    /// Starts `nodetrace ARGS` and waits for its first line on stderr,
+    /// which starts with `first`.
+    fn start_saying(args: &[&str], first: &str) -> Tracing {
         let mut child = Command::new(NODETRACE)
             .args(args)
             .stdin(Stdio::null())
@@ -169,7 +175,7 @@ impl Tracing {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut start = String::new();
         stderr.read_line(&mut start).unwrap();
-        assert!(start.starts_with("tracing calls of"), "{start}");
+        assert!(start.starts_with(first), "{start}");
         Tracing {
             child,
             stderr,
@@ -507,6 +513,132 @@ fn a_command_is_traced_from_its_first_call_and_its_exit_code_passes_through() {
     assert!(
         !ok && err.contains("cannot start /no/such/program"),
         "{err}"
+    );
+}
+
+/// plain's own counts of calls: `counts add=7 is_even=7 ...`.
+fn own_counts(line: &str) -> Vec<(String, u64)> {
+    line.trim()
+        .strip_prefix("counts ")
+        .unwrap_or_else(|| panic!("{line:?} is not plain's counts"))
+        .split(' ')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_owned(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The calls of a cprof JSON report, `function` → calls, in the report's
+/// order (a generic function's copies one after the other).
+fn profiled_calls(out: &str) -> Vec<(String, u64)> {
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(report["profiler"], "cprof", "{out}");
+    report["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["function"].as_str().unwrap().to_owned(),
+                f["calls"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cprof_counts_exactly_the_calls_the_program_counted() {
+    require_root();
+    let mut plain = Plain::start(&[]);
+    let pid = plain.pid.to_string();
+    let cprof = [
+        "profile",
+        "cprof",
+        "plain::work:add",
+        "plain::work:is_even",
+        "plain::work:twice",
+        "plain::work:checked_div",
+        "--pid",
+        &pid,
+        "--duration",
+        "3s",
+        "--format",
+        "json",
+    ];
+    let profile = Tracing::start_saying(&cprof, "nodetrace: cprof of");
+    assert!(
+        profile
+            .start
+            .contains("counted in the kernel (no sample written per call)"),
+        "{}",
+        profile.start
+    );
+    let (_, counts) = plain.run(7);
+    let (ok, out, err) = profile.finish();
+    assert!(ok, "{err}");
+    let own = own_counts(&counts);
+    let own = |name: &str| own.iter().find(|(k, _)| k == name).unwrap().1;
+    let mut got = profiled_calls(&out);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("add".to_owned(), own("add")),
+            ("checked_div".to_owned(), own("checked_div")),
+            ("is_even".to_owned(), own("is_even")),
+            ("twice".to_owned(), own("twice<u32>")),
+            ("twice".to_owned(), own("twice<u64>")),
+        ],
+        "{out}"
+    );
+    assert_eq!(own("add"), 7);
+
+    // Another process runs the same binary: its calls are not counted
+    // (samples tell the pids apart).
+    let mut other = Plain::start(&[]);
+    let profile = Tracing::start_saying(&cprof, "nodetrace: cprof of");
+    assert!(
+        profile.start.contains(&format!(
+            "counted by samples, since pid {} also runs",
+            other.pid
+        )),
+        "{}",
+        profile.start
+    );
+    other.run(5);
+    let (_, counts) = plain.run(3);
+    other.run(5);
+    let (ok, out, err) = profile.finish();
+    assert!(ok, "{err}");
+    let own = own_counts(&counts);
+    let own = |name: &str| own.iter().find(|(k, _)| k == name).unwrap().1;
+    let got = profiled_calls(&out);
+    assert_eq!(
+        got.iter().find(|(f, _)| f == "add").map(|c| c.1),
+        Some(own("add")),
+        "{out}"
+    );
+    assert_eq!(own("add"), 3);
+
+    // The cprof table, as a node's profile prints it.
+    let (ok, out, err) = nodetrace(&[
+        "profile",
+        "cprof",
+        "plain::work:step",
+        "--pid",
+        &pid,
+        "--duration",
+        "300ms",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("CNT") && out.contains("plain::work  "),
+        "{out}"
+    );
+    assert!(
+        out.contains("Profile done over 1 matching functions"),
+        "{out}"
     );
 }
 

@@ -11,7 +11,9 @@
 //! * [`Target`] is a running process and its binary; [`Target::attach`]
 //!   puts uprobes on functions' entries and exits (Linux on x86-64 only:
 //!   `perf_event_open` with the `uprobe` PMU), and the [`Trace`] it returns
-//!   reads the hits, pairing returns with their calls.
+//!   reads the hits, pairing returns with their calls; [`Target::count`]
+//!   counts calls exactly (in the kernel where it can), and
+//!   [`Target::launch`] starts a command held until its probes are placed.
 //!
 //! What is not built: DWARF (argument names and types, file and line),
 //! shared libraries, other architectures.
@@ -20,6 +22,8 @@ use std::io;
 
 pub mod code;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod count;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod launch;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod stacks;
@@ -27,6 +31,8 @@ pub mod symbols;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod uprobe;
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub use count::Counter;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub use launch::Held;
 pub use symbols::Function;

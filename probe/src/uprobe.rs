@@ -230,7 +230,7 @@ impl Target {
         for &cpu in &cpus {
             let ring = trace.rings.len();
             for (n, &(probe, at, offset)) in sites.iter().enumerate() {
-                let fd = open_event(pmu, &path, offset, cpu)?;
+                let fd = open_event(pmu, &path, offset, cpu, Report::Samples)?;
                 trace.sites.insert(event_id(&fd)?, (probe, at));
                 if n == 0 {
                     trace.rings.push(Ring::map(fd)?);
@@ -249,12 +249,12 @@ impl Target {
 
     /// The path the kernel opens probes on: through /proc/PID/exe it finds
     /// the very file the process runs, even if it was replaced since.
-    fn probe_path(&self) -> Result<CString, ProbeError> {
+    pub(crate) fn probe_path(&self) -> Result<CString, ProbeError> {
         CString::new(format!("/proc/{}/exe", self.pid)).map_err(|_| ProbeError::NoUprobes)
     }
 }
 
-fn uprobe_pmu() -> Result<u32, ProbeError> {
+pub(crate) fn uprobe_pmu() -> Result<u32, ProbeError> {
     std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")
         .ok()
         .and_then(|t| t.trim().parse::<u32>().ok())
@@ -304,6 +304,19 @@ impl Trace {
         let horizon = u64::try_from(clock_ns(libc::CLOCK_MONOTONIC) + self.clock_offset_ns)
             .unwrap_or(0)
             .saturating_sub(SETTLE_NS);
+        self.read_rings();
+        self.release(alive.then_some(horizon), into);
+        Ok(alive)
+    }
+
+    /// Reads what is left in the rings and releases every hit, whatever
+    /// its time: for the end of a trace.
+    pub fn finish(&mut self, into: &mut Vec<Event>) {
+        self.read_rings();
+        self.release(None, into);
+    }
+
+    fn read_rings(&mut self) {
         let (pid, sites, offset) = (self.pid, &self.sites, self.clock_offset_ns);
         let (pending, mut lost) = (&mut self.pending, 0);
         for ring in &mut self.rings {
@@ -314,11 +327,14 @@ impl Trace {
             });
         }
         self.lost += lost;
+    }
+
+    /// Turns the pending hits up to `horizon` (all: `None`) into events.
+    fn release(&mut self, horizon: Option<u64>, into: &mut Vec<Event>) {
         self.pending.sort_by_key(|h| h.time_ns);
-        let ready = if alive {
-            self.pending.partition_point(|h| h.time_ns <= horizon)
-        } else {
-            self.pending.len()
+        let ready = match horizon {
+            Some(t) => self.pending.partition_point(|h| h.time_ns <= t),
+            None => self.pending.len(),
         };
         for hit in self.pending.drain(..ready) {
             let shown = usize::from(self.args.get(hit.probe as usize).copied().unwrap_or(0));
@@ -331,7 +347,6 @@ impl Trace {
             });
             self.stacks.hit(&hit, args, &self.returns, into);
         }
-        Ok(alive)
     }
 
     /// Hits the kernel could not write because a ring buffer was full.
@@ -389,7 +404,23 @@ fn u64_at(body: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_ne_bytes)
 }
 
-fn open_event(pmu: u32, path: &CString, offset: u64, cpu: usize) -> Result<OwnedFd, ProbeError> {
+/// How an event reports its hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// A sample each, with the thread, time and [`REGS`], into a ring.
+    Samples,
+    /// Only a count, read from the event's fd: no sample is written.
+    Count,
+}
+
+/// One uprobe at `offset` of `path` on `cpu`, in every process.
+pub(crate) fn open_event(
+    pmu: u32,
+    path: &CString,
+    offset: u64,
+    cpu: usize,
+    report: Report,
+) -> Result<OwnedFd, ProbeError> {
     // SAFETY: perf_event_attr is plain data; all zeroes is its default.
     let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
     attr.type_ = pmu;
@@ -397,16 +428,18 @@ fn open_event(pmu: u32, path: &CString, offset: u64, cpu: usize) -> Result<Owned
     attr.config = 0; // a plain uprobe (bit 0 would make it a uretprobe)
     attr.__bindgen_anon_3.uprobe_path = path.as_ptr() as u64;
     attr.__bindgen_anon_4.probe_offset = offset;
-    attr.__bindgen_anon_1.sample_period = 1;
-    attr.sample_type = u64::from(b::PERF_SAMPLE_TID | b::PERF_SAMPLE_TIME | b::PERF_SAMPLE_ID)
-        | u64::from(b::PERF_SAMPLE_REGS_USER);
-    attr.sample_regs_user = REGS.iter().fold(0, |mask, r| mask | 1u64 << r);
-    attr.set_use_clockid(1);
-    attr.clockid = libc::CLOCK_MONOTONIC;
-    // Wake the reader when a quarter of the ring is full; it also reads
-    // whenever its poll times out.
-    attr.set_watermark(1);
-    attr.__bindgen_anon_2.wakeup_watermark = (RING_PAGES * page_size() / 4) as u32;
+    if report == Report::Samples {
+        attr.__bindgen_anon_1.sample_period = 1;
+        attr.sample_type = u64::from(b::PERF_SAMPLE_TID | b::PERF_SAMPLE_TIME | b::PERF_SAMPLE_ID)
+            | u64::from(b::PERF_SAMPLE_REGS_USER);
+        attr.sample_regs_user = REGS.iter().fold(0, |mask, r| mask | 1u64 << r);
+        attr.set_use_clockid(1);
+        attr.clockid = libc::CLOCK_MONOTONIC;
+        // Wake the reader when a quarter of the ring is full; it also
+        // reads whenever its poll times out.
+        attr.set_watermark(1);
+        attr.__bindgen_anon_2.wakeup_watermark = (RING_PAGES * page_size() / 4) as u32;
+    }
     let cpu = libc::c_int::try_from(cpu).unwrap_or(0);
     // SAFETY: `attr` is initialised and `path` outlives the call.
     let fd: RawFd = unsafe {
@@ -436,7 +469,7 @@ fn open_event(pmu: u32, path: &CString, offset: u64, cpu: usize) -> Result<Owned
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn system(what: &str) -> ProbeError {
+pub(crate) fn system(what: &str) -> ProbeError {
     ProbeError::System {
         what: what.to_owned(),
         cause: io::Error::last_os_error(),
@@ -460,7 +493,7 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 
 /// Whether `pid` runs: it exists and is not a zombie (exited, not yet
 /// reaped by its parent), by the state in `/proc/PID/stat`.
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| running(&stat))
 }
 
@@ -473,7 +506,7 @@ fn running(stat: &str) -> bool {
 }
 
 /// The online CPUs, from `/sys/devices/system/cpu/online` (`0-3,6`).
-fn online_cpus() -> Result<Vec<usize>, ProbeError> {
+pub(crate) fn online_cpus() -> Result<Vec<usize>, ProbeError> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online").map_err(|cause| {
         ProbeError::System {
             what: "cannot read the online CPUs".to_owned(),
@@ -500,7 +533,7 @@ fn parse_cpu_list(text: &str) -> Vec<usize> {
 
 /// One file per function and CPU: lift the soft open-file limit
 /// to the hard one.
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
