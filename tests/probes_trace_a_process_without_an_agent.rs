@@ -39,19 +39,33 @@ struct Plain {
 
 impl Plain {
     fn start(wrapper: &[&str]) -> Plain {
+        Plain::start_file(plain_bin(), wrapper)
+    }
+
+    /// plain from the file `bin` (a copy of it, whose probes and counters
+    /// no other test's plain hits).
+    fn start_file(bin: &std::path::Path, wrapper: &[&str]) -> Plain {
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(plain_bin());
+                c.args(args).arg(bin);
                 c
             }
-            None => Command::new(plain_bin()),
+            None => Command::new(bin),
         };
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("plain starts");
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        // A fresh copy can be busy for a moment: another test's child,
+        // forked while the copy was open for writing, holds it until its
+        // exec.
+        const ETXTBSY: i32 = 26;
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(ETXTBSY) && tries < 100 => tries += 1,
+                spawned => break spawned.expect("plain starts"),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         let stdin = child.stdin.take().expect("stdin");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let pid = read_number(&mut stdout, "pid ");
@@ -550,7 +564,12 @@ fn profiled_calls(out: &str) -> Vec<(String, u64)> {
 #[test]
 fn cprof_counts_exactly_the_calls_the_program_counted() {
     require_root();
-    let mut plain = Plain::start(&[]);
+    // A copy of its own: the kernel counts only when no other process
+    // runs the file, and other tests run plain meanwhile.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("plain");
+    std::fs::copy(plain_bin(), &bin).unwrap();
+    let mut plain = Plain::start_file(&bin, &[]);
     let pid = plain.pid.to_string();
     let cprof = [
         "profile",
@@ -596,7 +615,7 @@ fn cprof_counts_exactly_the_calls_the_program_counted() {
 
     // Another process runs the same binary: its calls are not counted
     // (samples tell the pids apart).
-    let mut other = Plain::start(&[]);
+    let mut other = Plain::start_file(&bin, &[]);
     let profile = Tracing::start_saying(&cprof, "nodetrace: cprof of");
     assert!(
         profile.start.contains(&format!(
