@@ -1273,6 +1273,7 @@ fn trace_calls_probed(args: &CallsArgs) -> anyhow::Result<ExitCode> {
         returns: args.returns,
         limits,
         format: args.common.format(),
+        text_bound: args.common.text_bound,
     };
     let stop = StopSignal::new();
     if let Some(pid) = args.pid {

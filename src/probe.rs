@@ -17,7 +17,8 @@ const MAX_PROBED: usize = 256;
 
 /// `nodetrace ls --pid PID [PATTERN]`: the probeable functions.
 pub fn ls(pid: u32, pattern: Option<&PatternArg>, format: Format) -> anyhow::Result<ExitCode> {
-    let target = Target::open(pid)?;
+    let mut target = Target::open(pid)?;
+    target.describe(|f| pattern.is_none_or(|p| f.matches(&p.pattern)));
     let patterns: Vec<Pattern> = pattern.iter().map(|p| p.pattern.clone()).collect();
     let list: Vec<&Function> = match pattern {
         Some(_) => nodetrace_probe::symbols::select(target.functions(), &patterns),
@@ -44,9 +45,9 @@ fn no_match(target: &Target, typed: &str) -> TracerError {
     ))
 }
 
-/// A function to probe, the argument registers its calls show (a
-/// pattern's `/N` shows N, at most six; no arity shows six) and whether
-/// its returns are traced.
+/// A function to probe, the arguments its calls show (a pattern's `/N`
+/// shows N; no arity shows every parameter the debug info names, else six
+/// registers) and whether its returns are traced.
 struct Chosen<'a> {
     function: &'a Function,
     args: u8,
@@ -56,10 +57,22 @@ struct Chosen<'a> {
 }
 
 impl Chosen<'_> {
-    /// The arity a report shows: the pattern's, or 0 when unknown.
-    fn args_known(&self) -> u8 {
-        self.arity.unwrap_or(0)
+    /// The arity a call line shows: the debug info's, else the pattern's,
+    /// else the registers shown.
+    fn shown_arity(&self) -> u8 {
+        self.function.arity().or(self.arity).unwrap_or(self.args)
     }
+
+    /// The arity a report shows: the debug info's, else the pattern's,
+    /// else 0 (unknown).
+    fn known_arity(&self) -> u8 {
+        self.function.arity().or(self.arity).unwrap_or(0)
+    }
+}
+
+/// Reads the debug info of the functions `patterns` select.
+fn describe(target: &mut Target, patterns: &[PatternArg]) {
+    target.describe(|f| patterns.iter().any(|p| f.matches(&p.pattern)));
 }
 
 /// The functions `patterns` select, each once.
@@ -75,10 +88,10 @@ fn probes<'a>(
         if selected.is_empty() {
             return Err(no_match(target, &p.text));
         }
-        let args = p.pattern.arity().map_or(MAX_ARGS, |a| a.min(MAX_ARGS));
         let returns = returns || p.pattern.return_trace();
         let arity = p.pattern.arity();
         for f in selected {
+            let args = arity.or(f.arity()).unwrap_or(MAX_ARGS);
             match chosen.iter_mut().find(|c| c.function.address == f.address) {
                 Some(c) => {
                     c.args = c.args.max(args);
@@ -117,18 +130,21 @@ pub struct ProbedCalls<'a> {
     pub limits: nodetrace_tracer::spec::ChosenLimits,
     /// Text or JSON.
     pub format: Format,
+    /// Bytes of a `&str` or `&[u8]` argument shown at most.
+    pub text_bound: u32,
 }
 
 /// The probes of a trace placed, and the trace they feed.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn place(
     run: &ProbedCalls<'_>,
-    target: &Target,
+    target: &mut Target,
 ) -> anyhow::Result<(nodetrace_tracer::local::LocalRun, Probed)> {
     use nodetrace_probe::ProbeSpec;
     use nodetrace_tracer::local::LocalRun;
     use nodetrace_tracer::render::NodeView;
 
+    describe(target, run.patterns);
     let chosen = probes(target, run.patterns, run.returns)?;
     let specs: Vec<ProbeSpec<'_>> = chosen
         .iter()
@@ -138,13 +154,14 @@ fn place(
             returns: c.returns,
         })
         .collect();
-    let callsites = chosen
-        .iter()
-        .enumerate()
-        .map(|(id, c)| c.function.callsite(id as u32, c.args, target.binary()));
+    let callsites = chosen.iter().enumerate().map(|(id, c)| {
+        c.function
+            .callsite(id as u32, c.shown_arity(), target.binary())
+    });
     let mut view = NodeView::new(format!("pid {}", target.pid()), callsites);
     view.set_os_threads(true);
-    let trace = target.attach(&specs)?;
+    let mut trace = target.attach(&specs)?;
+    trace.set_text_bound(run.text_bound as usize);
     let exits = if trace.exits() > 0 {
         format!(", {} probed for returns", plural(trace.exits(), "exit"))
     } else {
@@ -178,8 +195,8 @@ pub fn trace_pid(
     out: &mut dyn Write,
     stop: &nodetrace_tracer::StopSignal,
 ) -> anyhow::Result<()> {
-    let target = Target::open(pid)?;
-    let (local_run, mut source) = place(run, &target)?;
+    let mut target = Target::open(pid)?;
+    let (local_run, mut source) = place(run, &mut target)?;
     nodetrace_tracer::local::run_local(
         &local_run,
         &mut source,
@@ -210,8 +227,8 @@ pub fn trace_command(
         .split_first()
         .ok_or_else(|| TracerError::Refused("`--` needs a command after it".to_owned()))?;
     let display = display_command(command);
-    let (target, held) = Target::launch(std::process::Command::new(program).args(args))?;
-    let (local_run, mut source) = place(run, &target)?;
+    let (mut target, held) = Target::launch(std::process::Command::new(program).args(args))?;
+    let (local_run, mut source) = place(run, &mut target)?;
     let mut child = held.resume()?;
     let mut log = io::stderr().lock();
     let traced = nodetrace_tracer::local::run_local(&local_run, &mut source, out, &mut log, stop);
@@ -297,7 +314,7 @@ pub fn cprof(run: &ProbedCprof<'_>, stop: &nodetrace_tracer::StopSignal) -> anyh
     use nodetrace_profiler::Profile;
     use nodetrace_tracer::protocol::{FunctionProfile, ProfileMode, ProfileSnapshot};
 
-    let target = Target::open(run.pid)?;
+    let mut target = Target::open(run.pid)?;
     let default;
     let patterns = match run.patterns {
         [] => {
@@ -311,6 +328,7 @@ pub fn cprof(run: &ProbedCprof<'_>, stop: &nodetrace_tracer::StopSignal) -> anyh
         }
         given => given,
     };
+    describe(&mut target, patterns);
     let chosen = probes(&target, patterns, false)?;
     let functions: Vec<&Function> = chosen.iter().map(|c| c.function).collect();
     let started = Instant::now();
@@ -390,7 +408,7 @@ pub fn cprof(run: &ProbedCprof<'_>, stop: &nodetrace_tracer::StopSignal) -> anyh
         .enumerate()
         .map(|(id, c)| {
             c.function
-                .callsite(id as u32, c.args_known(), target.binary())
+                .callsite(id as u32, c.known_arity(), target.binary())
         })
         .collect();
     let snapshot = ProfileSnapshot {

@@ -239,9 +239,37 @@ fn a_program_without_an_agent_is_listed_and_traced_by_its_rust_paths() {
     let (ok, out, err) = nodetrace(&["ls", "--pid", &pid, "plain::work:step"]);
     assert!(ok, "ls --pid failed: {err}");
     let line = out.lines().next().expect("one function");
-    assert!(line.ends_with(" plain::work::step"), "{out}");
+    // address size path file:line (plain has debug info).
+    let (head, place) = line.rsplit_once(' ').unwrap();
+    assert!(head.ends_with(" plain::work::step"), "{out}");
     assert!(line.starts_with("0x"), "{out}");
+    let (file, number) = place.rsplit_once(':').unwrap();
+    assert!(file.ends_with("examples/plain.rs"), "{out}");
+    let number: usize = number.parse().unwrap();
+    let source = std::fs::read_to_string(file).unwrap();
+    assert!(
+        source
+            .lines()
+            .nth(number - 1)
+            .unwrap()
+            .contains("pub fn step("),
+        "line {number} of {file} is step's"
+    );
     assert_eq!(out.lines().count(), 1, "{out}");
+
+    // A generic function: one copy a type, each named by its type
+    // arguments (plain's symbols are legacy: the debug info names them).
+    let (ok, out, err) = nodetrace(&["ls", "--pid", &pid, "plain::work:twice"]);
+    assert!(ok, "{err}");
+    let paths: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["plain::work::twice::<u32>", "plain::work::twice::<u64>"],
+        "{out}"
+    );
 
     let (ok, out, err) = nodetrace(&[
         "trace",
@@ -255,16 +283,17 @@ fn a_program_without_an_agent_is_listed_and_traced_by_its_rust_paths() {
     assert!(ok, "trace calls --pid failed: {err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "--max 5 is exact: {out}");
-    // The main thread's id is the pid; rdi is step's first argument (42).
-    let want = format!("(<tid {pid}>) call plain::work:step(0x2a, 0x");
+    // The main thread's id is the pid; the debug info names and types
+    // step's parameters.
+    let want = format!("(<tid {pid}>) call plain::work:step(base: 42, i: ");
     for line in &lines {
         assert!(line.starts_with(&want), "{line:?} is not {want}..");
-        assert_eq!(line.matches(", ").count(), 5, "six registers: {line}");
+        assert_eq!(line.matches(", ").count(), 1, "two parameters: {line}");
     }
     assert!(err.contains("every call pays a kernel trap"), "{err}");
     assert!(err.contains("reached the limit of 5 events"), "{err}");
 
-    // The BEAM form, with an arity: that many registers.
+    // The BEAM form, with an arity: that many arguments.
     let (ok, out, err) = nodetrace(&[
         "trace",
         "calls",
@@ -282,7 +311,7 @@ fn a_program_without_an_agent_is_listed_and_traced_by_its_rust_paths() {
         first.contains(&format!("\"pid\":\"<tid {pid}>\"")),
         "{first}"
     );
-    assert!(first.contains("\"args\":\"0x2a\""), "{first}");
+    assert!(first.contains("\"args\":\"base: 42\""), "{first}");
     assert!(
         out.lines().last().unwrap().contains("\"type\":\"end\""),
         "{out}"
@@ -329,10 +358,10 @@ fn threads_started_after_the_trace_began_are_traced() {
         .unwrap();
     assert!(trace.wait().unwrap().success());
     assert!(
-        out.contains(&format!("(<tid {tid}>) call plain::work:step(0x7)")),
+        out.contains(&format!("(<tid {tid}>) call plain::work:step(base: 7)")),
         "no call from thread {tid}, started after the trace: {out}"
     );
-    assert!(out.contains(&format!("(<tid {pid}>) call plain::work:step(0x2a)")));
+    assert!(out.contains(&format!("(<tid {pid}>) call plain::work:step(base: 42)")));
 }
 
 #[test]
@@ -378,9 +407,9 @@ fn returns_show_rax_and_the_time_and_a_panic_through_a_probed_call_leaves_the_pa
     assert_eq!(nap.len(), 12, "{out}");
     for pair in nap.chunks(2) {
         assert_eq!(pair[0]["type"], "call", "{out}");
-        assert_eq!(pair[0]["args"], "0x1");
+        assert_eq!(pair[0]["args"], "ms: 1");
         assert_eq!(pair[1]["type"], "return", "{out}");
-        assert_eq!(pair[1]["result"], "0x1", "rax: nap returns its argument");
+        assert_eq!(pair[1]["result"], "1", "rax: nap returns its argument");
         let ns = pair[1]["duration_ns"].as_u64().expect("a duration");
         assert!(
             (1_000_000..1_000_000_000).contains(&ns),
@@ -402,7 +431,7 @@ fn returns_show_rax_and_the_time_and_a_panic_through_a_probed_call_leaves_the_pa
         })
         .collect();
     let call = |args: &str| ("call", args.to_owned());
-    let ret = ("return", "0x2a".to_owned());
+    let ret = ("return", "42".to_owned());
     let unwound = (
         "exception",
         "ended without a return: a panic unwound it, or it left by a jump through a register"
@@ -411,17 +440,17 @@ fn returns_show_rax_and_the_time_and_a_panic_through_a_probed_call_leaves_the_pa
     assert_eq!(
         div,
         vec![
-            call("0x54, 0x2"),
+            call("a: 84, b: 2"),
             ret.clone(),
-            call("0x54, 0x2"),
+            call("a: 84, b: 2"),
             ret.clone(),
-            call("0x54, 0x2"),
+            call("a: 84, b: 2"),
             ret.clone(),
-            call("0x54, 0x0"),
+            call("a: 84, b: 0"),
             unwound,
-            call("0x54, 0x2"),
+            call("a: 84, b: 2"),
             ret.clone(),
-            call("0x54, 0x2"),
+            call("a: 84, b: 2"),
             ret,
         ],
         "{out}"
@@ -443,8 +472,8 @@ fn returns_show_rax_and_the_time_and_a_panic_through_a_probed_call_leaves_the_pa
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "--max 5 is exact: {out}");
     let who = format!("{})", lines[0].split_once(") ").unwrap().0);
-    assert_eq!(lines[0], format!("{who} call plain::work:nap(0x1)"));
-    let back = format!("{who} returned from plain::work:nap/1 -> 0x1 (");
+    assert_eq!(lines[0], format!("{who} call plain::work:nap(ms: 1)"));
+    let back = format!("{who} returned from plain::work:nap/1 -> 1 (");
     assert!(
         lines[1].starts_with(&back) && lines[1].ends_with("ms)"),
         "{out}"
@@ -504,8 +533,8 @@ fn a_command_is_traced_from_its_first_call_and_its_exit_code_passes_through() {
     let mut want = vec![("main", "call")];
     want.extend([("add", "call"); 6]);
     assert_eq!(calls, want, "{events:?}");
-    assert_eq!(events[1]["args"], "0x0, 0x2");
-    assert_eq!(events[6]["args"], "0x5, 0x2");
+    assert_eq!(events[1]["args"], "a: 0, b: 2");
+    assert_eq!(events[6]["args"], "a: 5, b: 2");
 
     // A pattern that selects nothing: the command never runs.
     let output = Command::new(NODETRACE)
@@ -606,8 +635,8 @@ fn cprof_counts_exactly_the_calls_the_program_counted() {
             ("add".to_owned(), own("add")),
             ("checked_div".to_owned(), own("checked_div")),
             ("is_even".to_owned(), own("is_even")),
-            ("twice".to_owned(), own("twice<u32>")),
-            ("twice".to_owned(), own("twice<u64>")),
+            ("twice::<u32>".to_owned(), own("twice<u32>")),
+            ("twice::<u64>".to_owned(), own("twice<u64>")),
         ],
         "{out}"
     );
@@ -659,6 +688,117 @@ fn cprof_counts_exactly_the_calls_the_program_counted() {
         out.contains("Profile done over 1 matching functions"),
         "{out}"
     );
+}
+
+#[test]
+fn arguments_and_values_are_read_as_the_debug_info_types_them() {
+    require_root();
+    let mut plain = Plain::start(&[]);
+    let pid = plain.pid.to_string();
+    let trace = Tracing::start(&[
+        "trace",
+        "calls",
+        "plain::work:initial",
+        "plain::work:is_even",
+        "--return",
+        "--pid",
+        &pid,
+        "--max",
+        "8",
+    ]);
+    plain.run(2);
+    let (ok, out, err) = trace.finish();
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_once(") ").unwrap().1)
+        .map(|l| {
+            l.rsplit_once(" (")
+                .filter(|_| l.starts_with("returned"))
+                .map_or(l, |(l, _)| l)
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "call plain::work:is_even(n: 0)",
+            "returned from plain::work:is_even/1 -> true",
+            "call plain::work:initial(word: \"probe\" (read later))",
+            "returned from plain::work:initial/1 -> 'p'",
+            "call plain::work:is_even(n: 1)",
+            "returned from plain::work:is_even/1 -> false",
+            "call plain::work:initial(word: \"probe\" (read later))",
+            "returned from plain::work:initial/1 -> 'p'",
+        ],
+        "{out}"
+    );
+}
+
+/// Builds tests/data/generic.rs with rustc: v0 mangling, no debug info.
+fn generic_bin(dir: &std::path::Path) -> std::path::PathBuf {
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/generic.rs");
+    let bin = dir.join("generic");
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let status = Command::new(rustc)
+        .args([
+            "--edition",
+            "2024",
+            "-C",
+            "symbol-mangling-version=v0",
+            "-C",
+            "debuginfo=0",
+            "-o",
+        ])
+        .arg(&bin)
+        .arg(source)
+        .status()
+        .expect("rustc runs");
+    assert!(status.success(), "rustc built {source}");
+    bin
+}
+
+#[test]
+fn without_debug_info_v0_symbols_name_generic_copies_and_arguments_are_raw() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let generic = Plain::start_file(&generic_bin(dir.path()), &[]);
+    let pid = generic.pid.to_string();
+    let (ok, out, err) = nodetrace(&["ls", "--pid", &pid, "generic:twice"]);
+    assert!(ok, "{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(
+        lines[0][2..],
+        ["generic::twice::<u32>"],
+        "no file:line: {out}"
+    );
+    assert_eq!(lines[1][2..], ["generic::twice::<u64>"], "{out}");
+
+    let (ok, out, err) = nodetrace(&[
+        "trace",
+        "calls",
+        "generic:twice",
+        "--pid",
+        &pid,
+        "--max",
+        "6",
+    ]);
+    assert!(ok, "{err}");
+    for line in out.lines() {
+        let call = line.split_once(") call ").unwrap().1;
+        assert!(
+            call.starts_with("generic:twice::<u32>(0x")
+                || call.starts_with("generic:twice::<u64>(0x"),
+            "{line}"
+        );
+        assert_eq!(call.matches(", 0x").count(), 5, "six raw registers: {line}");
+    }
+    // Both copies are probed before the first call is shown: they alternate.
+    let copies: Vec<bool> = out.lines().map(|l| l.contains("twice::<u32>")).collect();
+    assert!(copies.windows(2).all(|w| w[0] != w[1]), "{out}");
 }
 
 /// The byte at `file_offset` of plain's binary, as the running process

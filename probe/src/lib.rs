@@ -6,6 +6,8 @@
 //! * [`symbols`] reads a binary's ELF symbol table and matches it with a
 //!   [`Pattern`](nodetrace_protocol::Pattern); it is plain parsing, built on
 //!   every system.
+//! * [`dwarf`] adds what debug info says: source file and line, parameter
+//!   names and types, a generic copy's type arguments.
 //! * [`code`] finds where a function's frame ends (its `ret`s and tail
 //!   calls) by decoding its machine code with `iced-x86`.
 //! * [`Target`] is a running process and its binary; [`Target::attach`]
@@ -15,14 +17,14 @@
 //!   counts calls exactly (in the kernel where it can), and
 //!   [`Target::launch`] starts a command held until its probes are placed.
 //!
-//! What is not built: DWARF (argument names and types, file and line),
-//! shared libraries, other architectures.
+//! What is not built: shared libraries, other architectures.
 
 use std::io;
 
 pub mod code;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod count;
+pub mod dwarf;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod launch;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -30,6 +32,8 @@ mod stacks;
 pub mod symbols;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod uprobe;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod values;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub use count::Counter;
@@ -113,6 +117,8 @@ impl ProbeError {
 pub struct Target {
     pid: u32,
     binary: String,
+    /// The binary's bytes, for its debug info.
+    data: Vec<u8>,
     functions: Vec<Function>,
 }
 
@@ -138,8 +144,18 @@ impl Target {
         Ok(Target {
             pid,
             binary,
+            data,
             functions,
         })
+    }
+
+    /// Reads what the binary's debug info says of the functions `wanted`
+    /// selects ([`dwarf::annotate`]): only those, since reading a large
+    /// binary's whole DWARF takes seconds.
+    pub fn describe(&mut self, wanted: impl Fn(&Function) -> bool) {
+        dwarf::annotate(&self.data, &mut self.functions, wanted);
+        self.functions
+            .sort_by(|a, b| a.path.cmp(&b.path).then(a.address.cmp(&b.address)));
     }
 
     /// The process id.
@@ -162,18 +178,18 @@ impl Target {
     /// # Errors
     ///
     /// [`ProbeError::Process`] if the binary cannot be read there.
-    pub fn code(&self, function: &Function) -> Result<Vec<u8>, ProbeError> {
-        use std::io::{Read, Seek, SeekFrom};
-        let process = |cause| ProbeError::Process {
-            pid: self.pid,
-            cause,
-        };
-        let mut file = std::fs::File::open(format!("/proc/{}/exe", self.pid)).map_err(process)?;
-        let mut code = vec![0; usize::try_from(function.size).unwrap_or(0)];
-        file.seek(SeekFrom::Start(function.file_offset))
-            .and_then(|_| file.read_exact(&mut code))
-            .map_err(process)?;
-        Ok(code)
+    pub fn code(&self, function: &Function) -> Result<&[u8], ProbeError> {
+        let start = usize::try_from(function.file_offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(function.size).unwrap_or(usize::MAX));
+        self.data
+            .get(start..end)
+            .ok_or_else(|| ProbeError::Process {
+                pid: self.pid,
+                cause: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the function's code is past the end of the binary",
+                ),
+            })
     }
 }
 
@@ -183,7 +199,8 @@ impl Target {
 pub struct ProbeSpec<'a> {
     /// The function.
     pub function: &'a Function,
-    /// Argument registers shown, at most [`MAX_ARGS`].
+    /// Arguments shown: parameters when the debug info names them, else
+    /// registers, at most [`MAX_ARGS`].
     pub args: u8,
     /// Also probe its exits ([`code::exits`]): returns with rax and the
     /// time since the call.

@@ -68,14 +68,14 @@ pub(crate) struct Stacks {
 }
 
 impl Stacks {
-    /// Turns `hit` into events appended to `into`: a call (`args`, the
-    /// text of its arguments), a return, or none (a return of a call made
-    /// before the trace began), after the frames it shows ended without a
-    /// return. `returns` says which probes pair their returns.
+    /// Turns `hit` into events appended to `into`: a call (`text`: its
+    /// arguments), a return (`text`: its value), or none (a return of a
+    /// call made before the trace began), after the frames it shows ended
+    /// without a return. `returns` says which probes pair their returns.
     pub fn hit(
         &mut self,
         hit: &Hit,
-        args: Option<String>,
+        text: Option<String>,
         returns: &[bool],
         into: &mut Vec<Event>,
     ) {
@@ -107,7 +107,7 @@ impl Stacks {
         }
         match hit.at {
             At::Entry => {
-                into.push(event(EventKind::Call, hit.probe, args, None));
+                into.push(event(EventKind::Call, hit.probe, text, None));
                 if returns.get(hit.probe as usize) == Some(&true) {
                     if frames.len() == MAX_DEPTH {
                         frames.remove(0);
@@ -119,16 +119,15 @@ impl Stacks {
                     });
                 }
             }
-            At::Exit(kind) => {
+            At::Exit(_) => {
                 if let Some(frame) = frames
                     .last()
                     .filter(|f| f.sp == hit.sp && f.probe == hit.probe)
                     .copied()
                 {
                     frames.pop();
-                    let value = (kind == ExitKind::Return).then(|| format!("{:#x}", hit.value));
                     let elapsed = hit.time_ns.saturating_sub(frame.time_ns);
-                    into.push(event(EventKind::Return, hit.probe, value, Some(elapsed)));
+                    into.push(event(EventKind::Return, hit.probe, text, Some(elapsed)));
                 }
             }
         }
@@ -164,7 +163,11 @@ mod tests {
         let mut stacks = Stacks::default();
         let mut out = Vec::new();
         for h in hits {
-            stacks.hit(h, None, &[true, true, false], &mut out);
+            let text = match h.at {
+                At::Exit(ExitKind::Return) => Some(format!("{:#x}", h.value)),
+                _ => None,
+            };
+            stacks.hit(h, text, &[true, true, false], &mut out);
         }
         (out, stacks)
     }

@@ -38,8 +38,10 @@ use nodetrace_protocol::Event;
 use perf_event_open_sys as sys;
 use sys::bindings::{self as b, perf_event_attr, perf_event_mmap_page};
 
-use crate::code;
+use crate::code::{self, ExitKind};
+use crate::dwarf::Param;
 use crate::stacks::{At, Hit, Stacks};
+use crate::values;
 use crate::{MAX_ARGS, ProbeError, ProbeSpec, Target};
 
 /// Data pages of each CPU's ring buffer (a power of two): 256 KiB.
@@ -79,8 +81,16 @@ pub struct Trace {
     _events: Vec<OwnedFd>,
     /// Event id → probe and site.
     sites: HashMap<u64, (u32, At)>,
-    /// Per probe: the argument registers shown.
+    /// Per probe: the arguments shown (registers, or parameters when the
+    /// debug info names them).
     args: Vec<u8>,
+    /// Per probe: its parameters and return type, from the debug info.
+    params: Vec<Option<Vec<Param>>>,
+    results: Vec<Option<Param>>,
+    /// The process's memory, for `&str` and `&[u8]` arguments.
+    memory: ProcessMemory,
+    /// Bytes of such an argument shown at most.
+    bound: usize,
     /// Per probe: returns are paired.
     returns: Vec<bool>,
     /// Hits read but not yet released: their order is known only once
@@ -89,6 +99,9 @@ pub struct Trace {
     stacks: Stacks,
     /// Wall clock minus the monotonic clock samples are stamped with.
     clock_offset_ns: i128,
+    /// When the last probe was placed (wall clock): hits before that are
+    /// dropped, so that a trace sees every probe or none.
+    armed_ns: u64,
     lost: u64,
     exits: usize,
 }
@@ -203,8 +216,7 @@ impl Target {
             let f = probe.function;
             sites.push((index, At::Entry, f.file_offset));
             if probe.returns {
-                let bytes = self.code(f)?;
-                for exit in code::exits(&bytes, f.address) {
+                for exit in code::exits(self.code(f)?, f.address) {
                     let offset = f.file_offset + (exit.address - f.address);
                     sites.push((index, At::Exit(exit.kind), offset));
                 }
@@ -219,11 +231,22 @@ impl Target {
             rings: Vec::new(),
             _events: Vec::new(),
             sites: HashMap::new(),
-            args: probes.iter().map(|p| p.args.min(MAX_ARGS)).collect(),
+            args: probes
+                .iter()
+                .map(|p| match p.function.params {
+                    Some(_) => p.args,
+                    None => p.args.min(MAX_ARGS),
+                })
+                .collect(),
+            params: probes.iter().map(|p| p.function.params.clone()).collect(),
+            results: probes.iter().map(|p| p.function.returns.clone()).collect(),
+            memory: ProcessMemory(std::fs::File::open(format!("/proc/{}/mem", self.pid)).ok()),
+            bound: 256,
             returns: probes.iter().map(|p| p.returns).collect(),
             pending: Vec::new(),
             stacks: Stacks::default(),
             clock_offset_ns: wall - monotonic,
+            armed_ns: 0,
             lost: 0,
             exits: sites.iter().filter(|s| s.1 != At::Entry).count(),
         };
@@ -244,6 +267,8 @@ impl Target {
                 trace._events.push(fd);
             }
         }
+        trace.armed_ns =
+            u64::try_from(clock_ns(libc::CLOCK_MONOTONIC) + trace.clock_offset_ns).unwrap_or(0);
         Ok(trace)
     }
 
@@ -318,10 +343,12 @@ impl Trace {
 
     fn read_rings(&mut self) {
         let (pid, sites, offset) = (self.pid, &self.sites, self.clock_offset_ns);
-        let (pending, mut lost) = (&mut self.pending, 0);
+        let (pending, armed, mut lost) = (&mut self.pending, self.armed_ns, 0);
         for ring in &mut self.rings {
             ring.drain(|kind, body| match kind {
-                b::PERF_RECORD_SAMPLE => pending.extend(sample(body, pid, sites, offset)),
+                b::PERF_RECORD_SAMPLE => {
+                    pending.extend(sample(body, pid, sites, offset).filter(|h| h.time_ns >= armed))
+                }
                 b::PERF_RECORD_LOST => lost += u64_at(body, 8),
                 _ => {}
             });
@@ -337,16 +364,27 @@ impl Trace {
             None => self.pending.len(),
         };
         for hit in self.pending.drain(..ready) {
-            let shown = usize::from(self.args.get(hit.probe as usize).copied().unwrap_or(0));
-            let args = (hit.at == At::Entry && shown > 0).then(|| {
-                let regs: Vec<String> = hit.args[..shown]
-                    .iter()
-                    .map(|r| format!("{r:#x}"))
-                    .collect();
-                regs.join(", ")
-            });
-            self.stacks.hit(&hit, args, &self.returns, into);
+            let probe = hit.probe as usize;
+            let params = self.params.get(probe).and_then(Option::as_deref);
+            let text = match hit.at {
+                At::Entry => {
+                    let shown = usize::from(self.args.get(probe).copied().unwrap_or(0));
+                    values::call_text(params, shown, &hit.args, &self.memory, self.bound)
+                }
+                At::Exit(ExitKind::Return) => {
+                    let result = self.results.get(probe).and_then(Option::as_ref);
+                    values::return_text(params, result, hit.value)
+                }
+                At::Exit(ExitKind::TailCall) => None,
+            };
+            self.stacks.hit(&hit, text, &self.returns, into);
         }
+    }
+
+    /// Shows at most `bytes` of a `&str` or `&[u8]` argument (256 unless
+    /// set).
+    pub fn set_text_bound(&mut self, bytes: usize) {
+        self.bound = bytes;
     }
 
     /// Hits the kernel could not write because a ring buffer was full.
@@ -362,6 +400,21 @@ impl Trace {
     /// The exits probed for returns, over all functions.
     pub fn exits(&self) -> usize {
         self.exits
+    }
+}
+
+/// `/proc/PID/mem`, opened when the probes are placed (none if it could
+/// not be: such arguments then show as unreadable).
+#[derive(Debug)]
+struct ProcessMemory(Option<std::fs::File>);
+
+impl values::Memory for ProcessMemory {
+    fn read(&self, address: u64, len: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = self.0.as_ref()?;
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, address).ok()?;
+        Some(bytes)
     }
 }
 
@@ -551,7 +604,6 @@ pub(crate) fn raise_fd_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::code::ExitKind;
 
     #[test]
     fn zombies_do_not_run() {
