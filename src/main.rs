@@ -225,10 +225,12 @@ struct CallsArgs {
     arg_match: Option<String>,
     /// Trace process PID, which needs no agent: uprobes on the functions
     /// PATTERN selects by their Rust paths (Linux x86-64, as root). Each
-    /// call shows its thread (<tid N>) and its first argument registers raw
-    /// (rdi, rsi, rdx, rcx, r8, r9): /N shows N of them, no arity all six.
-    /// --return probes each function's return instructions: rax and the
-    /// time since the call.
+    /// call shows its thread (<tid N>) and its arguments: by name and type
+    /// when the binary has debug info (a &str read from memory, later),
+    /// else the argument registers raw (rdi, rsi, rdx, rcx, r8, r9); /N
+    /// shows N of them. --return probes each function's return
+    /// instructions: rax and the time since the call. Every call pays a
+    /// kernel trap, whatever --rate shows.
     #[arg(long, value_name = "PID", conflicts_with = "node")]
     pid: Option<u32>,
     /// Trace a command started here, as --pid traces a running process:
@@ -657,8 +659,8 @@ struct LsArgs {
     #[arg(value_name = "PATTERN", value_parser = spec::parse_pattern)]
     pattern: Option<PatternArg>,
     /// List the functions of process PID's binary that can be probed (no
-    /// agent needed; Linux): `address size path`, the address as in the
-    /// binary.
+    /// agent needed; Linux): `address size path file:line`, the address as
+    /// in the binary, file:line where its debug info says.
     #[arg(long, value_name = "PID", conflicts_with = "node")]
     pid: Option<u32>,
     #[command(flatten)]
