@@ -34,7 +34,7 @@ enum How {
     /// Counting events: function index, and one fd a CPU.
     Kernel(Vec<(usize, OwnedFd)>),
     /// Samples of every hit, counted here by function.
-    Samples { trace: Trace, counts: Vec<u64> },
+    Samples { trace: Box<Trace>, counts: Vec<u64> },
 }
 
 impl Target {
@@ -59,7 +59,7 @@ impl Target {
             return Ok(Counter {
                 pid: self.pid,
                 how: How::Samples {
-                    trace: self.attach(&specs)?,
+                    trace: Box::new(self.attach(&specs)?),
                     counts: vec![0; functions.len()],
                 },
                 shared_with,
