@@ -925,4 +925,26 @@ fn without_the_capability_the_error_says_what_is_needed() {
         err.contains("#[traced]") && err.contains("`tracing` bridge"),
         "{err}"
     );
+
+    // The same one line for a count, and for a command, which then never
+    // runs (plain would print its pid first thing).
+    let plain_path = plain_bin().to_str().unwrap();
+    for args in [
+        &["profile", "cprof", "plain::work:step", "--pid", &pid][..],
+        &[
+            "trace",
+            "calls",
+            "plain::work:step",
+            "--",
+            plain_path,
+            "run",
+            "1",
+        ][..],
+    ] {
+        let (ok, out, err) = nodetrace_as(&nobody, args);
+        assert!(!ok, "{args:?} without the capability succeeded: {out}");
+        assert_eq!(out, "", "{args:?}: nothing ran, nothing counted");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains("needs root (CAP_SYS_ADMIN"), "{err}");
+    }
 }
