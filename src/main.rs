@@ -223,13 +223,22 @@ struct CallsArgs {
     /// Only calls whose formatted arguments contain TEXT.
     #[arg(long = "match", value_name = "TEXT")]
     arg_match: Option<String>,
-    /// Trace process PID, which needs no agent: entry uprobes on the
-    /// functions PATTERN selects by their Rust paths (Linux x86-64, as
-    /// root). Each call shows its thread (<tid N>) and its first argument
-    /// registers raw (rdi, rsi, rdx, rcx, r8, r9): /N shows N of them, no
-    /// arity all six.
+    /// Trace process PID, which needs no agent: uprobes on the functions
+    /// PATTERN selects by their Rust paths (Linux x86-64, as root). Each
+    /// call shows its thread (<tid N>) and its arguments: by name and type
+    /// when the binary has debug info (a &str read from memory, later),
+    /// else the argument registers raw (rdi, rsi, rdx, rcx, r8, r9); /N
+    /// shows N of them. --return probes each function's return
+    /// instructions: rax and the time since the call. Every call pays a
+    /// kernel trap, whatever --rate shows.
     #[arg(long, value_name = "PID", conflicts_with = "node")]
     pid: Option<u32>,
+    /// Trace a command started here, as --pid traces a running process:
+    /// it is held before its first instruction until the probes are in
+    /// place, runs with nodetrace's stdin, stdout and stderr (--output
+    /// keeps the trace apart), and nodetrace exits with its exit code.
+    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["node", "pid"])]
+    command: Vec<OsString>,
     /// Also export each call as an OpenTelemetry span over OTLP/HTTP to URL
     /// (`/v1/traces` added to a URL with no path) [default:
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT,
@@ -517,6 +526,13 @@ struct SampleArgs {
 
 #[derive(Debug, Args)]
 struct CprofArgs {
+    /// Count the calls of process PID, which needs no agent: a uprobe on
+    /// each function PATTERN selects by its Rust path [default: the
+    /// functions of the crate that defines `main`] (Linux x86-64, as
+    /// root). The kernel counts when no other process runs the binary;
+    /// every call pays a trap.
+    #[arg(long, value_name = "PID", conflicts_with_all = ["node", "command"])]
+    pid: Option<u32>,
     #[command(flatten)]
     common: ProfileArgs,
 }
@@ -650,8 +666,8 @@ struct LsArgs {
     #[arg(value_name = "PATTERN", value_parser = spec::parse_pattern)]
     pattern: Option<PatternArg>,
     /// List the functions of process PID's binary that can be probed (no
-    /// agent needed; Linux): `address size path`, the address as in the
-    /// binary.
+    /// agent needed; Linux): `address size path file:line`, the address as
+    /// in the binary, file:line where its debug info says.
     #[arg(long, value_name = "PID", conflicts_with = "node")]
     pid: Option<u32>,
     #[command(flatten)]
@@ -735,6 +751,11 @@ fn main() -> ExitCode {
                 cause
                     .downcast_ref::<TracerError>()
                     .map(TracerError::exit_code)
+                    .or_else(|| {
+                        cause
+                            .downcast_ref::<nodetrace_probe::ProbeError>()
+                            .and_then(nodetrace_probe::ProbeError::exit_code)
+                    })
                     .or_else(|| {
                         cause
                             .downcast_ref::<ProfileError>()
@@ -889,6 +910,10 @@ fn run() -> anyhow::Result<ExitCode> {
             .map_err(TracerError::Output)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Profile(ProfileCmd::Cprof(CprofArgs {
+            pid: Some(pid),
+            common,
+        })) => cprof_probed(pid, common),
         Cmd::Profile(ProfileCmd::Cprof(args)) => profile(
             ProfileMode::Cprof,
             args.common,
@@ -1029,18 +1054,7 @@ fn run_profile(
         // See `Interrupts`: a terminal's Ctrl-C reaches the command by
         // itself, a signal to nodetrace alone is forwarded to it; the
         // second one kills it.
-        let interrupts = Interrupts::new();
-        let hit = interrupts.clone();
-        let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])
-            .context("cannot handle SIGINT and SIGTERM")?;
-        std::thread::spawn(move || {
-            for info in signals.forever() {
-                hit.hit(Interrupt {
-                    signal: info.signal,
-                    from_terminal: info.cause == Cause::Kernel,
-                });
-            }
-        });
+        let interrupts = install_interrupts(&StopSignal::new())?;
         let timeout = Duration::from_millis(args.target.connect_timeout);
         return match profile_command(
             &args.target.command,
@@ -1068,6 +1082,47 @@ fn run_profile(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `profile cprof --pid`: counting probes instead of a node.
+fn cprof_probed(pid: u32, args: ProfileArgs) -> anyhow::Result<ExitCode> {
+    if !args.processes.process.is_empty() || args.processes.new || args.processes.existing {
+        return Err(TracerError::Refused(
+            "--process, --new and --existing are not built for a probed process (--pid): it counts the calls of every thread".to_owned(),
+        )
+        .into());
+    }
+    let outputs = Outputs {
+        format: args.target.format.get(),
+        report: ReportOptions {
+            sort: args.sort.map(|s| match s {
+                SortOpt::Time => Sort::Time,
+                SortOpt::Calls => Sort::Calls,
+                SortOpt::Own => Sort::Own,
+                SortOpt::Acc => Sort::Acc,
+                SortOpt::Name => Sort::Name,
+            }),
+            per_process: false,
+            histogram: false,
+        },
+        output: args.target.output,
+        flamegraph: None,
+        folded: None,
+        speedscope: None,
+        pprof: args.pprof,
+    };
+    outputs.check(ProfileMode::Cprof)?;
+    let stop = StopSignal::new();
+    let signal = install_stop_signals(&stop)?;
+    let run = probe::ProbedCprof {
+        pid,
+        patterns: &args.patterns,
+        duration_ms: args.duration.unwrap_or(DEFAULT_DURATION_MS),
+        default_duration: args.duration.is_none(),
+        outputs: &outputs,
+    };
+    probe::cprof(&run, &stop)?;
+    Ok(after_signal(&signal, ExitCode::SUCCESS))
 }
 
 fn timer_tc(args: TcArgs) -> anyhow::Result<ExitCode> {
@@ -1153,8 +1208,8 @@ fn connect_one(node: &NodeArg, command: &str) -> Result<Connection, TracerError>
 }
 
 fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
-    if let Some(pid) = args.pid {
-        return trace_calls_on_pid(pid, &args);
+    if args.pid.is_some() || !args.command.is_empty() {
+        return trace_calls_probed(&args);
     }
     let typed: Vec<String> = args.patterns.iter().map(|p| p.text.clone()).collect();
     let patterns: Vec<Pattern> = args.patterns.into_iter().map(|p| p.pattern).collect();
@@ -1192,18 +1247,15 @@ fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
     trace(spec, what, typed, &args.common, otlp)
 }
 
-/// `trace calls --pid`: probes, a local source, instead of a node.
-fn trace_calls_on_pid(pid: u32, args: &CallsArgs) -> anyhow::Result<ExitCode> {
+/// `trace calls --pid` or `-- CMD`: probes, a local source, instead of a
+/// node.
+fn trace_calls_probed(args: &CallsArgs) -> anyhow::Result<ExitCode> {
     let refuse = |what: &str| -> anyhow::Result<ExitCode> {
         Err(TracerError::Refused(format!(
-            "{what} is not built for a probed process (--pid) yet: leave it out, or trace functions marked #[traced] through the agent"
+            "{what} is not built for a probed process (--pid, -- CMD) yet: leave it out, or trace functions marked #[traced] through the agent"
         ))
         .into())
     };
-    let returns = args.returns || args.patterns.iter().any(|p| p.pattern.return_trace());
-    if returns {
-        return refuse("--return (`-> return`)");
-    }
     if args.arg_match.is_some() {
         return refuse("--match");
     }
@@ -1230,17 +1282,23 @@ fn trace_calls_on_pid(pid: u32, args: &CallsArgs) -> anyhow::Result<ExitCode> {
         )),
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
-    let stop = StopSignal::new();
-    let signal = install_stop_signals(&stop)?;
-    let run = probe::CallsOnPid {
-        pid,
+    let run = probe::ProbedCalls {
         patterns: &args.patterns,
         no_args: args.no_args,
+        returns: args.returns,
         limits,
         format: args.common.format(),
+        text_bound: args.common.text_bound,
     };
-    probe::trace_calls(&run, &mut out, &stop)?;
-    Ok(after_signal(&signal, ExitCode::SUCCESS))
+    let stop = StopSignal::new();
+    if let Some(pid) = args.pid {
+        let signal = install_stop_signals(&stop)?;
+        probe::trace_pid(pid, &run, &mut out, &stop)?;
+        return Ok(after_signal(&signal, ExitCode::SUCCESS));
+    }
+    let interrupts = install_interrupts(&stop)?;
+    let code = probe::trace_command(&args.command, &run, &mut out, &stop, &interrupts)?;
+    Ok(exit_code(code))
 }
 
 fn in_processes(p: &ProcessArgs) -> String {
@@ -1411,6 +1469,26 @@ fn install_stop_signals(stop: &StopSignal) -> anyhow::Result<Arc<AtomicI32>> {
         }
     });
     Ok(got)
+}
+
+/// Records SIGINT and SIGTERM for a command run here (see `Interrupts`:
+/// who sent each matters) and stops `stop` at the first.
+fn install_interrupts(stop: &StopSignal) -> anyhow::Result<Interrupts> {
+    let interrupts = Interrupts::new();
+    let hit = interrupts.clone();
+    let stop = stop.clone();
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])
+        .context("cannot handle SIGINT and SIGTERM")?;
+    std::thread::spawn(move || {
+        for info in signals.forever() {
+            hit.hit(Interrupt {
+                signal: info.signal,
+                from_terminal: info.cause == Cause::Kernel,
+            });
+            stop.stop();
+        }
+    });
+    Ok(interrupts)
 }
 
 /// The exit code of a command a signal stopped, as a shell reports it

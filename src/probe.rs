@@ -1,6 +1,6 @@
-//! `--pid PID`: `ls` and `trace calls` on a process that has no agent,
-//! through entry uprobes (the `nodetrace-probe` crate). The probes are a
-//! local event source of the tracer: the same limits and renderers as a
+//! `--pid PID` and `-- CMD`: `ls` and `trace calls` on a process that has
+//! no agent, through uprobes (the `nodetrace-probe` crate). The probes are
+//! a local event source of the tracer: the same limits and renderers as a
 //! node's trace, with OS threads as the processes.
 
 use std::io::{self, Write};
@@ -17,7 +17,8 @@ const MAX_PROBED: usize = 256;
 
 /// `nodetrace ls --pid PID [PATTERN]`: the probeable functions.
 pub fn ls(pid: u32, pattern: Option<&PatternArg>, format: Format) -> anyhow::Result<ExitCode> {
-    let target = Target::open(pid)?;
+    let mut target = Target::open(pid)?;
+    target.describe(|f| pattern.is_none_or(|p| f.matches(&p.pattern)));
     let patterns: Vec<Pattern> = pattern.iter().map(|p| p.pattern.clone()).collect();
     let list: Vec<&Function> = match pattern {
         Some(_) => nodetrace_probe::symbols::select(target.functions(), &patterns),
@@ -38,45 +39,71 @@ pub fn ls(pid: u32, pattern: Option<&PatternArg>, format: Format) -> anyhow::Res
 
 fn no_match(target: &Target, typed: &str) -> TracerError {
     TracerError::NoMatch(format!(
-        "no function of {} (pid {}) matches {typed}; `nodetrace ls --pid {}` lists them",
+        "no function of {} (pid {}) matches {typed}; `nodetrace ls --pid PID` lists them while it runs",
         target.binary(),
         target.pid(),
-        target.pid()
     ))
 }
 
-/// What `trace calls --pid` was asked.
-pub struct CallsOnPid<'a> {
-    /// The process.
-    pub pid: u32,
-    /// The patterns as typed and parsed.
-    pub patterns: &'a [PatternArg],
-    /// `--no-args`.
-    pub no_args: bool,
-    /// The limits chosen.
-    pub limits: nodetrace_tracer::spec::ChosenLimits,
-    /// Text or JSON.
-    pub format: Format,
+/// A function to probe, the arguments its calls show (a pattern's `/N`
+/// shows N; no arity shows every parameter the debug info names, else six
+/// registers) and whether its returns are traced.
+struct Chosen<'a> {
+    function: &'a Function,
+    args: u8,
+    /// The pattern said how many arguments (`/N`).
+    arity: Option<u8>,
+    returns: bool,
 }
 
-/// The functions to probe, each with the argument registers its calls
-/// show: a pattern's `/N` shows N (at most six), no arity shows six.
+impl Chosen<'_> {
+    /// The arity a call line shows: the debug info's, else the pattern's,
+    /// else the registers shown.
+    fn shown_arity(&self) -> u8 {
+        self.function.arity().or(self.arity).unwrap_or(self.args)
+    }
+
+    /// The arity a report shows: the debug info's, else the pattern's,
+    /// else 0 (unknown).
+    fn known_arity(&self) -> u8 {
+        self.function.arity().or(self.arity).unwrap_or(0)
+    }
+}
+
+/// Reads the debug info of the functions `patterns` select.
+fn describe(target: &mut Target, patterns: &[PatternArg]) {
+    target.describe(|f| patterns.iter().any(|p| f.matches(&p.pattern)));
+}
+
+/// The functions `patterns` select, each once.
 fn probes<'a>(
     target: &'a Target,
     patterns: &[PatternArg],
-) -> Result<Vec<(&'a Function, u8)>, TracerError> {
-    let mut chosen: Vec<(&Function, u8)> = Vec::new();
+    returns: bool,
+) -> Result<Vec<Chosen<'a>>, TracerError> {
+    let mut chosen: Vec<Chosen<'a>> = Vec::new();
     for p in patterns {
         let selected =
             nodetrace_probe::symbols::select(target.functions(), std::slice::from_ref(&p.pattern));
         if selected.is_empty() {
             return Err(no_match(target, &p.text));
         }
-        let args = p.pattern.arity().map_or(MAX_ARGS, |a| a.min(MAX_ARGS));
+        let returns = returns || p.pattern.return_trace();
+        let arity = p.pattern.arity();
         for f in selected {
-            match chosen.iter_mut().find(|(c, _)| c.address == f.address) {
-                Some((_, shown)) => *shown = (*shown).max(args),
-                None => chosen.push((f, args)),
+            let args = arity.or(f.arity()).unwrap_or(MAX_ARGS);
+            match chosen.iter_mut().find(|c| c.function.address == f.address) {
+                Some(c) => {
+                    c.args = c.args.max(args);
+                    c.arity = c.arity.max(arity);
+                    c.returns |= returns;
+                }
+                None => chosen.push(Chosen {
+                    function: f,
+                    args,
+                    arity,
+                    returns,
+                }),
             }
         }
     }
@@ -90,35 +117,58 @@ fn probes<'a>(
     Ok(chosen)
 }
 
-/// `nodetrace trace calls PATTERN --pid PID`.
+/// What `trace calls --pid` or `trace calls -- CMD` was asked.
+pub struct ProbedCalls<'a> {
+    /// The patterns as typed and parsed.
+    pub patterns: &'a [PatternArg],
+    /// `--no-args`.
+    pub no_args: bool,
+    /// `--return`: every pattern's returns (else only those of patterns
+    /// written `PATTERN -> return`).
+    pub returns: bool,
+    /// The limits chosen.
+    pub limits: nodetrace_tracer::spec::ChosenLimits,
+    /// Text or JSON.
+    pub format: Format,
+    /// Bytes of a `&str` or `&[u8]` argument shown at most.
+    pub text_bound: u32,
+}
+
+/// The probes of a trace placed, and the trace they feed.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub fn trace_calls(
-    run: &CallsOnPid<'_>,
-    out: &mut dyn Write,
-    stop: &nodetrace_tracer::StopSignal,
-) -> anyhow::Result<nodetrace_tracer::local::LocalReport> {
+fn place(
+    run: &ProbedCalls<'_>,
+    target: &mut Target,
+) -> anyhow::Result<(nodetrace_tracer::local::LocalRun, Probed)> {
     use nodetrace_probe::ProbeSpec;
-    use nodetrace_tracer::local::{self, LocalRun};
+    use nodetrace_tracer::local::LocalRun;
     use nodetrace_tracer::render::NodeView;
 
-    let target = Target::open(run.pid)?;
-    let chosen = probes(&target, run.patterns)?;
+    describe(target, run.patterns);
+    let chosen = probes(target, run.patterns, run.returns)?;
     let specs: Vec<ProbeSpec<'_>> = chosen
         .iter()
-        .map(|&(function, args)| ProbeSpec {
-            function,
-            args: if run.no_args { 0 } else { args },
+        .map(|c| ProbeSpec {
+            function: c.function,
+            args: if run.no_args { 0 } else { c.args },
+            returns: c.returns,
         })
         .collect();
-    let callsites = chosen
-        .iter()
-        .enumerate()
-        .map(|(id, &(f, args))| f.callsite(id as u32, args, target.binary()));
-    let mut view = NodeView::new(format!("pid {}", run.pid), callsites);
+    let callsites = chosen.iter().enumerate().map(|(id, c)| {
+        c.function
+            .callsite(id as u32, c.shown_arity(), target.binary())
+    });
+    let mut view = NodeView::new(format!("pid {}", target.pid()), callsites);
     view.set_os_threads(true);
-    let trace = target.attach(&specs)?;
+    let mut trace = target.attach(&specs)?;
+    trace.set_text_bound(run.text_bound as usize);
+    let exits = if trace.exits() > 0 {
+        format!(", {} probed for returns", plural(trace.exits(), "exit"))
+    } else {
+        String::new()
+    };
     let what = format!(
-        "calls of {} ({} probed in {}; every call pays a kernel trap, --rate or not)",
+        "calls of {} ({} probed in {}{exits}; every call pays a kernel trap, --rate or not)",
         run.patterns
             .iter()
             .map(|p| p.pattern.to_string())
@@ -134,19 +184,90 @@ pub fn trace_calls(
         format: run.format,
         what,
     };
-    let mut source = Probed(trace);
-    let report = local::run_local(&local_run, &mut source, out, &mut io::stderr().lock(), stop)
-        .map_err(TracerError::Output)?;
-    Ok(report)
+    Ok((local_run, Probed(trace)))
 }
 
-/// `nodetrace trace calls PATTERN --pid PID`: Linux x86-64 only.
+/// `nodetrace trace calls PATTERN --pid PID`.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub fn trace_pid(
+    pid: u32,
+    run: &ProbedCalls<'_>,
+    out: &mut dyn Write,
+    stop: &nodetrace_tracer::StopSignal,
+) -> anyhow::Result<()> {
+    let mut target = Target::open(pid)?;
+    let (local_run, mut source) = place(run, &mut target)?;
+    nodetrace_tracer::local::run_local(
+        &local_run,
+        &mut source,
+        out,
+        &mut io::stderr().lock(),
+        stop,
+    )
+    .map_err(TracerError::Output)?;
+    Ok(())
+}
+
+/// `nodetrace trace calls PATTERN -- CMD`: the command is held before its
+/// first instruction until the probes are placed, traced until a limit or
+/// its exit, then waited for (the first interrupt forwarded unless the
+/// terminal sent it, the second one killing it, as `profile -- CMD` does).
+/// Returns its exit code, as a shell reports it.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub fn trace_command(
+    command: &[std::ffi::OsString],
+    run: &ProbedCalls<'_>,
+    out: &mut dyn Write,
+    stop: &nodetrace_tracer::StopSignal,
+    interrupts: &nodetrace_profiler::Interrupts,
+) -> anyhow::Result<i32> {
+    use nodetrace_profiler::exit::{describe_status, display_command, exit_code};
+
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| TracerError::Refused("`--` needs a command after it".to_owned()))?;
+    let display = display_command(command);
+    let (mut target, held) = Target::launch(std::process::Command::new(program).args(args))?;
+    let (local_run, mut source) = place(run, &mut target)?;
+    let mut child = held.resume()?;
+    let mut log = io::stderr().lock();
+    let traced = nodetrace_tracer::local::run_local(&local_run, &mut source, out, &mut log, stop);
+    // The probes go before the wait: the command runs on unprobed.
+    drop(source);
+    let mut handler = nodetrace_profiler::InterruptHandler::new();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        handler.handle(interrupts, &mut child, &display, &mut log);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = writeln!(log, "nodetrace: `{display}` {}", describe_status(status));
+    traced.map_err(TracerError::Output)?;
+    Ok(exit_code(status))
+}
+
+/// `nodetrace trace calls PATTERN --pid PID` or `-- CMD`: Linux x86-64
+/// only.
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-pub fn trace_calls(
-    _run: &CallsOnPid<'_>,
+pub fn trace_pid(
+    _pid: u32,
+    _run: &ProbedCalls<'_>,
     _out: &mut dyn Write,
     _stop: &nodetrace_tracer::StopSignal,
-) -> anyhow::Result<nodetrace_tracer::local::LocalReport> {
+) -> anyhow::Result<()> {
+    Err(nodetrace_probe::ProbeError::Unsupported.into())
+}
+
+/// See [`trace_pid`]: Linux x86-64 only.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+pub fn trace_command(
+    _command: &[std::ffi::OsString],
+    _run: &ProbedCalls<'_>,
+    _out: &mut dyn Write,
+    _stop: &nodetrace_tracer::StopSignal,
+    _interrupts: &nodetrace_profiler::Interrupts,
+) -> anyhow::Result<i32> {
     Err(nodetrace_probe::ProbeError::Unsupported.into())
 }
 
@@ -156,6 +277,174 @@ fn plural(n: usize, word: &str) -> String {
     } else {
         format!("{n} {word}s")
     }
+}
+
+/// What `profile cprof --pid` was asked.
+pub struct ProbedCprof<'a> {
+    /// The process.
+    pub pid: u32,
+    /// The patterns; none: the crate that defines `main`.
+    pub patterns: &'a [PatternArg],
+    /// How long to count.
+    pub duration_ms: u64,
+    /// The duration is the default one: say so.
+    pub default_duration: bool,
+    /// Where the report goes.
+    pub outputs: &'a nodetrace_profiler::Outputs,
+}
+
+/// The functions of the crate that defines `main` (`plain::main`: every
+/// `plain::*`), as a pattern.
+fn main_crate(target: &Target) -> Option<PatternArg> {
+    let main = target
+        .functions()
+        .iter()
+        .find(|f| f.function == "main" && !f.module.is_empty() && !f.module.contains("::"))?;
+    let text = format!("{}::*", main.module);
+    let pattern = text.parse().ok()?;
+    Some(PatternArg { text, pattern })
+}
+
+/// `nodetrace profile cprof --pid PID [PATTERN]`: exact call counts by
+/// counting uprobes, reported as a node's cprof is.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub fn cprof(run: &ProbedCprof<'_>, stop: &nodetrace_tracer::StopSignal) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+
+    use nodetrace_profiler::Profile;
+    use nodetrace_tracer::protocol::{FunctionProfile, ProfileMode, ProfileSnapshot};
+
+    let mut target = Target::open(run.pid)?;
+    let default;
+    let patterns = match run.patterns {
+        [] => {
+            default = [main_crate(&target).ok_or_else(|| {
+                TracerError::Refused(format!(
+                    "{} has no `main` of a Rust crate to take the functions of: give a PATTERN",
+                    target.binary()
+                ))
+            })?];
+            &default[..]
+        }
+        given => given,
+    };
+    describe(&mut target, patterns);
+    let chosen = probes(&target, patterns, false)?;
+    let functions: Vec<&Function> = chosen.iter().map(|c| c.function).collect();
+    let started = Instant::now();
+    let mut counter = target.count(&functions)?;
+    let how = if counter.in_kernel() {
+        "counted in the kernel (no sample written per call)".to_owned()
+    } else {
+        format!(
+            "counted by samples, since {} also run{} the binary",
+            counter
+                .shared_with()
+                .iter()
+                .map(|p| format!("pid {p}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if counter.shared_with().len() == 1 {
+                "s"
+            } else {
+                ""
+            }
+        )
+    };
+    let mut log = io::stderr().lock();
+    let _ = writeln!(
+        log,
+        "nodetrace: cprof of {} on pid {} ({} probed in {}, {how}) for {}{}; every call pays a kernel trap; Ctrl-C ends it early",
+        patterns
+            .iter()
+            .map(|p| p.pattern.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        run.pid,
+        plural(chosen.len(), "function"),
+        target.binary(),
+        nodetrace_tracer::protocol::display_ms(run.duration_ms),
+        if run.default_duration {
+            " (the default; set --duration)"
+        } else {
+            ""
+        },
+    );
+    let deadline = started + Duration::from_millis(run.duration_ms);
+    let mut alive = true;
+    while alive && !stop.is_stopped() {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        alive = counter.poll(Duration::from_millis(100).min(deadline - now))?;
+    }
+    let counts = counter.counts()?;
+    let elapsed = started.elapsed();
+    if !alive {
+        let _ = writeln!(log, "nodetrace: pid {} exited", run.pid);
+    }
+    if counter.lost() > 0 {
+        let _ = writeln!(
+            log,
+            "nodetrace: {} calls lost to full buffers: the counts are short by that many",
+            counter.lost()
+        );
+    }
+    let joined: Vec<u32> = target
+        .others_running()
+        .into_iter()
+        .filter(|p| counter.in_kernel() && !counter.shared_with().contains(p))
+        .collect();
+    if !joined.is_empty() {
+        let _ = writeln!(
+            log,
+            "nodetrace: {joined:?} started running the binary during the profile: the kernel's counts may include their calls"
+        );
+    }
+    drop(counter);
+    let callsites: Vec<_> = chosen
+        .iter()
+        .enumerate()
+        .map(|(id, c)| {
+            c.function
+                .callsite(id as u32, c.known_arity(), target.binary())
+        })
+        .collect();
+    let snapshot = ProfileSnapshot {
+        elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        functions: counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(id, &calls)| FunctionProfile {
+                callsite: id as u32,
+                pid: None,
+                calls,
+                own_ns: 0,
+                acc_ns: 0,
+                busy_ns: None,
+                histogram: None,
+            })
+            .collect(),
+        ..ProfileSnapshot::default()
+    };
+    let node = format!("pid {}", run.pid);
+    let profile = Profile {
+        mode: ProfileMode::Cprof,
+        node: &node,
+        snapshot: &snapshot,
+        callsites: &callsites,
+        complete: true,
+    };
+    run.outputs.write(&profile, &mut log)?;
+    Ok(())
+}
+
+/// `nodetrace profile cprof --pid`: Linux x86-64 only.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+pub fn cprof(_run: &ProbedCprof<'_>, _stop: &nodetrace_tracer::StopSignal) -> anyhow::Result<()> {
+    Err(nodetrace_probe::ProbeError::Unsupported.into())
 }
 
 /// The probes' hits, as the tracer's local source.

@@ -197,6 +197,29 @@ fn every_command_prints_what_docs_json_md_documents() {
     assert_eq!(check(&docs, "tc", &tc), ["tc"]);
 }
 
+/// `ls --pid` of a program without the agent (reading a binary needs no
+/// privilege): its functions, with what the debug info says.
+#[test]
+fn a_probed_process_s_functions_are_what_docs_json_md_documents() {
+    let docs = docs();
+    let mut plain = std::process::Command::new(common::plain_bin())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("plain starts");
+    let pid = plain.id().to_string();
+    let out = std::process::Command::new(common::NODETRACE)
+        .args(["ls", "--pid", &pid, "plain::work", "--format", "json"])
+        .output()
+        .expect("nodetrace runs");
+    let _ = plain.kill();
+    let _ = plain.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let types = check(&docs, "ls", &stdout);
+    assert!(types.iter().all(|t| t == "probe_function"), "{types:?}");
+    assert!(stdout.contains("\"params\":[{"), "{stdout}");
+}
+
 /// The `tracing` bridge's objects: `ls` rows of spans, calls and returns of
 /// a traced span, and `log` lines.
 #[test]

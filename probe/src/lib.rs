@@ -6,19 +6,39 @@
 //! * [`symbols`] reads a binary's ELF symbol table and matches it with a
 //!   [`Pattern`](nodetrace_protocol::Pattern); it is plain parsing, built on
 //!   every system.
+//! * [`dwarf`] adds what debug info says: source file and line, parameter
+//!   names and types, a generic copy's type arguments.
+//! * [`code`] finds where a function's frame ends (its `ret`s and tail
+//!   calls) by decoding its machine code with `iced-x86`.
 //! * [`Target`] is a running process and its binary; [`Target::attach`]
-//!   puts entry uprobes on functions (Linux on x86-64 only: `perf_event_open`
-//!   with the `uprobe` PMU), and the [`Trace`] it returns reads the hits.
+//!   puts uprobes on functions' entries and exits (Linux on x86-64 only:
+//!   `perf_event_open` with the `uprobe` PMU), and the [`Trace`] it returns
+//!   reads the hits, pairing returns with their calls; [`Target::count`]
+//!   counts calls exactly (in the kernel where it can), and
+//!   [`Target::launch`] starts a command held until its probes are placed.
 //!
-//! What is not built: return probes, DWARF (argument names and types, file
-//! and line), shared libraries, other architectures.
+//! What is not built: shared libraries, other architectures.
 
 use std::io;
 
+pub mod code;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod count;
+pub mod dwarf;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod launch;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod stacks;
 pub mod symbols;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod uprobe;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod values;
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub use count::Counter;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub use launch::Held;
 pub use symbols::Function;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub use uprobe::Trace;
@@ -38,6 +58,14 @@ pub enum ProbeError {
     Process {
         /// The process.
         pid: u32,
+        /// Why.
+        cause: io::Error,
+    },
+    /// A command to trace could not be started.
+    #[error("cannot start {command}: {cause}")]
+    Spawn {
+        /// The program.
+        command: String,
         /// Why.
         cause: io::Error,
     },
@@ -69,11 +97,28 @@ pub enum ProbeError {
     },
 }
 
+impl ProbeError {
+    /// The exit code a shell reports for a command that could not be
+    /// started (127: not found, 126: not runnable); `None` for the others.
+    pub fn exit_code(&self) -> Option<u8> {
+        match self {
+            ProbeError::Spawn { cause, .. } => Some(match cause.kind() {
+                io::ErrorKind::NotFound => 127,
+                io::ErrorKind::PermissionDenied => 126,
+                _ => 1,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A running process and the functions of its binary.
 #[derive(Debug)]
 pub struct Target {
     pid: u32,
     binary: String,
+    /// The binary's bytes, for its debug info.
+    data: Vec<u8>,
     functions: Vec<Function>,
 }
 
@@ -99,8 +144,18 @@ impl Target {
         Ok(Target {
             pid,
             binary,
+            data,
             functions,
         })
+    }
+
+    /// Reads what the binary's debug info says of the functions `wanted`
+    /// selects ([`dwarf::annotate`]): only those, since reading a large
+    /// binary's whole DWARF takes seconds.
+    pub fn describe(&mut self, wanted: impl Fn(&Function) -> bool) {
+        dwarf::annotate(&self.data, &mut self.functions, wanted);
+        self.functions
+            .sort_by(|a, b| a.path.cmp(&b.path).then(a.address.cmp(&b.address)));
     }
 
     /// The process id.
@@ -117,15 +172,39 @@ impl Target {
     pub fn functions(&self) -> &[Function] {
         &self.functions
     }
+
+    /// The machine code of `function`, read from the binary.
+    ///
+    /// # Errors
+    ///
+    /// [`ProbeError::Process`] if the binary cannot be read there.
+    pub fn code(&self, function: &Function) -> Result<&[u8], ProbeError> {
+        let start = usize::try_from(function.file_offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(function.size).unwrap_or(usize::MAX));
+        self.data
+            .get(start..end)
+            .ok_or_else(|| ProbeError::Process {
+                pid: self.pid,
+                cause: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the function's code is past the end of the binary",
+                ),
+            })
+    }
 }
 
-/// A function to probe and how many argument registers its calls show.
+/// A function to probe, how many argument registers its calls show, and
+/// whether its returns are traced.
 #[derive(Debug, Clone)]
 pub struct ProbeSpec<'a> {
     /// The function.
     pub function: &'a Function,
-    /// Argument registers shown, at most [`MAX_ARGS`].
+    /// Arguments shown: parameters when the debug info names them, else
+    /// registers, at most [`MAX_ARGS`].
     pub args: u8,
+    /// Also probe its exits ([`code::exits`]): returns with rax and the
+    /// time since the call.
+    pub returns: bool,
 }
 
 /// How many argument registers a call can show: the six integer argument

@@ -13,6 +13,7 @@ use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 use serde::Serialize;
 
 use crate::ProbeError;
+use crate::dwarf::Param;
 
 /// A function of the binary, where a probe can go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,6 +38,17 @@ pub struct Function {
     pub size: u64,
     /// Where its first instruction is in the file: what a uprobe takes.
     pub file_offset: u64,
+    /// A copy of a generic function: its type arguments (`u32`), from a
+    /// v0 symbol or, for a legacy one, from the debug info.
+    pub generics: Option<String>,
+    /// Its source file, if the binary has debug info.
+    pub file: Option<String>,
+    /// Its first line there.
+    pub line: Option<u32>,
+    /// Its parameters, if the binary has debug info.
+    pub params: Option<Vec<Param>>,
+    /// Its return type, if it has one and the debug info says.
+    pub returns: Option<Param>,
 }
 
 impl Function {
@@ -53,19 +65,31 @@ impl Function {
     }
 
     /// This function as a callsite the tracer's renderers name, with id
-    /// `id` and `arity` arguments shown; `file` is the binary.
-    pub fn callsite(&self, id: u32, arity: u8, file: &str) -> CallsiteInfo {
+    /// `id` and arity `arity`; its file is its source file, else
+    /// `binary`. A generic function's copy is named with its type
+    /// arguments: `twice::<u32>`.
+    pub fn callsite(&self, id: u32, arity: u8, binary: &str) -> CallsiteInfo {
         CallsiteInfo {
             id,
             module: self.module.clone(),
-            function: self.function.clone(),
+            function: match &self.generics {
+                Some(g) => format!("{}::<{g}>", self.function),
+                None => self.function.clone(),
+            },
             self_type: self.self_type.clone(),
             trait_name: self.trait_name.clone(),
             arity,
-            file: file.to_owned(),
-            line: 0,
+            file: self.file.clone().unwrap_or_else(|| binary.to_owned()),
+            line: self.line.unwrap_or(0),
             ..CallsiteInfo::default()
         }
+    }
+
+    /// How many parameters the debug info gives it.
+    pub fn arity(&self) -> Option<u8> {
+        self.params
+            .as_ref()
+            .map(|p| u8::try_from(p.len()).unwrap_or(u8::MAX))
     }
 }
 
@@ -115,6 +139,7 @@ pub fn functions(data: &[u8]) -> Result<Vec<Function>, ProbeError> {
         let path = demangle(name);
         let (module, self_type, trait_name, function) = split(&path);
         out.push(Function {
+            generics: type_arguments(&path),
             path,
             module,
             self_type,
@@ -123,10 +148,22 @@ pub fn functions(data: &[u8]) -> Result<Vec<Function>, ProbeError> {
             address,
             size: symbol.size(),
             file_offset,
+            file: None,
+            line: None,
+            params: None,
+            returns: None,
         });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path).then(a.address.cmp(&b.address)));
     Ok(out)
+}
+
+/// The type arguments of a function's own segment: `u32` of
+/// `plain::work::twice::<u32>` (a v0 symbol names them).
+fn type_arguments(path: &str) -> Option<String> {
+    let last = top_level_segments(path).pop()?;
+    let (_, arguments) = last.split_once("::<")?;
+    arguments.strip_suffix('>').map(str::to_owned)
 }
 
 /// The Rust path of a symbol without its hash; a symbol that is not Rust's
@@ -239,7 +276,8 @@ struct FunctionJson<'a> {
 }
 
 /// Writes `functions` of `binary` for `nodetrace ls --pid`: a line each,
-/// `address size path`, or (`json`) one object a line.
+/// `address size path`, and `file:line` where the debug info says, or
+/// (`json`) one object a line.
 ///
 /// # Errors
 ///
@@ -260,7 +298,12 @@ pub fn write_list(
             serde_json::to_writer(&mut *w, &object)?;
             writeln!(w)?;
         } else {
-            writeln!(w, "{:#014x} {:>7} {}", f.address, f.size, f.path)?;
+            write!(w, "{:#014x} {:>7} {}", f.address, f.size, f.path)?;
+            match (&f.file, f.line) {
+                (Some(file), Some(line)) => writeln!(w, " {file}:{line}")?,
+                (Some(file), None) => writeln!(w, " {file}")?,
+                _ => writeln!(w)?,
+            }
         }
     }
     Ok(())
@@ -337,6 +380,11 @@ mod tests {
             address: 0x1000,
             size: 16,
             file_offset: 0x1000,
+            generics: type_arguments(path),
+            file: None,
+            line: None,
+            params: None,
+            returns: None,
         }
     }
 
@@ -385,13 +433,46 @@ mod tests {
     }
 
     #[test]
+    fn generic_copies_carry_their_type_arguments() {
+        assert_eq!(
+            type_arguments("plain::work::twice::<u32>").as_deref(),
+            Some("u32")
+        );
+        assert_eq!(
+            type_arguments("a::b::<(u8, alloc::vec::Vec<u8>)>").as_deref(),
+            Some("(u8, alloc::vec::Vec<u8>)")
+        );
+        assert_eq!(type_arguments("core::ptr::drop_in_place<u8>"), None);
+        assert_eq!(type_arguments("plain::work::step"), None);
+        let twice = function("plain::work::twice::<u64>");
+        assert_eq!(twice.function, "twice");
+        assert_eq!(
+            twice.callsite(0, 1, "plain").mfa(),
+            "plain::work:twice::<u64>/1"
+        );
+        // A legacy symbol, named by the debug info.
+        let mut legacy = function("plain::work::twice");
+        crate::dwarf::tests::name(&mut legacy, "twice<u32>");
+        assert_eq!(legacy.path, "plain::work::twice::<u32>");
+        assert_eq!(legacy.generics.as_deref(), Some("u32"));
+    }
+
+    #[test]
     fn lists_print_address_size_and_path() {
-        let step = function("plain::work::step");
+        let mut step = function("plain::work::step");
         let mut out = Vec::new();
         write_list(&mut out, "plain", &[&step], false).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "0x000000001000      16 plain::work::step\n"
+        );
+        step.file = Some("src/work.rs".into());
+        step.line = Some(12);
+        let mut out = Vec::new();
+        write_list(&mut out, "plain", &[&step], false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0x000000001000      16 plain::work::step src/work.rs:12\n"
         );
         let mut out = Vec::new();
         write_list(&mut out, "plain", &[&step], true).unwrap();

@@ -1,11 +1,11 @@
-//! Entry uprobes through `perf_event_open` and the `uprobe` PMU, and the
-//! ring buffers their hits arrive in.
+//! Uprobes through `perf_event_open` and the `uprobe` PMU, and the ring
+//! buffers their hits arrive in.
 //!
-//! A probe is one perf event per (function, CPU) with `pid = -1`: it fires
-//! in every thread that runs the function, threads started later included,
-//! and the hits of other processes running the same binary are dropped
-//! here by their pid. Per-thread events with `inherit` would follow new
-//! threads too, but the kernel copies the probe's path from user memory
+//! A probe is one perf event per (probe site, CPU) with `pid = -1`: it
+//! fires in every thread that runs the code, threads started later
+//! included, and the hits of other processes running the same binary are
+//! dropped here by their pid. Per-thread events with `inherit` would follow
+//! new threads too, but the kernel copies the probe's path from user memory
 //! again when a new thread inherits the event, from the new thread's
 //! address space, where that pointer means nothing: its `clone` fails with
 //! EFAULT. Every event on a CPU writes, through
@@ -14,9 +14,18 @@
 //! descriptors, so closing them (the [`Trace`] dropped, or the tracer
 //! killed) removes every breakpoint from the process.
 //!
-//! A sample carries the process and thread, the time, the event's id (which
-//! probe) and the six integer argument registers of the System V calling
-//! convention.
+//! The sites of a function are its first instruction and, when its
+//! returns are traced, each of its exits ([`crate::code::exits`]): plain
+//! uprobes there, not uretprobes, which put the kernel's trampoline in
+//! place of the return address on the stack and so stand between an
+//! unwinding panic and the frames it must find.
+//!
+//! A sample carries the process and thread, the time, the event's id
+//! (which site), rsp, rax and the six integer argument registers of the
+//! System V calling convention. The rings are read one CPU after another,
+//! so a thread that moved between CPUs can have a later hit read before an
+//! earlier one: hits are released in time order, once every ring has been
+//! read past their time.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -25,28 +34,42 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nodetrace_protocol::{Event, EventKind, Pid};
+use nodetrace_protocol::Event;
 use perf_event_open_sys as sys;
 use sys::bindings::{self as b, perf_event_attr, perf_event_mmap_page};
 
+use crate::code::{self, ExitKind};
+use crate::dwarf::Param;
+use crate::stacks::{At, Hit, Stacks};
+use crate::values;
 use crate::{MAX_ARGS, ProbeError, ProbeSpec, Target};
 
 /// Data pages of each CPU's ring buffer (a power of two): 256 KiB.
 const RING_PAGES: usize = 64;
 
-/// The argument registers, in the order the sample carries them (by
-/// `perf_event_x86_regs` number): rcx, rdx, rsi, rdi, r8, r9.
-const REGS: [u32; 6] = [
+/// The registers a sample carries, in the order it carries them (by
+/// `perf_event_x86_regs` number): rax, rcx, rdx, rsi, rdi, rsp, r8, r9.
+const REGS: [u32; 8] = [
+    b::PERF_REG_X86_AX,
     b::PERF_REG_X86_CX,
     b::PERF_REG_X86_DX,
     b::PERF_REG_X86_SI,
     b::PERF_REG_X86_DI,
+    b::PERF_REG_X86_SP,
     b::PERF_REG_X86_R8,
     b::PERF_REG_X86_R9,
 ];
 
 /// Where argument n (rdi, rsi, rdx, rcx, r8, r9) is among [`REGS`].
-const ARG_SLOT: [usize; 6] = [3, 2, 1, 0, 4, 5];
+const ARG_SLOT: [usize; 6] = [4, 3, 2, 1, 6, 7];
+/// Where rax is among [`REGS`].
+const RAX_SLOT: usize = 0;
+/// Where rsp is among [`REGS`].
+const RSP_SLOT: usize = 5;
+
+/// How long after a hit's time its ring is surely written: a hit is
+/// stamped and written in the same trap, microseconds apart.
+const SETTLE_NS: u64 = 1_000_000;
 
 /// The probes of one trace, and the rings their hits arrive in. Dropping
 /// it closes every event: the kernel removes the breakpoints.
@@ -56,12 +79,31 @@ pub struct Trace {
     rings: Vec<Ring>,
     /// Events that write into a ring but have none of their own.
     _events: Vec<OwnedFd>,
-    /// Event id → probe.
-    ids: HashMap<u64, u32>,
+    /// Event id → probe and site.
+    sites: HashMap<u64, (u32, At)>,
+    /// Per probe: the arguments shown (registers, or parameters when the
+    /// debug info names them).
     args: Vec<u8>,
+    /// Per probe: its parameters and return type, from the debug info.
+    params: Vec<Option<Vec<Param>>>,
+    results: Vec<Option<Param>>,
+    /// The process's memory, for `&str` and `&[u8]` arguments.
+    memory: ProcessMemory,
+    /// Bytes of such an argument shown at most.
+    bound: usize,
+    /// Per probe: returns are paired.
+    returns: Vec<bool>,
+    /// Hits read but not yet released: their order is known only once
+    /// every ring has been read past them.
+    pending: Vec<Hit>,
+    stacks: Stacks,
     /// Wall clock minus the monotonic clock samples are stamped with.
     clock_offset_ns: i128,
+    /// When the last probe was placed (wall clock): hits before that are
+    /// dropped, so that a trace sees every probe or none.
+    armed_ns: u64,
     lost: u64,
+    exits: usize,
 }
 
 #[derive(Debug)]
@@ -151,27 +193,35 @@ fn read_wrapped(data: &[u8], at: usize, len: usize) -> Vec<u8> {
 }
 
 impl Target {
-    /// Puts an entry uprobe on each function of `probes`, in every thread
-    /// of the process and every thread started later, and returns the
-    /// trace that reads their hits. Either every probe is placed or none:
-    /// a failure closes what was opened.
+    /// Puts a uprobe on the entry of each function of `probes` and, for
+    /// those that trace returns, on each of its exits, in every thread of
+    /// the process and every thread started later, and returns the trace
+    /// that reads their hits. Either every probe is placed or none: a
+    /// failure closes what was opened.
     ///
     /// # Errors
     ///
     /// [`ProbeError::Privileges`] without CAP_SYS_ADMIN (or CAP_PERFMON),
     /// [`ProbeError::NoUprobes`] on a kernel without the `uprobe` PMU,
+    /// [`ProbeError::Process`] if the binary's code cannot be read,
     /// [`ProbeError::System`] for other failures.
     pub fn attach(&self, probes: &[ProbeSpec<'_>]) -> Result<Trace, ProbeError> {
-        let pmu = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")
-            .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok())
-            .ok_or(ProbeError::NoUprobes)?;
+        let pmu = uprobe_pmu()?;
         raise_fd_limit();
         let cpus = online_cpus()?;
-        // The kernel resolves the path when the event is opened; through
-        // /proc/PID/exe it finds the very file the process runs.
-        let path =
-            CString::new(format!("/proc/{}/exe", self.pid)).map_err(|_| ProbeError::NoUprobes)?;
+        let path = self.probe_path()?;
+        let mut sites: Vec<(u32, At, u64)> = Vec::new();
+        for (index, probe) in probes.iter().enumerate() {
+            let index = index as u32;
+            let f = probe.function;
+            sites.push((index, At::Entry, f.file_offset));
+            if probe.returns {
+                for exit in code::exits(self.code(f)?, f.address) {
+                    let offset = f.file_offset + (exit.address - f.address);
+                    sites.push((index, At::Exit(exit.kind), offset));
+                }
+            }
+        }
         let monotonic = clock_ns(libc::CLOCK_MONOTONIC);
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -180,22 +230,32 @@ impl Target {
             pid: self.pid,
             rings: Vec::new(),
             _events: Vec::new(),
-            ids: HashMap::new(),
-            args: probes.iter().map(|p| p.args.min(MAX_ARGS)).collect(),
+            sites: HashMap::new(),
+            args: probes
+                .iter()
+                .map(|p| match p.function.params {
+                    Some(_) => p.args,
+                    None => p.args.min(MAX_ARGS),
+                })
+                .collect(),
+            params: probes.iter().map(|p| p.function.params.clone()).collect(),
+            results: probes.iter().map(|p| p.function.returns.clone()).collect(),
+            memory: ProcessMemory(std::fs::File::open(format!("/proc/{}/mem", self.pid)).ok()),
+            bound: 256,
+            returns: probes.iter().map(|p| p.returns).collect(),
+            pending: Vec::new(),
+            stacks: Stacks::default(),
             clock_offset_ns: wall - monotonic,
+            armed_ns: 0,
             lost: 0,
+            exits: sites.iter().filter(|s| s.1 != At::Entry).count(),
         };
         for &cpu in &cpus {
             let ring = trace.rings.len();
-            for (index, probe) in probes.iter().enumerate() {
-                let fd = open_event(pmu, &path, probe.function.file_offset, cpu)?;
-                let mut id = 0u64;
-                // SAFETY: an ioctl on our own perf fd writing one u64.
-                if unsafe { sys::ioctls::ID(fd.as_raw_fd(), &mut id) } < 0 {
-                    return Err(system("cannot read a perf event's id"));
-                }
-                trace.ids.insert(id, index as u32);
-                if index == 0 {
+            for (n, &(probe, at, offset)) in sites.iter().enumerate() {
+                let fd = open_event(pmu, &path, offset, cpu, Report::Samples)?;
+                trace.sites.insert(event_id(&fd)?, (probe, at));
+                if n == 0 {
                     trace.rings.push(Ring::map(fd)?);
                     continue;
                 }
@@ -207,14 +267,40 @@ impl Target {
                 trace._events.push(fd);
             }
         }
+        trace.armed_ns =
+            u64::try_from(clock_ns(libc::CLOCK_MONOTONIC) + trace.clock_offset_ns).unwrap_or(0);
         Ok(trace)
+    }
+
+    /// The path the kernel opens probes on: through /proc/PID/exe it finds
+    /// the very file the process runs, even if it was replaced since.
+    pub(crate) fn probe_path(&self) -> Result<CString, ProbeError> {
+        CString::new(format!("/proc/{}/exe", self.pid)).map_err(|_| ProbeError::NoUprobes)
     }
 }
 
+pub(crate) fn uprobe_pmu() -> Result<u32, ProbeError> {
+    std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .ok_or(ProbeError::NoUprobes)
+}
+
+fn event_id(fd: &OwnedFd) -> Result<u64, ProbeError> {
+    let mut id = 0u64;
+    // SAFETY: an ioctl on our own perf fd writing one u64.
+    if unsafe { sys::ioctls::ID(fd.as_raw_fd(), &mut id) } < 0 {
+        return Err(system("cannot read a perf event's id"));
+    }
+    Ok(id)
+}
+
 impl Trace {
-    /// Waits up to `timeout` for hits and appends them to `into` as call
-    /// events (pid: the OS thread, callsite: the probe's index). Returns
-    /// `false` once the process has exited.
+    /// Waits up to `timeout` for hits and appends them to `into` as events
+    /// in time order (pid: the OS thread, callsite: the probe's index):
+    /// calls, and for probes that trace returns, returns paired with their
+    /// calls and calls that ended without one ([`crate::stacks`]). Returns
+    /// `false` once the process has exited, every hit then released.
     ///
     /// # Errors
     ///
@@ -238,21 +324,67 @@ impl Trace {
                 return Err(e);
             }
         }
-        let (pid, ids, args, offset) = (self.pid, &self.ids, &self.args, self.clock_offset_ns);
-        let mut lost = 0;
+        let alive = process_alive(self.pid);
+        // Every hit stamped before this is in its ring by now.
+        let horizon = u64::try_from(clock_ns(libc::CLOCK_MONOTONIC) + self.clock_offset_ns)
+            .unwrap_or(0)
+            .saturating_sub(SETTLE_NS);
+        self.read_rings();
+        self.release(alive.then_some(horizon), into);
+        Ok(alive)
+    }
+
+    /// Reads what is left in the rings and releases every hit, whatever
+    /// its time: for the end of a trace.
+    pub fn finish(&mut self, into: &mut Vec<Event>) {
+        self.read_rings();
+        self.release(None, into);
+    }
+
+    fn read_rings(&mut self) {
+        let (pid, sites, offset) = (self.pid, &self.sites, self.clock_offset_ns);
+        let (pending, armed, mut lost) = (&mut self.pending, self.armed_ns, 0);
         for ring in &mut self.rings {
             ring.drain(|kind, body| match kind {
                 b::PERF_RECORD_SAMPLE => {
-                    if let Some(event) = sample(body, pid, ids, args, offset) {
-                        into.push(event);
-                    }
+                    pending.extend(sample(body, pid, sites, offset).filter(|h| h.time_ns >= armed))
                 }
                 b::PERF_RECORD_LOST => lost += u64_at(body, 8),
                 _ => {}
             });
         }
         self.lost += lost;
-        Ok(process_alive(self.pid))
+    }
+
+    /// Turns the pending hits up to `horizon` (all: `None`) into events.
+    fn release(&mut self, horizon: Option<u64>, into: &mut Vec<Event>) {
+        self.pending.sort_by_key(|h| h.time_ns);
+        let ready = match horizon {
+            Some(t) => self.pending.partition_point(|h| h.time_ns <= t),
+            None => self.pending.len(),
+        };
+        for hit in self.pending.drain(..ready) {
+            let probe = hit.probe as usize;
+            let params = self.params.get(probe).and_then(Option::as_deref);
+            let text = match hit.at {
+                At::Entry => {
+                    let shown = usize::from(self.args.get(probe).copied().unwrap_or(0));
+                    values::call_text(params, shown, &hit.args, &self.memory, self.bound)
+                }
+                At::Exit(ExitKind::Return) => {
+                    let result = self.results.get(probe).and_then(Option::as_ref);
+                    values::return_text(params, result, hit.value)
+                }
+                At::Exit(ExitKind::TailCall) => None,
+            };
+            self.stacks.hit(&hit, text, &self.returns, into);
+        }
+    }
+
+    /// Shows at most `bytes` of a `&str` or `&[u8]` argument (256 unless
+    /// set).
+    pub fn set_text_bound(&mut self, bytes: usize) {
+        self.bound = bytes;
     }
 
     /// Hits the kernel could not write because a ring buffer was full.
@@ -260,23 +392,42 @@ impl Trace {
         self.lost
     }
 
-    /// The perf events open: functions × CPUs.
+    /// The perf events open: probe sites × CPUs.
     pub fn events(&self) -> usize {
         self.rings.len() + self._events.len()
+    }
+
+    /// The exits probed for returns, over all functions.
+    pub fn exits(&self) -> usize {
+        self.exits
+    }
+}
+
+/// `/proc/PID/mem`, opened when the probes are placed (none if it could
+/// not be: such arguments then show as unreadable).
+#[derive(Debug)]
+struct ProcessMemory(Option<std::fs::File>);
+
+impl values::Memory for ProcessMemory {
+    fn read(&self, address: u64, len: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = self.0.as_ref()?;
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, address).ok()?;
+        Some(bytes)
     }
 }
 
 /// A sample's body: pid, tid (u32 each), time, id, then the user registers
-/// (abi, and the six registers when abi is not 0). A hit in another process
-/// than `pid` is none of ours.
+/// (abi, and the [`REGS`] when abi is not 0). A hit in another process than
+/// `pid` is none of ours; one without registers (abi 0) cannot be read.
 fn sample(
     body: &[u8],
     pid: u32,
-    ids: &HashMap<u64, u32>,
-    args: &[u8],
+    sites: &HashMap<u64, (u32, At)>,
     clock_offset_ns: i128,
-) -> Option<Event> {
-    if body.len() < 32 {
+) -> Option<Hit> {
+    if body.len() < 32 + 8 * REGS.len() {
         return None;
     }
     if u32::from_ne_bytes(body[0..4].try_into().ok()?) != pid {
@@ -284,29 +435,19 @@ fn sample(
     }
     let tid = u32::from_ne_bytes(body[4..8].try_into().ok()?);
     let time = u64_at(body, 8);
-    let id = u64_at(body, 16);
-    let abi = u64_at(body, 24);
-    let &probe = ids.get(&id)?;
-    let shown = usize::from(*args.get(probe as usize)?);
-    let text = if abi == 0 || shown == 0 || body.len() < 32 + 8 * REGS.len() {
-        None
-    } else {
-        let regs: Vec<String> = ARG_SLOT[..shown]
-            .iter()
-            .map(|&slot| format!("{:#x}", u64_at(body, 32 + 8 * slot)))
-            .collect();
-        Some(regs.join(", "))
-    };
-    Some(Event {
-        kind: EventKind::Call,
-        pid: Pid::process(u64::from(tid)),
-        peer: None,
-        callsite: Some(probe),
-        timestamp_ns: u64::try_from(i128::from(time) + clock_offset_ns).unwrap_or(0),
-        duration_ns: None,
-        busy_ns: None,
-        text,
-        extra: None,
+    let &(probe, at) = sites.get(&u64_at(body, 16))?;
+    if u64_at(body, 24) == 0 {
+        return None;
+    }
+    let reg = |slot: usize| u64_at(body, 32 + 8 * slot);
+    Some(Hit {
+        tid,
+        time_ns: u64::try_from(i128::from(time) + clock_offset_ns).unwrap_or(0),
+        probe,
+        at,
+        sp: reg(RSP_SLOT),
+        value: reg(RAX_SLOT),
+        args: ARG_SLOT.map(reg),
     })
 }
 
@@ -316,24 +457,42 @@ fn u64_at(body: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_ne_bytes)
 }
 
-fn open_event(pmu: u32, path: &CString, offset: u64, cpu: usize) -> Result<OwnedFd, ProbeError> {
+/// How an event reports its hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// A sample each, with the thread, time and [`REGS`], into a ring.
+    Samples,
+    /// Only a count, read from the event's fd: no sample is written.
+    Count,
+}
+
+/// One uprobe at `offset` of `path` on `cpu`, in every process.
+pub(crate) fn open_event(
+    pmu: u32,
+    path: &CString,
+    offset: u64,
+    cpu: usize,
+    report: Report,
+) -> Result<OwnedFd, ProbeError> {
     // SAFETY: perf_event_attr is plain data; all zeroes is its default.
     let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
     attr.type_ = pmu;
     attr.size = std::mem::size_of::<perf_event_attr>() as u32;
-    attr.config = 0; // an entry probe (bit 0 would make it a uretprobe)
+    attr.config = 0; // a plain uprobe (bit 0 would make it a uretprobe)
     attr.__bindgen_anon_3.uprobe_path = path.as_ptr() as u64;
     attr.__bindgen_anon_4.probe_offset = offset;
-    attr.__bindgen_anon_1.sample_period = 1;
-    attr.sample_type = u64::from(b::PERF_SAMPLE_TID | b::PERF_SAMPLE_TIME | b::PERF_SAMPLE_ID)
-        | u64::from(b::PERF_SAMPLE_REGS_USER);
-    attr.sample_regs_user = REGS.iter().fold(0, |mask, r| mask | 1u64 << r);
-    attr.set_use_clockid(1);
-    attr.clockid = libc::CLOCK_MONOTONIC;
-    // Wake the reader when a quarter of the ring is full; it also reads
-    // whenever its poll times out.
-    attr.set_watermark(1);
-    attr.__bindgen_anon_2.wakeup_watermark = (RING_PAGES * page_size() / 4) as u32;
+    if report == Report::Samples {
+        attr.__bindgen_anon_1.sample_period = 1;
+        attr.sample_type = u64::from(b::PERF_SAMPLE_TID | b::PERF_SAMPLE_TIME | b::PERF_SAMPLE_ID)
+            | u64::from(b::PERF_SAMPLE_REGS_USER);
+        attr.sample_regs_user = REGS.iter().fold(0, |mask, r| mask | 1u64 << r);
+        attr.set_use_clockid(1);
+        attr.clockid = libc::CLOCK_MONOTONIC;
+        // Wake the reader when a quarter of the ring is full; it also
+        // reads whenever its poll times out.
+        attr.set_watermark(1);
+        attr.__bindgen_anon_2.wakeup_watermark = (RING_PAGES * page_size() / 4) as u32;
+    }
     let cpu = libc::c_int::try_from(cpu).unwrap_or(0);
     // SAFETY: `attr` is initialised and `path` outlives the call.
     let fd: RawFd = unsafe {
@@ -363,7 +522,7 @@ fn open_event(pmu: u32, path: &CString, offset: u64, cpu: usize) -> Result<Owned
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn system(what: &str) -> ProbeError {
+pub(crate) fn system(what: &str) -> ProbeError {
     ProbeError::System {
         what: what.to_owned(),
         cause: io::Error::last_os_error(),
@@ -385,12 +544,22 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
-fn process_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}/task")).exists()
+/// Whether `pid` runs: it exists and is not a zombie (exited, not yet
+/// reaped by its parent), by the state in `/proc/PID/stat`.
+pub(crate) fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| running(&stat))
+}
+
+/// The state is the field after the command's `(name)`, which may hold
+/// spaces and parentheses itself.
+fn running(stat: &str) -> bool {
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .is_some_and(|state| !matches!(state, 'Z' | 'X'))
 }
 
 /// The online CPUs, from `/sys/devices/system/cpu/online` (`0-3,6`).
-fn online_cpus() -> Result<Vec<usize>, ProbeError> {
+pub(crate) fn online_cpus() -> Result<Vec<usize>, ProbeError> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online").map_err(|cause| {
         ProbeError::System {
             what: "cannot read the online CPUs".to_owned(),
@@ -417,7 +586,7 @@ fn parse_cpu_list(text: &str) -> Vec<usize> {
 
 /// One file per function and CPU: lift the soft open-file limit
 /// to the hard one.
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -437,12 +606,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn zombies_do_not_run() {
+        assert!(running("42 (a (b) c) S 1 42"));
+        assert!(!running("42 (plain) Z 1 42"));
+        assert!(process_alive(std::process::id()));
+    }
+
+    #[test]
     fn cpu_lists_parse() {
         assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
         assert_eq!(parse_cpu_list("0\n"), vec![0]);
     }
 
-    fn body(pid: u32, tid: u32, id: u64, regs: [u64; 6]) -> Vec<u8> {
+    fn body(pid: u32, tid: u32, id: u64, regs: [u64; 8]) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend(pid.to_ne_bytes());
         b.extend(tid.to_ne_bytes());
@@ -456,23 +632,28 @@ mod tests {
     }
 
     #[test]
-    fn samples_become_calls_with_arguments_in_calling_order() {
-        let ids = HashMap::from([(5, 0), (6, 1)]);
-        // rcx, rdx, rsi, rdi, r8, r9 as the kernel orders them.
-        let regs = [4, 3, 2, 1, 5, 6];
-        let e = sample(&body(40, 42, 5, regs), 40, &ids, &[3, 6], 10).unwrap();
-        assert_eq!(e.kind, EventKind::Call);
-        assert_eq!(e.pid, Pid::process(42));
-        assert_eq!(e.callsite, Some(0));
-        assert_eq!(e.timestamp_ns, 1_010);
-        assert_eq!(e.text.as_deref(), Some("0x1, 0x2, 0x3"));
-        let e = sample(&body(40, 42, 6, regs), 40, &ids, &[3, 6], 0).unwrap();
-        assert_eq!(e.text.as_deref(), Some("0x1, 0x2, 0x3, 0x4, 0x5, 0x6"));
-        let e = sample(&body(40, 42, 6, regs), 40, &ids, &[3, 0], 0).unwrap();
-        assert_eq!(e.text, None, "no registers asked");
+    fn samples_are_read_as_hits_with_arguments_in_calling_order() {
+        let sites = HashMap::from([(5, (0, At::Entry)), (6, (1, At::Exit(ExitKind::Return)))]);
+        // rax, rcx, rdx, rsi, rdi, rsp, r8, r9 as the kernel orders them.
+        let regs = [0x2a, 4, 3, 2, 1, 0x7ff0, 5, 6];
+        let hit = sample(&body(40, 42, 5, regs), 40, &sites, 10).unwrap();
+        assert_eq!(
+            hit,
+            Hit {
+                tid: 42,
+                time_ns: 1_010,
+                probe: 0,
+                at: At::Entry,
+                sp: 0x7ff0,
+                value: 0x2a,
+                args: [1, 2, 3, 4, 5, 6],
+            }
+        );
+        let hit = sample(&body(40, 42, 6, regs), 40, &sites, 0).unwrap();
+        assert_eq!((hit.probe, hit.at), (1, At::Exit(ExitKind::Return)));
         // Another process running the same binary, an unknown event.
-        assert!(sample(&body(41, 43, 5, regs), 40, &ids, &[3, 6], 0).is_none());
-        assert!(sample(&body(40, 42, 99, regs), 40, &ids, &[3, 6], 0).is_none());
+        assert!(sample(&body(41, 43, 5, regs), 40, &sites, 0).is_none());
+        assert!(sample(&body(40, 42, 99, regs), 40, &sites, 0).is_none());
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub use json::write_json;
 pub use report::{ReportOptions, Sort, write_text};
 pub use sample::write_pprof;
 pub use session::{
-    Interrupt, Interrupts, Outputs, ProfileError, ProfileRequest, profile_command, profile_node,
+    Interrupt, InterruptHandler, Interrupts, Outputs, ProfileError, ProfileRequest,
+    profile_command, profile_node,
 };
 
 use nodetrace_protocol::{CallsiteInfo, ProfileMode, ProfileSnapshot};

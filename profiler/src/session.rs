@@ -365,12 +365,20 @@ impl Interrupts {
 /// Acts on the interrupts not handled yet: the first is forwarded to the
 /// command unless the terminal sent it (see [`Interrupts`]); the second
 /// kills the command.
-struct InterruptHandler {
+#[derive(Debug, Default)]
+pub struct InterruptHandler {
     handled: usize,
 }
 
 impl InterruptHandler {
-    fn handle(
+    /// None handled yet.
+    pub fn new() -> InterruptHandler {
+        InterruptHandler::default()
+    }
+
+    /// Handles the interrupts that came since the last call, saying on
+    /// `log` what it did to `child` (shown as `display`).
+    pub fn handle(
         &mut self,
         interrupts: &Interrupts,
         child: &mut Child,
@@ -858,7 +866,7 @@ pub fn profile_command(
         cause,
     };
 
-    let mut handler = InterruptHandler { handled: 0 };
+    let mut handler = InterruptHandler::new();
     let deadline = Instant::now() + connect_timeout;
     let (stream, peer) = loop {
         match listener.accept() {
