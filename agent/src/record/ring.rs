@@ -131,6 +131,7 @@ impl Drop for ThreadRing {
     /// The thread exits: its losses join the retired counts, under the
     /// list's lock so that a reader never counts them twice or not at all.
     fn drop(&mut self) {
+        RING_PTR.set(std::ptr::null_mut());
         let mut stats = RING_STATS.lock().unwrap_or_else(|p| p.into_inner());
         for (retired, lost) in RETIRED_LOST.iter().zip(&self.stats.lost) {
             retired.fetch_add(lost.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -141,6 +142,9 @@ impl Drop for ThreadRing {
 
 thread_local! {
     static RING: RefCell<Option<ThreadRing>> = const { RefCell::new(None) };
+    /// The ring in `RING` while it lives, else null: a push reads this
+    /// alone (no destructor state to check, no borrow flag to set).
+    static RING_PTR: Cell<*mut ThreadRing> = const { Cell::new(std::ptr::null_mut()) };
     static AGENT_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -209,34 +213,43 @@ pub(crate) fn push(
     duration: u64,
     text: Option<Box<str>>,
 ) {
-    let pushed = RING.try_with(|cell| {
-        let record = Record {
-            kind,
-            mask,
-            ext,
-            aux,
-            pid,
-            ts,
-            duration,
-            text,
-        };
-        let mut ring = cell.borrow_mut();
-        match ring.as_mut() {
-            Some(ring) if ring.forks == FORKS.load(Ordering::Relaxed) => {
-                if let Err(rtrb::PushError::Full(record)) = ring.producer.push(record) {
-                    ring.dropped(record);
-                }
-            }
-            _ => first_push(&mut ring, record),
+    let record = Record {
+        kind,
+        mask,
+        ext,
+        aux,
+        pid,
+        ts,
+        duration,
+        text,
+    };
+    // Safety: `RING_PTR` is this thread's ring inside `RING` from when
+    // `first_push` makes it until its `Drop` (which nulls it first); only
+    // this thread reads it, and nothing else borrows the ring meanwhile:
+    // `RING` is used by this function alone, which never calls itself.
+    if let Some(ring) = unsafe { RING_PTR.get().as_mut() }
+        && ring.forks == FORKS.load(Ordering::Relaxed)
+    {
+        if let Err(rtrb::PushError::Full(record)) = ring.producer.push(record) {
+            ring.dropped(record);
         }
-    });
+        return;
+    }
+    push_slow(record);
+}
+
+/// A push on a thread with no ring yet, or one from before a fork.
+#[cold]
+#[inline(never)]
+fn push_slow(record: Record) {
+    let mask = record.mask;
+    let pushed = RING.try_with(|cell| first_push(&mut cell.borrow_mut(), record));
     if pushed.is_err() {
         count_lost(mask);
     }
 }
 
-#[cold]
-#[inline(never)]
+/// Makes this thread's ring (again, in a forked child) and pushes into it.
 fn first_push(ring: &mut Option<ThreadRing>, record: Record) {
     // A ring from before a fork has no reader in this process; its drop
     // would take locks that a thread of the parent may have held.
@@ -244,6 +257,7 @@ fn first_push(ring: &mut Option<ThreadRing>, record: Record) {
         std::mem::forget(stale);
     }
     let ring = ring.insert(new_ring());
+    RING_PTR.set(ring);
     if let Err(rtrb::PushError::Full(record)) = ring.producer.push(record) {
         ring.dropped(record);
     }
