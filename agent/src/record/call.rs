@@ -212,15 +212,29 @@ impl Active {
             .filter(|text| !text.is_empty())
     }
 
+    /// Records the end of the call for the sessions that want it; a
+    /// profile's call (no session) returns before any of the push's code.
+    #[inline(always)]
     fn end(self, kind: EventKind, end: u64, busy: Option<u64>, text: Option<Box<str>>) {
         let mask = if kind == EventKind::Return {
             self.returns
         } else {
             self.mask
         };
-        if mask == 0 {
-            return;
+        if mask != 0 {
+            self.push_end(kind, mask, end, busy, text);
         }
+    }
+
+    #[inline(never)]
+    fn push_end(
+        self,
+        kind: EventKind,
+        mask: u32,
+        end: u64,
+        busy: Option<u64>,
+        text: Option<Box<str>>,
+    ) {
         push(
             kind,
             mask,

@@ -15,7 +15,7 @@
 //! and a predicted branch, with no lock, no thread-local and no allocation.
 
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use linkme::distributed_slice;
 use nodetrace_protocol::{CallsiteInfo, CallsiteKind, Level, Pattern};
@@ -57,6 +57,8 @@ pub struct Metadata {
 #[derive(Debug)]
 pub struct Callsite {
     flags: AtomicU64,
+    /// Its id once found, else `u32::MAX` (see [`Callsite::id`]).
+    id: AtomicU32,
     meta: Metadata,
     origin: Origin,
 }
@@ -66,9 +68,8 @@ pub struct Callsite {
 pub(crate) enum Origin {
     /// A `#[traced]` function: its id is its index in the linked slice.
     Traced,
-    /// A `tracing` span or event.
+    /// A `tracing` span or event (its id is in the callsite).
     Tracing {
-        id: u32,
         kind: CallsiteKind,
         level: Level,
         target: &'static str,
@@ -80,6 +81,7 @@ impl Callsite {
     pub const fn new(meta: Metadata) -> Callsite {
         Callsite {
             flags: AtomicU64::new(0),
+            id: AtomicU32::new(u32::MAX),
             meta,
             origin: Origin::Traced,
         }
@@ -137,12 +139,24 @@ impl Callsite {
     /// Index of this callsite in the registry; events refer to it.
     #[inline]
     pub fn id(&self) -> u32 {
-        if let Origin::Tracing { id, .. } = self.origin {
-            return id;
+        match self.id.load(Ordering::Relaxed) {
+            u32::MAX => self.find_id(),
+            id => id,
         }
+    }
+
+    /// A `#[traced]` callsite's id, its index in the linked slice, found
+    /// at its first use (reading the slice's bounds is a dozen
+    /// instructions) and kept. A `tracing` callsite has its id from
+    /// [`register`].
+    #[cold]
+    #[inline(never)]
+    fn find_id(&self) -> u32 {
         let base = CALLSITES.as_ptr() as usize;
         let offset = self as *const Callsite as usize - base;
-        (offset / size_of::<Callsite>()) as u32
+        let id = (offset / size_of::<Callsite>()) as u32;
+        self.id.store(id, Ordering::Relaxed);
+        id
     }
 
     /// The callsite as a tracer sees it.
@@ -234,9 +248,9 @@ pub(crate) fn register(
     let id = (CALLSITES.len() + registered.len()) as u32;
     let cs: &'static Callsite = Box::leak(Box::new(Callsite {
         flags: AtomicU64::new(0),
+        id: AtomicU32::new(id),
         meta,
         origin: Origin::Tracing {
-            id,
             kind,
             level,
             target,
