@@ -72,25 +72,67 @@ fn u64_of(v: Option<PValue>) -> Option<u64> {
     v.and_then(|v| v.as_u64())
 }
 
-/// Decodes packets as Perfetto's trace processor reads them: the interned
-/// names of the sequence, track descriptors, track events.
+/// Fails on a field Perfetto's protos do not define, anywhere in `m`: a
+/// field number the writer got wrong would decode as unknown.
+fn assert_all_fields_known(m: &DynamicMessage) {
+    let unknown: Vec<_> = m.unknown_fields().map(|f| f.number()).collect();
+    assert!(
+        unknown.is_empty(),
+        "fields {unknown:?} are not in Perfetto's {}",
+        m.descriptor().full_name()
+    );
+    for (_, value) in m.fields() {
+        match value {
+            PValue::Message(inner) => assert_all_fields_known(inner),
+            PValue::List(list) => {
+                for v in list {
+                    if let PValue::Message(inner) = v {
+                        assert_all_fields_known(inner);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads `InternedData`'s `field` entries (`iid`, `name`) into `into`.
+fn interned(interned: &DynamicMessage, field: &str, into: &mut HashMap<u64, String>) {
+    if let Some(PValue::List(list)) = get(interned, field) {
+        for n in list {
+            let n = n.as_message().unwrap();
+            let iid = u64_of(get(n, "iid")).unwrap();
+            let name = get(n, "name").unwrap().as_str().unwrap().to_owned();
+            assert!(
+                into.insert(iid, name).is_none(),
+                "{field} interns {iid} once"
+            );
+        }
+    }
+}
+
+/// Decodes packets as Perfetto's trace processor reads them: one trusted
+/// sequence whose first packet clears the incremental state and whose
+/// others need it, the names it interns (event names, debug annotation
+/// names), track descriptors, track events. Every field must be one of
+/// Perfetto's.
 fn decode_packets(packets: &[DynamicMessage]) -> Decoded {
     let mut out = Decoded {
         packets: packets.len(),
         ..Decoded::default()
     };
     let mut names: HashMap<u64, String> = HashMap::new();
-    for p in packets {
-        if let Some(PValue::Message(interned)) = get(p, "interned_data")
-            && let Some(PValue::List(list)) = get(&interned, "event_names")
-        {
-            for n in list {
-                let n = n.as_message().unwrap();
-                names.insert(
-                    u64_of(get(n, "iid")).unwrap(),
-                    get(n, "name").unwrap().as_str().unwrap().to_owned(),
-                );
-            }
+    let mut keys: HashMap<u64, String> = HashMap::new();
+    for (i, p) in packets.iter().enumerate() {
+        assert_all_fields_known(p);
+        let u32_of = |field| get(p, field).and_then(|v| v.as_u32());
+        assert_eq!(u32_of("trusted_packet_sequence_id"), Some(1));
+        let flags = u32_of("sequence_flags");
+        // SEQ_INCREMENTAL_STATE_CLEARED = 1, SEQ_NEEDS_INCREMENTAL_STATE = 2.
+        assert_eq!(flags, Some(if i == 0 { 1 } else { 2 }), "packet {i}");
+        if let Some(PValue::Message(data)) = get(p, "interned_data") {
+            interned(&data, "event_names", &mut names);
+            interned(&data, "debug_annotation_names", &mut keys);
         }
         if let Some(PValue::Message(t)) = get(p, "track_descriptor") {
             let process = get(&t, "process").and_then(|v| v.as_message().cloned());
@@ -133,7 +175,10 @@ fn decode_packets(packets: &[DynamicMessage]) -> Decoded {
             if let Some(PValue::List(list)) = get(&e, "debug_annotations") {
                 for a in list {
                     let a = a.as_message().unwrap();
-                    let key = get(a, "name").unwrap().as_str().unwrap().to_owned();
+                    let key = u64_of(get(a, "name_iid"))
+                        .map(|iid| keys.get(&iid).cloned().expect("an interned annotation name"))
+                        .or_else(|| get(a, "name").map(|v| v.as_str().unwrap().to_owned()))
+                        .expect("an annotation has a name");
                     let value = get(a, "string_value")
                         .map(|v| v.as_str().unwrap().to_owned())
                         .or_else(|| u64_of(get(a, "uint_value")).map(|n| n.to_string()))
@@ -728,4 +773,41 @@ fn an_exception_ends_its_slice_marked_in_both_formats() {
     assert_eq!(x["args"]["args"], "1");
     assert!(x["args"]["exception"].as_str().unwrap().contains("boom"));
     assert_eq!(x["dur"].as_f64(), Some(0.5));
+}
+
+#[test]
+fn long_annotations_keep_their_length_and_every_packet_reads() {
+    // Lengths of one, two and three varint bytes, for the annotation, the
+    // track event and the packet around it.
+    let texts = ["x".repeat(100), "é".repeat(100), "y".repeat(20_000)];
+    let mut events = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        events.push(Event {
+            text: Some(t.clone()),
+            ..ev(EventKind::Call, 10 * i as u64)
+        });
+    }
+    for (i, t) in texts.iter().enumerate().rev() {
+        events.push(Event {
+            text: Some(t.clone()),
+            busy_ns: Some(1 << 40),
+            duration_ns: Some(100),
+            ..ev(EventKind::Return, 100 + 10 * i as u64)
+        });
+    }
+    let view = view();
+    let mut perfetto = PerfettoWriter::new();
+    let mut p = Vec::new();
+    for e in &events {
+        perfetto.event(&mut p, 0, &view, e).unwrap();
+    }
+    let d = decode_trace(&p);
+    assert_eq!(d.events.len(), 6);
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(&d.events[i].annotations["args"], t);
+        assert_eq!(&d.events[5 - i].annotations["result"], t);
+        assert_eq!(d.events[5 - i].annotations["busy_ns"], (1u64 << 40).to_string());
+    }
+    let (deepest, _) = nesting(&d);
+    assert_eq!(deepest, 3);
 }
