@@ -533,6 +533,9 @@ fn merge(
 ) -> Result<(), TracerError> {
     let mut stop_sent: Option<Instant> = None;
     loop {
+        if let Some(otlp) = otlp.as_deref_mut() {
+            otlp.tick();
+        }
         if nodes.iter().all(|n| n.result.is_some()) {
             return Ok(());
         }

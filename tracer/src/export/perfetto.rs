@@ -33,6 +33,7 @@ use std::io::{self, Write};
 use nodetrace_protocol::{Event, EventKind, Pid};
 use rustc_hash::FxHashMap as HashMap;
 
+use super::encode::Encoder;
 use super::{EventSink, Flows, call_name, process_label};
 use crate::render::NodeView;
 
@@ -132,82 +133,6 @@ use field::{
     debug_annotation as da, interned_data, interned_string, process_descriptor, trace,
     trace_packet as tp, track_descriptor as td, track_event as te,
 };
-
-/// Protobuf's wire types.
-const VARINT: u32 = 0;
-const I64: u32 = 1;
-const LEN: u32 = 2;
-
-/// A protobuf writer over one buffer: fields are appended in order, and
-/// a nested message's length is written when it ends (one byte reserved,
-/// more inserted in the rare case it is 128 bytes or longer).
-#[derive(Debug, Default)]
-struct Encoder {
-    buf: Vec<u8>,
-}
-
-impl Encoder {
-    #[inline]
-    fn raw_varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.buf.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        self.buf.push(v as u8);
-    }
-
-    #[inline]
-    fn key(&mut self, field: u32, wire: u32) {
-        self.raw_varint(u64::from(field << 3 | wire));
-    }
-
-    #[inline]
-    fn varint(&mut self, field: u32, v: u64) {
-        self.key(field, VARINT);
-        self.raw_varint(v);
-    }
-
-    #[inline]
-    fn fixed64(&mut self, field: u32, v: u64) {
-        self.key(field, I64);
-        self.buf.extend_from_slice(&v.to_le_bytes());
-    }
-
-    #[inline]
-    fn string(&mut self, field: u32, s: &str) {
-        self.key(field, LEN);
-        self.raw_varint(s.len() as u64);
-        self.buf.extend_from_slice(s.as_bytes());
-    }
-
-    /// Starts nested message `field`; [`Encoder::end`] closes it.
-    #[inline]
-    fn begin(&mut self, field: u32) -> usize {
-        self.key(field, LEN);
-        self.buf.push(0);
-        self.buf.len()
-    }
-
-    /// Closes the message begun at `start`: writes its length.
-    #[inline]
-    fn end(&mut self, start: usize) {
-        let len = self.buf.len() - start;
-        if len < 0x80 {
-            self.buf[start - 1] = len as u8;
-            return;
-        }
-        let mut bytes = [0u8; 10];
-        let (mut v, mut n) = (len as u64, 0);
-        while v >= 0x80 {
-            bytes[n] = v as u8 | 0x80;
-            v >>= 7;
-            n += 1;
-        }
-        bytes[n] = v as u8;
-        self.buf[start - 1] = bytes[0];
-        self.buf.splice(start..start, bytes[1..=n].iter().copied());
-    }
-}
 
 /// The one packet sequence this writer emits.
 const SEQUENCE: u64 = 1;
@@ -310,7 +235,7 @@ impl PerfettoWriter {
 
     /// Starts a packet in the reused buffer.
     fn begin_packet(&mut self) -> usize {
-        self.enc.buf.clear();
+        self.enc.clear();
         self.enc.begin(trace::PACKET)
     }
 
@@ -326,7 +251,7 @@ impl PerfettoWriter {
         };
         self.enc.varint(tp::SEQUENCE_FLAGS, flags);
         self.enc.end(packet);
-        out.write_all(&self.enc.buf)
+        out.write_all(self.enc.bytes())
     }
 
     fn uuid(&mut self) -> u64 {
