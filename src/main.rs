@@ -217,6 +217,12 @@ struct CallsArgs {
     /// Also show what each call returns (`return_trace`), with its duration.
     #[arg(long = "return")]
     returns: bool,
+    /// Also show each poll of a traced async function (and each enter of a
+    /// traced span): `in` when it runs, `out` when it yields, like BEAM's
+    /// `running` trace. A Perfetto timeline always has them, drawn inside
+    /// each async call (a Chrome timeline cannot draw them).
+    #[arg(long)]
+    polls: bool,
     /// Do not capture arguments: `call m:f/2` instead of `call m:f(a, b)`.
     #[arg(long)]
     no_args: bool,
@@ -1165,10 +1171,17 @@ fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
         args: !args.no_args,
         // A span or a slice ends at its return.
         returns: args.returns || args.otlp.is_some() || args.common.timeline().is_some(),
+        polls: args.polls || args.common.timeline() == Some(Timeline::Perfetto),
         text_bound: args.common.text_bound,
         arg_match: args.arg_match,
         limits: Limits::DEFAULT,
     };
+    if args.polls && args.common.timeline() == Some(Timeline::Chrome) {
+        return Err(TracerError::Refused(
+            "--polls is not drawn in a Chrome timeline: use --format perfetto (which always has them), or text or json".into(),
+        )
+        .into());
+    }
     let otlp = match &args.otlp {
         Some(url) => Some(
             OtlpConfig::resolve(Some(url.as_str()), |name| std::env::var(name).ok())
@@ -1190,6 +1203,9 @@ fn trace_calls_on_pid(pid: u32, args: &CallsArgs) -> anyhow::Result<ExitCode> {
     let returns = args.returns || args.patterns.iter().any(|p| p.pattern.return_trace());
     if returns {
         return refuse("--return (`-> return`)");
+    }
+    if args.polls {
+        return refuse("--polls");
     }
     if args.arg_match.is_some() {
         return refuse("--match");
@@ -1259,6 +1275,7 @@ fn trace_messages(args: MessagesArgs) -> anyhow::Result<ExitCode> {
         sys: Vec::new(),
         args: true,
         returns: false,
+        polls: false,
         text_bound: args.common.text_bound,
         arg_match: None,
         limits: Limits::DEFAULT,
@@ -1289,6 +1306,7 @@ fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
         sys: Vec::new(),
         args: false,
         returns: false,
+        polls: false,
         text_bound: args.common.text_bound,
         arg_match: args.text_match,
         limits: Limits::DEFAULT,
@@ -1314,6 +1332,7 @@ fn sys_trace(args: SysTraceArgs) -> anyhow::Result<ExitCode> {
         sys: vec![args.name.clone()],
         args: true,
         returns: false,
+        polls: false,
         text_bound: args.common.text_bound,
         arg_match: None,
         limits: Limits::DEFAULT,

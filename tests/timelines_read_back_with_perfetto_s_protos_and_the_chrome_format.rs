@@ -252,7 +252,7 @@ fn decode_prefix(bytes: &[u8]) -> (Vec<DynamicMessage>, usize) {
 }
 
 /// Checks that BEGIN/END pair up on every track as a stack, and returns
-/// the deepest nesting seen and the (parent, child) names.
+/// the deepest nesting seen and the (ancestor, descendant) names.
 fn nesting(d: &Decoded) -> (usize, HashSet<(String, String)>) {
     let mut stacks: HashMap<u64, Vec<String>> = HashMap::new();
     let mut deepest = 0;
@@ -262,8 +262,8 @@ fn nesting(d: &Decoded) -> (usize, HashSet<(String, String)>) {
         match e.kind.as_str() {
             "TYPE_SLICE_BEGIN" => {
                 let name = e.name.clone().expect("a slice has a name");
-                if let Some(parent) = stack.last() {
-                    pairs.insert((parent.clone(), name.clone()));
+                for ancestor in stack.iter() {
+                    pairs.insert((ancestor.clone(), name.clone()));
                 }
                 stack.push(name);
                 deepest = deepest.max(stack.len());
@@ -347,7 +347,13 @@ fn a_perfetto_trace_has_a_track_per_process_nested_slices_and_annotations() {
     assert_eq!(server.1, Some(*node_uuid));
     for e in &d.events {
         let track = &d.tracks[&e.track];
-        assert_eq!(track.1, Some(*node_uuid), "events are on process tracks");
+        let on_process = track.1 == Some(*node_uuid);
+        let on_async_call = track.0 == "async calls"
+            && track.1.is_some_and(|parent| d.tracks[&parent].1 == Some(*node_uuid));
+        assert!(
+            on_process || on_async_call,
+            "events are on process tracks or their async calls' tracks: {track:?}"
+        );
     }
 
     let begins: Vec<&Slice> = d
@@ -387,6 +393,92 @@ fn a_perfetto_trace_has_a_track_per_process_nested_slices_and_annotations() {
             "todo::list:TodoList::add_entry/2".to_owned()
         )),
         "add_entry of the list runs inside the server's handle_call: {pairs:?}"
+    );
+    // The handle_call is async: the list's add_entry runs in one of its
+    // polls, on its track.
+    assert!(
+        pairs.contains(&(
+            "poll".to_owned(),
+            "todo::list:TodoList::add_entry/2".to_owned()
+        )),
+        "{pairs:?}"
+    );
+}
+
+#[test]
+fn an_async_call_is_a_slice_on_a_track_of_its_own_with_its_polls_inside() {
+    let home = Home::new();
+    let node = home.start_node(&unique("polls"));
+    node.add_entry("bob", "2023-12-19", "Dentist");
+    let file = home.path().join("polls.pftrace");
+    let mut trace = home.spawn(&[
+        "trace",
+        "calls",
+        "todo::http",
+        "todo::server",
+        "--max",
+        "200",
+        "--format",
+        "perfetto",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    trace.wait_stderr("tracing calls", LIMIT);
+    node.add_entry("bob", "2023-12-19", "Movies");
+    home.run(&["stop-clear"]).ok();
+    trace.wait(LIMIT).ok();
+
+    let d = decode_trace(&std::fs::read(&file).unwrap());
+    nesting(&d);
+    let begin = |name: &str| {
+        d.events
+            .iter()
+            .position(|e| e.kind == "TYPE_SLICE_BEGIN" && e.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", d.events))
+    };
+    // The HTTP handler's call, on an async call track of its task's track.
+    let http = begin("todo::http:add_entry/2");
+    let track = d.events[http].track;
+    let (name, parent, ..) = &d.tracks[&track];
+    assert_eq!(name, "async calls");
+    let task = parent.expect("an async call track is a process's child");
+    assert!(d.tracks[&task].0.ends_with(&format!("({})", node.name)));
+    // On its track: the call, its polls inside, its end.
+    let on_track: Vec<&Slice> = d.events[http..]
+        .iter()
+        .filter(|e| e.track == track)
+        .collect();
+    let end = on_track
+        .iter()
+        .position(|e| e.kind == "TYPE_SLICE_END" && e.annotations.contains_key("busy_ns"))
+        .expect("the call's end");
+    let inside = &on_track[1..end];
+    assert!(!inside.is_empty(), "{on_track:?}");
+    let mut polled = 0;
+    for pair in inside.chunks(2) {
+        assert_eq!(pair[0].kind, "TYPE_SLICE_BEGIN");
+        assert_eq!(pair[0].name.as_deref(), Some("poll"));
+        assert_eq!(pair[1].kind, "TYPE_SLICE_END");
+        assert!(on_track[0].ts <= pair[0].ts && pair[1].ts <= on_track[end].ts);
+        polled += pair[1].ts - pair[0].ts;
+    }
+    // The polls are the busy time the return reports.
+    let busy: u64 = on_track[end].annotations["busy_ns"].parse().unwrap();
+    let polls = inside.len() as u64 / 2;
+    assert!(
+        busy.abs_diff(polled) <= polls + 1,
+        "busy {busy} ns, polls {polled} ns"
+    );
+    // The server's add_entry it awaits: another async call track of the
+    // same task, begun inside one of the handler's polls.
+    let awaited = &d.events[begin("todo::server:add_entry/2")];
+    assert_ne!(awaited.track, track);
+    assert_eq!(d.tracks[&awaited.track].1, Some(task));
+    assert!(
+        inside
+            .chunks(2)
+            .any(|p| p[0].ts <= awaited.ts && awaited.ts <= p[1].ts),
+        "awaited in a poll of the handler"
     );
 }
 
@@ -562,6 +654,13 @@ fn several_nodes_share_one_timeline() {
     json.wait(LIMIT).ok();
 
     let d = decode_trace(&std::fs::read(&file).unwrap());
+    // The node track an event's track is under.
+    let node_of = |mut track: u64| {
+        while let Some(parent) = d.tracks[&track].1 {
+            track = parent;
+        }
+        track
+    };
     let roots: HashMap<String, u64> = d
         .tracks
         .iter()
@@ -573,7 +672,7 @@ fn several_nodes_share_one_timeline() {
         let uuid = roots[&n.name];
         assert_eq!(d.tracks[&uuid].2, Some(n.os_pid() as i32));
         assert!(
-            d.events.iter().any(|e| d.tracks[&e.track].1 == Some(uuid)),
+            d.events.iter().any(|e| node_of(e.track) == uuid),
             "{} has events on its tracks",
             n.name
         );
@@ -582,7 +681,7 @@ fn several_nodes_share_one_timeline() {
     let first_of = |uuid| {
         d.events
             .iter()
-            .filter(|e| d.tracks[&e.track].1 == Some(uuid))
+            .filter(|e| node_of(e.track) == uuid)
             .map(|e| e.ts)
             .min()
             .unwrap()

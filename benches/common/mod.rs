@@ -107,6 +107,7 @@ pub fn calls(pattern: &str, args: bool, limits: Limits) -> TraceSpec {
         sys: vec![],
         args,
         returns: false,
+        polls: false,
         text_bound: 0,
         arg_match: None,
         limits,

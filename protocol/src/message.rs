@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// The version of this protocol; both sides must speak the same.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The four bytes a tracer's first frame starts with.
 pub const MAGIC: [u8; 4] = *b"NTRC";
@@ -168,6 +168,14 @@ pub struct TraceSpec {
     pub args: bool,
     /// Deliver return events (with values) for every traced function.
     pub returns: bool,
+    /// Deliver an `in` and an `out` event ([`EventKind::In`],
+    /// [`EventKind::Out`]) for each poll of a traced async call and each
+    /// enter of a traced span: what a timeline draws inside the call. A
+    /// trace that does not ask records nothing more per poll.
+    ///
+    /// [`EventKind::In`]: crate::EventKind::In
+    /// [`EventKind::Out`]: crate::EventKind::Out
+    pub polls: bool,
     /// Bound in bytes on each event's text.
     pub text_bound: u32,
     /// Record only calls whose arguments (and log lines whose text)

@@ -889,6 +889,7 @@ fn open_session(spec: &TraceSpec) -> Result<(Session, u64, Vec<String>), String>
         },
         arg_match: spec.arg_match.clone().map(ArgMatch::Substring),
         returns,
+        polls: spec.polls,
         limits: session_limits(spec),
         ..SessionOptions::default()
     };

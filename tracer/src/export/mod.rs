@@ -16,9 +16,9 @@
 //! What the node sends decides what a timeline can show: a call, its
 //! return (wall time, and for an async function or a span its busy time,
 //! the sum of its polls) and its exception; messages sent and received;
-//! gen_server and log events. Polls one by one are not sent, so an async
-//! call is one slice from its first poll to its completion with its busy
-//! time as an annotation, not one slice per poll.
+//! gen_server and log events; and, for a trace that asks (every Perfetto
+//! trace), each poll of an async call (`in`, `out`), which Perfetto draws
+//! inside the call.
 
 pub mod chrome;
 mod encode;

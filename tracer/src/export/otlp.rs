@@ -459,6 +459,9 @@ impl Spans {
                 });
             }
             EventKind::Return | EventKind::Exception => self.end(node, view, e, ship),
+            // A span's busy time is on its return; its polls one by one
+            // are a timeline's.
+            EventKind::In | EventKind::Out => {}
             kind => self.in_span(node, view, kind, e),
         }
     }

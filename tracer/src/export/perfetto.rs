@@ -16,6 +16,16 @@
 //! (`flow_ids`/`terminating_flow_ids`). gen_server and log events are
 //! instants.
 //!
+//! An async call (or a traced span: a polled callsite) is drawn on a track
+//! of its own, a child of its process's track named [`ASYNC_TRACK`] (one
+//! name, so Perfetto shows them as one track, in as many rows as calls
+//! ran at once; a track is reused once its call returned): its slice from
+//! first poll to completion, and inside it a `poll` slice from each `in`
+//! to its `out`. What happens while a call is being polled (sync calls,
+//! messages, logs) goes on that call's track, inside the poll, so every
+//! track's slices nest. A poll is matched to the latest open call of its
+//! function in its process that is not being polled.
+//!
 //! Event names and debug annotation names are interned, as Perfetto's own
 //! SDK does: each is written once, in the `InternedData` of the first
 //! packet that uses it, and referred to by its `iid` after that. There is
@@ -30,7 +40,9 @@
 
 use std::io::{self, Write};
 
-use nodetrace_protocol::{Event, EventKind, Pid};
+use std::collections::hash_map::Entry;
+
+use nodetrace_protocol::{CallsiteInfo, Event, EventKind, Pid};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::encode::Encoder;
@@ -207,24 +219,89 @@ struct TrackEvent<'a> {
     terminating_flow: Option<u64>,
 }
 
+impl<'a> TrackEvent<'a> {
+    fn new(kind: u64, ts: u64, track: u64) -> TrackEvent<'a> {
+        TrackEvent {
+            ts,
+            kind,
+            track,
+            name: None,
+            annotations: Annotations::default(),
+            flow: None,
+            terminating_flow: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum NameKey {
     Callsite(usize, Option<u32>),
     Fixed(&'static str),
 }
 
+/// The name of every async call track: one name under a process, so
+/// Perfetto draws them as one track (sibling tracks merge by name), in as
+/// many rows as calls run at once.
+const ASYNC_TRACK: &str = "async calls";
+
+/// What the writer knows of a callsite: whether its calls are polled (an
+/// async function or a span), and its interned name once a call used it.
+#[derive(Debug, Clone, Copy)]
+struct Site {
+    polled: bool,
+    iid: Option<u64>,
+}
+
+/// The packets: the reused buffer, the sequence's interned names and the
+/// track uuids handed out.
+#[derive(Debug, Default)]
+struct Packets {
+    started: bool,
+    next_uuid: u64,
+    next_iid: u64,
+    names: HashMap<NameKey, u64>,
+    sites: HashMap<(usize, Option<u32>), Site>,
+    /// Annotation names interned so far, a bit per [`Key`].
+    keys: u16,
+    enc: Encoder,
+}
+
+/// A traced process's tracks: its own, and one per async call running in
+/// it (children of its track, reused once their call returned).
+#[derive(Debug)]
+struct Process {
+    track: u64,
+    /// Async calls begun and not returned, the latest last.
+    open: Vec<OpenAsync>,
+    /// The tracks of the calls being polled, innermost last: what happens
+    /// during a poll is drawn inside it.
+    polling: Vec<u64>,
+    /// Async call tracks no call holds now.
+    free: Vec<u64>,
+}
+
+impl Process {
+    /// Where what happens now in the process goes: inside the innermost
+    /// poll, else on the process's own track.
+    fn current(&self) -> u64 {
+        self.polling.last().copied().unwrap_or(self.track)
+    }
+}
+
+#[derive(Debug)]
+struct OpenAsync {
+    callsite: Option<u32>,
+    track: u64,
+    polled: bool,
+}
+
 /// Writes events as Perfetto trace packets.
 #[derive(Debug, Default)]
 pub struct PerfettoWriter {
-    started: bool,
-    next_uuid: u64,
+    packets: Packets,
     nodes: HashMap<usize, u64>,
-    tracks: HashMap<(usize, Pid), u64>,
-    names: HashMap<NameKey, u64>,
-    /// Annotation names interned so far, a bit per [`Key`].
-    keys: u16,
+    processes: HashMap<(usize, Pid), Process>,
     flows: Flows,
-    enc: Encoder,
 }
 
 impl PerfettoWriter {
@@ -232,7 +309,43 @@ impl PerfettoWriter {
     pub fn new() -> PerfettoWriter {
         PerfettoWriter::default()
     }
+}
 
+/// The tracks of `pid` on node `node`, described first if new (and the
+/// node's track before them).
+#[inline]
+fn process<'a>(
+    processes: &'a mut HashMap<(usize, Pid), Process>,
+    nodes: &mut HashMap<usize, u64>,
+    packets: &mut Packets,
+    out: &mut dyn Write,
+    (node, view, pid): (usize, &NodeView, Pid),
+) -> io::Result<&'a mut Process> {
+    match processes.entry((node, pid)) {
+        Entry::Occupied(p) => Ok(p.into_mut()),
+        Entry::Vacant(slot) => {
+            let parent = match nodes.get(&node) {
+                Some(&uuid) => uuid,
+                None => {
+                    let pid = i32::try_from(view.os_pid()).ok().filter(|&p| p > 0);
+                    let uuid = packets.track(out, None, view.name(), Some((pid, view.name())))?;
+                    nodes.insert(node, uuid);
+                    uuid
+                }
+            };
+            let name = format!("{} ({})", process_label(view, pid), view.name());
+            let track = packets.track(out, Some(parent), &name, None)?;
+            Ok(slot.insert(Process {
+                track,
+                open: Vec::new(),
+                polling: Vec::new(),
+                free: Vec::new(),
+            }))
+        }
+    }
+}
+
+impl Packets {
     /// Starts a packet in the reused buffer.
     fn begin_packet(&mut self) -> usize {
         self.enc.clear();
@@ -254,21 +367,18 @@ impl PerfettoWriter {
         out.write_all(self.enc.bytes())
     }
 
-    fn uuid(&mut self) -> u64 {
-        self.next_uuid += 1;
-        self.next_uuid
-    }
-
-    /// Writes a track descriptor: `process` (pid, name) makes it a
-    /// process track.
-    fn descriptor(
+    /// A new track, described: under `parent`, or a process track
+    /// (`process`: pid, name).
+    #[cold]
+    fn track(
         &mut self,
         out: &mut dyn Write,
-        uuid: u64,
         parent: Option<u64>,
         name: &str,
         process: Option<(Option<i32>, &str)>,
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
+        self.next_uuid += 1;
+        let uuid = self.next_uuid;
         let packet = self.begin_packet();
         let d = self.enc.begin(tp::TRACK_DESCRIPTOR);
         self.enc.varint(td::UUID, uuid);
@@ -288,47 +398,13 @@ impl PerfettoWriter {
             self.enc.varint(td::PARENT_UUID, parent);
         }
         self.enc.end(d);
-        self.end_packet(out, packet)
-    }
-
-    /// The track of `pid` on node `node`, described first if new.
-    #[inline]
-    fn track(
-        &mut self,
-        out: &mut dyn Write,
-        node: usize,
-        view: &NodeView,
-        pid: Pid,
-    ) -> io::Result<u64> {
-        match self.tracks.get(&(node, pid)) {
-            Some(&uuid) => Ok(uuid),
-            None => self.new_track(out, node, view, pid),
-        }
-    }
-
-    #[cold]
-    fn new_track(
-        &mut self,
-        out: &mut dyn Write,
-        node: usize,
-        view: &NodeView,
-        pid: Pid,
-    ) -> io::Result<u64> {
-        let parent = match self.nodes.get(&node) {
-            Some(&uuid) => uuid,
-            None => {
-                let uuid = self.uuid();
-                self.nodes.insert(node, uuid);
-                let pid = i32::try_from(view.os_pid()).ok().filter(|&p| p > 0);
-                self.descriptor(out, uuid, None, view.name(), Some((pid, view.name())))?;
-                uuid
-            }
-        };
-        let uuid = self.uuid();
-        self.tracks.insert((node, pid), uuid);
-        let name = format!("{} ({})", process_label(view, pid), view.name());
-        self.descriptor(out, uuid, Some(parent), &name, None)?;
+        self.end_packet(out, packet)?;
         Ok(uuid)
+    }
+
+    fn iid(&mut self) -> u64 {
+        self.next_iid += 1;
+        self.next_iid
     }
 
     /// The interned id of an event name, and its text when it is new
@@ -338,9 +414,34 @@ impl PerfettoWriter {
         if let Some(&iid) = self.names.get(&key) {
             return (iid, None);
         }
-        let iid = self.names.len() as u64 + 1;
+        let iid = self.iid();
         self.names.insert(key, iid);
         (iid, Some(text()))
+    }
+
+    /// What is known of the callsite of a call of node `node`.
+    #[inline]
+    fn site(&mut self, node: usize, view: &NodeView, callsite: Option<u32>) -> &mut Site {
+        self.sites.entry((node, callsite)).or_insert_with(|| Site {
+            polled: view.callsite(callsite).is_some_and(CallsiteInfo::is_polled),
+            iid: None,
+        })
+    }
+
+    /// The interned name of a call's function, and its text when new.
+    #[inline]
+    fn call_name(
+        &mut self,
+        node: usize,
+        view: &NodeView,
+        callsite: Option<u32>,
+    ) -> (u64, Option<String>) {
+        if let Some(iid) = self.site(node, view, callsite).iid {
+            return (iid, None);
+        }
+        let iid = self.iid();
+        self.site(node, view, callsite).iid = Some(iid);
+        (iid, Some(call_name(view, callsite)))
     }
 
     /// Writes one track event packet, interning what it names first.
@@ -412,7 +513,8 @@ fn sys_name(kind: EventKind) -> &'static str {
         EventKind::NewState => "new state",
         EventKind::Send => "send",
         EventKind::Receive => "receive",
-        EventKind::Exception => "exception",
+        EventKind::Got => "got",
+        EventKind::Handled => "handled",
         _ => "event",
     }
 }
@@ -425,52 +527,114 @@ impl EventSink for PerfettoWriter {
         view: &NodeView,
         e: &Event,
     ) -> io::Result<()> {
-        let track = self.track(out, node, view, e.pid)?;
+        let PerfettoWriter {
+            packets,
+            nodes,
+            processes,
+            flows,
+        } = self;
+        let p = process(processes, nodes, packets, out, (node, view, e.pid))?;
+        let ts = e.timestamp_ns;
         let peer_label: String;
-        let mut event = TrackEvent {
-            ts: e.timestamp_ns,
-            kind: te::TYPE_INSTANT,
-            track,
-            name: None,
-            annotations: Annotations::default(),
-            flow: None,
-            terminating_flow: None,
-        };
-        match e.kind {
+        let event = match e.kind {
             EventKind::Call => {
+                let track = if packets.site(node, view, e.callsite).polled {
+                    let track = match p.free.pop() {
+                        Some(track) => track,
+                        None => packets.track(out, Some(p.track), ASYNC_TRACK, None)?,
+                    };
+                    p.open.push(OpenAsync {
+                        callsite: e.callsite,
+                        track,
+                        polled: false,
+                    });
+                    track
+                } else {
+                    p.current()
+                };
+                let mut event = TrackEvent::new(te::TYPE_SLICE_BEGIN, ts, track);
                 if let Some(args) = &e.text {
                     event.annotations.push(Key::Args, Value::Text(args));
                 }
-                event.kind = te::TYPE_SLICE_BEGIN;
-                let key = NameKey::Callsite(node, e.callsite);
-                event.name = Some(self.name(key, || call_name(view, e.callsite)));
+                event.name = Some(packets.call_name(node, view, e.callsite));
+                event
             }
-            EventKind::Return => {
-                if let Some(value) = &e.text {
-                    event.annotations.push(Key::Result, Value::Text(value));
-                }
-                if let Some(busy) = e.busy_ns {
-                    event.annotations.push(Key::BusyNs, Value::Uint(busy));
-                }
-                event.kind = te::TYPE_SLICE_END;
-            }
-            EventKind::Exception => {
-                let message = e.text.as_deref().unwrap_or("");
-                let mut instant = TrackEvent {
-                    ts: e.timestamp_ns,
-                    kind: te::TYPE_INSTANT,
-                    track,
-                    name: Some(self.name(NameKey::Fixed("exception"), || "exception".into())),
-                    annotations: Annotations::default(),
-                    flow: None,
-                    terminating_flow: None,
+            EventKind::In => {
+                let Some(call) = p
+                    .open
+                    .iter_mut()
+                    .rev()
+                    .find(|o| o.callsite == e.callsite && !o.polled)
+                else {
+                    // Its call began before the trace: not drawn.
+                    return Ok(());
                 };
-                instant.annotations.push(Key::Message, Value::Text(message));
-                self.write(out, &instant)?;
-                event.annotations.push(Key::Exception, Value::Text(message));
-                event.kind = te::TYPE_SLICE_END;
+                call.polled = true;
+                p.polling.push(call.track);
+                let mut event = TrackEvent::new(te::TYPE_SLICE_BEGIN, ts, call.track);
+                event.name = Some(packets.name(NameKey::Fixed("poll"), || "poll".into()));
+                event
+            }
+            EventKind::Out => {
+                let Some(call) = p
+                    .open
+                    .iter_mut()
+                    .rev()
+                    .find(|o| o.callsite == e.callsite && o.polled)
+                else {
+                    return Ok(());
+                };
+                call.polled = false;
+                let track = call.track;
+                if let Some(i) = p.polling.iter().rposition(|&t| t == track) {
+                    p.polling.remove(i);
+                }
+                TrackEvent::new(te::TYPE_SLICE_END, ts, track)
+            }
+            EventKind::Return | EventKind::Exception => {
+                let call = if packets.site(node, view, e.callsite).polled {
+                    p.open
+                        .iter()
+                        .rposition(|o| o.callsite == e.callsite)
+                        .map(|i| p.open.remove(i))
+                } else {
+                    None
+                };
+                let track = match call {
+                    Some(call) => {
+                        if call.polled {
+                            // The poll unwound (a panic): it ends here.
+                            if let Some(i) = p.polling.iter().rposition(|&t| t == call.track) {
+                                p.polling.remove(i);
+                            }
+                            packets.write(out, &TrackEvent::new(te::TYPE_SLICE_END, ts, call.track))?;
+                        }
+                        p.free.push(call.track);
+                        call.track
+                    }
+                    None => p.current(),
+                };
+                let mut event = TrackEvent::new(te::TYPE_SLICE_END, ts, track);
+                if e.kind == EventKind::Exception {
+                    let message = e.text.as_deref().unwrap_or("");
+                    let mut instant = TrackEvent::new(te::TYPE_INSTANT, ts, track);
+                    instant.name =
+                        Some(packets.name(NameKey::Fixed("exception"), || "exception".into()));
+                    instant.annotations.push(Key::Message, Value::Text(message));
+                    packets.write(out, &instant)?;
+                    event.annotations.push(Key::Exception, Value::Text(message));
+                } else {
+                    if let Some(value) = &e.text {
+                        event.annotations.push(Key::Result, Value::Text(value));
+                    }
+                    if let Some(busy) = e.busy_ns {
+                        event.annotations.push(Key::BusyNs, Value::Uint(busy));
+                    }
+                }
+                event
             }
             EventKind::Log => {
+                let mut event = TrackEvent::new(te::TYPE_INSTANT, ts, p.current());
                 if let Some(message) = &e.text {
                     event.annotations.push(Key::Message, Value::Text(message));
                 }
@@ -478,7 +642,7 @@ impl EventSink for PerfettoWriter {
                     event.annotations.push(Key::Span, Value::Text(span));
                 }
                 let key = NameKey::Callsite(node, e.callsite);
-                event.name = Some(self.name(key, || match view.callsite(e.callsite) {
+                event.name = Some(packets.name(key, || match view.callsite(e.callsite) {
                     Some(c) => format!(
                         "{} {}",
                         c.level.map_or("LOG", |l| l.as_str()),
@@ -486,8 +650,10 @@ impl EventSink for PerfettoWriter {
                     ),
                     None => "log".to_owned(),
                 }));
+                event
             }
             kind => {
+                let mut event = TrackEvent::new(te::TYPE_INSTANT, ts, p.current());
                 if let Some(message) = &e.text {
                     event.annotations.push(Key::Message, Value::Text(message));
                 }
@@ -503,17 +669,18 @@ impl EventSink for PerfettoWriter {
                     };
                     event.annotations.push(key, Value::Text(&peer_label));
                     match kind {
-                        EventKind::Send => event.flow = Some(self.flows.send(node, e.pid, peer)),
+                        EventKind::Send => event.flow = Some(flows.send(node, e.pid, peer)),
                         EventKind::Receive => {
-                            event.terminating_flow = Some(self.flows.receive(node, peer, e.pid));
+                            event.terminating_flow = Some(flows.receive(node, peer, e.pid));
                         }
                         _ => {}
                     }
                 }
                 let fixed = sys_name(kind);
-                event.name = Some(self.name(NameKey::Fixed(fixed), || fixed.into()));
+                event.name = Some(packets.name(NameKey::Fixed(fixed), || fixed.into()));
+                event
             }
-        }
-        self.write(out, &event)
+        };
+        packets.write(out, &event)
     }
 }
