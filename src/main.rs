@@ -223,6 +223,13 @@ struct CallsArgs {
     /// each async call (a Chrome timeline cannot draw them).
     #[arg(long)]
     polls: bool,
+    /// Also trace the messages the processes send and receive, like
+    /// `dbg:p(P, [c, m])`. With --otlp a message is an event of the span
+    /// running where it was sent or received, and links the two spans (the
+    /// span that handles it, when none was running at the receive); in a
+    /// timeline, instants joined by a flow.
+    #[arg(long)]
+    messages: bool,
     /// Do not capture arguments: `call m:f/2` instead of `call m:f(a, b)`.
     #[arg(long)]
     no_args: bool,
@@ -1152,21 +1159,26 @@ fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
     let typed: Vec<String> = args.patterns.iter().map(|p| p.text.clone()).collect();
     let patterns: Vec<Pattern> = args.patterns.into_iter().map(|p| p.pattern).collect();
     let what = format!(
-        "calls of {}{}",
+        "calls of {}{}{}",
         patterns
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        in_processes(&args.processes)
+        in_processes(&args.processes),
+        if args.messages {
+            " and their processes' messages"
+        } else {
+            ""
+        }
     );
     let spec = TraceSpec {
         log: None,
         patterns,
         processes: args.processes.to_processes(),
         calls: true,
-        send: false,
-        receive: false,
+        send: args.messages,
+        receive: args.messages,
         sys: Vec::new(),
         args: !args.no_args,
         // A span or a slice ends at its return.
@@ -1206,6 +1218,9 @@ fn trace_calls_on_pid(pid: u32, args: &CallsArgs) -> anyhow::Result<ExitCode> {
     }
     if args.polls {
         return refuse("--polls");
+    }
+    if args.messages {
+        return refuse("--messages");
     }
     if args.arg_match.is_some() {
         return refuse("--match");

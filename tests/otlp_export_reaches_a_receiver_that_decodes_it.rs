@@ -227,6 +227,73 @@ fn spans_of_two_nodes_reach_one_backend_with_parents_attributes_and_exact_counts
     );
 }
 
+#[test]
+fn messages_are_span_events_and_link_the_sending_span_to_the_handling_one() {
+    let home = Home::new();
+    let node = home.start_node(&unique("otlmsg"));
+    node.add_entry("bob", "2023-12-19", "Dentist");
+    let (url, seen) = receiver(Vec::new());
+    let mut trace = home.spawn(&[
+        "trace",
+        "calls",
+        "todo::*",
+        "--messages",
+        "--max",
+        "400",
+        "--otlp",
+        &url,
+        "--format",
+        "json",
+    ]);
+    trace.wait_stderr("and their processes' messages", LIMIT);
+    node.add_entry("bob", "2023-12-19", "Movies");
+    home.run(&["stop-clear"]).ok();
+    let done = trace.wait(LIMIT);
+    done.ok();
+    let counts = otlp_object(&done.stdout);
+    assert_eq!(counts["spans"], counts["exported"], "{counts}");
+    assert!(done.stdout.contains("\"type\":\"send\""), "messages are traced");
+    let seen = seen.lock().unwrap();
+    let spans = accepted(&seen);
+    let on = &spans[&node.name];
+    // The caller's side: the request to the server is an event of its span.
+    let caller = on
+        .iter()
+        .find(|s| {
+            s.name == "todo::server:add_entry/2"
+                && text(&s.attributes, "nodetrace.args").contains("Movies")
+        })
+        .expect("the caller's add_entry span");
+    let sent = caller
+        .events
+        .iter()
+        .find(|e| e.name == "message.send")
+        .unwrap_or_else(|| panic!("{:?}", caller.events));
+    assert!(text(&sent.attributes, "nodetrace.message").contains("Movies"));
+    assert!(
+        text(&sent.attributes, "nodetrace.peer.name").starts_with("todo_server:bob"),
+        "{sent:?}"
+    );
+    // The server took it in its loop, outside any span: the handle_call
+    // that handled it links to the span that sent it.
+    let handler = on
+        .iter()
+        .find(|s| {
+            s.name == "todo::server:<Server as GenServer>::handle_call/3"
+                && s.links.iter().any(|l| l.span_id == caller.span_id)
+        })
+        .unwrap_or_else(|| panic!("no handle_call links to {caller:?}"));
+    let link = handler
+        .links
+        .iter()
+        .find(|l| l.span_id == caller.span_id)
+        .unwrap();
+    assert_eq!(link.trace_id, caller.trace_id);
+    assert_eq!(text(&link.attributes, "nodetrace.link.kind"), "message_from");
+    assert_ne!(handler.trace_id, caller.trace_id, "a trace of its own, linked");
+    assert!(handler.start_time_unix_nano >= sent.time_unix_nano);
+}
+
 /// Traces `Todo.Server` on `node` with `--otlp url` while one entry is
 /// added, ends the trace with `stop-clear`, and returns the trace's `otlp`
 /// object.

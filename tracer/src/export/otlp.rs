@@ -9,11 +9,13 @@
 //! with status error and an `exception` event; messages, gen_server and
 //! log events in a process are events of the span running there (none:
 //! not exported), at most [`SPAN_EVENTS`] a span (more are counted in
-//! `dropped_events_count`). A message sent from one span and received in
-//! another links the two: the receiving span links to the sending one
-//! (`nodetrace.link.kind` `message_from`), or, when the receive was seen
-//! first, the sending span to the receiving one (`message_to`); at most
-//! [`SPAN_LINKS`] a span.
+//! `dropped_events_count`). A message (`trace calls --messages`) sent
+//! from one span links it to the span it reaches: the receiving span links
+//! to the sending one (`nodetrace.link.kind` `message_from`); received
+//! where no span runs (a gen_server's loop), the next span of the
+//! receiver, the one that handles it, does; when the receive was seen
+//! first, the sending span links to the receiving one (`message_to`). At
+//! most [`SPAN_LINKS`] a span.
 //!
 //! The tracer's thread encodes each span, as it ends, straight from its
 //! events into the batch of its node (protobuf written field by field
@@ -352,6 +354,21 @@ struct OpenSpan {
     links: Bounded,
 }
 
+impl OpenSpan {
+    /// Links the span to `to` (at most [`SPAN_LINKS`]; more are counted).
+    fn link(&mut self, to: Context, kind: &str) {
+        if !self.links.room(SPAN_LINKS) {
+            return;
+        }
+        let f = &mut self.links.fields;
+        let l = f.begin(sp::LINKS);
+        f.bytes_field(link::TRACE_ID, &to.trace_id);
+        f.bytes_field(link::SPAN_ID, &to.span_id);
+        text_attribute(f, link::ATTRIBUTES, "nodetrace.link.kind", kind);
+        f.end(l);
+    }
+}
+
 /// A process's open spans, innermost last, and the attributes its spans
 /// carry (`nodetrace.pid`, `nodetrace.process.name`), encoded.
 #[derive(Debug, Default)]
@@ -359,6 +376,9 @@ struct Process {
     stack: Vec<OpenSpan>,
     attributes: Option<Encoder>,
     named: bool,
+    /// Spans that sent the messages it received while no span of its own
+    /// was open: its next span (the one that handles them) links to them.
+    received: Vec<Context>,
 }
 
 /// A callsite's span name and the attributes its spans carry, encoded.
@@ -448,7 +468,7 @@ impl Spans {
                     ),
                     None => (self.ids.root(), None),
                 };
-                process.stack.push(OpenSpan {
+                let mut open = OpenSpan {
                     callsite: e.callsite,
                     context,
                     parent,
@@ -456,7 +476,11 @@ impl Spans {
                     args: e.text.clone(),
                     events: Bounded::default(),
                     links: Bounded::default(),
-                });
+                };
+                for from in process.received.drain(..) {
+                    open.link(from, "message_from");
+                }
+                process.stack.push(open);
             }
             EventKind::Return | EventKind::Exception => self.end(node, view, e, ship),
             // A span's busy time is on its return; its polls one by one
@@ -490,22 +514,18 @@ impl Spans {
                 .map(|c| (c, "message_from")),
             _ => None,
         };
-        let Some(open) = self
-            .processes
-            .get_mut(&key)
-            .and_then(|p| p.stack.last_mut())
-        else {
+        let process = self.processes.entry(key).or_default();
+        let Some(open) = process.stack.last_mut() else {
+            // Received with no span open: the span that handles it links.
+            if let Some((from, "message_from")) = link
+                && process.received.len() < SPAN_LINKS as usize
+            {
+                process.received.push(from);
+            }
             return;
         };
-        if let Some((to, link_kind)) = link
-            && open.links.room(SPAN_LINKS)
-        {
-            let f = &mut open.links.fields;
-            let l = f.begin(sp::LINKS);
-            f.bytes_field(link::TRACE_ID, &to.trace_id);
-            f.bytes_field(link::SPAN_ID, &to.span_id);
-            text_attribute(f, link::ATTRIBUTES, "nodetrace.link.kind", link_kind);
-            f.end(l);
+        if let Some((to, link_kind)) = link {
+            open.link(to, link_kind);
         }
         if !open.events.room(SPAN_EVENTS) {
             return;
@@ -1280,6 +1300,34 @@ mod tests {
         );
         assert_eq!(sender.events.len(), 2);
         assert_eq!(receiver.events.len(), 2);
+    }
+
+    #[test]
+    fn a_message_received_outside_any_span_links_the_span_that_handles_it() {
+        let (a, b) = (Pid::process(1), Pid::process(2));
+        let events = [
+            ev(EventKind::Call, 1, 0, 0),
+            Event {
+                peer: Some(b),
+                ..ev(EventKind::Send, 1, 0, 1)
+            },
+            // The receiver's loop takes it, then calls its handler.
+            Event {
+                peer: Some(a),
+                ..ev(EventKind::Receive, 2, 1, 2)
+            },
+            ev(EventKind::Call, 2, 1, 3),
+            ev(EventKind::Return, 2, 1, 4),
+            ev(EventKind::Return, 1, 0, 5),
+        ];
+        let (requests, _) = requests(&events);
+        let spans = spans_of(&requests);
+        let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+        let (sender, handler) = (by_name("m:outer/1"), by_name("m:inner/1"));
+        assert_eq!(handler.links.len(), 1);
+        assert_eq!(handler.links[0].span_id, sender.span_id);
+        assert!(handler.events.is_empty(), "received before it began");
+        assert_eq!(sender.events[0].name, "message.send");
     }
 
     #[test]
