@@ -123,7 +123,10 @@ fn otlp(c: &mut Criterion) {
                 let run = start.elapsed();
                 took += run;
                 assert_eq!(counts.spans, EVENTS / 2);
-                assert_eq!(counts.spans, counts.exported + counts.dropped + counts.rejected);
+                assert_eq!(
+                    counts.spans,
+                    counts.exported + counts.dropped + counts.rejected
+                );
                 exported_rates.push(counts.exported as f64 / run.as_secs_f64());
                 if counts.dropped > 0 {
                     dropped_runs += 1;

@@ -247,12 +247,17 @@ fn messages_are_span_events_and_link_the_sending_span_to_the_handling_one() {
     ]);
     trace.wait_stderr("and their processes' messages", LIMIT);
     node.add_entry("bob", "2023-12-19", "Movies");
+    // carol's list server starts during the trace.
+    node.add_entry("carol", "2023-12-19", "Gym");
     home.run(&["stop-clear"]).ok();
     let done = trace.wait(LIMIT);
     done.ok();
     let counts = otlp_object(&done.stdout);
     assert_eq!(counts["spans"], counts["exported"], "{counts}");
-    assert!(done.stdout.contains("\"type\":\"send\""), "messages are traced");
+    assert!(
+        done.stdout.contains("\"type\":\"send\""),
+        "messages are traced"
+    );
     let seen = seen.lock().unwrap();
     let spans = accepted(&seen);
     let on = &spans[&node.name];
@@ -289,9 +294,25 @@ fn messages_are_span_events_and_link_the_sending_span_to_the_handling_one() {
         .find(|l| l.span_id == caller.span_id)
         .unwrap();
     assert_eq!(link.trace_id, caller.trace_id);
-    assert_eq!(text(&link.attributes, "nodetrace.link.kind"), "message_from");
-    assert_ne!(handler.trace_id, caller.trace_id, "a trace of its own, linked");
+    assert_eq!(
+        text(&link.attributes, "nodetrace.link.kind"),
+        "message_from"
+    );
+    assert_ne!(
+        handler.trace_id, caller.trace_id,
+        "a trace of its own, linked"
+    );
     assert!(handler.start_time_unix_nano >= sent.time_unix_nano);
+    // A process started during the trace is named: the node told its name
+    // before its first event.
+    assert!(
+        on.iter().any(|s| s
+            .attributes
+            .iter()
+            .any(|kv| kv.key == "nodetrace.process.name")
+            && text(&s.attributes, "nodetrace.process.name") == "todo_server:carol"),
+        "a span of carol's server names it"
+    );
 }
 
 /// Traces `Todo.Server` on `node` with `--otlp url` while one entry is

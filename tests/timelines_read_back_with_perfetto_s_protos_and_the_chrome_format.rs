@@ -176,7 +176,11 @@ fn decode_packets(packets: &[DynamicMessage]) -> Decoded {
                 for a in list {
                     let a = a.as_message().unwrap();
                     let key = u64_of(get(a, "name_iid"))
-                        .map(|iid| keys.get(&iid).cloned().expect("an interned annotation name"))
+                        .map(|iid| {
+                            keys.get(&iid)
+                                .cloned()
+                                .expect("an interned annotation name")
+                        })
                         .or_else(|| get(a, "name").map(|v| v.as_str().unwrap().to_owned()))
                         .expect("an annotation has a name");
                     let value = get(a, "string_value")
@@ -349,7 +353,9 @@ fn a_perfetto_trace_has_a_track_per_process_nested_slices_and_annotations() {
         let track = &d.tracks[&e.track];
         let on_process = track.1 == Some(*node_uuid);
         let on_async_call = track.0 == "async calls"
-            && track.1.is_some_and(|parent| d.tracks[&parent].1 == Some(*node_uuid));
+            && track
+                .1
+                .is_some_and(|parent| d.tracks[&parent].1 == Some(*node_uuid));
         assert!(
             on_process || on_async_call,
             "events are on process tracks or their async calls' tracks: {track:?}"
@@ -479,6 +485,41 @@ fn an_async_call_is_a_slice_on_a_track_of_its_own_with_its_polls_inside() {
             .chunks(2)
             .any(|p| p[0].ts <= awaited.ts && awaited.ts <= p[1].ts),
         "awaited in a poll of the handler"
+    );
+}
+
+#[test]
+fn a_process_started_during_the_trace_has_its_name() {
+    let home = Home::new();
+    let node = home.start_node(&unique("pfnew"));
+    let file = home.path().join("new.pftrace");
+    let mut trace = home.spawn(&[
+        "trace",
+        "calls",
+        "todo::server",
+        "--max",
+        "100",
+        "--format",
+        "perfetto",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    trace.wait_stderr("tracing calls", LIMIT);
+    // carol's list server starts now, registered as todo_server:carol.
+    node.add_entry("carol", "2023-12-19", "Movies");
+    home.run(&["stop-clear"]).ok();
+    trace.wait(LIMIT).ok();
+    let d = decode_trace(&std::fs::read(&file).unwrap());
+    let (carol, _) = d
+        .tracks
+        .iter()
+        .find(|(_, t)| t.0.starts_with("todo_server:carol <0."))
+        .unwrap_or_else(|| panic!("a track named by its registered name: {:?}", d.tracks));
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.track == *carol || d.tracks[&e.track].1 == Some(*carol)),
+        "carol's server has events on its tracks"
     );
 }
 
@@ -905,7 +946,10 @@ fn long_annotations_keep_their_length_and_every_packet_reads() {
     for (i, t) in texts.iter().enumerate() {
         assert_eq!(&d.events[i].annotations["args"], t);
         assert_eq!(&d.events[5 - i].annotations["result"], t);
-        assert_eq!(d.events[5 - i].annotations["busy_ns"], (1u64 << 40).to_string());
+        assert_eq!(
+            d.events[5 - i].annotations["busy_ns"],
+            (1u64 << 40).to_string()
+        );
     }
     let (deepest, _) = nesting(&d);
     assert_eq!(deepest, 3);

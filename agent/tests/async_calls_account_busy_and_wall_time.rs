@@ -140,7 +140,11 @@ fn a_session_that_asks_for_polls_gets_each_one_in_and_out() {
         ]
     );
     let call = &events[0];
-    assert!(events.iter().all(|e| e.callsite == call.callsite && e.pid == call.pid));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.callsite == call.callsite && e.pid == call.pid)
+    );
     // Each out says how long its poll ran; the polls add up to the busy time.
     let mut polled_ns = 0;
     for pair in events[1..5].chunks(2) {
@@ -151,8 +155,14 @@ fn a_session_that_asks_for_polls_gets_each_one_in_and_out() {
         polled_ns += ran;
     }
     let busy = events[5].busy_ns.unwrap();
-    assert!(busy.abs_diff(polled_ns) <= 2, "busy {busy}, polls {polled_ns}");
-    assert!(events[4].duration_ns.unwrap() >= 20_000_000, "the second poll sleeps");
+    assert!(
+        busy.abs_diff(polled_ns) <= 2,
+        "busy {busy}, polls {polled_ns}"
+    );
+    assert!(
+        events[4].duration_ns.unwrap() >= 20_000_000,
+        "the second poll sleeps"
+    );
     assert!(call.timestamp_ns <= events[1].timestamp_ns);
     assert!(events[4].timestamp_ns <= events[5].timestamp_ns);
 

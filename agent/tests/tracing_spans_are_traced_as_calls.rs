@@ -188,7 +188,10 @@ fn the_bridge_traces_spans_and_streams_events() {
     assert!(polls.len() >= 4, "{events:?}");
     let mut polled = 0;
     for pair in polls.chunks(2) {
-        assert_eq!((pair[0].kind, pair[1].kind), (EventKind::In, EventKind::Out));
+        assert_eq!(
+            (pair[0].kind, pair[1].kind),
+            (EventKind::In, EventKind::Out)
+        );
         polled += pair[1].duration_ns.unwrap();
     }
     let busy = events.last().unwrap().busy_ns.unwrap();

@@ -135,6 +135,7 @@ impl Streaming {
             loop {
                 match read_frame::<NodeMessage>(&mut reading, MAX_FRAME).unwrap() {
                     NodeMessage::Events(batch) => decoded += batch.len() as u64,
+                    NodeMessage::Names(_) => {}
                     NodeMessage::Ended(end) => return (decoded, end.counts),
                     other => panic!("unexpected {other:?}"),
                 }

@@ -77,6 +77,11 @@ pub enum NodeMessage {
     /// registers its spans and events when they first run): sent before any
     /// event or figure that refers to them.
     Callsites(Vec<CallsiteInfo>),
+    /// The names of processes the running trace's events name for the
+    /// first time (a gen_server registered, a task spawned with a name,
+    /// perhaps after the trace began): sent before the events that refer to
+    /// them. A process with no name is not in it.
+    Names(Vec<(Pid, String)>),
     /// The running trace ended.
     Ended(TraceEnd),
     /// The running profile's figures so far; `last` is the final report.

@@ -338,11 +338,7 @@ fn json(w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
     let text = e.text.as_deref();
     let is_call = matches!(
         e.kind,
-        EventKind::Call
-            | EventKind::Return
-            | EventKind::Exception
-            | EventKind::In
-            | EventKind::Out
+        EventKind::Call | EventKind::Return | EventKind::Exception | EventKind::In | EventKind::Out
     );
     let is_sys = matches!(
         e.kind,

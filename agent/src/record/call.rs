@@ -456,7 +456,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let Some((profiled, cs, pid)) = this.active.as_ref().map(|a| (a.profiled, a.cs.id(), a.pid))
+        let Some((profiled, cs, pid)) =
+            this.active.as_ref().map(|a| (a.profiled, a.cs.id(), a.pid))
         else {
             return this.fut.poll(cx);
         };

@@ -172,11 +172,7 @@ fn dispatch(
 ) {
     let on_callsite = matches!(
         record.kind,
-        EventKind::Call
-            | EventKind::Return
-            | EventKind::Exception
-            | EventKind::In
-            | EventKind::Out
+        EventKind::Call | EventKind::Return | EventKind::Exception | EventKind::In | EventKind::Out
     );
     let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
     let (callsite, peer, busy_ns, mut text, mut extra) = if record.kind == EventKind::Log {

@@ -137,7 +137,10 @@ impl<T> Flows<T> {
         let key = (node, from, to);
         match self.received.get_mut(&key).and_then(VecDeque::pop_front) {
             Some((id, theirs)) => (id, Some(theirs)),
-            None => (Self::fresh(&mut self.next, &mut self.sent, key, payload), None),
+            None => (
+                Self::fresh(&mut self.next, &mut self.sent, key, payload),
+                None,
+            ),
         }
     }
 
@@ -154,7 +157,10 @@ impl<T> Flows<T> {
         let key = (node, from, to);
         match self.sent.get_mut(&key).and_then(VecDeque::pop_front) {
             Some((id, theirs)) => (id, Some(theirs)),
-            None => (Self::fresh(&mut self.next, &mut self.received, key, payload), None),
+            None => (
+                Self::fresh(&mut self.next, &mut self.received, key, payload),
+                None,
+            ),
         }
     }
 
@@ -221,7 +227,10 @@ mod tests {
         let mut flows: Flows<&str> = Flows::default();
         let (id, none) = flows.send_with(0, a, b, "span of a");
         assert_eq!(none, None);
-        assert_eq!(flows.receive_with(0, a, b, "span of b"), (id, Some("span of a")));
+        assert_eq!(
+            flows.receive_with(0, a, b, "span of b"),
+            (id, Some("span of a"))
+        );
         let (id, none) = flows.receive_with(0, a, b, "b first");
         assert_eq!(none, None);
         assert_eq!(flows.send_with(0, a, b, "a later"), (id, Some("b first")));

@@ -180,7 +180,10 @@ mod field {
     }
 }
 
-use field::{any_value, event as ev, key_value, link, request as rq, resource_spans, scope_spans, span as sp, status};
+use field::{
+    any_value, event as ev, key_value, link, request as rq, resource_spans, scope_spans,
+    span as sp, status,
+};
 
 /// Where spans go and with which headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1217,7 +1220,12 @@ mod tests {
         assert_eq!(requests.len(), 1);
         let rs = &requests[0].resource_spans[0];
         let resource = rs.resource.as_ref().unwrap();
-        assert!(resource.attributes.iter().any(|kv| kv.key == "service.name"));
+        assert!(
+            resource
+                .attributes
+                .iter()
+                .any(|kv| kv.key == "service.name")
+        );
         assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, "nodetrace");
         let spans = spans_of(&requests);
         let (inner, outer) = (&spans[0], &spans[1]);
@@ -1355,10 +1363,15 @@ mod tests {
         let mut spans = Spans::new(1, None);
         let mut shipped = Vec::new();
         for i in 0..BATCH_SPANS as u64 + 1 {
-            spans.event(0, &view, &ev(EventKind::Call, 1, 0, 2 * i), &mut |b| shipped.push(b));
-            spans.event(0, &view, &ev(EventKind::Return, 1, 0, 2 * i + 1), &mut |b| {
+            spans.event(0, &view, &ev(EventKind::Call, 1, 0, 2 * i), &mut |b| {
                 shipped.push(b)
             });
+            spans.event(
+                0,
+                &view,
+                &ev(EventKind::Return, 1, 0, 2 * i + 1),
+                &mut |b| shipped.push(b),
+            );
         }
         assert_eq!(shipped.len(), 1);
         assert_eq!(shipped[0].spans, BATCH_SPANS as u64);

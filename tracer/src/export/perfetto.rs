@@ -470,7 +470,10 @@ impl Packets {
             self.enc.fixed64(te::TERMINATING_FLOW_IDS, id);
         }
         self.enc.end(t);
-        let new_name = e.name.as_ref().and_then(|(iid, text)| Some((*iid, text.as_deref()?)));
+        let new_name = e
+            .name
+            .as_ref()
+            .and_then(|(iid, text)| Some((*iid, text.as_deref()?)));
         let new_keys = e
             .annotations
             .iter()
@@ -607,7 +610,8 @@ impl EventSink for PerfettoWriter {
                             if let Some(i) = p.polling.iter().rposition(|&t| t == call.track) {
                                 p.polling.remove(i);
                             }
-                            packets.write(out, &TrackEvent::new(te::TYPE_SLICE_END, ts, call.track))?;
+                            packets
+                                .write(out, &TrackEvent::new(te::TYPE_SLICE_END, ts, call.track))?;
                         }
                         p.free.push(call.track);
                         call.track
