@@ -103,9 +103,13 @@ pub const FLOWS_PER_PAIR: usize = 1024;
 #[derive(Debug)]
 pub struct Flows<T = ()> {
     next: u64,
-    sent: HashMap<(usize, Pid, Pid), VecDeque<(u64, T)>>,
-    received: HashMap<(usize, Pid, Pid), VecDeque<(u64, T)>>,
+    sent: Waiting<T>,
+    received: Waiting<T>,
 }
+
+/// Flows begun on one side, by node and pair (from, to), oldest first:
+/// their ids and payloads.
+type Waiting<T> = HashMap<(usize, Pid, Pid), VecDeque<(u64, T)>>;
 
 impl<T> Default for Flows<T> {
     fn default() -> Self {
@@ -164,12 +168,7 @@ impl<T> Flows<T> {
         }
     }
 
-    fn fresh(
-        next: &mut u64,
-        waiting: &mut HashMap<(usize, Pid, Pid), VecDeque<(u64, T)>>,
-        key: (usize, Pid, Pid),
-        payload: T,
-    ) -> u64 {
+    fn fresh(next: &mut u64, waiting: &mut Waiting<T>, key: (usize, Pid, Pid), payload: T) -> u64 {
         *next += 1;
         let id = *next;
         let waiting = waiting.entry(key).or_default();

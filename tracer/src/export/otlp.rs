@@ -20,7 +20,7 @@
 //! The tracer's thread encodes each span, as it ends, straight from its
 //! events into the batch of its node (protobuf written field by field
 //! with the field numbers of OpenTelemetry's published protos, the
-//! [`field`] constants; no message value is built). A batch of
+//! `field` constants; no message value is built). A batch of
 //! [`BATCH_SPANS`], or one that has waited [`BATCH_DELAY`]
 //! ([`OtlpExporter::tick`]), is offered to a bounded queue ([`QUEUE_SPANS`]
 //! spans in whole batches; full: the batch's spans are dropped and

@@ -17,7 +17,7 @@
 //! instants.
 //!
 //! An async call (or a traced span: a polled callsite) is drawn on a track
-//! of its own, a child of its process's track named [`ASYNC_TRACK`] (one
+//! of its own, a child of its process's track named `async calls` (one
 //! name, so Perfetto shows them as one track, in as many rows as calls
 //! ran at once; a track is reused once its call returned): its slice from
 //! first poll to completion, and inside it a `poll` slice from each `in`
@@ -34,7 +34,7 @@
 //!
 //! Packets are encoded by hand into one reused buffer, field by field,
 //! with the names and numbers of Perfetto's published protos (the
-//! [`field`] constants): no message is built per event. The tests decode
+//! `field` constants): no message is built per event. The tests decode
 //! what this writes with the whole published `perfetto_trace.proto` and
 //! find no field it does not know.
 
