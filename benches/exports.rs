@@ -107,6 +107,9 @@ fn otlp(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(EVENTS / 2));
     let before = peak_rss_kib();
+    // Spans exported per second of each run, whatever was dropped.
+    let mut exported_rates = Vec::new();
+    let mut dropped_runs = 0;
     group.bench_function("spans_to_a_loopback_receiver", |b| {
         b.iter_custom(|iters| {
             let mut took = Duration::ZERO;
@@ -117,9 +120,16 @@ fn otlp(c: &mut Criterion) {
                     exporter.event(0, &view, black_box(e));
                 }
                 let counts = exporter.finish();
-                took += start.elapsed();
+                let run = start.elapsed();
+                took += run;
                 assert_eq!(counts.spans, EVENTS / 2);
+                assert_eq!(
+                    counts.spans,
+                    counts.exported + counts.dropped + counts.rejected
+                );
+                exported_rates.push(counts.exported as f64 / run.as_secs_f64());
                 if counts.dropped > 0 {
+                    dropped_runs += 1;
                     eprintln!(
                         "otlp: {} of {} spans dropped (queue full)",
                         counts.dropped, counts.spans
@@ -130,6 +140,17 @@ fn otlp(c: &mut Criterion) {
         })
     });
     group.finish();
+    exported_rates.sort_by(f64::total_cmp);
+    if let (Some(low), Some(high)) = (exported_rates.first(), exported_rates.last()) {
+        eprintln!(
+            "otlp: spans exported per second over {} runs (warm-up included): {:.0}-{:.0} k, median {:.0} k; {} runs dropped spans",
+            exported_rates.len(),
+            low / 1e3,
+            high / 1e3,
+            exported_rates[exported_rates.len() / 2] / 1e3,
+            dropped_runs
+        );
+    }
     eprintln!(
         "otlp: peak RSS {} KiB before the export bench, {} KiB after (the events themselves: about {} KiB)",
         before,

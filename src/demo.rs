@@ -147,6 +147,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         sys: vec!["todo_server:bob".into()],
         args: true,
         returns: false,
+        polls: false,
         text_bound: DEFAULT_TEXT_BOUND,
         arg_match: None,
         limits: limits(6),
@@ -255,6 +256,7 @@ fn calls_spec(pattern: &str, returns: bool, max: u64) -> anyhow::Result<TraceSpe
         sys: Vec::new(),
         args: true,
         returns,
+        polls: false,
         text_bound: DEFAULT_TEXT_BOUND,
         arg_match: None,
         limits: limits(max),
@@ -301,6 +303,7 @@ fn stop_clear_demo(target: &Target, credentials: &Credentials) -> anyhow::Result
         sys: Vec::new(),
         args: true,
         returns: false,
+        polls: false,
         text_bound: 64,
         arg_match: None,
         limits: Limits {

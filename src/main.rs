@@ -217,6 +217,19 @@ struct CallsArgs {
     /// Also show what each call returns (`return_trace`), with its duration.
     #[arg(long = "return")]
     returns: bool,
+    /// Also show each poll of a traced async function (and each enter of a
+    /// traced span): `in` when it runs, `out` when it yields, like BEAM's
+    /// `running` trace. A Perfetto timeline always has them, drawn inside
+    /// each async call (a Chrome timeline cannot draw them).
+    #[arg(long)]
+    polls: bool,
+    /// Also trace the messages the processes send and receive, like
+    /// `dbg:p(P, [c, m])`. With --otlp a message is an event of the span
+    /// running where it was sent or received, and links the two spans (the
+    /// span that handles it, when none was running at the receive); in a
+    /// timeline, instants joined by a flow.
+    #[arg(long)]
+    messages: bool,
     /// Do not capture arguments: `call m:f/2` instead of `call m:f(a, b)`.
     #[arg(long)]
     no_args: bool,
@@ -1214,29 +1227,41 @@ fn trace_calls(args: CallsArgs) -> anyhow::Result<ExitCode> {
     let typed: Vec<String> = args.patterns.iter().map(|p| p.text.clone()).collect();
     let patterns: Vec<Pattern> = args.patterns.into_iter().map(|p| p.pattern).collect();
     let what = format!(
-        "calls of {}{}",
+        "calls of {}{}{}",
         patterns
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        in_processes(&args.processes)
+        in_processes(&args.processes),
+        if args.messages {
+            " and their processes' messages"
+        } else {
+            ""
+        }
     );
     let spec = TraceSpec {
         log: None,
         patterns,
         processes: args.processes.to_processes(),
         calls: true,
-        send: false,
-        receive: false,
+        send: args.messages,
+        receive: args.messages,
         sys: Vec::new(),
         args: !args.no_args,
         // A span or a slice ends at its return.
         returns: args.returns || args.otlp.is_some() || args.common.timeline().is_some(),
+        polls: args.polls || args.common.timeline() == Some(Timeline::Perfetto),
         text_bound: args.common.text_bound,
         arg_match: args.arg_match,
         limits: Limits::DEFAULT,
     };
+    if args.polls && args.common.timeline() == Some(Timeline::Chrome) {
+        return Err(TracerError::Refused(
+            "--polls is not drawn in a Chrome timeline: use --format perfetto (which always has them), or text or json".into(),
+        )
+        .into());
+    }
     let otlp = match &args.otlp {
         Some(url) => Some(
             OtlpConfig::resolve(Some(url.as_str()), |name| std::env::var(name).ok())
@@ -1256,6 +1281,12 @@ fn trace_calls_probed(args: &CallsArgs) -> anyhow::Result<ExitCode> {
         ))
         .into())
     };
+    if args.polls {
+        return refuse("--polls");
+    }
+    if args.messages {
+        return refuse("--messages");
+    }
     if args.arg_match.is_some() {
         return refuse("--match");
     }
@@ -1330,6 +1361,7 @@ fn trace_messages(args: MessagesArgs) -> anyhow::Result<ExitCode> {
         sys: Vec::new(),
         args: true,
         returns: false,
+        polls: false,
         text_bound: args.common.text_bound,
         arg_match: None,
         limits: Limits::DEFAULT,
@@ -1360,6 +1392,7 @@ fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
         sys: Vec::new(),
         args: false,
         returns: false,
+        polls: false,
         text_bound: args.common.text_bound,
         arg_match: args.text_match,
         limits: Limits::DEFAULT,
@@ -1385,6 +1418,7 @@ fn sys_trace(args: SysTraceArgs) -> anyhow::Result<ExitCode> {
         sys: vec![args.name.clone()],
         args: true,
         returns: false,
+        polls: false,
         text_bound: args.common.text_bound,
         arg_match: None,
         limits: Limits::DEFAULT,

@@ -153,6 +153,12 @@ fn every_command_prints_what_docs_json_md_documents() {
     assert_eq!(end["shown"], 6);
     assert_eq!(end["delivered"], 6);
 
+    // The load's HTTP handlers are async: their polls.
+    let polls = json(&["trace", "calls", "todo::http", "--polls", "--max", "12"]);
+    let types = check(&docs, "trace calls", &polls);
+    assert!(types.contains(&"in".to_owned()), "{types:?}");
+    assert!(types.contains(&"out".to_owned()), "{types:?}");
+
     // A backend that is not there: the spans are counted as dropped.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());

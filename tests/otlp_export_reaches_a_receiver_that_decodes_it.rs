@@ -30,6 +30,10 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct Seen {
     requests: Vec<(u16, String, ExportTraceServiceRequest)>,
+    /// Requests whose bytes are not what prost writes for what they
+    /// decode to (a field the types do not know, out of order, a length
+    /// not minimal).
+    not_canonical: usize,
 }
 
 /// An OTLP/HTTP receiver on an ephemeral port answering the statuses of
@@ -53,10 +57,12 @@ fn receiver(script: Vec<u16>) -> (String, Arc<Mutex<Seen>>) {
             assert_eq!(request.url(), "/v1/traces");
             let decoded = ExportTraceServiceRequest::decode(&body[..]).expect("OTLP protobuf");
             let status = script.next().unwrap_or(200);
-            log.lock()
-                .unwrap()
-                .requests
-                .push((status, content_type, decoded));
+            let mut seen = log.lock().unwrap();
+            if decoded.encode_to_vec() != body {
+                seen.not_canonical += 1;
+            }
+            seen.requests.push((status, content_type, decoded));
+            drop(seen);
             let _ = request.respond(tiny_http::Response::empty(status));
         }
     });
@@ -79,6 +85,7 @@ fn text<'a>(attributes: &'a [KeyValue], key: &str) -> &'a str {
 
 /// The spans accepted (answered 200), by service name.
 fn accepted(seen: &Seen) -> HashMap<String, Vec<Span>> {
+    assert_eq!(seen.not_canonical, 0, "requests are what prost writes");
     let mut by_service: HashMap<String, Vec<Span>> = HashMap::new();
     for (status, _, request) in &seen.requests {
         if *status != 200 {
@@ -217,6 +224,94 @@ fn spans_of_two_nodes_reach_one_backend_with_parents_attributes_and_exact_counts
     );
     assert!(
         matches!(attr(&http.attributes, "nodetrace.busy_ns"), Some(AnyValue::IntValue(n)) if *n > 0)
+    );
+}
+
+#[test]
+fn messages_are_span_events_and_link_the_sending_span_to_the_handling_one() {
+    let home = Home::new();
+    let node = home.start_node(&unique("otlmsg"));
+    node.add_entry("bob", "2023-12-19", "Dentist");
+    let (url, seen) = receiver(Vec::new());
+    let mut trace = home.spawn(&[
+        "trace",
+        "calls",
+        "todo::*",
+        "--messages",
+        "--max",
+        "400",
+        "--otlp",
+        &url,
+        "--format",
+        "json",
+    ]);
+    trace.wait_stderr("and their processes' messages", LIMIT);
+    node.add_entry("bob", "2023-12-19", "Movies");
+    // carol's list server starts during the trace.
+    node.add_entry("carol", "2023-12-19", "Gym");
+    home.run(&["stop-clear"]).ok();
+    let done = trace.wait(LIMIT);
+    done.ok();
+    let counts = otlp_object(&done.stdout);
+    assert_eq!(counts["spans"], counts["exported"], "{counts}");
+    assert!(
+        done.stdout.contains("\"type\":\"send\""),
+        "messages are traced"
+    );
+    let seen = seen.lock().unwrap();
+    let spans = accepted(&seen);
+    let on = &spans[&node.name];
+    // The caller's side: the request to the server is an event of its span.
+    let caller = on
+        .iter()
+        .find(|s| {
+            s.name == "todo::server:add_entry/2"
+                && text(&s.attributes, "nodetrace.args").contains("Movies")
+        })
+        .expect("the caller's add_entry span");
+    let sent = caller
+        .events
+        .iter()
+        .find(|e| e.name == "message.send")
+        .unwrap_or_else(|| panic!("{:?}", caller.events));
+    assert!(text(&sent.attributes, "nodetrace.message").contains("Movies"));
+    assert!(
+        text(&sent.attributes, "nodetrace.peer.name").starts_with("todo_server:bob"),
+        "{sent:?}"
+    );
+    // The server took it in its loop, outside any span: the handle_call
+    // that handled it links to the span that sent it.
+    let handler = on
+        .iter()
+        .find(|s| {
+            s.name == "todo::server:<Server as GenServer>::handle_call/3"
+                && s.links.iter().any(|l| l.span_id == caller.span_id)
+        })
+        .unwrap_or_else(|| panic!("no handle_call links to {caller:?}"));
+    let link = handler
+        .links
+        .iter()
+        .find(|l| l.span_id == caller.span_id)
+        .unwrap();
+    assert_eq!(link.trace_id, caller.trace_id);
+    assert_eq!(
+        text(&link.attributes, "nodetrace.link.kind"),
+        "message_from"
+    );
+    assert_ne!(
+        handler.trace_id, caller.trace_id,
+        "a trace of its own, linked"
+    );
+    assert!(handler.start_time_unix_nano >= sent.time_unix_nano);
+    // A process started during the trace is named: the node told its name
+    // before its first event.
+    assert!(
+        on.iter().any(|s| s
+            .attributes
+            .iter()
+            .any(|kv| kv.key == "nodetrace.process.name")
+            && text(&s.attributes, "nodetrace.process.name") == "todo_server:carol"),
+        "a span of carol's server names it"
     );
 }
 

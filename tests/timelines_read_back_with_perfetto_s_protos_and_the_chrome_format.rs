@@ -72,25 +72,67 @@ fn u64_of(v: Option<PValue>) -> Option<u64> {
     v.and_then(|v| v.as_u64())
 }
 
-/// Decodes packets as Perfetto's trace processor reads them: the interned
-/// names of the sequence, track descriptors, track events.
+/// Fails on a field Perfetto's protos do not define, anywhere in `m`: a
+/// field number the writer got wrong would decode as unknown.
+fn assert_all_fields_known(m: &DynamicMessage) {
+    let unknown: Vec<_> = m.unknown_fields().map(|f| f.number()).collect();
+    assert!(
+        unknown.is_empty(),
+        "fields {unknown:?} are not in Perfetto's {}",
+        m.descriptor().full_name()
+    );
+    for (_, value) in m.fields() {
+        match value {
+            PValue::Message(inner) => assert_all_fields_known(inner),
+            PValue::List(list) => {
+                for v in list {
+                    if let PValue::Message(inner) = v {
+                        assert_all_fields_known(inner);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads `InternedData`'s `field` entries (`iid`, `name`) into `into`.
+fn interned(interned: &DynamicMessage, field: &str, into: &mut HashMap<u64, String>) {
+    if let Some(PValue::List(list)) = get(interned, field) {
+        for n in list {
+            let n = n.as_message().unwrap();
+            let iid = u64_of(get(n, "iid")).unwrap();
+            let name = get(n, "name").unwrap().as_str().unwrap().to_owned();
+            assert!(
+                into.insert(iid, name).is_none(),
+                "{field} interns {iid} once"
+            );
+        }
+    }
+}
+
+/// Decodes packets as Perfetto's trace processor reads them: one trusted
+/// sequence whose first packet clears the incremental state and whose
+/// others need it, the names it interns (event names, debug annotation
+/// names), track descriptors, track events. Every field must be one of
+/// Perfetto's.
 fn decode_packets(packets: &[DynamicMessage]) -> Decoded {
     let mut out = Decoded {
         packets: packets.len(),
         ..Decoded::default()
     };
     let mut names: HashMap<u64, String> = HashMap::new();
-    for p in packets {
-        if let Some(PValue::Message(interned)) = get(p, "interned_data")
-            && let Some(PValue::List(list)) = get(&interned, "event_names")
-        {
-            for n in list {
-                let n = n.as_message().unwrap();
-                names.insert(
-                    u64_of(get(n, "iid")).unwrap(),
-                    get(n, "name").unwrap().as_str().unwrap().to_owned(),
-                );
-            }
+    let mut keys: HashMap<u64, String> = HashMap::new();
+    for (i, p) in packets.iter().enumerate() {
+        assert_all_fields_known(p);
+        let u32_of = |field| get(p, field).and_then(|v| v.as_u32());
+        assert_eq!(u32_of("trusted_packet_sequence_id"), Some(1));
+        let flags = u32_of("sequence_flags");
+        // SEQ_INCREMENTAL_STATE_CLEARED = 1, SEQ_NEEDS_INCREMENTAL_STATE = 2.
+        assert_eq!(flags, Some(if i == 0 { 1 } else { 2 }), "packet {i}");
+        if let Some(PValue::Message(data)) = get(p, "interned_data") {
+            interned(&data, "event_names", &mut names);
+            interned(&data, "debug_annotation_names", &mut keys);
         }
         if let Some(PValue::Message(t)) = get(p, "track_descriptor") {
             let process = get(&t, "process").and_then(|v| v.as_message().cloned());
@@ -133,7 +175,14 @@ fn decode_packets(packets: &[DynamicMessage]) -> Decoded {
             if let Some(PValue::List(list)) = get(&e, "debug_annotations") {
                 for a in list {
                     let a = a.as_message().unwrap();
-                    let key = get(a, "name").unwrap().as_str().unwrap().to_owned();
+                    let key = u64_of(get(a, "name_iid"))
+                        .map(|iid| {
+                            keys.get(&iid)
+                                .cloned()
+                                .expect("an interned annotation name")
+                        })
+                        .or_else(|| get(a, "name").map(|v| v.as_str().unwrap().to_owned()))
+                        .expect("an annotation has a name");
                     let value = get(a, "string_value")
                         .map(|v| v.as_str().unwrap().to_owned())
                         .or_else(|| u64_of(get(a, "uint_value")).map(|n| n.to_string()))
@@ -207,7 +256,7 @@ fn decode_prefix(bytes: &[u8]) -> (Vec<DynamicMessage>, usize) {
 }
 
 /// Checks that BEGIN/END pair up on every track as a stack, and returns
-/// the deepest nesting seen and the (parent, child) names.
+/// the deepest nesting seen and the (ancestor, descendant) names.
 fn nesting(d: &Decoded) -> (usize, HashSet<(String, String)>) {
     let mut stacks: HashMap<u64, Vec<String>> = HashMap::new();
     let mut deepest = 0;
@@ -217,8 +266,8 @@ fn nesting(d: &Decoded) -> (usize, HashSet<(String, String)>) {
         match e.kind.as_str() {
             "TYPE_SLICE_BEGIN" => {
                 let name = e.name.clone().expect("a slice has a name");
-                if let Some(parent) = stack.last() {
-                    pairs.insert((parent.clone(), name.clone()));
+                for ancestor in stack.iter() {
+                    pairs.insert((ancestor.clone(), name.clone()));
                 }
                 stack.push(name);
                 deepest = deepest.max(stack.len());
@@ -302,7 +351,15 @@ fn a_perfetto_trace_has_a_track_per_process_nested_slices_and_annotations() {
     assert_eq!(server.1, Some(*node_uuid));
     for e in &d.events {
         let track = &d.tracks[&e.track];
-        assert_eq!(track.1, Some(*node_uuid), "events are on process tracks");
+        let on_process = track.1 == Some(*node_uuid);
+        let on_async_call = track.0 == "async calls"
+            && track
+                .1
+                .is_some_and(|parent| d.tracks[&parent].1 == Some(*node_uuid));
+        assert!(
+            on_process || on_async_call,
+            "events are on process tracks or their async calls' tracks: {track:?}"
+        );
     }
 
     let begins: Vec<&Slice> = d
@@ -342,6 +399,127 @@ fn a_perfetto_trace_has_a_track_per_process_nested_slices_and_annotations() {
             "todo::list:TodoList::add_entry/2".to_owned()
         )),
         "add_entry of the list runs inside the server's handle_call: {pairs:?}"
+    );
+    // The handle_call is async: the list's add_entry runs in one of its
+    // polls, on its track.
+    assert!(
+        pairs.contains(&(
+            "poll".to_owned(),
+            "todo::list:TodoList::add_entry/2".to_owned()
+        )),
+        "{pairs:?}"
+    );
+}
+
+#[test]
+fn an_async_call_is_a_slice_on_a_track_of_its_own_with_its_polls_inside() {
+    let home = Home::new();
+    let node = home.start_node(&unique("polls"));
+    node.add_entry("bob", "2023-12-19", "Dentist");
+    let file = home.path().join("polls.pftrace");
+    let mut trace = home.spawn(&[
+        "trace",
+        "calls",
+        "todo::http",
+        "todo::server",
+        "--max",
+        "200",
+        "--format",
+        "perfetto",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    trace.wait_stderr("tracing calls", LIMIT);
+    node.add_entry("bob", "2023-12-19", "Movies");
+    home.run(&["stop-clear"]).ok();
+    trace.wait(LIMIT).ok();
+
+    let d = decode_trace(&std::fs::read(&file).unwrap());
+    nesting(&d);
+    let begin = |name: &str| {
+        d.events
+            .iter()
+            .position(|e| e.kind == "TYPE_SLICE_BEGIN" && e.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", d.events))
+    };
+    // The HTTP handler's call, on an async call track of its task's track.
+    let http = begin("todo::http:add_entry/2");
+    let track = d.events[http].track;
+    let (name, parent, ..) = &d.tracks[&track];
+    assert_eq!(name, "async calls");
+    let task = parent.expect("an async call track is a process's child");
+    assert!(d.tracks[&task].0.ends_with(&format!("({})", node.name)));
+    // On its track: the call, its polls inside, its end.
+    let on_track: Vec<&Slice> = d.events[http..]
+        .iter()
+        .filter(|e| e.track == track)
+        .collect();
+    let end = on_track
+        .iter()
+        .position(|e| e.kind == "TYPE_SLICE_END" && e.annotations.contains_key("busy_ns"))
+        .expect("the call's end");
+    let inside = &on_track[1..end];
+    assert!(!inside.is_empty(), "{on_track:?}");
+    let mut polled = 0;
+    for pair in inside.chunks(2) {
+        assert_eq!(pair[0].kind, "TYPE_SLICE_BEGIN");
+        assert_eq!(pair[0].name.as_deref(), Some("poll"));
+        assert_eq!(pair[1].kind, "TYPE_SLICE_END");
+        assert!(on_track[0].ts <= pair[0].ts && pair[1].ts <= on_track[end].ts);
+        polled += pair[1].ts - pair[0].ts;
+    }
+    // The polls are the busy time the return reports.
+    let busy: u64 = on_track[end].annotations["busy_ns"].parse().unwrap();
+    let polls = inside.len() as u64 / 2;
+    assert!(
+        busy.abs_diff(polled) <= polls + 1,
+        "busy {busy} ns, polls {polled} ns"
+    );
+    // The server's add_entry it awaits: another async call track of the
+    // same task, begun inside one of the handler's polls.
+    let awaited = &d.events[begin("todo::server:add_entry/2")];
+    assert_ne!(awaited.track, track);
+    assert_eq!(d.tracks[&awaited.track].1, Some(task));
+    assert!(
+        inside
+            .chunks(2)
+            .any(|p| p[0].ts <= awaited.ts && awaited.ts <= p[1].ts),
+        "awaited in a poll of the handler"
+    );
+}
+
+#[test]
+fn a_process_started_during_the_trace_has_its_name() {
+    let home = Home::new();
+    let node = home.start_node(&unique("pfnew"));
+    let file = home.path().join("new.pftrace");
+    let mut trace = home.spawn(&[
+        "trace",
+        "calls",
+        "todo::server",
+        "--max",
+        "100",
+        "--format",
+        "perfetto",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    trace.wait_stderr("tracing calls", LIMIT);
+    // carol's list server starts now, registered as todo_server:carol.
+    node.add_entry("carol", "2023-12-19", "Movies");
+    home.run(&["stop-clear"]).ok();
+    trace.wait(LIMIT).ok();
+    let d = decode_trace(&std::fs::read(&file).unwrap());
+    let (carol, _) = d
+        .tracks
+        .iter()
+        .find(|(_, t)| t.0.starts_with("todo_server:carol <0."))
+        .unwrap_or_else(|| panic!("a track named by its registered name: {:?}", d.tracks));
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.track == *carol || d.tracks[&e.track].1 == Some(*carol)),
+        "carol's server has events on its tracks"
     );
 }
 
@@ -517,6 +695,13 @@ fn several_nodes_share_one_timeline() {
     json.wait(LIMIT).ok();
 
     let d = decode_trace(&std::fs::read(&file).unwrap());
+    // The node track an event's track is under.
+    let node_of = |mut track: u64| {
+        while let Some(parent) = d.tracks[&track].1 {
+            track = parent;
+        }
+        track
+    };
     let roots: HashMap<String, u64> = d
         .tracks
         .iter()
@@ -528,7 +713,7 @@ fn several_nodes_share_one_timeline() {
         let uuid = roots[&n.name];
         assert_eq!(d.tracks[&uuid].2, Some(n.os_pid() as i32));
         assert!(
-            d.events.iter().any(|e| d.tracks[&e.track].1 == Some(uuid)),
+            d.events.iter().any(|e| node_of(e.track) == uuid),
             "{} has events on its tracks",
             n.name
         );
@@ -537,7 +722,7 @@ fn several_nodes_share_one_timeline() {
     let first_of = |uuid| {
         d.events
             .iter()
-            .filter(|e| d.tracks[&e.track].1 == Some(uuid))
+            .filter(|e| node_of(e.track) == uuid)
             .map(|e| e.ts)
             .min()
             .unwrap()
@@ -728,4 +913,44 @@ fn an_exception_ends_its_slice_marked_in_both_formats() {
     assert_eq!(x["args"]["args"], "1");
     assert!(x["args"]["exception"].as_str().unwrap().contains("boom"));
     assert_eq!(x["dur"].as_f64(), Some(0.5));
+}
+
+#[test]
+fn long_annotations_keep_their_length_and_every_packet_reads() {
+    // Lengths of one, two and three varint bytes, for the annotation, the
+    // track event and the packet around it.
+    let texts = ["x".repeat(100), "é".repeat(100), "y".repeat(20_000)];
+    let mut events = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        events.push(Event {
+            text: Some(t.clone()),
+            ..ev(EventKind::Call, 10 * i as u64)
+        });
+    }
+    for (i, t) in texts.iter().enumerate().rev() {
+        events.push(Event {
+            text: Some(t.clone()),
+            busy_ns: Some(1 << 40),
+            duration_ns: Some(100),
+            ..ev(EventKind::Return, 100 + 10 * i as u64)
+        });
+    }
+    let view = view();
+    let mut perfetto = PerfettoWriter::new();
+    let mut p = Vec::new();
+    for e in &events {
+        perfetto.event(&mut p, 0, &view, e).unwrap();
+    }
+    let d = decode_trace(&p);
+    assert_eq!(d.events.len(), 6);
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(&d.events[i].annotations["args"], t);
+        assert_eq!(&d.events[5 - i].annotations["result"], t);
+        assert_eq!(
+            d.events[5 - i].annotations["busy_ns"],
+            (1u64 << 40).to_string()
+        );
+    }
+    let (deepest, _) = nesting(&d);
+    assert_eq!(deepest, 3);
 }

@@ -99,3 +99,74 @@ fn a_dropped_future_is_reported_as_cancelled() {
     assert_eq!(events[1].kind, EventKind::Exception);
     assert!(events[1].text.as_deref().unwrap().contains("cancelled"));
 }
+
+#[traced]
+async fn yields_once(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn a_session_that_asks_for_polls_gets_each_one_in_and_out() {
+    let pattern = "async_calls_account_busy_and_wall_time:yields_once -> return"
+        .parse()
+        .unwrap();
+    let polled = Session::start(SessionOptions {
+        polls: true,
+        ..SessionOptions::default()
+    })
+    .unwrap();
+    polled.trace_pattern(&pattern);
+    let plain = Session::start(SessionOptions::default()).unwrap();
+    plain.trace_pattern(&pattern);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(yields_once(20)), 20);
+
+    let events = drain(&polled);
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Call,
+            EventKind::In,
+            EventKind::Out,
+            EventKind::In,
+            EventKind::Out,
+            EventKind::Return
+        ]
+    );
+    let call = &events[0];
+    assert!(
+        events
+            .iter()
+            .all(|e| e.callsite == call.callsite && e.pid == call.pid)
+    );
+    // Each out says how long its poll ran; the polls add up to the busy time.
+    let mut polled_ns = 0;
+    for pair in events[1..5].chunks(2) {
+        let (start, end) = (&pair[0], &pair[1]);
+        assert_eq!(start.duration_ns, None);
+        let ran = end.duration_ns.unwrap();
+        assert!(end.timestamp_ns.abs_diff(start.timestamp_ns + ran) <= 1);
+        polled_ns += ran;
+    }
+    let busy = events[5].busy_ns.unwrap();
+    assert!(
+        busy.abs_diff(polled_ns) <= 2,
+        "busy {busy}, polls {polled_ns}"
+    );
+    assert!(
+        events[4].duration_ns.unwrap() >= 20_000_000,
+        "the second poll sleeps"
+    );
+    assert!(call.timestamp_ns <= events[1].timestamp_ns);
+    assert!(events[4].timestamp_ns <= events[5].timestamp_ns);
+
+    // The other session did not ask: its call and return only.
+    let kinds: Vec<EventKind> = drain(&plain).iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Call, EventKind::Return]);
+}

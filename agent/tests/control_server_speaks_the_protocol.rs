@@ -125,7 +125,7 @@ fn the_control_server_serves_tracers_and_survives_bad_ones() {
     // It is told why, with its counts, before the node closes.
     let end = loop {
         match read_frame(&mut s, MAX_FRAME).unwrap() {
-            NodeMessage::Events(_) | NodeMessage::Callsites(_) => {}
+            NodeMessage::Events(_) | NodeMessage::Callsites(_) | NodeMessage::Names(_) => {}
             NodeMessage::Ended(end) => break end,
             other => panic!("unexpected {other:?}"),
         }

@@ -164,4 +164,39 @@ fn the_bridge_traces_spans_and_streams_events() {
         busy >= 30_000_000 && busy < wall,
         "busy {busy} ns of wall {wall} ns"
     );
+    drop(session);
+
+    // Asked for polls: each enter of the span is an `in`, each exit an
+    // `out`, and their times add up to the busy time.
+    let session = Session::start(SessionOptions {
+        polls: true,
+        ..SessionOptions::default()
+    })
+    .unwrap();
+    session.trace_pattern(&pattern("sleepy"));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(sleepy(10));
+    let mut events = vec![next(&session)];
+    while events.last().unwrap().kind != EventKind::Return {
+        events.push(next(&session));
+    }
+    assert_eq!(events[0].kind, EventKind::Call);
+    let polls = &events[1..events.len() - 1];
+    assert!(polls.len() >= 4, "{events:?}");
+    let mut polled = 0;
+    for pair in polls.chunks(2) {
+        assert_eq!(
+            (pair[0].kind, pair[1].kind),
+            (EventKind::In, EventKind::Out)
+        );
+        polled += pair[1].duration_ns.unwrap();
+    }
+    let busy = events.last().unwrap().busy_ns.unwrap();
+    assert!(
+        busy.abs_diff(polled) <= polls.len() as u64,
+        "busy {busy} ns, polls {polled} ns"
+    );
 }

@@ -107,6 +107,7 @@ pub fn calls(pattern: &str, args: bool, limits: Limits) -> TraceSpec {
         sys: vec![],
         args,
         returns: false,
+        polls: false,
         text_bound: 0,
         arg_match: None,
         limits,
@@ -134,6 +135,7 @@ impl Streaming {
             loop {
                 match read_frame::<NodeMessage>(&mut reading, MAX_FRAME).unwrap() {
                     NodeMessage::Events(batch) => decoded += batch.len() as u64,
+                    NodeMessage::Names(_) => {}
                     NodeMessage::Ended(end) => return (decoded, end.counts),
                     other => panic!("unexpected {other:?}"),
                 }

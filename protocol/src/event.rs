@@ -126,6 +126,12 @@ impl std::str::FromStr for Level {
 }
 
 impl CallsiteInfo {
+    /// Whether its calls are polled, each poll a time it runs: an async
+    /// function, or a `tracing` span (entered and exited).
+    pub fn is_polled(&self) -> bool {
+        self.is_async || self.kind == CallsiteKind::Span
+    }
+
     /// The function with its type, if it is a method: `entries`,
     /// `Store::get`, `<Store as Storage>::get`.
     pub fn function_path(&self) -> String {
@@ -207,6 +213,13 @@ pub enum EventKind {
     /// A `tracing` event: `callsite` is the event's, `text` its message and
     /// fields, `extra` the span context it happened in (`apply{key=1}:`).
     Log,
+    /// A poll of a traced async call (or an enter of a traced span) began:
+    /// the call runs, like BEAM's `in` of a process scheduled in. Only for
+    /// a trace that asks for polls ([`TraceSpec::polls`](crate::TraceSpec)).
+    In,
+    /// That poll ended (the future returned, ready or not; the span was
+    /// exited), like BEAM's `out`; `duration_ns` is how long it ran.
+    Out,
 }
 
 /// One traced event, as the node's collector delivers it.

@@ -77,6 +77,11 @@ pub enum NodeMessage {
     /// registers its spans and events when they first run): sent before any
     /// event or figure that refers to them.
     Callsites(Vec<CallsiteInfo>),
+    /// The names of processes the running trace's events name for the
+    /// first time (a gen_server registered, a task spawned with a name,
+    /// perhaps after the trace began): sent before the events that refer to
+    /// them. A process with no name is not in it.
+    Names(Vec<(Pid, String)>),
     /// The running trace ended.
     Ended(TraceEnd),
     /// The running profile's figures so far; `last` is the final report.
@@ -168,6 +173,14 @@ pub struct TraceSpec {
     pub args: bool,
     /// Deliver return events (with values) for every traced function.
     pub returns: bool,
+    /// Deliver an `in` and an `out` event ([`EventKind::In`],
+    /// [`EventKind::Out`]) for each poll of a traced async call and each
+    /// enter of a traced span: what a timeline draws inside the call. A
+    /// trace that does not ask records nothing more per poll.
+    ///
+    /// [`EventKind::In`]: crate::EventKind::In
+    /// [`EventKind::Out`]: crate::EventKind::Out
+    pub polls: bool,
     /// Bound in bytes on each event's text.
     pub text_bound: u32,
     /// Record only calls whose arguments (and log lines whose text)

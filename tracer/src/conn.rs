@@ -362,6 +362,7 @@ pub fn message_name(message: &NodeMessage) -> &'static str {
         },
         NodeMessage::Events(_) => "Events",
         NodeMessage::Callsites(_) => "Callsites",
+        NodeMessage::Names(_) => "Names",
         NodeMessage::Ended(_) => "Ended",
         NodeMessage::Profile { .. } => "Profile",
     }

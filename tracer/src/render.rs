@@ -217,6 +217,11 @@ impl Renderer {
                 Some(message) => writeln!(w, "{who} exception from {}: {message}", mfa()),
                 None => writeln!(w, "{who} exception from {}", mfa()),
             },
+            EventKind::In => writeln!(w, "{who} in {}", mfa()),
+            EventKind::Out => match e.duration_ns {
+                Some(d) => writeln!(w, "{who} out {} ({})", mfa(), format_duration_ns(d)),
+                None => writeln!(w, "{who} out {}", mfa()),
+            },
             EventKind::Log => log_line(w, node, e, &who),
             EventKind::Send => writeln!(w, "{who} {peer} ! {}", text.unwrap_or_default()),
             EventKind::Receive => writeln!(w, "{who} << {}", text.unwrap_or_default()),
@@ -333,7 +338,7 @@ fn json(w: &mut dyn Write, node: &NodeView, e: &Event) -> io::Result<()> {
     let text = e.text.as_deref();
     let is_call = matches!(
         e.kind,
-        EventKind::Call | EventKind::Return | EventKind::Exception
+        EventKind::Call | EventKind::Return | EventKind::Exception | EventKind::In | EventKind::Out
     );
     let is_sys = matches!(
         e.kind,
@@ -603,6 +608,15 @@ mod tests {
                 text: Some("1".into()),
                 ..ev(EventKind::Call)
             },
+            Event {
+                callsite: Some(0),
+                ..ev(EventKind::In)
+            },
+            Event {
+                callsite: Some(0),
+                duration_ns: Some(41_000),
+                ..ev(EventKind::Out)
+            },
         ]
     }
 
@@ -632,6 +646,8 @@ mod tests {
 *DBG* <0.12.0> new state TodoList { auto_id: 3 }
 (<0.7.0>) call todo::server:entries/2
 (<0.7.0>) call <callsite 99>(1)
+(<0.7.0>) in todo::server:add_entry/2
+(<0.7.0>) out todo::server:add_entry/2 (41.0µs)
 ";
         assert_eq!(got, want);
     }
@@ -716,6 +732,8 @@ mod tests {
 {"node":"todo@localhost","pid":"<0.12.0>","type":"new_state","state":"TodoList { auto_id: 3 }","timestamp_ns":1700000000000000000}
 {"node":"todo@localhost","pid":"<0.7.0>","type":"call","module":"todo::server","function":"entries","arity":2,"timestamp_ns":1700000000000000000}
 {"node":"todo@localhost","pid":"<0.7.0>","type":"call","callsite":99,"args":"1","timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.7.0>","type":"in","module":"todo::server","function":"add_entry","arity":2,"timestamp_ns":1700000000000000000}
+{"node":"todo@localhost","pid":"<0.7.0>","type":"out","module":"todo::server","function":"add_entry","arity":2,"timestamp_ns":1700000000000000000,"duration_ns":41000}
 "#;
         assert_eq!(got, want);
         for line in got.lines() {

@@ -124,6 +124,7 @@ pub struct TraceRun {
 enum Msg {
     Events(usize, Vec<Event>),
     Callsites(usize, Vec<CallsiteInfo>),
+    Names(usize, Vec<(Pid, String)>),
     Ended(usize, TraceEnd),
     Failed(usize, TracerError),
     Note(usize, String),
@@ -502,6 +503,7 @@ fn read(index: usize, mut conn: Connection, tx: SyncSender<Msg>, abandon: Arc<At
         let msg = match message {
             NodeMessage::Events(batch) => Msg::Events(index, batch),
             NodeMessage::Callsites(news) => Msg::Callsites(index, news),
+            NodeMessage::Names(names) => Msg::Names(index, names),
             NodeMessage::Ended(end) => {
                 let _ = tx.send(Msg::Ended(index, end));
                 return;
@@ -533,6 +535,9 @@ fn merge(
 ) -> Result<(), TracerError> {
     let mut stop_sent: Option<Instant> = None;
     loop {
+        if let Some(otlp) = otlp.as_deref_mut() {
+            otlp.tick();
+        }
         if nodes.iter().all(|n| n.result.is_some()) {
             return Ok(());
         }
@@ -594,6 +599,11 @@ fn merge(
                 }
             }
             Msg::Callsites(i, news) => nodes[i].view.add_callsites(news),
+            Msg::Names(i, names) => {
+                for (pid, name) in names {
+                    nodes[i].view.register(pid, name);
+                }
+            }
             Msg::Ended(i, end) => {
                 nodes[i].result = Some(Ok(end));
                 nodes[i].ctl = None;

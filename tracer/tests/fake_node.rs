@@ -230,6 +230,7 @@ fn spec() -> TraceSpec {
         sys: Vec::new(),
         args: true,
         returns: false,
+        polls: false,
         text_bound: 256,
         arg_match: None,
         limits: Limits {

@@ -20,7 +20,7 @@ use nodetrace_protocol::handshake::{self, Side};
 use nodetrace_protocol::home::{Home, NodeEntry, Registration, resolve_cookie};
 use nodetrace_protocol::{
     CallsiteInfo, CallsiteKind, Command, EndReason, Event, Limits, MAGIC, NodeInfo, NodeMessage,
-    PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, PROTOCOL_VERSION, Processes, ProfileMode,
+    PROFILER_ADDR_ENV, PROFILER_COOKIE_ENV, PROTOCOL_VERSION, Pid, Processes, ProfileMode,
     ProfileSnapshot, ProfileSpec, Reply, StatisticsRow, TraceEnd, TraceSpec, TracerMessage,
 };
 
@@ -339,6 +339,41 @@ impl Announced {
         let news: Vec<CallsiteInfo> = callsites()[known..].iter().map(|cs| cs.info()).collect();
         self.0.store(known + news.len(), Ordering::Relaxed);
         send(writer, &NodeMessage::Callsites(news))
+    }
+}
+
+/// The processes a trace's tracer was told the names of: each pid its
+/// events name is looked up once, when it first appears, and its name
+/// sent before those events.
+#[derive(Default)]
+struct Named(rustc_hash::FxHashSet<Pid>);
+
+/// Pids a trace remembers having looked up; past it, it forgets them all
+/// (telling a name twice is harmless).
+const NAMED_PIDS: usize = 1 << 16;
+
+impl Named {
+    /// Sends the names of the processes `batch` names for the first time.
+    fn announce(&mut self, batch: &[Event], writer: &Writer) -> Result<(), FrameError> {
+        let mut news = Vec::new();
+        for e in batch {
+            for pid in std::iter::once(e.pid).chain(e.peer) {
+                if self.0.insert(pid) {
+                    news.push(pid);
+                }
+            }
+        }
+        if news.is_empty() {
+            return Ok(());
+        }
+        if self.0.len() > NAMED_PIDS {
+            self.0.clear();
+        }
+        let names = crate::process::names_of(&news);
+        if names.is_empty() {
+            return Ok(());
+        }
+        send(writer, &NodeMessage::Names(names))
     }
 }
 
@@ -894,6 +929,7 @@ fn open_session(spec: &TraceSpec) -> Result<(Session, u64, Vec<String>), String>
         },
         arg_match: spec.arg_match.clone().map(ArgMatch::Substring),
         returns,
+        polls: spec.polls,
         limits: session_limits(spec),
         ..SessionOptions::default()
     };
@@ -944,8 +980,10 @@ fn open_session(spec: &TraceSpec) -> Result<(Session, u64, Vec<String>), String>
 fn stream(session: &Session, writer: &Writer, announced: &Announced) {
     mark_agent_thread();
     let batches = session.batches();
-    let send_batch = |batch: Vec<Event>| {
+    let mut named = Named::default();
+    let mut send_batch = |batch: Vec<Event>| {
         announced.announce(writer)?;
+        named.announce(&batch, writer)?;
         for part in split_by_bytes(batch, BATCH_BYTES) {
             send(writer, &NodeMessage::Events(part))?;
         }

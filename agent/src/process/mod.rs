@@ -504,6 +504,33 @@ pub(crate) fn processes_unsorted() -> Vec<ProcessInfo> {
     all.into_values().collect()
 }
 
+/// The names of those of `pids` that have one: the registered name, else
+/// the name a task was spawned with (as `ps` shows them).
+pub(crate) fn names_of(pids: &[Pid]) -> Vec<(Pid, String)> {
+    let mut names = Vec::new();
+    let mut tasks = Vec::new();
+    {
+        let reg = registry();
+        for &pid in pids {
+            match reg.name_of(pid) {
+                Some(name) => names.push((pid, name)),
+                None if task::is_task(pid) => tasks.push(pid),
+                None => {}
+            }
+        }
+    }
+    if !tasks.is_empty() {
+        task::for_each(|pid, t| {
+            if let Some(name) = &t.name
+                && tasks.contains(&pid)
+            {
+                names.push((pid, name.to_string()));
+            }
+        });
+    }
+    names
+}
+
 /// Notes tasks a trace saw run traced code (the collector calls it with
 /// each batch's task pids): those not spawned with [`task::spawn`] are
 /// listed as seen.

@@ -23,7 +23,7 @@ use crate::record::callsite::Callsite;
 use crate::record::fmt::ArgWriter;
 use crate::record::ring::{is_agent_thread, push, untraced};
 use crate::record::{clock, panics};
-use crate::session::for_each_slot;
+use crate::session::{POLL_SESSIONS, for_each_slot};
 
 /// A call being recorded: who, for which sessions, since when.
 #[doc(hidden)]
@@ -263,6 +263,13 @@ impl Active {
         }
     }
 
+    /// The sessions that recorded this call and want its polls: one load
+    /// of a word that stays zero unless a session asked for polls.
+    #[inline(always)]
+    fn polls(&self) -> u32 {
+        self.mask & POLL_SESSIONS.load(Ordering::Relaxed)
+    }
+
     #[cold]
     #[inline(never)]
     fn unwound(self, message: String) {
@@ -275,6 +282,14 @@ impl Active {
             Some(message.into_boxed_str()),
         );
     }
+}
+
+/// Records a poll's `in` (at its start, `ticks` zero) or `out` (at its
+/// end, `ticks` its length) for the sessions in `polls`.
+#[cold]
+#[inline(never)]
+fn record_poll(kind: EventKind, polls: u32, cs: u32, pid: Pid, ts: u64, ticks: u64) {
+    push(kind, polls, cs, u64::MAX, pid, ts, ticks, None);
 }
 
 /// The live part of a sync traced call; see the module docs. The call sits
@@ -405,12 +420,14 @@ impl Drop for CallGuard {
 pin_project_lite::pin_project! {
     /// An async traced call: its call was recorded at first poll; it records
     /// its return at completion with wall time and busy time (the sum of its
-    /// polls).
+    /// polls), and each poll's `in` and `out` for the sessions that ask.
     #[doc(hidden)]
     pub struct Traced<F, R> {
         #[pin]
         fut: F,
         active: Option<Active>,
+        // Sessions that want each poll's `in` and `out`.
+        polls: u32,
         busy: u64,
         // Own ticks of the polls, for a profile.
         own: u64,
@@ -442,6 +459,7 @@ where
 {
     Traced {
         fut,
+        polls: active.polls(),
         active: Some(active),
         busy: 0,
         own: 0,
@@ -459,12 +477,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if this.active.is_none() {
+        let Some((profiled, cs, pid)) = this.active.as_ref().map(|a| (a.profiled, a.id, a.pid))
+        else {
             return this.fut.poll(cx);
-        }
-        let profiled = this.active.as_ref().is_some_and(|a| a.profiled);
-        let cs = this.active.as_ref().map_or(0, |a| a.id);
+        };
         let t0 = clock::now();
+        let polls = *this.polls;
+        if polls != 0 {
+            record_poll(EventKind::In, polls, cs, pid, t0, 0);
+        }
         // A poll that panics still pops its profile frame, so later calls
         // on this thread are not charged to it.
         let frame = profiled.then(|| {
@@ -475,6 +496,9 @@ where
         std::mem::forget(frame);
         let t1 = clock::now();
         *this.busy += t1.saturating_sub(t0);
+        if polls != 0 {
+            record_poll(EventKind::Out, polls, cs, pid, t1, t1.saturating_sub(t0));
+        }
         if profiled {
             let (own, caller) = profile::exit_poll(cs, t1);
             *this.own += own;
@@ -510,6 +534,8 @@ impl Drop for PollFrame {
 #[derive(Debug)]
 pub(crate) struct SpanCall {
     active: Active,
+    /// Sessions that want each enter's `in` and exit's `out`.
+    polls: u32,
     busy: u64,
     own: u64,
     caller: u32,
@@ -535,8 +561,13 @@ impl SpanCall {
         if active.profiled {
             profile::enter_poll(cs.id(), start);
         }
+        let polls = active.polls();
+        if polls != 0 {
+            record_poll(EventKind::In, polls, cs.id(), active.pid, start, 0);
+        }
         SpanCall {
             active,
+            polls,
             busy: 0,
             own: 0,
             caller: u32::MAX,
@@ -553,6 +584,10 @@ impl SpanCall {
             if self.active.profiled {
                 profile::enter_poll(self.active.id, self.entered);
             }
+            if self.polls != 0 {
+                let a = &self.active;
+                record_poll(EventKind::In, self.polls, a.id, a.pid, self.entered, 0);
+            }
         }
     }
 
@@ -564,7 +599,12 @@ impl SpanCall {
         self.depth -= 1;
         if self.depth == 0 {
             let end = clock::now();
-            self.busy += end.saturating_sub(self.entered);
+            let ticks = end.saturating_sub(self.entered);
+            self.busy += ticks;
+            if self.polls != 0 {
+                let a = &self.active;
+                record_poll(EventKind::Out, self.polls, a.id, a.pid, end, ticks);
+            }
             if self.active.profiled {
                 let (own, caller) = profile::exit_poll(self.active.id, end);
                 self.own += own;

@@ -172,7 +172,7 @@ fn dispatch(
 ) {
     let on_callsite = matches!(
         record.kind,
-        EventKind::Call | EventKind::Return | EventKind::Exception
+        EventKind::Call | EventKind::Return | EventKind::Exception | EventKind::In | EventKind::Out
     );
     let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
     let (callsite, peer, busy_ns, mut text, mut extra) = if record.kind == EventKind::Log {
@@ -197,7 +197,7 @@ fn dispatch(
     let timestamp_ns = clock::unix_nanos(record.ts);
     let duration_ns = matches!(
         record.kind,
-        EventKind::Return | EventKind::Exception | EventKind::Handled
+        EventKind::Return | EventKind::Exception | EventKind::Handled | EventKind::Out
     )
     .then(|| clock::nanos_between(0, record.duration));
     let mut mask = record.mask;

@@ -123,6 +123,10 @@ pub struct SessionOptions {
     pub queue: usize,
     /// Deliver return events (switched off, returns are not even recorded).
     pub returns: bool,
+    /// Deliver an `in` and an `out` event for each poll of a traced async
+    /// call and each enter of a traced span (switched off, polls are not
+    /// recorded).
+    pub polls: bool,
     /// When the session stops or thins itself: enforced here, in the node.
     pub limits: Limits,
     /// Profile instead of recording events (see [`crate::Profile`]).
@@ -137,6 +141,7 @@ impl Default for SessionOptions {
             arg_match: None,
             queue: DEFAULT_QUEUE,
             returns: true,
+            polls: false,
             limits: Limits {
                 max_events: None,
                 rate: None,
@@ -523,6 +528,9 @@ pub(crate) static SLOTS: [Slot; MAX_SESSIONS] = [const { Slot::new() }; MAX_SESS
 static SLOTS_IN_USE: LazyLock<Mutex<u32>> = LazyLock::new(|| Mutex::new(0));
 /// Sessions that trace messages: gen_servers check this one word per message.
 pub(crate) static MESSAGE_SESSIONS: AtomicU32 = AtomicU32::new(0);
+/// Sessions that want polls: a traced async call reads this one word
+/// when it starts, and records its polls only for these.
+pub(crate) static POLL_SESSIONS: AtomicU32 = AtomicU32::new(0);
 
 /// The sessions of `mask` that are active and whose rate limit lets one
 /// more event through.
@@ -648,6 +656,11 @@ impl Session {
             .store(options.arg_match.is_some(), Ordering::Relaxed);
         hot.lost.store(0, Ordering::Relaxed);
         hot.returns.store(options.returns, Ordering::Relaxed);
+        if options.polls {
+            POLL_SESSIONS.fetch_or(1 << slot, Ordering::Relaxed);
+        } else {
+            POLL_SESSIONS.fetch_and(!(1 << slot), Ordering::Relaxed);
+        }
         hot.profile
             .store(options.profile.is_some(), Ordering::Relaxed);
         hot.rate_limit.store(
@@ -892,6 +905,7 @@ fn switch_off(slot: usize) {
     }
     clear_sys_bits(1 << slot);
     MESSAGE_SESSIONS.fetch_and(!(1 << slot), Ordering::Relaxed);
+    POLL_SESSIONS.fetch_and(!(1 << slot), Ordering::Relaxed);
     bridge::refresh();
 }
 
@@ -1016,6 +1030,7 @@ pub fn clear_all() -> usize {
     bridge::refresh();
     clear_sys_bits(u32::MAX);
     MESSAGE_SESSIONS.store(0, Ordering::Relaxed);
+    POLL_SESSIONS.store(0, Ordering::Relaxed);
     let mut ended = 0;
     for slot in &SLOTS {
         slot.active.store(false, Ordering::Relaxed);

@@ -33,6 +33,8 @@ pub fn line(event: &Event) -> String {
         EventKind::Got => "got",
         EventKind::Handled => "handled",
         EventKind::Log => "log",
+        EventKind::In => "in",
+        EventKind::Out => "out",
     };
     format!("{kind} {name} {}", event.text.as_deref().unwrap_or(""))
         .trim_end()

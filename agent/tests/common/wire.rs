@@ -57,6 +57,7 @@ pub fn calls(pattern: &str, max: u64) -> TraceSpec {
         sys: vec![],
         args: true,
         returns: false,
+        polls: false,
         text_bound: 0,
         arg_match: None,
         limits: Limits {

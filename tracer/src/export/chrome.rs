@@ -305,6 +305,9 @@ impl EventSink for ChromeWriter {
                 Ok(())
             }
             EventKind::Return => self.complete(out, node, view, e, None),
+            // Polls are drawn in Perfetto timelines only; a Chrome trace
+            // does not ask for them.
+            EventKind::In | EventKind::Out => Ok(()),
             EventKind::Exception => {
                 let ids = self.ids(out, node, view, e.pid, e.timestamp_ns)?;
                 let message = e.text.as_deref().unwrap_or("");

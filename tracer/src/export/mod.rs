@@ -16,11 +16,12 @@
 //! What the node sends decides what a timeline can show: a call, its
 //! return (wall time, and for an async function or a span its busy time,
 //! the sum of its polls) and its exception; messages sent and received;
-//! gen_server and log events. Polls one by one are not sent, so an async
-//! call is one slice from its first poll to its completion with its busy
-//! time as an annotation, not one slice per poll.
+//! gen_server and log events; and, for a trace that asks (every Perfetto
+//! trace), each poll of an async call (`in`, `out`), which Perfetto draws
+//! inside the call.
 
 pub mod chrome;
+mod encode;
 pub mod otlp;
 pub mod perfetto;
 
@@ -94,48 +95,87 @@ pub fn timeline_sink(timeline: Timeline) -> Box<dyn EventSink + Send> {
 /// forgotten (their arrow is not drawn).
 pub const FLOWS_PER_PAIR: usize = 1024;
 
-/// Pairs a message's send with its receive, for flow arrows: messages
-/// between two processes arrive in the order they were sent (a mailbox is
-/// a FIFO), so the n-th send from A to B is the n-th receive by B from A.
-/// Either may be seen first (events of two threads).
-#[derive(Debug, Default)]
-pub struct Flows {
+/// Pairs a message's send with its receive, for flow arrows and span
+/// links: messages between two processes arrive in the order they were
+/// sent (a mailbox is a FIFO), so the n-th send from A to B is the n-th
+/// receive by B from A. Either may be seen first (events of two threads);
+/// the first one seen leaves a payload (`T`) that the other one takes.
+#[derive(Debug)]
+pub struct Flows<T = ()> {
     next: u64,
-    sent: HashMap<(usize, Pid, Pid), VecDeque<u64>>,
-    received: HashMap<(usize, Pid, Pid), VecDeque<u64>>,
+    sent: Waiting<T>,
+    received: Waiting<T>,
+}
+
+/// Flows begun on one side, by node and pair (from, to), oldest first:
+/// their ids and payloads.
+type Waiting<T> = HashMap<(usize, Pid, Pid), VecDeque<(u64, T)>>;
+
+impl<T> Default for Flows<T> {
+    fn default() -> Self {
+        Flows {
+            next: 0,
+            sent: HashMap::default(),
+            received: HashMap::default(),
+        }
+    }
 }
 
 impl Flows {
     /// The flow id of a message `from` sent to `to` on node `node`.
     pub fn send(&mut self, node: usize, from: Pid, to: Pid) -> u64 {
-        let key = (node, from, to);
-        match self.received.get_mut(&key).and_then(VecDeque::pop_front) {
-            Some(id) => id,
-            None => self.fresh(key, true),
-        }
+        self.send_with(node, from, to, ()).0
     }
 
     /// The flow id of a message `to` received from `from` on node `node`.
     pub fn receive(&mut self, node: usize, from: Pid, to: Pid) -> u64 {
+        self.receive_with(node, from, to, ()).0
+    }
+}
+
+impl<T> Flows<T> {
+    /// The flow id of a message `from` sent to `to` on node `node`, and
+    /// the payload its receive left if that was seen first (else `payload`
+    /// waits for the receive).
+    pub fn send_with(&mut self, node: usize, from: Pid, to: Pid, payload: T) -> (u64, Option<T>) {
         let key = (node, from, to);
-        match self.sent.get_mut(&key).and_then(VecDeque::pop_front) {
-            Some(id) => id,
-            None => self.fresh(key, false),
+        match self.received.get_mut(&key).and_then(VecDeque::pop_front) {
+            Some((id, theirs)) => (id, Some(theirs)),
+            None => (
+                Self::fresh(&mut self.next, &mut self.sent, key, payload),
+                None,
+            ),
         }
     }
 
-    fn fresh(&mut self, key: (usize, Pid, Pid), sent: bool) -> u64 {
-        self.next += 1;
-        let id = self.next;
-        let waiting = if sent {
-            self.sent.entry(key).or_default()
-        } else {
-            self.received.entry(key).or_default()
-        };
+    /// The flow id of a message `to` received from `from` on node `node`,
+    /// and the payload its send left if that was seen first (else
+    /// `payload` waits for the send).
+    pub fn receive_with(
+        &mut self,
+        node: usize,
+        from: Pid,
+        to: Pid,
+        payload: T,
+    ) -> (u64, Option<T>) {
+        let key = (node, from, to);
+        match self.sent.get_mut(&key).and_then(VecDeque::pop_front) {
+            Some((id, theirs)) => (id, Some(theirs)),
+            None => (
+                Self::fresh(&mut self.next, &mut self.received, key, payload),
+                None,
+            ),
+        }
+    }
+
+    fn fresh(next: &mut u64, waiting: &mut Waiting<T>, key: (usize, Pid, Pid), payload: T) -> u64 {
+        *next += 1;
+        let id = *next;
+        let waiting = waiting.entry(key).or_default();
         if waiting.len() == FLOWS_PER_PAIR {
             waiting.pop_front();
         }
-        waiting.push_back(id);
+        waiting.push_back((id, payload));
         id
     }
 }
@@ -178,5 +218,20 @@ mod tests {
         assert_eq!(flows.send(0, a, b), r4);
         // Another node, or the other direction, is another pair.
         assert_ne!(flows.receive(1, a, b), flows.send(0, b, a));
+    }
+
+    #[test]
+    fn the_side_seen_first_leaves_its_payload_to_the_other() {
+        let (a, b) = (Pid::process(1), Pid::process(2));
+        let mut flows: Flows<&str> = Flows::default();
+        let (id, none) = flows.send_with(0, a, b, "span of a");
+        assert_eq!(none, None);
+        assert_eq!(
+            flows.receive_with(0, a, b, "span of b"),
+            (id, Some("span of a"))
+        );
+        let (id, none) = flows.receive_with(0, a, b, "b first");
+        assert_eq!(none, None);
+        assert_eq!(flows.send_with(0, a, b, "a later"), (id, Some("b first")));
     }
 }

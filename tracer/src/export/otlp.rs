@@ -4,51 +4,61 @@
 //! One span per call/return pair, its parent the call it ran inside in the
 //! same process (a call with none starts a trace of its own). A span's
 //! resource is its node (`service.name`, `process.pid`), its attributes
-//! the nodetrace pid, the function's path, arity, source, arguments and
-//! value (bounded); an exception ends a span with status error and an
-//! `exception` event; messages, gen_server and log events in a process
-//! are events of the span running there (none: not exported).
+//! the nodetrace pid, the process's registered name, the function's path,
+//! arity, source, arguments and value (bounded); an exception ends a span
+//! with status error and an `exception` event; messages, gen_server and
+//! log events in a process are events of the span running there (none:
+//! not exported), at most [`SPAN_EVENTS`] a span (more are counted in
+//! `dropped_events_count`). A message (`trace calls --messages`) sent
+//! from one span links it to the span it reaches: the receiving span links
+//! to the sending one (`nodetrace.link.kind` `message_from`); received
+//! where no span runs (a gen_server's loop), the next span of the
+//! receiver, the one that handles it, does; when the receive was seen
+//! first, the sending span links to the receiving one (`message_to`). At
+//! most [`SPAN_LINKS`] a span.
 //!
-//! The tracer's thread only builds spans and offers them to a bounded
-//! queue ([`QUEUE_SPANS`]; full: the span is dropped and counted), so a
-//! slow or dead backend never slows the trace. [`SENDERS`] threads of
-//! their own take batches of up to [`BATCH_SPANS`] (or what came in
-//! [`BATCH_DELAY`]) from it, so that one encodes while another waits for
-//! the backend's answer; each POSTs a batch as one
-//! `ExportTraceServiceRequest` and retries, at most
-//! [`ATTEMPTS`] times with exponential backoff, on 429, 502, 503, 504 and
-//! on connection errors and timeouts. At the end of the trace it has
-//! [`SHUTDOWN_GRACE`] to send what is queued; what is left is dropped and
-//! counted. Every span made is counted once as exported, dropped or
+//! The tracer's thread encodes each span, as it ends, straight from its
+//! events into the batch of its node (protobuf written field by field
+//! with the field numbers of OpenTelemetry's published protos, the
+//! `field` constants; no message value is built). A batch of
+//! [`BATCH_SPANS`], or one that has waited [`BATCH_DELAY`]
+//! ([`OtlpExporter::tick`]), is offered to a bounded queue ([`QUEUE_SPANS`]
+//! spans in whole batches; full: the batch's spans are dropped and
+//! counted), so a slow or dead backend never slows the trace. [`SENDERS`]
+//! threads of their own take batches from it, so that one posts while
+//! another waits for the backend's answer; each POSTs a batch as one
+//! `ExportTraceServiceRequest` over a kept-alive connection and retries,
+//! at most [`ATTEMPTS`] times with exponential backoff, on 429, 502, 503,
+//! 504 and on connection errors and timeouts. At the end of the trace it
+//! has [`SHUTDOWN_GRACE`] to send what is queued; what is left is dropped
+//! and counted. Every span made is counted once as exported, dropped or
 //! rejected (a 4xx answer, or the backend's `partial_success`).
 //!
-//! The messages are the OpenTelemetry project's own (`opentelemetry-proto`).
+//! The resource, the scope and the backend's answer use the OpenTelemetry
+//! project's own message types (`opentelemetry-proto`); the tests decode
+//! the requests with them.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nodetrace_protocol::{Event, EventKind, Pid};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status, span, status::StatusCode,
-};
 use prost::Message;
+use rustc_hash::FxHashMap as HashMap;
 
-use super::call_name;
+use super::encode::{Encoder, delimited_len};
+use super::{Flows, call_name};
 use crate::render::NodeView;
 
-/// Spans waiting to be sent, at most; one more is dropped (and counted).
+/// Spans waiting to be sent, at most, in whole batches; a batch more is
+/// dropped (and its spans counted).
 pub const QUEUE_SPANS: usize = 8192;
 /// Spans in one request, at most.
 pub const BATCH_SPANS: usize = 1024;
@@ -66,8 +76,114 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Bound on an attribute's text (arguments, values, messages), in bytes.
 pub const ATTRIBUTE_BOUND: usize = 4096;
+/// Events a span keeps, at most (OpenTelemetry SDKs' default limit).
+pub const SPAN_EVENTS: u32 = 128;
+/// Links a span keeps, at most (OpenTelemetry SDKs' default limit).
+pub const SPAN_LINKS: u32 = 128;
 /// OTLP/HTTP's default endpoint.
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:4318/v1/traces";
+
+/// The field numbers written, as OpenTelemetry's published protos
+/// (`opentelemetry/proto/` in open-telemetry/opentelemetry-proto) number
+/// them, by message.
+mod field {
+    /// `ExportTraceServiceRequest` (collector/trace/v1/trace_service.proto).
+    pub mod request {
+        /// `repeated ResourceSpans resource_spans = 1`.
+        pub const RESOURCE_SPANS: u32 = 1;
+    }
+    /// `ResourceSpans` (trace/v1/trace.proto).
+    pub mod resource_spans {
+        /// `Resource resource = 1`.
+        pub const RESOURCE: u32 = 1;
+        /// `repeated ScopeSpans scope_spans = 2`.
+        pub const SCOPE_SPANS: u32 = 2;
+    }
+    /// `ScopeSpans` (trace/v1/trace.proto).
+    pub mod scope_spans {
+        /// `InstrumentationScope scope = 1`.
+        pub const SCOPE: u32 = 1;
+        /// `repeated Span spans = 2`.
+        pub const SPANS: u32 = 2;
+    }
+    /// `Span` (trace/v1/trace.proto).
+    pub mod span {
+        /// `bytes trace_id = 1`.
+        pub const TRACE_ID: u32 = 1;
+        /// `bytes span_id = 2`.
+        pub const SPAN_ID: u32 = 2;
+        /// `bytes parent_span_id = 4`.
+        pub const PARENT_SPAN_ID: u32 = 4;
+        /// `string name = 5`.
+        pub const NAME: u32 = 5;
+        /// `SpanKind kind = 6`.
+        pub const KIND: u32 = 6;
+        /// `fixed64 start_time_unix_nano = 7`.
+        pub const START_TIME_UNIX_NANO: u32 = 7;
+        /// `fixed64 end_time_unix_nano = 8`.
+        pub const END_TIME_UNIX_NANO: u32 = 8;
+        /// `repeated KeyValue attributes = 9`.
+        pub const ATTRIBUTES: u32 = 9;
+        /// `repeated Event events = 11`.
+        pub const EVENTS: u32 = 11;
+        /// `uint32 dropped_events_count = 12`.
+        pub const DROPPED_EVENTS_COUNT: u32 = 12;
+        /// `repeated Link links = 13`.
+        pub const LINKS: u32 = 13;
+        /// `uint32 dropped_links_count = 14`.
+        pub const DROPPED_LINKS_COUNT: u32 = 14;
+        /// `Status status = 15`.
+        pub const STATUS: u32 = 15;
+        /// `SpanKind.SPAN_KIND_INTERNAL`.
+        pub const SPAN_KIND_INTERNAL: u64 = 1;
+    }
+    /// `Span.Event` (trace/v1/trace.proto).
+    pub mod event {
+        /// `fixed64 time_unix_nano = 1`.
+        pub const TIME_UNIX_NANO: u32 = 1;
+        /// `string name = 2`.
+        pub const NAME: u32 = 2;
+        /// `repeated KeyValue attributes = 3`.
+        pub const ATTRIBUTES: u32 = 3;
+    }
+    /// `Span.Link` (trace/v1/trace.proto).
+    pub mod link {
+        /// `bytes trace_id = 1`.
+        pub const TRACE_ID: u32 = 1;
+        /// `bytes span_id = 2`.
+        pub const SPAN_ID: u32 = 2;
+        /// `repeated KeyValue attributes = 4`.
+        pub const ATTRIBUTES: u32 = 4;
+    }
+    /// `Status` (trace/v1/trace.proto).
+    pub mod status {
+        /// `string message = 2`.
+        pub const MESSAGE: u32 = 2;
+        /// `StatusCode code = 3`.
+        pub const CODE: u32 = 3;
+        /// `StatusCode.STATUS_CODE_ERROR`.
+        pub const STATUS_CODE_ERROR: u64 = 2;
+    }
+    /// `KeyValue` (common/v1/common.proto).
+    pub mod key_value {
+        /// `string key = 1`.
+        pub const KEY: u32 = 1;
+        /// `AnyValue value = 2`.
+        pub const VALUE: u32 = 2;
+    }
+    /// `AnyValue` (common/v1/common.proto).
+    pub mod any_value {
+        /// `string string_value = 1` (oneof value).
+        pub const STRING_VALUE: u32 = 1;
+        /// `int64 int_value = 3` (oneof value).
+        pub const INT_VALUE: u32 = 3;
+    }
+}
+
+use field::{
+    any_value, event as ev, key_value, link, request as rq, resource_spans, scope_spans,
+    span as sp, status,
+};
 
 /// Where spans go and with which headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,8 +291,6 @@ struct Shared {
     retries: AtomicU64,
     deadline: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
-    /// Each node's resource, set before any of its spans is queued.
-    resources: Mutex<HashMap<usize, Resource>>,
 }
 
 impl Shared {
@@ -192,54 +306,489 @@ impl Shared {
     }
 }
 
-/// A span and the number of its node.
-type Item = (usize, Box<Span>);
+/// Spans of one node, encoded as `ScopeSpans.spans` fields, to be sent as
+/// one request.
+#[derive(Debug)]
+struct Batch {
+    /// The node's `Resource`, encoded.
+    resource: Arc<[u8]>,
+    spans: u64,
+    body: Encoder,
+    started: Instant,
+}
 
-struct OpenSpan {
-    callsite: Option<u32>,
+/// A span's identity: its trace and its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Context {
     trace_id: [u8; 16],
     span_id: [u8; 8],
+}
+
+/// Events or links of an open span, encoded as fields of `Span`, at most
+/// `limit` of them; the others counted.
+#[derive(Debug, Default)]
+struct Bounded {
+    fields: Encoder,
+    kept: u32,
+    dropped: u32,
+}
+
+impl Bounded {
+    /// Whether one more may be written (else it is counted as dropped).
+    fn room(&mut self, limit: u32) -> bool {
+        if self.kept < limit {
+            self.kept += 1;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct OpenSpan {
+    callsite: Option<u32>,
+    context: Context,
     parent: Option<[u8; 8]>,
     start_ns: u64,
     args: Option<String>,
-    events: Vec<span::Event>,
+    events: Bounded,
+    links: Bounded,
+}
+
+impl OpenSpan {
+    /// Links the span to `to` (at most [`SPAN_LINKS`]; more are counted).
+    fn link(&mut self, to: Context, kind: &str) {
+        if !self.links.room(SPAN_LINKS) {
+            return;
+        }
+        let f = &mut self.links.fields;
+        let l = f.begin(sp::LINKS);
+        f.bytes_field(link::TRACE_ID, &to.trace_id);
+        f.bytes_field(link::SPAN_ID, &to.span_id);
+        text_attribute(f, link::ATTRIBUTES, "nodetrace.link.kind", kind);
+        f.end(l);
+    }
+}
+
+/// A process's open spans, innermost last, and the attributes its spans
+/// carry (`nodetrace.pid`, `nodetrace.process.name`), encoded.
+#[derive(Debug, Default)]
+struct Process {
+    stack: Vec<OpenSpan>,
+    attributes: Option<Encoder>,
+    named: bool,
+    /// Spans that sent the messages it received while no span of its own
+    /// was open: its next span (the one that handles them) links to them.
+    received: Vec<Context>,
+}
+
+/// A callsite's span name and the attributes its spans carry, encoded.
+#[derive(Debug)]
+struct Site {
+    name: String,
+    attributes: Encoder,
+}
+
+/// Distinct, well spread span and trace ids: splitmix64 over a random start.
+#[derive(Debug)]
+struct Ids(u64);
+
+impl Ids {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)).max(1)
+    }
+
+    fn root(&mut self) -> Context {
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&self.next().to_be_bytes());
+        trace_id[8..].copy_from_slice(&self.next().to_be_bytes());
+        Context {
+            trace_id,
+            span_id: self.next().to_be_bytes(),
+        }
+    }
+}
+
+/// Turns events into encoded spans, batch by batch; the transport is the
+/// caller's (`ship`).
+#[derive(Debug)]
+struct Spans {
+    spans: u64,
+    unfinished: u64,
+    processes: HashMap<(usize, Pid), Process>,
+    sites: HashMap<(usize, Option<u32>), Site>,
+    /// By node number.
+    resources: Vec<Option<Arc<[u8]>>>,
+    batches: Vec<Option<Batch>>,
+    /// The span a message was sent or received in, for links.
+    messages: Flows<Option<Context>>,
+    ids: Ids,
+    /// Buffers of sent batches, to fill again.
+    spare: Option<Receiver<Encoder>>,
+}
+
+impl Spans {
+    fn new(seed: u64, spare: Option<Receiver<Encoder>>) -> Spans {
+        Spans {
+            spans: 0,
+            unfinished: 0,
+            processes: HashMap::default(),
+            sites: HashMap::default(),
+            resources: Vec::new(),
+            batches: Vec::new(),
+            messages: Flows::default(),
+            ids: Ids(seed),
+            spare,
+        }
+    }
+
+    /// Takes one event of node number `node`; a batch it fills goes to
+    /// `ship`.
+    fn event(&mut self, node: usize, view: &NodeView, e: &Event, ship: &mut dyn FnMut(Batch)) {
+        if self.resources.len() <= node {
+            self.resources.resize(node + 1, None);
+            self.batches.resize_with(node + 1, || None);
+        }
+        if self.resources[node].is_none() {
+            self.resources[node] = Some(resource(view).encode_to_vec().into());
+        }
+        match e.kind {
+            EventKind::Call => {
+                let process = self.processes.entry((node, e.pid)).or_default();
+                let (context, parent) = match process.stack.last() {
+                    Some(p) => (
+                        Context {
+                            trace_id: p.context.trace_id,
+                            span_id: self.ids.next().to_be_bytes(),
+                        },
+                        Some(p.context.span_id),
+                    ),
+                    None => (self.ids.root(), None),
+                };
+                let mut open = OpenSpan {
+                    callsite: e.callsite,
+                    context,
+                    parent,
+                    start_ns: e.timestamp_ns,
+                    args: e.text.clone(),
+                    events: Bounded::default(),
+                    links: Bounded::default(),
+                };
+                for from in process.received.drain(..) {
+                    open.link(from, "message_from");
+                }
+                process.stack.push(open);
+            }
+            EventKind::Return | EventKind::Exception => self.end(node, view, e, ship),
+            // A span's busy time is on its return; its polls one by one
+            // are a timeline's.
+            EventKind::In | EventKind::Out => {}
+            kind => self.in_span(node, view, kind, e),
+        }
+    }
+
+    /// A message, gen_server or log event: an event of the span open in
+    /// its process, and a message a link between spans.
+    fn in_span(&mut self, node: usize, view: &NodeView, kind: EventKind, e: &Event) {
+        let key = (node, e.pid);
+        let here = self
+            .processes
+            .get(&key)
+            .and_then(|p| p.stack.last())
+            .map(|s| s.context);
+        let link = match (kind, e.peer) {
+            (EventKind::Send, Some(to)) => self
+                .messages
+                .send_with(node, e.pid, to, here)
+                .1
+                .flatten()
+                .map(|c| (c, "message_to")),
+            (EventKind::Receive, Some(from)) => self
+                .messages
+                .receive_with(node, from, e.pid, here)
+                .1
+                .flatten()
+                .map(|c| (c, "message_from")),
+            _ => None,
+        };
+        let process = self.processes.entry(key).or_default();
+        let Some(open) = process.stack.last_mut() else {
+            // Received with no span open: the span that handles it links.
+            if let Some((from, "message_from")) = link
+                && process.received.len() < SPAN_LINKS as usize
+            {
+                process.received.push(from);
+            }
+            return;
+        };
+        if let Some((to, link_kind)) = link {
+            open.link(to, link_kind);
+        }
+        if !open.events.room(SPAN_EVENTS) {
+            return;
+        }
+        let name = match kind {
+            EventKind::Send => "message.send",
+            EventKind::Receive => "message.receive",
+            EventKind::Log => "log",
+            EventKind::GotCall => "gen_server.got_call",
+            EventKind::GotCast => "gen_server.got_cast",
+            EventKind::GotInfo => "gen_server.got_info",
+            EventKind::Sent => "gen_server.sent",
+            EventKind::Got => "mailbox.got",
+            EventKind::Handled => "mailbox.handled",
+            _ => "gen_server.new_state",
+        };
+        let f = &mut open.events.fields;
+        let event = f.begin(sp::EVENTS);
+        f.fixed64(ev::TIME_UNIX_NANO, e.timestamp_ns);
+        f.string(ev::NAME, name);
+        if let Some(peer) = e.peer {
+            text_attribute(f, ev::ATTRIBUTES, "nodetrace.peer", &peer.to_string());
+            if let Some(name) = view.registered_name(peer) {
+                text_attribute(f, ev::ATTRIBUTES, "nodetrace.peer.name", name);
+            }
+        }
+        if let Some(text) = &e.text {
+            text_attribute(f, ev::ATTRIBUTES, "nodetrace.message", text);
+        }
+        if let Some(extra) = &e.extra {
+            let key = if kind == EventKind::Log {
+                "nodetrace.span"
+            } else {
+                "nodetrace.state"
+            };
+            text_attribute(f, ev::ATTRIBUTES, key, extra);
+        }
+        if kind == EventKind::Log
+            && let Some(level) = view.callsite(e.callsite).and_then(|c| c.level)
+        {
+            text_attribute(f, ev::ATTRIBUTES, "log.level", level.as_str());
+        }
+        if let Some(ns) = e.duration_ns.filter(|_| kind == EventKind::Handled) {
+            int_attribute(f, ev::ATTRIBUTES, "nodetrace.duration_ns", ns);
+        }
+        f.end(event);
+    }
+
+    /// A return or an exception: the span of its call ends, encoded into
+    /// its node's batch.
+    fn end(&mut self, node: usize, view: &NodeView, e: &Event, ship: &mut dyn FnMut(Batch)) {
+        let process = self.processes.entry((node, e.pid)).or_default();
+        let open = match process.stack.iter().rposition(|c| c.callsite == e.callsite) {
+            Some(i) => {
+                let mut above = process.stack.drain(i..);
+                let open = above.next();
+                self.unfinished += above.count() as u64;
+                open
+            }
+            None => None,
+        };
+        // Its call was not seen: a root span of its own.
+        let open = open.unwrap_or_else(|| OpenSpan {
+            callsite: e.callsite,
+            context: self.ids.root(),
+            parent: None,
+            start_ns: e
+                .timestamp_ns
+                .saturating_sub(e.duration_ns.unwrap_or_default()),
+            args: None,
+            events: Bounded::default(),
+            links: Bounded::default(),
+        });
+        let name = view.registered_name(e.pid);
+        if process.attributes.is_none() || (!process.named && name.is_some()) {
+            let mut a = Encoder::default();
+            text_attribute(&mut a, sp::ATTRIBUTES, "nodetrace.pid", &e.pid.to_string());
+            if let Some(name) = name {
+                text_attribute(&mut a, sp::ATTRIBUTES, "nodetrace.process.name", name);
+            }
+            process.attributes = Some(a);
+            process.named = name.is_some();
+        }
+        let site = self
+            .sites
+            .entry((node, e.callsite))
+            .or_insert_with(|| site(view, e.callsite));
+        let batch = self.batches[node].get_or_insert_with(|| Batch {
+            resource: self.resources[node].clone().unwrap_or_default(),
+            spans: 0,
+            body: self
+                .spare
+                .as_ref()
+                .and_then(|r| r.try_recv().ok())
+                .unwrap_or_else(|| Encoder::with_capacity(BATCH_SPANS * 256)),
+            started: Instant::now(),
+        });
+        let attributes = process.attributes.as_ref().map_or(&[][..], Encoder::bytes);
+        encode_span(&mut batch.body, &open, site, attributes, e);
+        batch.spans += 1;
+        self.spans += 1;
+        if batch.spans >= BATCH_SPANS as u64
+            && let Some(full) = self.batches[node].take()
+        {
+            ship(full);
+        }
+    }
+
+    /// Ships the batches that have waited [`BATCH_DELAY`] by `now`.
+    fn due(&mut self, now: Instant, ship: &mut dyn FnMut(Batch)) {
+        for slot in &mut self.batches {
+            if slot
+                .as_ref()
+                .is_some_and(|b| now.duration_since(b.started) >= BATCH_DELAY)
+                && let Some(batch) = slot.take()
+            {
+                ship(batch);
+            }
+        }
+    }
+
+    /// Ships every batch; the calls still open are counted as unfinished.
+    fn finish(&mut self, ship: &mut dyn FnMut(Batch)) {
+        for batch in self.batches.iter_mut().filter_map(Option::take) {
+            ship(batch);
+        }
+        self.unfinished += self
+            .processes
+            .drain()
+            .map(|(_, p)| p.stack.len() as u64)
+            .sum::<u64>();
+    }
+}
+
+/// Writes the span of `open`, ended by `e`, as a `ScopeSpans.spans` field,
+/// its fields in field-number order.
+fn encode_span(body: &mut Encoder, open: &OpenSpan, site: &Site, process: &[u8], e: &Event) {
+    let s = body.begin(scope_spans::SPANS);
+    body.bytes_field(sp::TRACE_ID, &open.context.trace_id);
+    body.bytes_field(sp::SPAN_ID, &open.context.span_id);
+    if let Some(parent) = &open.parent {
+        body.bytes_field(sp::PARENT_SPAN_ID, parent);
+    }
+    body.string(sp::NAME, &site.name);
+    body.varint(sp::KIND, sp::SPAN_KIND_INTERNAL);
+    body.fixed64(sp::START_TIME_UNIX_NANO, open.start_ns);
+    body.fixed64(sp::END_TIME_UNIX_NANO, e.timestamp_ns.max(open.start_ns));
+    body.raw(site.attributes.bytes());
+    body.raw(process);
+    if let Some(args) = &open.args {
+        text_attribute(body, sp::ATTRIBUTES, "nodetrace.args", args);
+    }
+    let exception = e.kind == EventKind::Exception;
+    let message = e.text.as_deref().unwrap_or_default();
+    if !exception && let Some(value) = &e.text {
+        text_attribute(body, sp::ATTRIBUTES, "nodetrace.result", value);
+    }
+    if let Some(busy) = e.busy_ns {
+        int_attribute(body, sp::ATTRIBUTES, "nodetrace.busy_ns", busy);
+    }
+    body.raw(open.events.fields.bytes());
+    let mut dropped_events = open.events.dropped;
+    if exception {
+        if open.events.kept < SPAN_EVENTS {
+            let event = body.begin(sp::EVENTS);
+            body.fixed64(ev::TIME_UNIX_NANO, e.timestamp_ns);
+            body.string(ev::NAME, "exception");
+            text_attribute(body, ev::ATTRIBUTES, "exception.type", "panic");
+            text_attribute(body, ev::ATTRIBUTES, "exception.message", message);
+            body.end(event);
+        } else {
+            dropped_events += 1;
+        }
+    }
+    if dropped_events > 0 {
+        body.varint(sp::DROPPED_EVENTS_COUNT, u64::from(dropped_events));
+    }
+    body.raw(open.links.fields.bytes());
+    if open.links.dropped > 0 {
+        body.varint(sp::DROPPED_LINKS_COUNT, u64::from(open.links.dropped));
+    }
+    if exception {
+        let st = body.begin(sp::STATUS);
+        let (head, tail) = bounded(message);
+        if !head.is_empty() {
+            body.string2(status::MESSAGE, head, tail);
+        }
+        body.varint(status::CODE, status::STATUS_CODE_ERROR);
+        body.end(st);
+    }
+    body.end(s);
+}
+
+/// Writes a `KeyValue` with a string value (bounded) as field `field`.
+fn text_attribute(enc: &mut Encoder, field: u32, key: &str, value: &str) {
+    let kv = enc.begin(field);
+    enc.string(key_value::KEY, key);
+    let v = enc.begin(key_value::VALUE);
+    let (head, tail) = bounded(value);
+    enc.string2(any_value::STRING_VALUE, head, tail);
+    enc.end(v);
+    enc.end(kv);
+}
+
+/// Writes a `KeyValue` with an int value as field `field`.
+fn int_attribute(enc: &mut Encoder, field: u32, key: &str, value: u64) {
+    let kv = enc.begin(field);
+    enc.string(key_value::KEY, key);
+    let v = enc.begin(key_value::VALUE);
+    enc.varint(any_value::INT_VALUE, value.min(i64::MAX as u64));
+    enc.end(v);
+    enc.end(kv);
 }
 
 /// Turns a trace's events into spans and exports them (see the module).
 pub struct OtlpExporter {
     endpoint: String,
-    tx: Option<Sender<Item>>,
+    tx: Option<Sender<Batch>>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
-    spans: u64,
+    spans: Spans,
     dropped_full: u64,
-    unfinished: u64,
-    nodes: HashSet<usize>,
-    open: HashMap<(usize, Pid), Vec<OpenSpan>>,
-    sites: HashMap<(usize, Option<u32>), (String, Vec<KeyValue>)>,
-    ids: u64,
 }
 
 impl std::fmt::Debug for OtlpExporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtlpExporter")
             .field("endpoint", &self.endpoint)
-            .field("spans", &self.spans)
+            .field("spans", &self.spans.spans)
             .finish_non_exhaustive()
+    }
+}
+
+/// Offers `batch` to the queue; a full queue drops it, counted.
+fn offer(tx: Option<&Sender<Batch>>, dropped: &mut u64, batch: Batch) {
+    let spans = batch.spans;
+    let Some(tx) = tx else {
+        *dropped += spans;
+        return;
+    };
+    match tx.try_send(batch) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => *dropped += spans,
     }
 }
 
 impl OtlpExporter {
     /// Starts the exporting threads for `config`.
     pub fn start(config: OtlpConfig) -> std::io::Result<OtlpExporter> {
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE_SPANS);
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_SPANS / BATCH_SPANS);
+        // A buffer for each batch that can be queued or in a sender's hands.
+        let (spare_tx, spare) = crossbeam_channel::bounded(QUEUE_SPANS / BATCH_SPANS + SENDERS);
         let shared = Arc::new(Shared::default());
         let endpoint = config.endpoint.clone();
         let mut threads = Vec::new();
         for _ in 0..SENDERS {
             threads.push(thread::Builder::new().name("otlp export".into()).spawn({
                 let (shared, rx, config) = (shared.clone(), rx.clone(), config.clone());
-                move || export(rx, config, &shared)
+                let spare = spare_tx.clone();
+                move || export(rx, &spare, config, &shared)
             })?);
         }
         let mut seed = [0u8; 8];
@@ -249,13 +798,8 @@ impl OtlpExporter {
             tx: Some(tx),
             threads,
             shared,
-            spans: 0,
+            spans: Spans::new(u64::from_le_bytes(seed), Some(spare)),
             dropped_full: 0,
-            unfinished: 0,
-            nodes: HashSet::new(),
-            open: HashMap::new(),
-            sites: HashMap::new(),
-            ids: u64::from_le_bytes(seed),
         })
     }
 
@@ -264,191 +808,26 @@ impl OtlpExporter {
         &self.endpoint
     }
 
-    fn id(&mut self) -> u64 {
-        // splitmix64 over a random start: distinct, well spread, cheap.
-        self.ids = self.ids.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.ids;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)).max(1)
-    }
-
     /// Takes one event of node number `node`.
     pub fn event(&mut self, node: usize, view: &NodeView, e: &Event) {
-        if self.nodes.insert(node) {
-            self.shared
-                .resources
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(node, resource(view));
-        }
-        match e.kind {
-            EventKind::Call => {
-                let stack = self.open.entry((node, e.pid)).or_default();
-                let parent = stack.last().map(|p| (p.trace_id, p.span_id));
-                let trace_id = match parent {
-                    Some((t, _)) => t,
-                    None => {
-                        let mut t = [0u8; 16];
-                        t[..8].copy_from_slice(&self.id().to_be_bytes());
-                        t[8..].copy_from_slice(&self.id().to_be_bytes());
-                        t
-                    }
-                };
-                let span_id = self.id().to_be_bytes();
-                self.open.entry((node, e.pid)).or_default().push(OpenSpan {
-                    callsite: e.callsite,
-                    trace_id,
-                    span_id,
-                    parent: parent.map(|(_, s)| s),
-                    start_ns: e.timestamp_ns,
-                    args: e.text.clone(),
-                    events: Vec::new(),
-                });
-            }
-            EventKind::Return | EventKind::Exception => self.end(node, view, e),
-            kind => {
-                let Some(open) = self
-                    .open
-                    .get_mut(&(node, e.pid))
-                    .and_then(|stack| stack.last_mut())
-                else {
-                    return;
-                };
-                let name = match kind {
-                    EventKind::Send => "message.send",
-                    EventKind::Receive => "message.receive",
-                    EventKind::Log => "log",
-                    EventKind::GotCall => "gen_server.got_call",
-                    EventKind::GotCast => "gen_server.got_cast",
-                    EventKind::GotInfo => "gen_server.got_info",
-                    EventKind::Sent => "gen_server.sent",
-                    _ => "gen_server.new_state",
-                };
-                let mut attributes = Vec::new();
-                if let Some(peer) = e.peer {
-                    attributes.push(string("nodetrace.peer", peer.to_string()));
-                }
-                if let Some(text) = &e.text {
-                    attributes.push(string("nodetrace.message", bounded(text)));
-                }
-                if let Some(extra) = &e.extra {
-                    let key = if kind == EventKind::Log {
-                        "nodetrace.span"
-                    } else {
-                        "nodetrace.state"
-                    };
-                    attributes.push(string(key, bounded(extra)));
-                }
-                if kind == EventKind::Log
-                    && let Some(level) = view.callsite(e.callsite).and_then(|c| c.level)
-                {
-                    attributes.push(string("log.level", level.as_str().to_owned()));
-                }
-                open.events.push(span::Event {
-                    time_unix_nano: e.timestamp_ns,
-                    name: name.to_owned(),
-                    attributes,
-                    dropped_attributes_count: 0,
-                });
-            }
-        }
+        let (tx, dropped) = (self.tx.as_ref(), &mut self.dropped_full);
+        self.spans
+            .event(node, view, e, &mut |batch| offer(tx, dropped, batch));
     }
 
-    fn end(&mut self, node: usize, view: &NodeView, e: &Event) {
-        let stack = self.open.entry((node, e.pid)).or_default();
-        let open = match stack.iter().rposition(|c| c.callsite == e.callsite) {
-            Some(i) => {
-                let mut above = stack.drain(i..);
-                let open = above.next();
-                self.unfinished += above.count() as u64;
-                open
-            }
-            None => None,
-        };
-        let open = match open {
-            Some(open) => open,
-            // Its call was not seen: a root span of its own.
-            None => {
-                let mut trace_id = [0u8; 16];
-                trace_id[..8].copy_from_slice(&self.id().to_be_bytes());
-                trace_id[8..].copy_from_slice(&self.id().to_be_bytes());
-                OpenSpan {
-                    callsite: e.callsite,
-                    trace_id,
-                    span_id: self.id().to_be_bytes(),
-                    parent: None,
-                    start_ns: e
-                        .timestamp_ns
-                        .saturating_sub(e.duration_ns.unwrap_or_default()),
-                    args: None,
-                    events: Vec::new(),
-                }
-            }
-        };
-        let (name, site_attributes) = self
-            .sites
-            .entry((node, e.callsite))
-            .or_insert_with(|| site(view, e.callsite))
-            .clone();
-        let mut attributes = site_attributes;
-        attributes.push(string("nodetrace.pid", e.pid.to_string()));
-        if let Some(name) = view.registered_name(e.pid) {
-            attributes.push(string("nodetrace.process.name", name.to_owned()));
-        }
-        if let Some(args) = &open.args {
-            attributes.push(string("nodetrace.args", bounded(args)));
-        }
-        let mut events = open.events;
-        let status = if e.kind == EventKind::Exception {
-            let message = e.text.as_deref().map(bounded).unwrap_or_default();
-            events.push(span::Event {
-                time_unix_nano: e.timestamp_ns,
-                name: "exception".to_owned(),
-                attributes: vec![
-                    string("exception.type", "panic".to_owned()),
-                    string("exception.message", message.clone()),
-                ],
-                dropped_attributes_count: 0,
-            });
-            Some(Status {
-                message,
-                code: StatusCode::Error as i32,
-            })
-        } else {
-            if let Some(value) = &e.text {
-                attributes.push(string("nodetrace.result", bounded(value)));
-            }
-            None
-        };
-        if let Some(busy) = e.busy_ns {
-            attributes.push(int("nodetrace.busy_ns", busy));
-        }
-        let span = Span {
-            trace_id: open.trace_id.to_vec(),
-            span_id: open.span_id.to_vec(),
-            parent_span_id: open.parent.map(|p| p.to_vec()).unwrap_or_default(),
-            name,
-            kind: span::SpanKind::Internal as i32,
-            start_time_unix_nano: open.start_ns,
-            end_time_unix_nano: e.timestamp_ns.max(open.start_ns),
-            attributes,
-            events,
-            status,
-            ..Span::default()
-        };
-        self.spans += 1;
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send((node, Box::new(span))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped_full += 1,
-        }
+    /// Sends the batches that have waited [`BATCH_DELAY`]: to be called
+    /// between events, however few come.
+    pub fn tick(&mut self) {
+        let (tx, dropped) = (self.tx.as_ref(), &mut self.dropped_full);
+        self.spans
+            .due(Instant::now(), &mut |batch| offer(tx, dropped, batch));
     }
 
     /// Ends the export: sends what is queued (for at most
     /// [`SHUTDOWN_GRACE`]), stops the threads and counts.
     pub fn finish(&mut self) -> OtlpCounts {
-        self.unfinished += self.open.drain().map(|(_, s)| s.len() as u64).sum::<u64>();
+        let (tx, dropped) = (self.tx.as_ref(), &mut self.dropped_full);
+        self.spans.finish(&mut |batch| offer(tx, dropped, batch));
         *self
             .shared
             .deadline
@@ -460,12 +839,12 @@ impl OtlpExporter {
         }
         let s = &self.shared;
         OtlpCounts {
-            spans: self.spans,
+            spans: self.spans.spans,
             exported: s.exported.load(Ordering::SeqCst),
             dropped: s.dropped.load(Ordering::SeqCst) + self.dropped_full,
             rejected: s.rejected.load(Ordering::SeqCst),
             retries: s.retries.load(Ordering::SeqCst),
-            unfinished: self.unfinished,
+            unfinished: self.spans.unfinished,
         }
     }
 
@@ -510,15 +889,17 @@ pub fn summary(endpoint: &str, c: &OtlpCounts, last_error: Option<&str>) -> Stri
     line
 }
 
-fn bounded(text: &str) -> String {
+/// `text` cut to [`ATTRIBUTE_BOUND`] bytes on a char boundary, and the
+/// mark of the cut (`…`) if it was.
+fn bounded(text: &str) -> (&str, &'static str) {
     if text.len() <= ATTRIBUTE_BOUND {
-        return text.to_owned();
+        return (text, "");
     }
     let mut end = ATTRIBUTE_BOUND;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    (&text[..end], "…")
 }
 
 fn string(key: &str, value: String) -> KeyValue {
@@ -531,23 +912,19 @@ fn string(key: &str, value: String) -> KeyValue {
     }
 }
 
-fn int(key: &str, value: u64) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        key_strindex: 0,
-        value: Some(AnyValue {
-            value: Some(Value::IntValue(i64::try_from(value).unwrap_or(i64::MAX))),
-        }),
-    }
-}
-
 fn resource(view: &NodeView) -> Resource {
     let mut attributes = vec![
         string("service.name", view.name().to_owned()),
         string("telemetry.sdk.name", "nodetrace".to_owned()),
     ];
     if view.os_pid() > 0 {
-        attributes.push(int("process.pid", u64::from(view.os_pid())));
+        attributes.push(KeyValue {
+            key: "process.pid".to_owned(),
+            key_strindex: 0,
+            value: Some(AnyValue {
+                value: Some(Value::IntValue(i64::from(view.os_pid()))),
+            }),
+        });
     }
     Resource {
         attributes,
@@ -556,96 +933,70 @@ fn resource(view: &NodeView) -> Resource {
 }
 
 /// A callsite's span name and the attributes every span of it carries.
-fn site(view: &NodeView, callsite: Option<u32>) -> (String, Vec<KeyValue>) {
+fn site(view: &NodeView, callsite: Option<u32>) -> Site {
     let name = call_name(view, callsite);
-    let Some(c) = view.callsite(callsite) else {
-        return (name, Vec::new());
-    };
-    let mut attributes = vec![
-        string("code.function.name", c.rust_path()),
-        int("nodetrace.arity", u64::from(c.arity)),
-        string("code.file.path", c.file.clone()),
-        int("code.line.number", u64::from(c.line)),
-    ];
-    if let Some(level) = c.level {
-        attributes.push(string("nodetrace.level", level.as_str().to_owned()));
+    let mut attributes = Encoder::default();
+    if let Some(c) = view.callsite(callsite) {
+        let a = &mut attributes;
+        text_attribute(a, sp::ATTRIBUTES, "code.function.name", &c.rust_path());
+        int_attribute(a, sp::ATTRIBUTES, "nodetrace.arity", u64::from(c.arity));
+        text_attribute(a, sp::ATTRIBUTES, "code.file.path", &c.file);
+        int_attribute(a, sp::ATTRIBUTES, "code.line.number", u64::from(c.line));
+        if let Some(level) = c.level {
+            text_attribute(a, sp::ATTRIBUTES, "nodetrace.level", level.as_str());
+        }
     }
-    (name, attributes)
+    Site { name, attributes }
 }
 
-fn export(rx: Receiver<Item>, config: OtlpConfig, shared: &Shared) {
+/// The `InstrumentationScope` every request names, encoded.
+fn scope() -> Vec<u8> {
+    InstrumentationScope {
+        name: "nodetrace".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..InstrumentationScope::default()
+    }
+    .encode_to_vec()
+}
+
+fn export(rx: Receiver<Batch>, spare: &Sender<Encoder>, config: OtlpConfig, shared: &Shared) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .proxy(None)
         .http_status_as_error(false)
         .timeout_global(Some(REQUEST_TIMEOUT))
         .build()
         .into();
-    let mut batch: Vec<(usize, Box<Span>)> = Vec::with_capacity(BATCH_SPANS);
-    let mut open = true;
-    while open {
-        let until = Instant::now() + BATCH_DELAY;
-        while batch.len() < BATCH_SPANS {
-            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(item) => batch.push(item),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
+    let scope = scope();
+    let mut body = Encoder::default();
+    for batch in rx.iter() {
         if shared.past_deadline() {
-            let left = batch.len() as u64 + rx.try_iter().count() as u64;
+            let left = batch.spans + rx.try_iter().map(|b| b.spans).sum::<u64>();
             shared.dropped.fetch_add(left, Ordering::SeqCst);
-            batch.clear();
             continue;
         }
-        send(&agent, &config, shared, &mut batch);
+        request(&mut body, &batch, &scope);
+        let mut used = batch.body;
+        used.clear();
+        let _ = spare.try_send(used);
+        send(&agent, &config, shared, body.bytes(), batch.spans);
     }
 }
 
-fn request(shared: &Shared, batch: &mut Vec<(usize, Box<Span>)>) -> Vec<u8> {
-    let mut by_node: Vec<(usize, Vec<Span>)> = Vec::new();
-    for (node, span) in batch.drain(..) {
-        match by_node.iter_mut().find(|(n, _)| *n == node) {
-            Some((_, spans)) => spans.push(*span),
-            None => by_node.push((node, vec![*span])),
-        }
-    }
-    let scope = InstrumentationScope {
-        name: "nodetrace".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        ..InstrumentationScope::default()
-    };
-    let resources = shared.resources.lock().unwrap_or_else(|e| e.into_inner());
-    ExportTraceServiceRequest {
-        resource_spans: by_node
-            .into_iter()
-            .map(|(node, spans)| ResourceSpans {
-                resource: resources.get(&node).cloned(),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(scope.clone()),
-                    spans,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            })
-            .collect(),
-    }
-    .encode_to_vec()
+/// Writes the `ExportTraceServiceRequest` of `batch` into `into`: one
+/// `ResourceSpans` (the node) with one `ScopeSpans` (nodetrace).
+fn request(into: &mut Encoder, batch: &Batch, scope: &[u8]) {
+    into.clear();
+    let scope_spans = delimited_len(scope_spans::SCOPE, scope.len()) + batch.body.len();
+    let resource_spans = delimited_len(resource_spans::RESOURCE, batch.resource.len())
+        + delimited_len(resource_spans::SCOPE_SPANS, scope_spans);
+    into.header(rq::RESOURCE_SPANS, resource_spans);
+    into.bytes_field(resource_spans::RESOURCE, &batch.resource);
+    into.header(resource_spans::SCOPE_SPANS, scope_spans);
+    into.bytes_field(scope_spans::SCOPE, scope);
+    into.raw(batch.body.bytes());
 }
 
-fn send(
-    agent: &ureq::Agent,
-    config: &OtlpConfig,
-    shared: &Shared,
-    batch: &mut Vec<(usize, Box<Span>)>,
-) {
-    let n = batch.len() as u64;
-    let body = request(shared, batch);
+fn send(agent: &ureq::Agent, config: &OtlpConfig, shared: &Shared, body: &[u8], n: u64) {
     let mut backoff = FIRST_BACKOFF;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
@@ -662,7 +1013,7 @@ fn send(
         for (k, v) in &config.headers {
             post = post.header(k, v);
         }
-        match post.send(&body[..]) {
+        match post.send(body) {
             Ok(mut response) => {
                 let status = response.status().as_u16();
                 match status {
@@ -753,8 +1104,281 @@ mod tests {
     #[test]
     fn long_text_is_cut_on_a_char_boundary() {
         let text = "é".repeat(ATTRIBUTE_BOUND);
-        let cut = bounded(&text);
-        assert!(cut.len() <= ATTRIBUTE_BOUND + '…'.len_utf8());
-        assert!(cut.ends_with('…'));
+        let (head, tail) = bounded(&text);
+        assert!(head.len() <= ATTRIBUTE_BOUND && text.starts_with(head));
+        assert_eq!(tail, "…");
+        assert_eq!(bounded("short"), ("short", ""));
+    }
+
+    use nodetrace_protocol::CallsiteInfo;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
+
+    fn view() -> NodeView {
+        let site = |id, function: &str| CallsiteInfo {
+            id,
+            module: "m".into(),
+            function: function.into(),
+            arity: 1,
+            file: "src/m.rs".into(),
+            line: 7,
+            ..CallsiteInfo::default()
+        };
+        let mut v = NodeView::new("n@h", [site(0, "outer"), site(1, "inner")]);
+        v.set_os_pid(42);
+        v.register(Pid::process(1), "worker");
+        v
+    }
+
+    fn ev(kind: EventKind, pid: u64, callsite: u32, at: u64) -> Event {
+        Event {
+            kind,
+            pid: Pid::process(pid),
+            peer: None,
+            callsite: Some(callsite),
+            timestamp_ns: 1_800_000_000_000_000_000 + at,
+            duration_ns: None,
+            busy_ns: None,
+            text: None,
+            extra: None,
+        }
+    }
+
+    /// The requests `events` make, decoded with opentelemetry-proto's
+    /// types, each checked to be byte for byte what prost writes for it
+    /// (no field it does not know, fields in order, lengths minimal).
+    fn requests(events: &[Event]) -> (Vec<ExportTraceServiceRequest>, Spans) {
+        let view = view();
+        let mut spans = Spans::new(7, None);
+        let mut batches = Vec::new();
+        for e in events {
+            spans.event(0, &view, e, &mut |b| batches.push(b));
+        }
+        spans.finish(&mut |b| batches.push(b));
+        let scope = scope();
+        let decoded = batches
+            .iter()
+            .map(|b| {
+                let mut body = Encoder::default();
+                request(&mut body, b, &scope);
+                let r = ExportTraceServiceRequest::decode(body.bytes()).expect("a request");
+                assert_eq!(r.encode_to_vec(), body.bytes(), "what prost writes");
+                r
+            })
+            .collect();
+        (decoded, spans)
+    }
+
+    fn spans_of(requests: &[ExportTraceServiceRequest]) -> Vec<Span> {
+        requests
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| ss.spans.clone())
+            .collect()
+    }
+
+    fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    }
+
+    #[test]
+    fn spans_are_what_opentelemetry_s_types_read_nested_with_events_and_status() {
+        let long = "a".repeat(ATTRIBUTE_BOUND + 10);
+        let events = [
+            Event {
+                text: Some("1".into()),
+                ..ev(EventKind::Call, 1, 0, 0)
+            },
+            Event {
+                text: Some(long.clone()),
+                ..ev(EventKind::Call, 1, 1, 10)
+            },
+            Event {
+                text: Some("hello".into()),
+                peer: Some(Pid::process(2)),
+                ..ev(EventKind::Send, 1, 0, 20)
+            },
+            Event {
+                text: Some("Ok(2)".into()),
+                busy_ns: Some(5),
+                duration_ns: Some(20),
+                ..ev(EventKind::Return, 1, 1, 30)
+            },
+            Event {
+                text: Some("panicked at src/m.rs:1:1:\nboom".into()),
+                duration_ns: Some(40),
+                ..ev(EventKind::Exception, 1, 0, 40)
+            },
+        ];
+        let (requests, counted) = requests(&events);
+        assert_eq!(counted.spans, 2);
+        assert_eq!(counted.unfinished, 0);
+        assert_eq!(requests.len(), 1);
+        let rs = &requests[0].resource_spans[0];
+        let resource = rs.resource.as_ref().unwrap();
+        assert!(
+            resource
+                .attributes
+                .iter()
+                .any(|kv| kv.key == "service.name")
+        );
+        assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, "nodetrace");
+        let spans = spans_of(&requests);
+        let (inner, outer) = (&spans[0], &spans[1]);
+        assert_eq!(inner.name, "m:inner/1");
+        assert_eq!(outer.name, "m:outer/1");
+        assert_eq!(inner.parent_span_id, outer.span_id);
+        assert_eq!(inner.trace_id, outer.trace_id);
+        assert!(outer.parent_span_id.is_empty());
+        assert_eq!((inner.trace_id.len(), inner.span_id.len()), (16, 8));
+        assert_eq!(inner.kind, SpanKind::Internal as i32);
+        assert_eq!(inner.end_time_unix_nano - inner.start_time_unix_nano, 20);
+        let Some(Value::StringValue(args)) = attr(inner, "nodetrace.args") else {
+            panic!("{inner:?}")
+        };
+        assert_eq!(args.len(), ATTRIBUTE_BOUND + '…'.len_utf8());
+        assert_eq!(attr(inner, "nodetrace.busy_ns"), Some(&Value::IntValue(5)));
+        assert_eq!(
+            attr(inner, "nodetrace.process.name"),
+            Some(&Value::StringValue("worker".into()))
+        );
+        assert_eq!(attr(inner, "code.line.number"), Some(&Value::IntValue(7)));
+        // The send happened in the outer call, after the inner one began
+        // and before it ended: the inner call was the one open.
+        assert_eq!(inner.events.len(), 1);
+        assert_eq!(inner.events[0].name, "message.send");
+        let status = outer.status.as_ref().unwrap();
+        assert_eq!(status.code, StatusCode::Error as i32);
+        assert!(status.message.contains("boom"));
+        assert_eq!(outer.events.last().unwrap().name, "exception");
+        assert_eq!(attr(outer, "nodetrace.result"), None);
+    }
+
+    #[test]
+    fn a_message_links_the_span_it_was_sent_from_and_the_one_it_was_received_in() {
+        let (a, b) = (Pid::process(1), Pid::process(2));
+        let send = |at| Event {
+            peer: Some(b),
+            text: Some("m".into()),
+            ..ev(EventKind::Send, 1, 0, at)
+        };
+        let receive = |at| Event {
+            peer: Some(a),
+            text: Some("m".into()),
+            ..ev(EventKind::Receive, 2, 1, at)
+        };
+        let events = [
+            ev(EventKind::Call, 1, 0, 0),
+            ev(EventKind::Call, 2, 1, 1),
+            // Seen in the order sent, then received ...
+            send(2),
+            receive(3),
+            // ... and received first (events of two threads).
+            receive(5),
+            send(4),
+            ev(EventKind::Return, 2, 1, 6),
+            ev(EventKind::Return, 1, 0, 7),
+        ];
+        let (requests, _) = requests(&events);
+        let spans = spans_of(&requests);
+        let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+        let (sender, receiver) = (by_name("m:outer/1"), by_name("m:inner/1"));
+        let kind = |l: &opentelemetry_proto::tonic::trace::v1::span::Link| {
+            l.attributes
+                .iter()
+                .find(|kv| kv.key == "nodetrace.link.kind")
+                .and_then(|kv| kv.value.as_ref()?.value.clone())
+        };
+        assert_eq!(receiver.links.len(), 1);
+        assert_eq!(receiver.links[0].span_id, sender.span_id);
+        assert_eq!(receiver.links[0].trace_id, sender.trace_id);
+        assert_eq!(
+            kind(&receiver.links[0]),
+            Some(Value::StringValue("message_from".into()))
+        );
+        assert_eq!(sender.links.len(), 1);
+        assert_eq!(sender.links[0].span_id, receiver.span_id);
+        assert_eq!(
+            kind(&sender.links[0]),
+            Some(Value::StringValue("message_to".into()))
+        );
+        assert_eq!(sender.events.len(), 2);
+        assert_eq!(receiver.events.len(), 2);
+    }
+
+    #[test]
+    fn a_message_received_outside_any_span_links_the_span_that_handles_it() {
+        let (a, b) = (Pid::process(1), Pid::process(2));
+        let events = [
+            ev(EventKind::Call, 1, 0, 0),
+            Event {
+                peer: Some(b),
+                ..ev(EventKind::Send, 1, 0, 1)
+            },
+            // The receiver's loop takes it, then calls its handler.
+            Event {
+                peer: Some(a),
+                ..ev(EventKind::Receive, 2, 1, 2)
+            },
+            ev(EventKind::Call, 2, 1, 3),
+            ev(EventKind::Return, 2, 1, 4),
+            ev(EventKind::Return, 1, 0, 5),
+        ];
+        let (requests, _) = requests(&events);
+        let spans = spans_of(&requests);
+        let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+        let (sender, handler) = (by_name("m:outer/1"), by_name("m:inner/1"));
+        assert_eq!(handler.links.len(), 1);
+        assert_eq!(handler.links[0].span_id, sender.span_id);
+        assert!(handler.events.is_empty(), "received before it began");
+        assert_eq!(sender.events[0].name, "message.send");
+    }
+
+    #[test]
+    fn a_span_keeps_its_first_events_and_counts_the_others() {
+        let mut events = vec![ev(EventKind::Call, 1, 0, 0)];
+        for i in 0..SPAN_EVENTS + 5 {
+            events.push(Event {
+                text: Some("x".into()),
+                ..ev(EventKind::GotCast, 1, 0, 1 + u64::from(i))
+            });
+        }
+        events.push(Event {
+            text: Some("boom".into()),
+            ..ev(EventKind::Exception, 1, 0, 1000)
+        });
+        let (requests, _) = requests(&events);
+        let span = &spans_of(&requests)[0];
+        assert_eq!(span.events.len(), SPAN_EVENTS as usize);
+        assert_eq!(span.dropped_events_count, 6, "five casts and the exception");
+    }
+
+    #[test]
+    fn a_batch_is_shipped_full_or_when_it_has_waited() {
+        let view = view();
+        let mut spans = Spans::new(1, None);
+        let mut shipped = Vec::new();
+        for i in 0..BATCH_SPANS as u64 + 1 {
+            spans.event(0, &view, &ev(EventKind::Call, 1, 0, 2 * i), &mut |b| {
+                shipped.push(b)
+            });
+            spans.event(
+                0,
+                &view,
+                &ev(EventKind::Return, 1, 0, 2 * i + 1),
+                &mut |b| shipped.push(b),
+            );
+        }
+        assert_eq!(shipped.len(), 1);
+        assert_eq!(shipped[0].spans, BATCH_SPANS as u64);
+        spans.due(Instant::now(), &mut |b| shipped.push(b));
+        assert_eq!(shipped.len(), 1, "the second batch is young");
+        spans.due(Instant::now() + BATCH_DELAY, &mut |b| shipped.push(b));
+        assert_eq!(shipped.len(), 2);
+        assert_eq!(shipped[1].spans, 1);
     }
 }
