@@ -320,7 +320,9 @@ fn a_program_without_an_agent_is_listed_and_traced_by_its_rust_paths() {
     let (ok, _, err) = nodetrace(&["trace", "calls", "plain::work:stpe", "--pid", &pid]);
     assert!(!ok);
     assert!(
-        err.contains("no function of") && err.contains("ls --pid PID"),
+        err.contains("no function of")
+            && err.contains(&format!("`nodetrace ls --pid {pid}` lists them"))
+            && err.contains("--libs"),
         "{err}"
     );
 }
