@@ -389,15 +389,12 @@ pub struct ProbedCprof<'a> {
 /// The functions of the crate that defines `main` (`plain::main`: every
 /// `plain::*`), as a pattern.
 fn main_crate(target: &Target) -> Option<PatternArg> {
-    let main = target
-        .functions()
-        .iter()
-        .find(|f| {
-            f.function == "main"
-                && f.library.is_none()
-                && !f.module.is_empty()
-                && !f.module.contains("::")
-        })?;
+    let main = target.functions().iter().find(|f| {
+        f.function == "main"
+            && f.library.is_none()
+            && !f.module.is_empty()
+            && !f.module.contains("::")
+    })?;
     let text = format!("{}::*", main.module);
     let pattern = text.parse().ok()?;
     Some(PatternArg { text, pattern })

@@ -965,7 +965,13 @@ fn uselib_bin(dir: &std::path::Path) -> std::path::PathBuf {
     assert!(status.success(), "rustc built probelib.rs");
     let bin = dir.join("uselib");
     let status = Command::new(&rustc)
-        .args(["--edition", "2024", "-C", "link-arg=-Wl,-rpath,$ORIGIN", "-L"])
+        .args([
+            "--edition",
+            "2024",
+            "-C",
+            "link-arg=-Wl,-rpath,$ORIGIN",
+            "-L",
+        ])
         .arg(dir)
         .arg("-o")
         .arg(&bin)
@@ -1038,7 +1044,10 @@ fn libs_lists_and_traces_the_functions_of_shared_libraries() {
         "{err}"
     );
     let (ok, _, err) = nodetrace(&["trace", "calls", "libc:getpid", "--pid", &pid]);
-    assert!(!ok && err.contains("(libc.so.6) matches: add --libs"), "{err}");
+    assert!(
+        !ok && err.contains("(libc.so.6) matches: add --libs"),
+        "{err}"
+    );
 
     // With it: the library's C function, named after its file, and libc's
     // (thousands of lines: read as they come).
@@ -1135,7 +1144,9 @@ fn libs_lists_and_traces_the_functions_of_shared_libraries() {
     ];
     let profile = Tracing::start_saying(&cprof, "nodetrace: cprof of");
     assert!(
-        profile.start.contains("counted by samples, since functions of shared libraries"),
+        profile
+            .start
+            .contains("counted by samples, since functions of shared libraries"),
         "{}",
         profile.start
     );
@@ -1192,7 +1203,15 @@ fn a_command_runs_to_its_entry_point_for_libs_and_every_call_is_traced() {
 
     // Without --libs the library is not searched: the command never runs.
     let output = Command::new(NODETRACE)
-        .args(["trace", "calls", "libprobelib:probelib_add", "--", bin, "run", "1"])
+        .args([
+            "trace",
+            "calls",
+            "libprobelib:probelib_add",
+            "--",
+            bin,
+            "run",
+            "1",
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("nodetrace runs");

@@ -91,10 +91,11 @@ impl Held {
             what: format!("cannot run the command to its entry point: {what}"),
             cause: io::Error::last_os_error(),
         };
-        let auxv = std::fs::read(format!("/proc/{pid}/auxv")).map_err(|cause| ProbeError::System {
-            what: "cannot read the command's auxiliary vector".to_owned(),
-            cause,
-        })?;
+        let auxv =
+            std::fs::read(format!("/proc/{pid}/auxv")).map_err(|cause| ProbeError::System {
+                what: "cannot read the command's auxiliary vector".to_owned(),
+                cause,
+            })?;
         let entry = entry_point(&auxv).ok_or_else(|| ProbeError::System {
             what: "cannot run the command to its entry point".to_owned(),
             cause: io::Error::other("its auxiliary vector has no AT_ENTRY"),

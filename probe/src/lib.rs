@@ -368,7 +368,12 @@ mod tests {
             .iter()
             .find(|f| f.module == "libc" && f.function == "getpid")
             .expect("libc's getpid is listed");
-        assert!(getpid.library.as_deref().is_some_and(|l| l.contains("libc.so")));
+        assert!(
+            getpid
+                .library
+                .as_deref()
+                .is_some_and(|l| l.contains("libc.so"))
+        );
         assert_eq!(me.code(getpid).unwrap().len() as u64, getpid.size);
     }
 }

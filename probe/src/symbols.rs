@@ -572,7 +572,10 @@ mod tests {
     #[test]
     fn a_library_names_its_c_symbols_by_its_file_name() {
         assert_eq!(library_module("/lib/libc.so.6"), "libc");
-        assert_eq!(library_module("/lib/ld-linux-x86-64.so.2"), "ld-linux-x86-64");
+        assert_eq!(
+            library_module("/lib/ld-linux-x86-64.so.2"),
+            "ld-linux-x86-64"
+        );
         assert_eq!(library_module("/opt/libfoo.so"), "libfoo");
         assert_eq!(library_module("/opt/plugin"), "plugin");
         let mut getpid = function("libc::getpid");
