@@ -231,7 +231,8 @@ struct CallsArgs {
     /// else the argument registers raw (rdi, rsi, rdx, rcx, r8, r9); /N
     /// shows N of them. --return probes each function's return
     /// instructions: rax and the time since the call. Every call pays a
-    /// kernel trap, whatever --rate shows.
+    /// kernel trap, whatever --rate shows. On a node's pid, its #[traced]
+    /// functions are left to its agent (--node), the rest probed.
     #[arg(long, value_name = "PID", conflicts_with = "node")]
     pid: Option<u32>,
     /// Trace a command started here, as --pid traces a running process:
@@ -538,7 +539,8 @@ struct CprofArgs {
     /// each function PATTERN selects by its Rust path [default: the
     /// functions of the crate that defines `main`] (Linux x86-64, as
     /// root). The kernel counts when no other process runs the binary;
-    /// every call pays a trap.
+    /// every call pays a trap. On a node's pid, its #[traced] functions
+    /// are left to its agent (--node), the rest probed.
     #[arg(long, value_name = "PID", conflicts_with_all = ["node", "command"])]
     pid: Option<u32>,
     /// With --pid: count functions of the shared libraries it has mapped

@@ -186,6 +186,88 @@ fn probes<'a>(
     Ok(chosen)
 }
 
+/// When process `pid` is a node of the nodetrace home (its node file
+/// names that OS pid), leaves its `#[traced]` functions out of `chosen`:
+/// they keep their fast path, and `--node` traces them through the agent,
+/// as stderr says. If the node cannot be asked for them, stderr says so
+/// and every function stays probed. `command` is what to suggest with
+/// `--node` (`trace calls`).
+fn beside_agent(pid: u32, chosen: &mut Vec<Chosen<'_>>, command: &str) -> Result<(), TracerError> {
+    use nodetrace_tracer::protocol::CallsiteKind;
+
+    let Some((name, listed)) = node_of(pid) else {
+        return Ok(());
+    };
+    let traced = match listed {
+        Ok(list) => list,
+        Err(e) => {
+            eprintln!(
+                "nodetrace: pid {pid} is node {name}, but its #[traced] functions cannot be listed ({e}): every function selected is probed"
+            );
+            return Ok(());
+        }
+    };
+    let is_traced = |f: &Function| {
+        traced.iter().any(|c| {
+            c.kind == CallsiteKind::Function
+                && c.module == f.module
+                && c.function == f.function
+                && c.self_type == f.self_type
+        })
+    };
+    let (left, kept): (Vec<Chosen<'_>>, Vec<Chosen<'_>>) = std::mem::take(chosen)
+        .into_iter()
+        .partition(|c| c.function.library.is_none() && is_traced(c.function));
+    *chosen = kept;
+    if left.is_empty() {
+        return Ok(());
+    }
+    let names = left
+        .iter()
+        .map(|c| c.function.path.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if chosen.is_empty() {
+        return Err(TracerError::Refused(format!(
+            "pid {pid} is node {name} and every function selected is #[traced] there ({names}): trace them through its agent, `nodetrace {command} PATTERN --node {name}`"
+        )));
+    }
+    eprintln!(
+        "nodetrace: pid {pid} is node {name}: its #[traced] {} {names} {} fast path, not probed; `nodetrace {command} PATTERN --node {name}` traces {}",
+        if left.len() == 1 {
+            "function"
+        } else {
+            "functions"
+        },
+        if left.len() == 1 {
+            "keeps its"
+        } else {
+            "keep their"
+        },
+        if left.len() == 1 { "it" } else { "them" },
+    );
+    Ok(())
+}
+
+/// The node process `pid` is, by its node file in the nodetrace home, and
+/// its callsites (or why they could not be listed); `None` if it is no
+/// node.
+fn node_of(
+    pid: u32,
+) -> Option<(
+    String,
+    Result<Vec<nodetrace_tracer::protocol::CallsiteInfo>, TracerError>,
+)> {
+    use nodetrace_tracer::{Connection, Credentials};
+
+    let home = nodetrace_tracer::protocol::home::Home::from_env().ok()?;
+    let entry = home.nodes().ok()?.into_iter().find(|n| n.os_pid == pid)?;
+    let listed = Credentials::resolve(None, &home)
+        .and_then(|credentials| Connection::open(&(&entry).into(), &credentials))
+        .and_then(|mut conn| nodetrace_tracer::commands::callsites(&mut conn, None));
+    Some((entry.name, listed))
+}
+
 /// What `trace calls --pid` or `trace calls -- CMD` was asked.
 pub struct ProbedCalls<'a> {
     /// The patterns as typed and parsed.
@@ -205,18 +287,24 @@ pub struct ProbedCalls<'a> {
     pub libs: bool,
 }
 
-/// The probes of a trace placed, and the trace they feed.
+/// The probes of a trace placed, and the trace they feed; with `node`,
+/// the `#[traced]` functions of the node the process is left out
+/// ([`beside_agent`]).
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn place(
     run: &ProbedCalls<'_>,
     target: &mut Target,
+    node: bool,
 ) -> anyhow::Result<(nodetrace_tracer::local::LocalRun, Probed)> {
     use nodetrace_probe::ProbeSpec;
     use nodetrace_tracer::local::LocalRun;
     use nodetrace_tracer::render::NodeView;
 
     describe(target, run.patterns);
-    let chosen = probes(target, run.patterns, run.returns)?;
+    let mut chosen = probes(target, run.patterns, run.returns)?;
+    if node {
+        beside_agent(target.pid(), &mut chosen, "trace calls")?;
+    }
     let specs: Vec<ProbeSpec<'_>> = chosen
         .iter()
         .map(|c| ProbeSpec {
@@ -267,7 +355,7 @@ pub fn trace_pid(
     stop: &nodetrace_tracer::StopSignal,
 ) -> anyhow::Result<()> {
     let mut target = open(pid, run.libs)?;
-    let (local_run, mut source) = place(run, &mut target)?;
+    let (local_run, mut source) = place(run, &mut target, true)?;
     nodetrace_tracer::local::run_local(
         &local_run,
         &mut source,
@@ -303,7 +391,8 @@ pub fn trace_command(
         held.run_to_entry()?;
         add_libraries(&mut target);
     }
-    let (local_run, mut source) = place(run, &mut target)?;
+    // Not a node yet: its agent has not started.
+    let (local_run, mut source) = place(run, &mut target, false)?;
     let mut child = held.resume()?;
     let mut log = io::stderr().lock();
     let traced = nodetrace_tracer::local::run_local(&local_run, &mut source, out, &mut log, stop);
@@ -424,7 +513,8 @@ pub fn cprof(run: &ProbedCprof<'_>, stop: &nodetrace_tracer::StopSignal) -> anyh
         given => given,
     };
     describe(&mut target, patterns);
-    let chosen = probes(&target, patterns, false)?;
+    let mut chosen = probes(&target, patterns, false)?;
+    beside_agent(run.pid, &mut chosen, "profile cprof")?;
     let functions: Vec<&Function> = chosen.iter().map(|c| c.function).collect();
     let started = Instant::now();
     let mut counter = target.count(&functions)?;

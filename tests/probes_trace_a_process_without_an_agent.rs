@@ -3,7 +3,9 @@
 //! `--return` shows each return's rax and time, and a panic through a
 //! probed function leaves the pairs that follow right (and the program's
 //! results unchanged); a SIGKILLed tracer leaves no breakpoint in the
-//! program; without the capability the error says what is needed. These
+//! program; without the capability the error says what is needed;
+//! `--libs` lists, traces and counts functions of shared libraries; on a
+//! node's pid its `#[traced]` functions are left to its agent. These
 //! need root (CI runs as root): not root is a failure, never a skip.
 
 mod common;
@@ -13,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{COMMAND_LIMIT, NODETRACE, plain_bin};
+use common::{COMMAND_LIMIT, Home, NODETRACE, plain_bin};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -1219,4 +1221,60 @@ fn a_command_runs_to_its_entry_point_for_libs_and_every_call_is_traced() {
     assert_eq!(output.status.code(), Some(3), "{err}");
     assert_eq!(output.stdout, b"", "uselib did not run");
     assert!(err.contains("--libs"), "{err}");
+}
+
+#[test]
+fn beside_the_agent_traced_functions_keep_their_fast_path_and_the_rest_are_probed() {
+    require_root();
+    let home = Home::new();
+    let node = home.start_kv(&common::unique("kvprobe"));
+    let pid = node.os_pid().to_string();
+    let name = &node.name;
+
+    // `Store::get` (a `tracing` span, not #[traced]) and its closures are
+    // probed; `stats::summary`, #[traced], is left to the agent.
+    let listed = home.run(&["ls", "--pid", &pid, "kv::store::Store::get"]);
+    let probed = listed.ok().lines().count();
+    assert!(probed > 0, "{}", listed.stdout);
+    let run = home.run(&[
+        "trace",
+        "calls",
+        "--pid",
+        &pid,
+        "kv::stats:summary",
+        "kv::store::Store::get",
+        "--duration",
+        "300ms",
+    ]);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "nodetrace: pid {pid} is node {name}: its #[traced] function kv::stats::summary keeps its fast path, not probed; `nodetrace trace calls PATTERN --node {name}` traces it"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("({probed} functions probed in ")),
+        "only Store::get's {probed}: {}",
+        run.stderr
+    );
+
+    // Only #[traced] functions selected: nothing to probe, --node said.
+    let run = home.run(&["profile", "cprof", "--pid", &pid, "kv::stats:summary"]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim(),
+        format!(
+            "nodetrace: pid {pid} is node {name} and every function selected is #[traced] there (kv::stats::summary): trace them through its agent, `nodetrace profile cprof PATTERN --node {name}`"
+        )
+    );
+    // The agent traces it meanwhile, its fast path untouched.
+    let run = home.run(&["ls", "--node", name, "kv::stats:summary"]);
+    assert!(
+        run.ok().contains("kv::stats:summary/1  traced"),
+        "{}",
+        run.stdout
+    );
 }
