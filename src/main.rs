@@ -207,6 +207,7 @@ enum TraceCmd {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("probed").args(["pid", "command"]))]
 struct CallsArgs {
     /// What to trace: MyApp.Server, my_app::server, MyApp.Server:handle_call/3,
     /// my_app::*, MyApp.Server:handle_* ... (quote it: 'PATTERN -> return').
@@ -243,7 +244,8 @@ struct CallsArgs {
     /// else the argument registers raw (rdi, rsi, rdx, rcx, r8, r9); /N
     /// shows N of them. --return probes each function's return
     /// instructions: rax and the time since the call. Every call pays a
-    /// kernel trap, whatever --rate shows.
+    /// kernel trap, whatever --rate shows. On a node's pid, its #[traced]
+    /// functions are left to its agent (--node), the rest probed.
     #[arg(long, value_name = "PID", conflicts_with = "node")]
     pid: Option<u32>,
     /// Trace a command started here, as --pid traces a running process:
@@ -252,6 +254,13 @@ struct CallsArgs {
     /// keeps the trace apart), and nodetrace exits with its exit code.
     #[arg(last = true, value_name = "CMD", conflicts_with_all = ["node", "pid"])]
     command: Vec<OsString>,
+    /// With --pid or -- CMD: search the shared libraries the process has
+    /// mapped too, their C functions named LIBRARY:SYMBOL after the file
+    /// (libc:getpid). A command runs to its entry point first, the loader
+    /// having mapped the libraries it links (their initializers run
+    /// unprobed); libraries loaded later (dlopen) are not searched.
+    #[arg(long, requires = "probed")]
+    libs: bool,
     /// Also export each call as an OpenTelemetry span over OTLP/HTTP to URL
     /// (`/v1/traces` added to a URL with no path) [default:
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT,
@@ -543,9 +552,16 @@ struct CprofArgs {
     /// each function PATTERN selects by its Rust path [default: the
     /// functions of the crate that defines `main`] (Linux x86-64, as
     /// root). The kernel counts when no other process runs the binary;
-    /// every call pays a trap.
+    /// every call pays a trap. On a node's pid, its #[traced] functions
+    /// are left to its agent (--node), the rest probed.
     #[arg(long, value_name = "PID", conflicts_with_all = ["node", "command"])]
     pid: Option<u32>,
+    /// With --pid: count functions of the shared libraries it has mapped
+    /// too, their C functions named LIBRARY:SYMBOL after the file
+    /// (libc:getpid); always counted by samples, other processes mapping
+    /// the same files.
+    #[arg(long, requires = "pid")]
+    libs: bool,
     #[command(flatten)]
     common: ProfileArgs,
 }
@@ -683,6 +699,12 @@ struct LsArgs {
     /// in the binary, file:line where its debug info says.
     #[arg(long, value_name = "PID", conflicts_with = "node")]
     pid: Option<u32>,
+    /// With --pid: list the functions of the shared libraries it has
+    /// mapped too, each line ending [LIBRARY]; their C functions are named
+    /// LIBRARY::SYMBOL after the file (libc::getpid, libc:getpid as a
+    /// pattern).
+    #[arg(long, requires = "pid")]
+    libs: bool,
     #[command(flatten)]
     format: FormatArg,
     #[command(flatten)]
@@ -855,10 +877,11 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Cmd::Ls(LsArgs {
             pid: Some(pid),
+            libs,
             pattern,
             format,
             ..
-        }) => probe::ls(pid, pattern.as_ref(), format.get()),
+        }) => probe::ls(pid, libs, pattern.as_ref(), format.get()),
         Cmd::Ls(args) => {
             let mut conn = connect_one(&args.node, "ls")?;
             let list =
@@ -925,8 +948,9 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Cmd::Profile(ProfileCmd::Cprof(CprofArgs {
             pid: Some(pid),
+            libs,
             common,
-        })) => cprof_probed(pid, common),
+        })) => cprof_probed(pid, libs, common),
         Cmd::Profile(ProfileCmd::Cprof(args)) => profile(
             ProfileMode::Cprof,
             args.common,
@@ -1098,7 +1122,7 @@ fn run_profile(
 }
 
 /// `profile cprof --pid`: counting probes instead of a node.
-fn cprof_probed(pid: u32, args: ProfileArgs) -> anyhow::Result<ExitCode> {
+fn cprof_probed(pid: u32, libs: bool, args: ProfileArgs) -> anyhow::Result<ExitCode> {
     if !args.processes.process.is_empty() || args.processes.new || args.processes.existing {
         return Err(TracerError::Refused(
             "--process, --new and --existing are not built for a probed process (--pid): it counts the calls of every thread".to_owned(),
@@ -1133,6 +1157,7 @@ fn cprof_probed(pid: u32, args: ProfileArgs) -> anyhow::Result<ExitCode> {
         duration_ms: args.duration.unwrap_or(DEFAULT_DURATION_MS),
         default_duration: args.duration.is_none(),
         outputs: &outputs,
+        libs,
     };
     probe::cprof(&run, &stop)?;
     Ok(after_signal(&signal, ExitCode::SUCCESS))
@@ -1320,6 +1345,7 @@ fn trace_calls_probed(args: &CallsArgs) -> anyhow::Result<ExitCode> {
         limits,
         format: args.common.format(),
         text_bound: args.common.text_bound,
+        libs: args.libs,
     };
     let stop = StopSignal::new();
     if let Some(pid) = args.pid {

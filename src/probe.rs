@@ -15,9 +15,31 @@ use nodetrace_tracer::{Format, TracerError};
 /// a CPU, and a trap on every call.
 const MAX_PROBED: usize = 256;
 
-/// `nodetrace ls --pid PID [PATTERN]`: the probeable functions.
-pub fn ls(pid: u32, pattern: Option<&PatternArg>, format: Format) -> anyhow::Result<ExitCode> {
+/// Process `pid` and the functions of its binary, and with `libs` those
+/// of its shared libraries (a library that cannot be read is said on
+/// stderr and left out).
+fn open(pid: u32, libs: bool) -> Result<Target, nodetrace_probe::ProbeError> {
     let mut target = Target::open(pid)?;
+    if libs {
+        add_libraries(&mut target);
+    }
+    Ok(target)
+}
+
+fn add_libraries(target: &mut Target) {
+    for (library, why) in target.add_libraries() {
+        eprintln!("nodetrace: the functions of {library} are left out: {why}");
+    }
+}
+
+/// `nodetrace ls --pid PID [--libs] [PATTERN]`: the probeable functions.
+pub fn ls(
+    pid: u32,
+    libs: bool,
+    pattern: Option<&PatternArg>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let mut target = open(pid, libs)?;
     target.describe(|f| pattern.is_none_or(|p| f.matches(&p.pattern)));
     let patterns: Vec<Pattern> = pattern.iter().map(|p| p.pattern.clone()).collect();
     let list: Vec<&Function> = match pattern {
@@ -25,7 +47,7 @@ pub fn ls(pid: u32, pattern: Option<&PatternArg>, format: Format) -> anyhow::Res
         None => target.functions().iter().collect(),
     };
     if let (true, Some(typed)) = (list.is_empty(), pattern) {
-        return Err(no_match(&target, &typed.text).into());
+        return Err(no_match(&target, typed).into());
     }
     nodetrace_probe::symbols::write_list(
         &mut io::stdout().lock(),
@@ -37,12 +59,56 @@ pub fn ls(pid: u32, pattern: Option<&PatternArg>, format: Format) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-fn no_match(target: &Target, typed: &str) -> TracerError {
+/// Nothing matches `typed`: without the libraries searched, says which of
+/// them have functions it matches (add --libs), if any.
+fn no_match(target: &Target, typed: &PatternArg) -> TracerError {
+    let pid = target.pid();
+    let (what, hint) = if target.libraries().is_empty() {
+        let hint = match libraries_matching(pid, &typed.pattern) {
+            Some((n, libraries)) => format!(
+                "; {} of its shared libraries ({}) match{}: add --libs to search them",
+                plural(n, "function"),
+                libraries.join(", "),
+                if n == 1 { "es" } else { "" },
+            ),
+            None => format!(
+                "; `nodetrace ls --pid {pid}` lists them while it runs (--libs: and those of its shared libraries)"
+            ),
+        };
+        (target.binary().to_owned(), hint)
+    } else {
+        (
+            format!(
+                "{} or its {}",
+                target.binary(),
+                plural(target.libraries().len(), "shared library")
+            ),
+            format!("; `nodetrace ls --pid {pid} --libs` lists them while it runs"),
+        )
+    };
     TracerError::NoMatch(format!(
-        "no function of {} (pid {}) matches {typed}; `nodetrace ls --pid PID` lists them while it runs",
-        target.binary(),
-        target.pid(),
+        "no function of {what} (pid {pid}) matches {}{hint}",
+        typed.text
     ))
+}
+
+/// How many functions of process `pid`'s shared libraries `pattern`
+/// selects, and the libraries' file names; `None` for none.
+fn libraries_matching(pid: u32, pattern: &Pattern) -> Option<(usize, Vec<String>)> {
+    let mut target = Target::open(pid).ok()?;
+    target.add_libraries();
+    let mut libraries: Vec<String> = Vec::new();
+    let mut n = 0;
+    for f in target.functions() {
+        if let Some(library) = f.library.as_deref().filter(|_| f.matches(pattern)) {
+            n += 1;
+            let name = library.rsplit('/').next().unwrap_or(library).to_owned();
+            if !libraries.contains(&name) {
+                libraries.push(name);
+            }
+        }
+    }
+    (n > 0).then_some((n, libraries))
 }
 
 /// A function to probe, the arguments its calls show (a pattern's `/N`
@@ -86,13 +152,16 @@ fn probes<'a>(
         let selected =
             nodetrace_probe::symbols::select(target.functions(), std::slice::from_ref(&p.pattern));
         if selected.is_empty() {
-            return Err(no_match(target, &p.text));
+            return Err(no_match(target, p));
         }
         let returns = returns || p.pattern.return_trace();
         let arity = p.pattern.arity();
         for f in selected {
             let args = arity.or(f.arity()).unwrap_or(MAX_ARGS);
-            match chosen.iter_mut().find(|c| c.function.address == f.address) {
+            match chosen
+                .iter_mut()
+                .find(|c| c.function.address == f.address && c.function.library == f.library)
+            {
                 Some(c) => {
                     c.args = c.args.max(args);
                     c.arity = c.arity.max(arity);
@@ -117,6 +186,88 @@ fn probes<'a>(
     Ok(chosen)
 }
 
+/// When process `pid` is a node of the nodetrace home (its node file
+/// names that OS pid), leaves its `#[traced]` functions out of `chosen`:
+/// they keep their fast path, and `--node` traces them through the agent,
+/// as stderr says. If the node cannot be asked for them, stderr says so
+/// and every function stays probed. `command` is what to suggest with
+/// `--node` (`trace calls`).
+fn beside_agent(pid: u32, chosen: &mut Vec<Chosen<'_>>, command: &str) -> Result<(), TracerError> {
+    use nodetrace_tracer::protocol::CallsiteKind;
+
+    let Some((name, listed)) = node_of(pid) else {
+        return Ok(());
+    };
+    let traced = match listed {
+        Ok(list) => list,
+        Err(e) => {
+            eprintln!(
+                "nodetrace: pid {pid} is node {name}, but its #[traced] functions cannot be listed ({e}): every function selected is probed"
+            );
+            return Ok(());
+        }
+    };
+    let is_traced = |f: &Function| {
+        traced.iter().any(|c| {
+            c.kind == CallsiteKind::Function
+                && c.module == f.module
+                && c.function == f.function
+                && c.self_type == f.self_type
+        })
+    };
+    let (left, kept): (Vec<Chosen<'_>>, Vec<Chosen<'_>>) = std::mem::take(chosen)
+        .into_iter()
+        .partition(|c| c.function.library.is_none() && is_traced(c.function));
+    *chosen = kept;
+    if left.is_empty() {
+        return Ok(());
+    }
+    let names = left
+        .iter()
+        .map(|c| c.function.path.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if chosen.is_empty() {
+        return Err(TracerError::Refused(format!(
+            "pid {pid} is node {name} and every function selected is #[traced] there ({names}): trace them through its agent, `nodetrace {command} PATTERN --node {name}`"
+        )));
+    }
+    eprintln!(
+        "nodetrace: pid {pid} is node {name}: its #[traced] {} {names} {} fast path, not probed; `nodetrace {command} PATTERN --node {name}` traces {}",
+        if left.len() == 1 {
+            "function"
+        } else {
+            "functions"
+        },
+        if left.len() == 1 {
+            "keeps its"
+        } else {
+            "keep their"
+        },
+        if left.len() == 1 { "it" } else { "them" },
+    );
+    Ok(())
+}
+
+/// The node process `pid` is, by its node file in the nodetrace home, and
+/// its callsites (or why they could not be listed); `None` if it is no
+/// node.
+fn node_of(
+    pid: u32,
+) -> Option<(
+    String,
+    Result<Vec<nodetrace_tracer::protocol::CallsiteInfo>, TracerError>,
+)> {
+    use nodetrace_tracer::{Connection, Credentials};
+
+    let home = nodetrace_tracer::protocol::home::Home::from_env().ok()?;
+    let entry = home.nodes().ok()?.into_iter().find(|n| n.os_pid == pid)?;
+    let listed = Credentials::resolve(None, &home)
+        .and_then(|credentials| Connection::open(&(&entry).into(), &credentials))
+        .and_then(|mut conn| nodetrace_tracer::commands::callsites(&mut conn, None));
+    Some((entry.name, listed))
+}
+
 /// What `trace calls --pid` or `trace calls -- CMD` was asked.
 pub struct ProbedCalls<'a> {
     /// The patterns as typed and parsed.
@@ -132,20 +283,28 @@ pub struct ProbedCalls<'a> {
     pub format: Format,
     /// Bytes of a `&str` or `&[u8]` argument shown at most.
     pub text_bound: u32,
+    /// `--libs`: the process's shared libraries are searched too.
+    pub libs: bool,
 }
 
-/// The probes of a trace placed, and the trace they feed.
+/// The probes of a trace placed, and the trace they feed; with `node`,
+/// the `#[traced]` functions of the node the process is left out
+/// ([`beside_agent`]).
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn place(
     run: &ProbedCalls<'_>,
     target: &mut Target,
+    node: bool,
 ) -> anyhow::Result<(nodetrace_tracer::local::LocalRun, Probed)> {
     use nodetrace_probe::ProbeSpec;
     use nodetrace_tracer::local::LocalRun;
     use nodetrace_tracer::render::NodeView;
 
     describe(target, run.patterns);
-    let chosen = probes(target, run.patterns, run.returns)?;
+    let mut chosen = probes(target, run.patterns, run.returns)?;
+    if node {
+        beside_agent(target.pid(), &mut chosen, "trace calls")?;
+    }
     let specs: Vec<ProbeSpec<'_>> = chosen
         .iter()
         .map(|c| ProbeSpec {
@@ -175,7 +334,7 @@ fn place(
             .collect::<Vec<_>>()
             .join(", "),
         plural(chosen.len(), "function"),
-        target.binary(),
+        probed_in(target, chosen.iter().map(|c| c.function)),
     );
     let local_run = LocalRun {
         view,
@@ -195,8 +354,8 @@ pub fn trace_pid(
     out: &mut dyn Write,
     stop: &nodetrace_tracer::StopSignal,
 ) -> anyhow::Result<()> {
-    let mut target = Target::open(pid)?;
-    let (local_run, mut source) = place(run, &mut target)?;
+    let mut target = open(pid, run.libs)?;
+    let (local_run, mut source) = place(run, &mut target, true)?;
     nodetrace_tracer::local::run_local(
         &local_run,
         &mut source,
@@ -227,8 +386,13 @@ pub fn trace_command(
         .split_first()
         .ok_or_else(|| TracerError::Refused("`--` needs a command after it".to_owned()))?;
     let display = display_command(command);
-    let (mut target, held) = Target::launch(std::process::Command::new(program).args(args))?;
-    let (local_run, mut source) = place(run, &mut target)?;
+    let (mut target, mut held) = Target::launch(std::process::Command::new(program).args(args))?;
+    if run.libs {
+        held.run_to_entry()?;
+        add_libraries(&mut target);
+    }
+    // Not a node yet: its agent has not started.
+    let (local_run, mut source) = place(run, &mut target, false)?;
     let mut child = held.resume()?;
     let mut log = io::stderr().lock();
     let traced = nodetrace_tracer::local::run_local(&local_run, &mut source, out, &mut log, stop);
@@ -272,11 +436,27 @@ pub fn trace_command(
 }
 
 fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
+    match (n, word.strip_suffix('y')) {
+        (1, _) => format!("1 {word}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {word}s"),
     }
+}
+
+/// The files `functions` are in: the binary, and the file names of the
+/// libraries among them.
+fn probed_in<'a>(target: &Target, functions: impl Iterator<Item = &'a Function>) -> String {
+    let mut files: Vec<&str> = Vec::new();
+    for f in functions {
+        let file = match &f.library {
+            Some(library) => library.rsplit('/').next().unwrap_or(library),
+            None => target.binary(),
+        };
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    files.join(", ")
 }
 
 /// What `profile cprof --pid` was asked.
@@ -291,15 +471,19 @@ pub struct ProbedCprof<'a> {
     pub default_duration: bool,
     /// Where the report goes.
     pub outputs: &'a nodetrace_profiler::Outputs,
+    /// `--libs`: the process's shared libraries are searched too.
+    pub libs: bool,
 }
 
 /// The functions of the crate that defines `main` (`plain::main`: every
 /// `plain::*`), as a pattern.
 fn main_crate(target: &Target) -> Option<PatternArg> {
-    let main = target
-        .functions()
-        .iter()
-        .find(|f| f.function == "main" && !f.module.is_empty() && !f.module.contains("::"))?;
+    let main = target.functions().iter().find(|f| {
+        f.function == "main"
+            && f.library.is_none()
+            && !f.module.is_empty()
+            && !f.module.contains("::")
+    })?;
     let text = format!("{}::*", main.module);
     let pattern = text.parse().ok()?;
     Some(PatternArg { text, pattern })
@@ -314,7 +498,7 @@ pub fn cprof(run: &ProbedCprof<'_>, stop: &nodetrace_tracer::StopSignal) -> anyh
     use nodetrace_profiler::Profile;
     use nodetrace_tracer::protocol::{FunctionProfile, ProfileMode, ProfileSnapshot};
 
-    let mut target = Target::open(run.pid)?;
+    let mut target = open(run.pid, run.libs)?;
     let default;
     let patterns = match run.patterns {
         [] => {
@@ -329,12 +513,15 @@ pub fn cprof(run: &ProbedCprof<'_>, stop: &nodetrace_tracer::StopSignal) -> anyh
         given => given,
     };
     describe(&mut target, patterns);
-    let chosen = probes(&target, patterns, false)?;
+    let mut chosen = probes(&target, patterns, false)?;
+    beside_agent(run.pid, &mut chosen, "profile cprof")?;
     let functions: Vec<&Function> = chosen.iter().map(|c| c.function).collect();
     let started = Instant::now();
     let mut counter = target.count(&functions)?;
     let how = if counter.in_kernel() {
         "counted in the kernel (no sample written per call)".to_owned()
+    } else if counter.shared_with().is_empty() {
+        "counted by samples, since functions of shared libraries, which other processes map too, are probed".to_owned()
     } else {
         format!(
             "counted by samples, since {} also run{} the binary",
@@ -362,7 +549,7 @@ pub fn cprof(run: &ProbedCprof<'_>, stop: &nodetrace_tracer::StopSignal) -> anyh
             .join(", "),
         run.pid,
         plural(chosen.len(), "function"),
-        target.binary(),
+        probed_in(&target, functions.iter().copied()),
         nodetrace_tracer::protocol::display_ms(run.duration_ms),
         if run.default_duration {
             " (the default; set --duration)"

@@ -3,7 +3,9 @@
 //! `--return` shows each return's rax and time, and a panic through a
 //! probed function leaves the pairs that follow right (and the program's
 //! results unchanged); a SIGKILLed tracer leaves no breakpoint in the
-//! program; without the capability the error says what is needed. These
+//! program; without the capability the error says what is needed;
+//! `--libs` lists, traces and counts functions of shared libraries; on a
+//! node's pid its `#[traced]` functions are left to its agent. These
 //! need root (CI runs as root): not root is a failure, never a skip.
 
 mod common;
@@ -13,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{COMMAND_LIMIT, NODETRACE, plain_bin};
+use common::{COMMAND_LIMIT, Home, NODETRACE, plain_bin};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -320,7 +322,9 @@ fn a_program_without_an_agent_is_listed_and_traced_by_its_rust_paths() {
     let (ok, _, err) = nodetrace(&["trace", "calls", "plain::work:stpe", "--pid", &pid]);
     assert!(!ok);
     assert!(
-        err.contains("no function of") && err.contains("ls --pid PID"),
+        err.contains("no function of")
+            && err.contains(&format!("`nodetrace ls --pid {pid}` lists them"))
+            && err.contains("--libs"),
         "{err}"
     );
 }
@@ -947,4 +951,330 @@ fn without_the_capability_the_error_says_what_is_needed() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(err.contains("needs root (CAP_SYS_ADMIN"), "{err}");
     }
+}
+
+/// The library `probelib` and the program `uselib` linked with it (found
+/// beside it, through its rpath), built in `dir`.
+fn uselib_bin(dir: &std::path::Path) -> std::path::PathBuf {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let status = Command::new(&rustc)
+        .args(["--edition", "2024", "--crate-type", "cdylib", "-o"])
+        .arg(dir.join("libprobelib.so"))
+        .arg(format!("{data}/probelib.rs"))
+        .status()
+        .expect("rustc runs");
+    assert!(status.success(), "rustc built probelib.rs");
+    let bin = dir.join("uselib");
+    let status = Command::new(&rustc)
+        .args([
+            "--edition",
+            "2024",
+            "-C",
+            "link-arg=-Wl,-rpath,$ORIGIN",
+            "-L",
+        ])
+        .arg(dir)
+        .arg("-o")
+        .arg(&bin)
+        .arg(format!("{data}/uselib.rs"))
+        .status()
+        .expect("rustc runs");
+    assert!(status.success(), "rustc built uselib.rs");
+    bin
+}
+
+/// `uselib` reading `run N` lines, killed when dropped.
+struct UseLib {
+    child: Child,
+    pid: u32,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl UseLib {
+    fn start(bin: &std::path::Path) -> UseLib {
+        let mut child = Command::new(bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("uselib starts");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let pid = read_number(&mut stdout, "pid ");
+        UseLib {
+            child,
+            pid,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// `n` calls of `probelib_add` and of `getpid`.
+    fn run(&mut self, n: u32) {
+        writeln!(self.stdin, "run {n}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with(&format!("ran {n}: ")), "{line}");
+    }
+}
+
+impl Drop for UseLib {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn libs_lists_and_traces_the_functions_of_shared_libraries() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = uselib_bin(dir.path());
+    let mut uselib = UseLib::start(&bin);
+    let pid = uselib.pid.to_string();
+
+    // Without --libs, the libraries are not searched, and the error says
+    // which would match.
+    let (ok, out, err) = nodetrace(&["ls", "--pid", &pid, "libprobelib:probelib_add"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains(
+            "1 function of its shared libraries (libprobelib.so) matches: add --libs to search them"
+        ),
+        "{err}"
+    );
+    let (ok, _, err) = nodetrace(&["trace", "calls", "libc:getpid", "--pid", &pid]);
+    assert!(
+        !ok && err.contains("(libc.so.6) matches: add --libs"),
+        "{err}"
+    );
+
+    // With it: the library's C function, named after its file, and libc's
+    // (thousands of lines: read as they come).
+    let listed = Command::new(NODETRACE)
+        .args(["ls", "--pid", &pid, "--libs"])
+        .output()
+        .expect("nodetrace runs");
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let line = |path: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(path))
+            .unwrap_or_else(|| panic!("{path} is not listed: {out}"))
+            .to_owned()
+    };
+    assert!(
+        line("libprobelib::probelib_add").ends_with(" [libprobelib.so]"),
+        "{out}"
+    );
+    assert!(line("libc::getpid").ends_with(" [libc.so.6]"), "{out}");
+    assert!(out.contains("uselib::main"), "the binary's too: {out}");
+    let (ok, out, err) = nodetrace(&[
+        "ls",
+        "--pid",
+        &pid,
+        "--libs",
+        "libprobelib:probelib_add",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let f: serde_json::Value = serde_json::from_str(out.trim()).expect("one object");
+    assert_eq!(f["module"], "libprobelib");
+    assert_eq!(f["function"], "probelib_add");
+    assert_eq!(
+        f["library"].as_str(),
+        dir.path().join("libprobelib.so").to_str()
+    );
+
+    // Traced with exact counts: 5 calls of each, nothing else.
+    let trace = Tracing::start(&[
+        "trace",
+        "calls",
+        "--pid",
+        &pid,
+        "--libs",
+        "libprobelib:probelib_add",
+        "libc:getpid",
+        "--max",
+        "10",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        trace
+            .start
+            .contains("2 functions probed in libprobelib.so, libc.so.6"),
+        "{}",
+        trace.start
+    );
+    uselib.run(5);
+    let (ok, out, err) = trace.finish();
+    assert!(ok, "{err}");
+    let events = events(&out);
+    let calls: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["module"].as_str().unwrap(),
+                e["function"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let pair = [("libprobelib", "probelib_add"), ("libc", "getpid")];
+    assert_eq!(calls, pair.repeat(5), "{out}");
+
+    // Counted: by samples, the library being another process's too.
+    let cprof = [
+        "profile",
+        "cprof",
+        "--pid",
+        &pid,
+        "--libs",
+        "libprobelib:probelib_add",
+        "libc:getpid",
+        "--duration",
+        "2s",
+        "--format",
+        "json",
+    ];
+    let profile = Tracing::start_saying(&cprof, "nodetrace: cprof of");
+    assert!(
+        profile
+            .start
+            .contains("counted by samples, since functions of shared libraries"),
+        "{}",
+        profile.start
+    );
+    uselib.run(7);
+    let (ok, out, err) = profile.finish();
+    assert!(ok, "{err}");
+    let mut got = profiled_calls(&out);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("getpid".to_owned(), 7), ("probelib_add".to_owned(), 7)],
+        "{out}"
+    );
+}
+
+#[test]
+fn a_command_runs_to_its_entry_point_for_libs_and_every_call_is_traced() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = uselib_bin(dir.path());
+    let bin = bin.to_str().unwrap();
+    let output = Command::new(NODETRACE)
+        .args([
+            "trace",
+            "calls",
+            "--libs",
+            "libprobelib:probelib_add",
+            "--format",
+            "json",
+            "--",
+            bin,
+            "run",
+            "4",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("nodetrace runs");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    let out = String::from_utf8_lossy(&output.stdout);
+    let (ran, trace) = out.split_once('\n').unwrap();
+    assert_eq!(ran, "ran 4: 10", "the command's own output: {out}");
+    let args: Vec<String> = events(trace)
+        .iter()
+        .map(|e| {
+            assert_eq!(e["function"], "probelib_add", "{trace}");
+            e["args"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(args.len(), 4, "every call: {trace}");
+    for (i, args) in args.iter().enumerate() {
+        assert!(args.starts_with(&format!("{i:#x}, 0x1, ")), "{args}");
+    }
+
+    // Without --libs the library is not searched: the command never runs.
+    let output = Command::new(NODETRACE)
+        .args([
+            "trace",
+            "calls",
+            "libprobelib:probelib_add",
+            "--",
+            bin,
+            "run",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("nodetrace runs");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{err}");
+    assert_eq!(output.stdout, b"", "uselib did not run");
+    assert!(err.contains("--libs"), "{err}");
+}
+
+#[test]
+fn beside_the_agent_traced_functions_keep_their_fast_path_and_the_rest_are_probed() {
+    require_root();
+    let home = Home::new();
+    let node = home.start_kv(&common::unique("kvprobe"));
+    let pid = node.os_pid().to_string();
+    let name = &node.name;
+
+    // `Store::get` (a `tracing` span, not #[traced]) and its closures are
+    // probed; `stats::summary`, #[traced], is left to the agent.
+    let listed = home.run(&["ls", "--pid", &pid, "kv::store::Store::get"]);
+    let probed = listed.ok().lines().count();
+    assert!(probed > 0, "{}", listed.stdout);
+    let run = home.run(&[
+        "trace",
+        "calls",
+        "--pid",
+        &pid,
+        "kv::stats:summary",
+        "kv::store::Store::get",
+        "--duration",
+        "300ms",
+    ]);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "nodetrace: pid {pid} is node {name}: its #[traced] function kv::stats::summary keeps its fast path, not probed; `nodetrace trace calls PATTERN --node {name}` traces it"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("({probed} functions probed in ")),
+        "only Store::get's {probed}: {}",
+        run.stderr
+    );
+
+    // Only #[traced] functions selected: nothing to probe, --node said.
+    let run = home.run(&["profile", "cprof", "--pid", &pid, "kv::stats:summary"]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim(),
+        format!(
+            "nodetrace: pid {pid} is node {name} and every function selected is #[traced] there (kv::stats::summary): trace them through its agent, `nodetrace profile cprof PATTERN --node {name}`"
+        )
+    );
+    // The agent traces it meanwhile, its fast path untouched.
+    let run = home.run(&["ls", "--node", name, "kv::stats:summary"]);
+    assert!(
+        run.ok().contains("kv::stats:summary/1  traced"),
+        "{}",
+        run.stdout
+    );
 }

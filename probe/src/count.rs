@@ -5,8 +5,10 @@
 //! is read once at the end. But an event with `pid = -1` (the only kind
 //! that follows new threads, see [`crate::Trace`]) counts the hits of
 //! every process that runs the binary. So counters are used when the
-//! process is the only one running its binary; otherwise each hit is a
-//! sample whose pid tells ours from the others', as a trace does.
+//! process is the only one running its binary and no function counted is
+//! in a shared library (which other processes map as a rule); otherwise
+//! each hit is a sample whose pid tells ours from the others', as a trace
+//! does.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -40,14 +42,15 @@ enum How {
 impl Target {
     /// Counts the calls of `functions` from now on, in every thread of
     /// the process and every thread started later: in the kernel when no
-    /// other process runs the binary, else by samples.
+    /// other process runs the binary and none is a library's, else by
+    /// samples.
     ///
     /// # Errors
     ///
     /// Those of [`Target::attach`].
     pub fn count(&self, functions: &[&Function]) -> Result<Counter, ProbeError> {
         let shared_with = self.others_running();
-        if !shared_with.is_empty() {
+        if !shared_with.is_empty() || functions.iter().any(|f| f.library.is_some()) {
             let specs: Vec<ProbeSpec<'_>> = functions
                 .iter()
                 .map(|&function| ProbeSpec {
@@ -68,9 +71,9 @@ impl Target {
         let pmu = uprobe_pmu()?;
         raise_fd_limit();
         let cpus = online_cpus()?;
-        let path = self.probe_path()?;
         let mut fds = Vec::new();
         for (index, f) in functions.iter().enumerate() {
+            let path = self.probe_path(f)?;
             for &cpu in &cpus {
                 fds.push((
                     index,
@@ -160,7 +163,8 @@ impl Counter {
     }
 
     /// The other processes that ran the binary when counting began (why
-    /// calls are sampled rather than counted in the kernel).
+    /// calls are sampled rather than counted in the kernel, if no function
+    /// of a library is counted).
     pub fn shared_with(&self) -> &[u32] {
         &self.shared_with
     }

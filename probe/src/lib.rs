@@ -16,8 +16,12 @@
 //!   reads the hits, pairing returns with their calls; [`Target::count`]
 //!   counts calls exactly (in the kernel where it can), and
 //!   [`Target::launch`] starts a command held until its probes are placed.
+//! * [`Target::add_libraries`] adds the functions of the shared libraries
+//!   the process has mapped (`/proc/PID/maps`): a uprobe takes a file and
+//!   an offset in it, so a library mapped by many processes is probed
+//!   like the binary, the hits of the others dropped by their pid.
 //!
-//! What is not built: shared libraries, other architectures.
+//! What is not built: other architectures.
 
 use std::io;
 
@@ -120,6 +124,16 @@ pub struct Target {
     /// The binary's bytes, for its debug info.
     data: Vec<u8>,
     functions: Vec<Function>,
+    /// The shared libraries read ([`Target::add_libraries`]).
+    libraries: Vec<Library>,
+}
+
+/// A shared library of the process: the path it is mapped at, and its
+/// bytes.
+#[derive(Debug)]
+struct Library {
+    path: String,
+    data: Vec<u8>,
 }
 
 impl Target {
@@ -146,16 +160,97 @@ impl Target {
             binary,
             data,
             functions,
+            libraries: Vec::new(),
         })
     }
 
-    /// Reads what the binary's debug info says of the functions `wanted`
-    /// selects ([`dwarf::annotate`]): only those, since reading a large
-    /// binary's whole DWARF takes seconds.
+    /// Adds the functions of every shared library the process has mapped
+    /// executable (the file-backed `x` mappings of `/proc/PID/maps` other
+    /// than the binary), each read through `/proc/PID/root`, so that a
+    /// process in another mount namespace is read right. Returns the
+    /// libraries that could not be read, with why (a library deleted
+    /// since it was mapped cannot be opened by its path).
+    pub fn add_libraries(&mut self) -> Vec<(String, String)> {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)) else {
+            return vec![(
+                format!("/proc/{}/maps", self.pid),
+                "cannot be read".to_owned(),
+            )];
+        };
+        let mut failed = Vec::new();
+        for path in executable_mappings(&maps) {
+            if path == self.binary || self.libraries.iter().any(|l| l.path == path) {
+                continue;
+            }
+            if path.ends_with(" (deleted)") {
+                failed.push((path, "deleted since it was mapped".to_owned()));
+                continue;
+            }
+            let data = match std::fs::read(self.in_root(&path)) {
+                Ok(data) => data,
+                Err(e) => {
+                    failed.push((path, e.to_string()));
+                    continue;
+                }
+            };
+            match symbols::library_functions(&data, &path) {
+                Ok(functions) => self.functions.extend(functions),
+                Err(e) => {
+                    failed.push((path, e.to_string()));
+                    continue;
+                }
+            }
+            self.libraries.push(Library { path, data });
+        }
+        self.sort();
+        failed
+    }
+
+    /// The shared libraries whose functions were added, by the paths the
+    /// process maps them at.
+    pub fn libraries(&self) -> Vec<&str> {
+        self.libraries.iter().map(|l| l.path.as_str()).collect()
+    }
+
+    /// `path` as the process sees it, from here.
+    pub(crate) fn in_root(&self, path: &str) -> String {
+        format!("/proc/{}/root{path}", self.pid)
+    }
+
+    /// The bytes of the file `function` is in: the binary or its library.
+    fn data_of(&self, function: &Function) -> &[u8] {
+        match &function.library {
+            None => &self.data,
+            Some(path) => self
+                .libraries
+                .iter()
+                .find(|l| &l.path == path)
+                .map_or(&[][..], |l| &l.data),
+        }
+    }
+
+    /// Reads what the debug info of the binary (and of the libraries added)
+    /// says of the functions `wanted` selects ([`dwarf::annotate`]): only
+    /// those, since reading a large binary's whole DWARF takes seconds.
     pub fn describe(&mut self, wanted: impl Fn(&Function) -> bool) {
-        dwarf::annotate(&self.data, &mut self.functions, wanted);
-        self.functions
-            .sort_by(|a, b| a.path.cmp(&b.path).then(a.address.cmp(&b.address)));
+        dwarf::annotate(&self.data, &mut self.functions, |f| {
+            f.library.is_none() && wanted(f)
+        });
+        for library in &self.libraries {
+            dwarf::annotate(&library.data, &mut self.functions, |f| {
+                f.library.as_ref() == Some(&library.path) && wanted(f)
+            });
+        }
+        self.sort();
+    }
+
+    fn sort(&mut self) {
+        self.functions.sort_by(|a, b| {
+            a.path
+                .cmp(&b.path)
+                .then(a.library.cmp(&b.library))
+                .then(a.address.cmp(&b.address))
+        });
     }
 
     /// The process id.
@@ -168,20 +263,22 @@ impl Target {
         &self.binary
     }
 
-    /// Every probeable function, sorted by path.
+    /// Every probeable function (of the libraries too, once added), sorted
+    /// by path.
     pub fn functions(&self) -> &[Function] {
         &self.functions
     }
 
-    /// The machine code of `function`, read from the binary.
+    /// The machine code of `function`, read from the binary or its
+    /// library.
     ///
     /// # Errors
     ///
-    /// [`ProbeError::Process`] if the binary cannot be read there.
+    /// [`ProbeError::Process`] if the file cannot be read there.
     pub fn code(&self, function: &Function) -> Result<&[u8], ProbeError> {
         let start = usize::try_from(function.file_offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(usize::try_from(function.size).unwrap_or(usize::MAX));
-        self.data
+        self.data_of(function)
             .get(start..end)
             .ok_or_else(|| ProbeError::Process {
                 pid: self.pid,
@@ -191,6 +288,25 @@ impl Target {
                 ),
             })
     }
+}
+
+/// The files of the executable mappings of a `/proc/PID/maps` text, each
+/// once, in the order they are mapped: `start-end perms offset dev inode
+/// path`, perms with `x`, a path that is a file (not `[vdso]`).
+fn executable_mappings(maps: &str) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.splitn(6, ' ');
+        let perms = fields.nth(1).unwrap_or("");
+        let path = fields.nth(3).unwrap_or("").trim_start();
+        if perms.as_bytes().get(2) == Some(&b'x')
+            && path.starts_with('/')
+            && !paths.iter().any(|p| p == path)
+        {
+            paths.push(path.to_owned());
+        }
+    }
+    paths
 }
 
 /// A function to probe, how many argument registers its calls show, and
@@ -211,3 +327,53 @@ pub struct ProbeSpec<'a> {
 /// registers of the System V x86-64 calling convention (rdi, rsi, rdx, rcx,
 /// r8, r9).
 pub const MAX_ARGS: u8 = 6;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executable_file_mappings_are_the_libraries() {
+        let maps = "\
+55d0c0000000-55d0c0001000 r--p 00000000 08:01 1234 /opt/plain
+55d0c0001000-55d0c0002000 r-xp 00001000 08:01 1234 /opt/plain
+7f0000000000-7f0000020000 r--p 00000000 08:01 77 /usr/lib/libc.so.6
+7f0000020000-7f0000180000 r-xp 00028000 08:01 77 /usr/lib/libc.so.6
+7f0000200000-7f0000201000 r-xp 00001000 08:01 78 /opt/my lib/libx.so (deleted)
+7f0000300000-7f0000301000 rw-p 00000000 00:00 0 \n\
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
+";
+        assert_eq!(
+            executable_mappings(maps),
+            vec![
+                "/opt/plain".to_owned(),
+                "/usr/lib/libc.so.6".to_owned(),
+                "/opt/my lib/libx.so (deleted)".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn this_process_maps_libc_and_its_functions_are_added() {
+        let mut me = Target::open(std::process::id()).unwrap();
+        let failed = me.add_libraries();
+        assert_eq!(failed, Vec::<(String, String)>::new());
+        assert!(
+            me.libraries().iter().any(|l| l.contains("libc.so")),
+            "{:?}",
+            me.libraries()
+        );
+        let getpid = me
+            .functions()
+            .iter()
+            .find(|f| f.module == "libc" && f.function == "getpid")
+            .expect("libc's getpid is listed");
+        assert!(
+            getpid
+                .library
+                .as_deref()
+                .is_some_and(|l| l.contains("libc.so"))
+        );
+        assert_eq!(me.code(getpid).unwrap().len() as u64, getpid.size);
+    }
+}

@@ -5,11 +5,18 @@
 //! its mangled path (legacy `_ZN...E` or v0 `_R...`). Demangled without the
 //! hash, that path is what an operator types: `plain::work::step`. Nothing
 //! here needs Linux: it reads bytes, so it is tested everywhere.
+//!
+//! A shared library is read the same way ([`library_functions`]), from its
+//! `.symtab` if it kept one and its `.dynsym` (the exported functions, all
+//! a stripped library still names). Its Rust functions keep their paths;
+//! a symbol that is not Rust's (C's: `getpid`) is put in a module named
+//! after the library, its file name before `.so` (`libc.so.6` → `libc`),
+//! so that `libc:getpid` selects it.
 
 use std::io::{self, Write};
 
 use nodetrace_protocol::{CallsiteInfo, Pattern};
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolFlags, SymbolKind};
 use serde::Serialize;
 
 use crate::ProbeError;
@@ -49,6 +56,9 @@ pub struct Function {
     pub params: Option<Vec<Param>>,
     /// Its return type, if it has one and the debug info says.
     pub returns: Option<Param>,
+    /// The shared library it is in, by the path the process maps it at;
+    /// `None` for a function of the binary itself.
+    pub library: Option<String>,
 }
 
 impl Function {
@@ -65,8 +75,8 @@ impl Function {
     }
 
     /// This function as a callsite the tracer's renderers name, with id
-    /// `id` and arity `arity`; its file is its source file, else
-    /// `binary`. A generic function's copy is named with its type
+    /// `id` and arity `arity`; its file is its source file, else its
+    /// library, else `binary`. A generic function's copy is named with its type
     /// arguments: `twice::<u32>`.
     pub fn callsite(&self, id: u32, arity: u8, binary: &str) -> CallsiteInfo {
         CallsiteInfo {
@@ -79,7 +89,11 @@ impl Function {
             self_type: self.self_type.clone(),
             trait_name: self.trait_name.clone(),
             arity,
-            file: self.file.clone().unwrap_or_else(|| binary.to_owned()),
+            file: self
+                .file
+                .clone()
+                .or_else(|| self.library.clone())
+                .unwrap_or_else(|| binary.to_owned()),
             line: self.line.unwrap_or(0),
             ..CallsiteInfo::default()
         }
@@ -103,6 +117,39 @@ impl Function {
 /// [`ProbeError::NotElf`] if `data` is not an ELF file, or
 /// [`ProbeError::NoSymbols`] if it has no symbol table (a stripped binary).
 pub fn functions(data: &[u8]) -> Result<Vec<Function>, ProbeError> {
+    read(data, None)
+}
+
+/// Every probeable function of the shared library `path` (as the process
+/// maps it) whose bytes are `data`, as [`functions`] reads a binary's,
+/// from its `.symtab` and `.dynsym`: a symbol that is not Rust's goes in
+/// the module [`library_module`] names, and each function says its
+/// library.
+///
+/// # Errors
+///
+/// Those of [`functions`].
+pub fn library_functions(data: &[u8], path: &str) -> Result<Vec<Function>, ProbeError> {
+    read(data, Some(path))
+}
+
+/// The module a library's C symbols are put in: its file name before
+/// `.so` (`/usr/lib/libc.so.6` → `libc`, `ld-linux-x86-64.so.2` →
+/// `ld-linux-x86-64`, which a pattern may write with `_`).
+///
+/// ```
+/// use nodetrace_probe::symbols::library_module;
+///
+/// assert_eq!(library_module("/usr/lib/x86_64-linux-gnu/libc.so.6"), "libc");
+/// assert_eq!(library_module("libprobelib.so"), "libprobelib");
+/// ```
+pub fn library_module(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let stem = name.find(".so").map_or(name, |end| &name[..end]);
+    stem.to_owned()
+}
+
+fn read(data: &[u8], library: Option<&str>) -> Result<Vec<Function>, ProbeError> {
     let file = object::File::parse(data).map_err(|e| ProbeError::NotElf(e.to_string()))?;
     if file.format() != object::BinaryFormat::Elf {
         return Err(ProbeError::NotElf(format!("{:?}", file.format())));
@@ -111,17 +158,25 @@ pub fn functions(data: &[u8]) -> Result<Vec<Function>, ProbeError> {
         .segments()
         .map(|s| (s.address(), s.size(), s.file_range().0))
         .collect();
-    let mut symbols: Vec<_> = file.symbols().collect();
-    if symbols.is_empty() {
-        symbols = file.dynamic_symbols().collect();
-    }
+    let symbols: Vec<_> = file.symbols().chain(file.dynamic_symbols()).collect();
     if symbols.is_empty() {
         return Err(ProbeError::NoSymbols);
     }
+    let c_module = library.map(library_module).unwrap_or_default();
+    // One function an address: of its names (aliases: glibc's `__getpid`
+    // and `getpid`), the first one not starting with `_`, else the first.
+    let mut at: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     let mut out: Vec<Function> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     for symbol in symbols {
         if symbol.kind() != SymbolKind::Text || symbol.is_undefined() || symbol.size() == 0 {
+            continue;
+        }
+        // An IFUNC's address is a resolver that picks the implementation
+        // at load time (glibc's `memcpy`, `strlen`): probing it would count
+        // the resolver's one call, not the function's.
+        if let SymbolFlags::Elf { st_info, .. } = symbol.flags()
+            && st_info.st_type() == object::elf::STT_GNU_IFUNC
+        {
             continue;
         }
         let Ok(name) = symbol.name() else { continue };
@@ -133,12 +188,17 @@ pub fn functions(data: &[u8]) -> Result<Vec<Function>, ProbeError> {
         else {
             continue;
         };
-        if !seen.insert(address) {
-            continue;
-        }
-        let path = demangle(name);
-        let (module, self_type, trait_name, function) = split(&path);
-        out.push(Function {
+        let rust = rustc_demangle::try_demangle(name).is_ok();
+        let path = match rust {
+            false if !c_module.is_empty() => format!("{c_module}::{name}"),
+            _ => demangle(name),
+        };
+        let (module, self_type, trait_name, function) = if rust {
+            split(&path)
+        } else {
+            (c_module.clone(), None, None, name.to_owned())
+        };
+        let f = Function {
             generics: type_arguments(&path),
             path,
             module,
@@ -152,7 +212,19 @@ pub fn functions(data: &[u8]) -> Result<Vec<Function>, ProbeError> {
             line: None,
             params: None,
             returns: None,
-        });
+            library: library.map(str::to_owned),
+        };
+        match at.get(&address) {
+            Some(&i) => {
+                if out[i].function.starts_with('_') && !f.function.starts_with('_') {
+                    out[i] = f;
+                }
+            }
+            None => {
+                at.insert(address, out.len());
+                out.push(f);
+            }
+        }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path).then(a.address.cmp(&b.address)));
     Ok(out)
@@ -276,8 +348,9 @@ struct FunctionJson<'a> {
 }
 
 /// Writes `functions` of `binary` for `nodetrace ls --pid`: a line each,
-/// `address size path`, and `file:line` where the debug info says, or
-/// (`json`) one object a line.
+/// `address size path`, `file:line` where the debug info says and, for a
+/// function of a shared library, the library's file name in brackets
+/// (`[libc.so.6]`), or (`json`) one object a line.
 ///
 /// # Errors
 ///
@@ -300,10 +373,14 @@ pub fn write_list(
         } else {
             write!(w, "{:#014x} {:>7} {}", f.address, f.size, f.path)?;
             match (&f.file, f.line) {
-                (Some(file), Some(line)) => writeln!(w, " {file}:{line}")?,
-                (Some(file), None) => writeln!(w, " {file}")?,
-                _ => writeln!(w)?,
+                (Some(file), Some(line)) => write!(w, " {file}:{line}")?,
+                (Some(file), None) => write!(w, " {file}")?,
+                _ => {}
             }
+            if let Some(library) = &f.library {
+                write!(w, " [{}]", library.rsplit('/').next().unwrap_or(library))?;
+            }
+            writeln!(w)?;
         }
     }
     Ok(())
@@ -385,6 +462,7 @@ mod tests {
             line: None,
             params: None,
             returns: None,
+            library: None,
         }
     }
 
@@ -480,5 +558,33 @@ mod tests {
         assert_eq!(v["type"], "probe_function");
         assert_eq!(v["path"], "plain::work::step");
         assert_eq!(v["address"], 0x1000);
+        assert_eq!(v["library"], serde_json::Value::Null);
+        let mut getpid = function("libc::getpid");
+        getpid.library = Some("/usr/lib/libc.so.6".into());
+        let mut out = Vec::new();
+        write_list(&mut out, "plain", &[&getpid], false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0x000000001000      16 libc::getpid [libc.so.6]\n"
+        );
+    }
+
+    #[test]
+    fn a_library_names_its_c_symbols_by_its_file_name() {
+        assert_eq!(library_module("/lib/libc.so.6"), "libc");
+        assert_eq!(
+            library_module("/lib/ld-linux-x86-64.so.2"),
+            "ld-linux-x86-64"
+        );
+        assert_eq!(library_module("/opt/libfoo.so"), "libfoo");
+        assert_eq!(library_module("/opt/plugin"), "plugin");
+        let mut getpid = function("libc::getpid");
+        getpid.library = Some("/lib/libc.so.6".into());
+        let select = |p: &str| getpid.matches(&p.parse().unwrap());
+        assert!(select("libc:getpid"));
+        assert!(select("libc::getpid"));
+        assert!(select("libc:get*"));
+        assert!(!select("getpid"));
+        assert_eq!(getpid.callsite(0, 0, "plain").file, "/lib/libc.so.6");
     }
 }

@@ -42,7 +42,7 @@ use crate::code::{self, ExitKind};
 use crate::dwarf::Param;
 use crate::stacks::{At, Hit, Stacks};
 use crate::values;
-use crate::{MAX_ARGS, ProbeError, ProbeSpec, Target};
+use crate::{Function, MAX_ARGS, ProbeError, ProbeSpec, Target};
 
 /// Data pages of each CPU's ring buffer (a power of two): 256 KiB.
 const RING_PAGES: usize = 64;
@@ -209,7 +209,10 @@ impl Target {
         let pmu = uprobe_pmu()?;
         raise_fd_limit();
         let cpus = online_cpus()?;
-        let path = self.probe_path()?;
+        let paths = probes
+            .iter()
+            .map(|p| self.probe_path(p.function))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut sites: Vec<(u32, At, u64)> = Vec::new();
         for (index, probe) in probes.iter().enumerate() {
             let index = index as u32;
@@ -253,7 +256,8 @@ impl Target {
         for &cpu in &cpus {
             let ring = trace.rings.len();
             for (n, &(probe, at, offset)) in sites.iter().enumerate() {
-                let fd = open_event(pmu, &path, offset, cpu, Report::Samples)?;
+                let path = &paths[probe as usize];
+                let fd = open_event(pmu, path, offset, cpu, Report::Samples)?;
                 trace.sites.insert(event_id(&fd)?, (probe, at));
                 if n == 0 {
                     trace.rings.push(Ring::map(fd)?);
@@ -272,10 +276,18 @@ impl Target {
         Ok(trace)
     }
 
-    /// The path the kernel opens probes on: through /proc/PID/exe it finds
-    /// the very file the process runs, even if it was replaced since.
-    pub(crate) fn probe_path(&self) -> Result<CString, ProbeError> {
-        CString::new(format!("/proc/{}/exe", self.pid)).map_err(|_| ProbeError::NoUprobes)
+    /// The path the kernel opens `function`'s probes on: for the binary,
+    /// /proc/PID/exe, the very file the process runs even if it was
+    /// replaced since; for a library, its path under /proc/PID/root.
+    pub(crate) fn probe_path(&self, function: &Function) -> Result<CString, ProbeError> {
+        let path = match &function.library {
+            None => format!("/proc/{}/exe", self.pid),
+            Some(library) => self.in_root(library),
+        };
+        CString::new(path).map_err(|e| ProbeError::System {
+            what: "cannot probe a file whose path holds a NUL byte".to_owned(),
+            cause: io::Error::other(e),
+        })
     }
 }
 

@@ -397,6 +397,11 @@ impl Drop for KvNode {
 }
 
 impl KvNode {
+    /// Its OS process id.
+    pub fn os_pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the node wrote on stdout so far: `listening on ADDR`, then its
     /// own `fmt` log.
     pub fn stdout(&self) -> String {
