@@ -17,10 +17,10 @@
 //! first, the sending span links to the receiving one (`message_to`). At
 //! most [`SPAN_LINKS`] a span.
 //!
-//! The tracer's thread encodes each span, as it ends, straight from its
-//! events into the batch of its node (protobuf written field by field
-//! with the field numbers of OpenTelemetry's published protos, the
-//! `field` constants; no message value is built). A batch of
+//! The tracer's thread builds each span, as it ends, as OpenTelemetry's
+//! own `Span` message (`opentelemetry-proto`'s types) and prost encodes
+//! it at once into the batch of its node, as a `ScopeSpans.spans` field,
+//! so no span value waits in a queue and the senders only post. A batch of
 //! [`BATCH_SPANS`], or one that has waited [`BATCH_DELAY`]
 //! ([`OtlpExporter::tick`]), is offered to a bounded queue ([`QUEUE_SPANS`]
 //! spans in whole batches; full: the batch's spans are dropped and
@@ -34,9 +34,12 @@
 //! and counted. Every span made is counted once as exported, dropped or
 //! rejected (a 4xx answer, or the backend's `partial_success`).
 //!
-//! The resource, the scope and the backend's answer use the OpenTelemetry
-//! project's own message types (`opentelemetry-proto`); the tests decode
-//! the requests with them.
+//! Every message is one of the OpenTelemetry project's own types
+//! (`opentelemetry-proto`), encoded by prost; a request is the node's
+//! encoded `Resource` and the scope, with the batch's encoded spans, under
+//! the three length prefixes of `ExportTraceServiceRequest`,
+//! `ResourceSpans` and `ScopeSpans` (written with prost's encoding
+//! functions). The tests decode the requests with the same types.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,10 +53,11 @@ use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status::StatusCode};
 use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use rustc_hash::FxHashMap as HashMap;
 
-use super::encode::{Encoder, delimited_len};
 use super::{Flows, call_name};
 use crate::render::NodeView;
 
@@ -83,107 +87,22 @@ pub const SPAN_LINKS: u32 = 128;
 /// OTLP/HTTP's default endpoint.
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:4318/v1/traces";
 
-/// The field numbers written, as OpenTelemetry's published protos
-/// (`opentelemetry/proto/` in open-telemetry/opentelemetry-proto) number
-/// them, by message.
+/// The field numbers of the envelope around a batch's encoded spans, as
+/// OpenTelemetry's published protos (`opentelemetry/proto/` in
+/// open-telemetry/opentelemetry-proto) number them.
 mod field {
-    /// `ExportTraceServiceRequest` (collector/trace/v1/trace_service.proto).
-    pub mod request {
-        /// `repeated ResourceSpans resource_spans = 1`.
-        pub const RESOURCE_SPANS: u32 = 1;
-    }
-    /// `ResourceSpans` (trace/v1/trace.proto).
-    pub mod resource_spans {
-        /// `Resource resource = 1`.
-        pub const RESOURCE: u32 = 1;
-        /// `repeated ScopeSpans scope_spans = 2`.
-        pub const SCOPE_SPANS: u32 = 2;
-    }
-    /// `ScopeSpans` (trace/v1/trace.proto).
-    pub mod scope_spans {
-        /// `InstrumentationScope scope = 1`.
-        pub const SCOPE: u32 = 1;
-        /// `repeated Span spans = 2`.
-        pub const SPANS: u32 = 2;
-    }
-    /// `Span` (trace/v1/trace.proto).
-    pub mod span {
-        /// `bytes trace_id = 1`.
-        pub const TRACE_ID: u32 = 1;
-        /// `bytes span_id = 2`.
-        pub const SPAN_ID: u32 = 2;
-        /// `bytes parent_span_id = 4`.
-        pub const PARENT_SPAN_ID: u32 = 4;
-        /// `string name = 5`.
-        pub const NAME: u32 = 5;
-        /// `SpanKind kind = 6`.
-        pub const KIND: u32 = 6;
-        /// `fixed64 start_time_unix_nano = 7`.
-        pub const START_TIME_UNIX_NANO: u32 = 7;
-        /// `fixed64 end_time_unix_nano = 8`.
-        pub const END_TIME_UNIX_NANO: u32 = 8;
-        /// `repeated KeyValue attributes = 9`.
-        pub const ATTRIBUTES: u32 = 9;
-        /// `repeated Event events = 11`.
-        pub const EVENTS: u32 = 11;
-        /// `uint32 dropped_events_count = 12`.
-        pub const DROPPED_EVENTS_COUNT: u32 = 12;
-        /// `repeated Link links = 13`.
-        pub const LINKS: u32 = 13;
-        /// `uint32 dropped_links_count = 14`.
-        pub const DROPPED_LINKS_COUNT: u32 = 14;
-        /// `Status status = 15`.
-        pub const STATUS: u32 = 15;
-        /// `SpanKind.SPAN_KIND_INTERNAL`.
-        pub const SPAN_KIND_INTERNAL: u64 = 1;
-    }
-    /// `Span.Event` (trace/v1/trace.proto).
-    pub mod event {
-        /// `fixed64 time_unix_nano = 1`.
-        pub const TIME_UNIX_NANO: u32 = 1;
-        /// `string name = 2`.
-        pub const NAME: u32 = 2;
-        /// `repeated KeyValue attributes = 3`.
-        pub const ATTRIBUTES: u32 = 3;
-    }
-    /// `Span.Link` (trace/v1/trace.proto).
-    pub mod link {
-        /// `bytes trace_id = 1`.
-        pub const TRACE_ID: u32 = 1;
-        /// `bytes span_id = 2`.
-        pub const SPAN_ID: u32 = 2;
-        /// `repeated KeyValue attributes = 4`.
-        pub const ATTRIBUTES: u32 = 4;
-    }
-    /// `Status` (trace/v1/trace.proto).
-    pub mod status {
-        /// `string message = 2`.
-        pub const MESSAGE: u32 = 2;
-        /// `StatusCode code = 3`.
-        pub const CODE: u32 = 3;
-        /// `StatusCode.STATUS_CODE_ERROR`.
-        pub const STATUS_CODE_ERROR: u64 = 2;
-    }
-    /// `KeyValue` (common/v1/common.proto).
-    pub mod key_value {
-        /// `string key = 1`.
-        pub const KEY: u32 = 1;
-        /// `AnyValue value = 2`.
-        pub const VALUE: u32 = 2;
-    }
-    /// `AnyValue` (common/v1/common.proto).
-    pub mod any_value {
-        /// `string string_value = 1` (oneof value).
-        pub const STRING_VALUE: u32 = 1;
-        /// `int64 int_value = 3` (oneof value).
-        pub const INT_VALUE: u32 = 3;
-    }
+    /// `ExportTraceServiceRequest.resource_spans` (`repeated ResourceSpans
+    /// resource_spans = 1`, collector/trace/v1/trace_service.proto).
+    pub const REQUEST_RESOURCE_SPANS: u32 = 1;
+    /// `ResourceSpans.resource` (`Resource resource = 1`, trace/v1/trace.proto).
+    pub const RESOURCE_SPANS_RESOURCE: u32 = 1;
+    /// `ResourceSpans.scope_spans` (`repeated ScopeSpans scope_spans = 2`).
+    pub const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
+    /// `ScopeSpans.scope` (`InstrumentationScope scope = 1`).
+    pub const SCOPE_SPANS_SCOPE: u32 = 1;
+    /// `ScopeSpans.spans` (`repeated Span spans = 2`).
+    pub const SCOPE_SPANS_SPANS: u32 = 2;
 }
-
-use field::{
-    any_value, event as ev, key_value, link, request as rq, resource_spans, scope_spans,
-    span as sp, status,
-};
 
 /// Where spans go and with which headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,7 +232,8 @@ struct Batch {
     /// The node's `Resource`, encoded.
     resource: Arc<[u8]>,
     spans: u64,
-    body: Encoder,
+    /// The spans, each a `ScopeSpans.spans` field.
+    body: Vec<u8>,
     started: Instant,
 }
 
@@ -324,24 +244,30 @@ struct Context {
     span_id: [u8; 8],
 }
 
-/// Events or links of an open span, encoded as fields of `Span`, at most
-/// `limit` of them; the others counted.
-#[derive(Debug, Default)]
-struct Bounded {
-    fields: Encoder,
-    kept: u32,
+/// Events or links of an open span, at most `limit` of them; the others
+/// counted.
+#[derive(Debug)]
+struct Bounded<T> {
+    items: Vec<T>,
     dropped: u32,
 }
 
-impl Bounded {
-    /// Whether one more may be written (else it is counted as dropped).
-    fn room(&mut self, limit: u32) -> bool {
-        if self.kept < limit {
-            self.kept += 1;
-            true
+impl<T> Default for Bounded<T> {
+    fn default() -> Self {
+        Bounded {
+            items: Vec::new(),
+            dropped: 0,
+        }
+    }
+}
+
+impl<T> Bounded<T> {
+    /// Keeps `item` if there is room for it under `limit`, else counts it.
+    fn push(&mut self, limit: u32, item: impl FnOnce() -> T) {
+        if self.items.len() < limit as usize {
+            self.items.push(item());
         } else {
             self.dropped += 1;
-            false
         }
     }
 }
@@ -353,42 +279,39 @@ struct OpenSpan {
     parent: Option<[u8; 8]>,
     start_ns: u64,
     args: Option<String>,
-    events: Bounded,
-    links: Bounded,
+    events: Bounded<span::Event>,
+    links: Bounded<span::Link>,
 }
 
 impl OpenSpan {
     /// Links the span to `to` (at most [`SPAN_LINKS`]; more are counted).
     fn link(&mut self, to: Context, kind: &str) {
-        if !self.links.room(SPAN_LINKS) {
-            return;
-        }
-        let f = &mut self.links.fields;
-        let l = f.begin(sp::LINKS);
-        f.bytes_field(link::TRACE_ID, &to.trace_id);
-        f.bytes_field(link::SPAN_ID, &to.span_id);
-        text_attribute(f, link::ATTRIBUTES, "nodetrace.link.kind", kind);
-        f.end(l);
+        self.links.push(SPAN_LINKS, || span::Link {
+            trace_id: to.trace_id.to_vec(),
+            span_id: to.span_id.to_vec(),
+            attributes: vec![text("nodetrace.link.kind", kind)],
+            ..span::Link::default()
+        });
     }
 }
 
 /// A process's open spans, innermost last, and the attributes its spans
-/// carry (`nodetrace.pid`, `nodetrace.process.name`), encoded.
+/// carry (`nodetrace.pid`, `nodetrace.process.name`).
 #[derive(Debug, Default)]
 struct Process {
     stack: Vec<OpenSpan>,
-    attributes: Option<Encoder>,
+    attributes: Option<Vec<KeyValue>>,
     named: bool,
     /// Spans that sent the messages it received while no span of its own
     /// was open: its next span (the one that handles them) links to them.
     received: Vec<Context>,
 }
 
-/// A callsite's span name and the attributes its spans carry, encoded.
+/// A callsite's span name and the attributes its spans carry.
 #[derive(Debug)]
 struct Site {
     name: String,
-    attributes: Encoder,
+    attributes: Vec<KeyValue>,
 }
 
 /// Distinct, well spread span and trace ids: splitmix64 over a random start.
@@ -430,11 +353,11 @@ struct Spans {
     messages: Flows<Option<Context>>,
     ids: Ids,
     /// Buffers of sent batches, to fill again.
-    spare: Option<Receiver<Encoder>>,
+    spare: Option<Receiver<Vec<u8>>>,
 }
 
 impl Spans {
-    fn new(seed: u64, spare: Option<Receiver<Encoder>>) -> Spans {
+    fn new(seed: u64, spare: Option<Receiver<Vec<u8>>>) -> Spans {
         Spans {
             spans: 0,
             unfinished: 0,
@@ -530,9 +453,6 @@ impl Spans {
         if let Some((to, link_kind)) = link {
             open.link(to, link_kind);
         }
-        if !open.events.room(SPAN_EVENTS) {
-            return;
-        }
         let name = match kind {
             EventKind::Send => "message.send",
             EventKind::Receive => "message.receive",
@@ -545,36 +465,40 @@ impl Spans {
             EventKind::Handled => "mailbox.handled",
             _ => "gen_server.new_state",
         };
-        let f = &mut open.events.fields;
-        let event = f.begin(sp::EVENTS);
-        f.fixed64(ev::TIME_UNIX_NANO, e.timestamp_ns);
-        f.string(ev::NAME, name);
-        if let Some(peer) = e.peer {
-            text_attribute(f, ev::ATTRIBUTES, "nodetrace.peer", &peer.to_string());
-            if let Some(name) = view.registered_name(peer) {
-                text_attribute(f, ev::ATTRIBUTES, "nodetrace.peer.name", name);
+        open.events.push(SPAN_EVENTS, || {
+            let mut attributes = Vec::new();
+            if let Some(peer) = e.peer {
+                attributes.push(text("nodetrace.peer", &peer.to_string()));
+                if let Some(name) = view.registered_name(peer) {
+                    attributes.push(text("nodetrace.peer.name", name));
+                }
             }
-        }
-        if let Some(text) = &e.text {
-            text_attribute(f, ev::ATTRIBUTES, "nodetrace.message", text);
-        }
-        if let Some(extra) = &e.extra {
-            let key = if kind == EventKind::Log {
-                "nodetrace.span"
-            } else {
-                "nodetrace.state"
-            };
-            text_attribute(f, ev::ATTRIBUTES, key, extra);
-        }
-        if kind == EventKind::Log
-            && let Some(level) = view.callsite(e.callsite).and_then(|c| c.level)
-        {
-            text_attribute(f, ev::ATTRIBUTES, "log.level", level.as_str());
-        }
-        if let Some(ns) = e.duration_ns.filter(|_| kind == EventKind::Handled) {
-            int_attribute(f, ev::ATTRIBUTES, "nodetrace.duration_ns", ns);
-        }
-        f.end(event);
+            if let Some(message) = &e.text {
+                attributes.push(text("nodetrace.message", message));
+            }
+            if let Some(extra) = &e.extra {
+                let key = if kind == EventKind::Log {
+                    "nodetrace.span"
+                } else {
+                    "nodetrace.state"
+                };
+                attributes.push(text(key, extra));
+            }
+            if kind == EventKind::Log
+                && let Some(level) = view.callsite(e.callsite).and_then(|c| c.level)
+            {
+                attributes.push(text("log.level", level.as_str()));
+            }
+            if let Some(ns) = e.duration_ns.filter(|_| kind == EventKind::Handled) {
+                attributes.push(int("nodetrace.duration_ns", ns));
+            }
+            span::Event {
+                time_unix_nano: e.timestamp_ns,
+                name: name.to_owned(),
+                attributes,
+                dropped_attributes_count: 0,
+            }
+        });
     }
 
     /// A return or an exception: the span of its call ends, encoded into
@@ -604,10 +528,9 @@ impl Spans {
         });
         let name = view.registered_name(e.pid);
         if process.attributes.is_none() || (!process.named && name.is_some()) {
-            let mut a = Encoder::default();
-            text_attribute(&mut a, sp::ATTRIBUTES, "nodetrace.pid", &e.pid.to_string());
+            let mut a = vec![text("nodetrace.pid", &e.pid.to_string())];
             if let Some(name) = name {
-                text_attribute(&mut a, sp::ATTRIBUTES, "nodetrace.process.name", name);
+                a.push(text("nodetrace.process.name", name));
             }
             process.attributes = Some(a);
             process.named = name.is_some();
@@ -623,11 +546,11 @@ impl Spans {
                 .spare
                 .as_ref()
                 .and_then(|r| r.try_recv().ok())
-                .unwrap_or_else(|| Encoder::with_capacity(BATCH_SPANS * 256)),
+                .unwrap_or_else(|| Vec::with_capacity(BATCH_SPANS * 256)),
             started: Instant::now(),
         });
-        let attributes = process.attributes.as_ref().map_or(&[][..], Encoder::bytes);
-        encode_span(&mut batch.body, &open, site, attributes, e);
+        let attributes = process.attributes.as_deref().unwrap_or_default();
+        encode_span(&mut batch.body, open, site, attributes, e);
         batch.spans += 1;
         self.spans += 1;
         if batch.spans >= BATCH_SPANS as u64
@@ -663,84 +586,78 @@ impl Spans {
     }
 }
 
-/// Writes the span of `open`, ended by `e`, as a `ScopeSpans.spans` field,
-/// its fields in field-number order.
-fn encode_span(body: &mut Encoder, open: &OpenSpan, site: &Site, process: &[u8], e: &Event) {
-    let s = body.begin(scope_spans::SPANS);
-    body.bytes_field(sp::TRACE_ID, &open.context.trace_id);
-    body.bytes_field(sp::SPAN_ID, &open.context.span_id);
-    if let Some(parent) = &open.parent {
-        body.bytes_field(sp::PARENT_SPAN_ID, parent);
-    }
-    body.string(sp::NAME, &site.name);
-    body.varint(sp::KIND, sp::SPAN_KIND_INTERNAL);
-    body.fixed64(sp::START_TIME_UNIX_NANO, open.start_ns);
-    body.fixed64(sp::END_TIME_UNIX_NANO, e.timestamp_ns.max(open.start_ns));
-    body.raw(site.attributes.bytes());
-    body.raw(process);
-    if let Some(args) = &open.args {
-        text_attribute(body, sp::ATTRIBUTES, "nodetrace.args", args);
-    }
+/// Appends the span of `open`, ended by `e`, to `body` as a
+/// `ScopeSpans.spans` field.
+fn encode_span(body: &mut Vec<u8>, open: OpenSpan, site: &Site, process: &[KeyValue], e: &Event) {
     let exception = e.kind == EventKind::Exception;
     let message = e.text.as_deref().unwrap_or_default();
+    let mut attributes = Vec::with_capacity(site.attributes.len() + process.len() + 3);
+    attributes.extend_from_slice(&site.attributes);
+    attributes.extend_from_slice(process);
+    if let Some(args) = &open.args {
+        attributes.push(text("nodetrace.args", args));
+    }
     if !exception && let Some(value) = &e.text {
-        text_attribute(body, sp::ATTRIBUTES, "nodetrace.result", value);
+        attributes.push(text("nodetrace.result", value));
     }
     if let Some(busy) = e.busy_ns {
-        int_attribute(body, sp::ATTRIBUTES, "nodetrace.busy_ns", busy);
+        attributes.push(int("nodetrace.busy_ns", busy));
     }
-    body.raw(open.events.fields.bytes());
-    let mut dropped_events = open.events.dropped;
+    let mut events = open.events;
+    let mut status = None;
     if exception {
-        if open.events.kept < SPAN_EVENTS {
-            let event = body.begin(sp::EVENTS);
-            body.fixed64(ev::TIME_UNIX_NANO, e.timestamp_ns);
-            body.string(ev::NAME, "exception");
-            text_attribute(body, ev::ATTRIBUTES, "exception.type", "panic");
-            text_attribute(body, ev::ATTRIBUTES, "exception.message", message);
-            body.end(event);
-        } else {
-            dropped_events += 1;
-        }
-    }
-    if dropped_events > 0 {
-        body.varint(sp::DROPPED_EVENTS_COUNT, u64::from(dropped_events));
-    }
-    body.raw(open.links.fields.bytes());
-    if open.links.dropped > 0 {
-        body.varint(sp::DROPPED_LINKS_COUNT, u64::from(open.links.dropped));
-    }
-    if exception {
-        let st = body.begin(sp::STATUS);
+        events.push(SPAN_EVENTS, || span::Event {
+            time_unix_nano: e.timestamp_ns,
+            name: "exception".to_owned(),
+            attributes: vec![
+                text("exception.type", "panic"),
+                text("exception.message", message),
+            ],
+            dropped_attributes_count: 0,
+        });
         let (head, tail) = bounded(message);
-        if !head.is_empty() {
-            body.string2(status::MESSAGE, head, tail);
-        }
-        body.varint(status::CODE, status::STATUS_CODE_ERROR);
-        body.end(st);
+        status = Some(Status {
+            message: format!("{head}{tail}"),
+            code: StatusCode::Error as i32,
+        });
     }
-    body.end(s);
+    let span = Span {
+        trace_id: open.context.trace_id.to_vec(),
+        span_id: open.context.span_id.to_vec(),
+        parent_span_id: open.parent.map(|p| p.to_vec()).unwrap_or_default(),
+        name: site.name.clone(),
+        kind: span::SpanKind::Internal as i32,
+        start_time_unix_nano: open.start_ns,
+        end_time_unix_nano: e.timestamp_ns.max(open.start_ns),
+        attributes,
+        events: events.items,
+        dropped_events_count: events.dropped,
+        links: open.links.items,
+        dropped_links_count: open.links.dropped,
+        status,
+        ..Span::default()
+    };
+    prost::encoding::message::encode(field::SCOPE_SPANS_SPANS, &span, body);
 }
 
-/// Writes a `KeyValue` with a string value (bounded) as field `field`.
-fn text_attribute(enc: &mut Encoder, field: u32, key: &str, value: &str) {
-    let kv = enc.begin(field);
-    enc.string(key_value::KEY, key);
-    let v = enc.begin(key_value::VALUE);
+/// A string attribute, its value bounded to [`ATTRIBUTE_BOUND`].
+fn text(key: &str, value: &str) -> KeyValue {
     let (head, tail) = bounded(value);
-    enc.string2(any_value::STRING_VALUE, head, tail);
-    enc.end(v);
-    enc.end(kv);
+    let mut value = String::with_capacity(head.len() + tail.len());
+    value.push_str(head);
+    value.push_str(tail);
+    string(key, value)
 }
 
-/// Writes a `KeyValue` with an int value as field `field`.
-fn int_attribute(enc: &mut Encoder, field: u32, key: &str, value: u64) {
-    let kv = enc.begin(field);
-    enc.string(key_value::KEY, key);
-    let v = enc.begin(key_value::VALUE);
-    enc.varint(any_value::INT_VALUE, value.min(i64::MAX as u64));
-    enc.end(v);
-    enc.end(kv);
+/// An int attribute.
+fn int(key: &str, value: u64) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        key_strindex: 0,
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(value.min(i64::MAX as u64) as i64)),
+        }),
+    }
 }
 
 /// Turns a trace's events into spans and exports them (see the module).
@@ -935,15 +852,14 @@ fn resource(view: &NodeView) -> Resource {
 /// A callsite's span name and the attributes every span of it carries.
 fn site(view: &NodeView, callsite: Option<u32>) -> Site {
     let name = call_name(view, callsite);
-    let mut attributes = Encoder::default();
+    let mut attributes = Vec::new();
     if let Some(c) = view.callsite(callsite) {
-        let a = &mut attributes;
-        text_attribute(a, sp::ATTRIBUTES, "code.function.name", &c.rust_path());
-        int_attribute(a, sp::ATTRIBUTES, "nodetrace.arity", u64::from(c.arity));
-        text_attribute(a, sp::ATTRIBUTES, "code.file.path", &c.file);
-        int_attribute(a, sp::ATTRIBUTES, "code.line.number", u64::from(c.line));
+        attributes.push(text("code.function.name", &c.rust_path()));
+        attributes.push(int("nodetrace.arity", u64::from(c.arity)));
+        attributes.push(text("code.file.path", &c.file));
+        attributes.push(int("code.line.number", u64::from(c.line)));
         if let Some(level) = c.level {
-            text_attribute(a, sp::ATTRIBUTES, "nodetrace.level", level.as_str());
+            attributes.push(text("nodetrace.level", level.as_str()));
         }
     }
     Site { name, attributes }
@@ -959,7 +875,7 @@ fn scope() -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn export(rx: Receiver<Batch>, spare: &Sender<Encoder>, config: OtlpConfig, shared: &Shared) {
+fn export(rx: Receiver<Batch>, spare: &Sender<Vec<u8>>, config: OtlpConfig, shared: &Shared) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .proxy(None)
         .http_status_as_error(false)
@@ -967,7 +883,7 @@ fn export(rx: Receiver<Batch>, spare: &Sender<Encoder>, config: OtlpConfig, shar
         .build()
         .into();
     let scope = scope();
-    let mut body = Encoder::default();
+    let mut body = Vec::new();
     for batch in rx.iter() {
         if shared.past_deadline() {
             let left = batch.spans + rx.try_iter().map(|b| b.spans).sum::<u64>();
@@ -978,22 +894,31 @@ fn export(rx: Receiver<Batch>, spare: &Sender<Encoder>, config: OtlpConfig, shar
         let mut used = batch.body;
         used.clear();
         let _ = spare.try_send(used);
-        send(&agent, &config, shared, body.bytes(), batch.spans);
+        send(&agent, &config, shared, &body, batch.spans);
     }
 }
 
 /// Writes the `ExportTraceServiceRequest` of `batch` into `into`: one
-/// `ResourceSpans` (the node) with one `ScopeSpans` (nodetrace).
-fn request(into: &mut Encoder, batch: &Batch, scope: &[u8]) {
+/// `ResourceSpans` (the node's encoded `Resource`) with one `ScopeSpans`
+/// (the encoded scope, then the batch's spans), each under its field's
+/// key and length.
+fn request(into: &mut Vec<u8>, batch: &Batch, scope: &[u8]) {
+    let delimited = |field: u32, len: usize| key_len(field) + encoded_len_varint(len as u64) + len;
+    let header = |into: &mut Vec<u8>, field: u32, len: usize| {
+        encode_key(field, WireType::LengthDelimited, into);
+        encode_varint(len as u64, into);
+    };
     into.clear();
-    let scope_spans = delimited_len(scope_spans::SCOPE, scope.len()) + batch.body.len();
-    let resource_spans = delimited_len(resource_spans::RESOURCE, batch.resource.len())
-        + delimited_len(resource_spans::SCOPE_SPANS, scope_spans);
-    into.header(rq::RESOURCE_SPANS, resource_spans);
-    into.bytes_field(resource_spans::RESOURCE, &batch.resource);
-    into.header(resource_spans::SCOPE_SPANS, scope_spans);
-    into.bytes_field(scope_spans::SCOPE, scope);
-    into.raw(batch.body.bytes());
+    let scope_spans = delimited(field::SCOPE_SPANS_SCOPE, scope.len()) + batch.body.len();
+    let resource_spans = delimited(field::RESOURCE_SPANS_RESOURCE, batch.resource.len())
+        + delimited(field::RESOURCE_SPANS_SCOPE_SPANS, scope_spans);
+    header(into, field::REQUEST_RESOURCE_SPANS, resource_spans);
+    header(into, field::RESOURCE_SPANS_RESOURCE, batch.resource.len());
+    into.extend_from_slice(&batch.resource);
+    header(into, field::RESOURCE_SPANS_SCOPE_SPANS, scope_spans);
+    header(into, field::SCOPE_SPANS_SCOPE, scope.len());
+    into.extend_from_slice(scope);
+    into.extend_from_slice(&batch.body);
 }
 
 fn send(agent: &ureq::Agent, config: &OtlpConfig, shared: &Shared, body: &[u8], n: u64) {
@@ -1159,10 +1084,10 @@ mod tests {
         let decoded = batches
             .iter()
             .map(|b| {
-                let mut body = Encoder::default();
+                let mut body = Vec::new();
                 request(&mut body, b, &scope);
-                let r = ExportTraceServiceRequest::decode(body.bytes()).expect("a request");
-                assert_eq!(r.encode_to_vec(), body.bytes(), "what prost writes");
+                let r = ExportTraceServiceRequest::decode(body.as_slice()).expect("a request");
+                assert_eq!(r.encode_to_vec(), body, "what prost writes");
                 r
             })
             .collect();
