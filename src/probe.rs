@@ -330,7 +330,7 @@ fn place(
         "calls of {} ({} probed in {}{exits}; every call pays a kernel trap, --rate or not)",
         run.patterns
             .iter()
-            .map(|p| p.pattern.to_string())
+            .map(|p| p.text.clone())
             .collect::<Vec<_>>()
             .join(", "),
         plural(chosen.len(), "function"),
@@ -544,7 +544,7 @@ pub fn cprof(run: &ProbedCprof<'_>, stop: &nodetrace_tracer::StopSignal) -> anyh
         "nodetrace: cprof of {} on pid {} ({} probed in {}, {how}) for {}{}; every call pays a kernel trap; Ctrl-C ends it early",
         patterns
             .iter()
-            .map(|p| p.pattern.to_string())
+            .map(|p| p.text.clone())
             .collect::<Vec<_>>()
             .join(", "),
         run.pid,

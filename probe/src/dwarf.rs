@@ -44,6 +44,11 @@ pub enum Kind {
     Slice,
     /// A zero-sized value: no register.
     Zero,
+    /// A value of more than two registers (16 bytes): as an argument, a
+    /// pointer to it in one register; as a return value, returned through
+    /// a hidden pointer the caller passes first (in rdi), so the
+    /// arguments start one register later. (rustc's x86-64 ABI.)
+    Indirect,
     /// Anything else.
     Other,
 }
@@ -57,6 +62,7 @@ impl Kind {
                 Some(1)
             }
             Kind::Str | Kind::Bytes | Kind::Slice => Some(2),
+            Kind::Indirect => Some(1),
             Kind::Float | Kind::Zero => Some(0),
             Kind::Other => None,
         }
@@ -307,6 +313,10 @@ fn type_of<'a>(
         _ if size == Some(0) => Kind::Zero,
         constants::DW_TAG_structure_type => slice_kind(&name),
         _ => Kind::Other,
+    };
+    let kind = match kind {
+        Kind::Other if size.is_some_and(|s| s > 16) => Kind::Indirect,
+        kind => kind,
     };
     Some((name, kind))
 }

@@ -381,7 +381,8 @@ impl Trace {
             let text = match hit.at {
                 At::Entry => {
                     let shown = usize::from(self.args.get(probe).copied().unwrap_or(0));
-                    values::call_text(params, shown, &hit.args, &self.memory, self.bound)
+                    let result = self.results.get(probe).and_then(Option::as_ref);
+                    values::call_text(params, result, shown, &hit.args, &self.memory, self.bound)
                 }
                 At::Exit(ExitKind::Return) => {
                     let result = self.results.get(probe).and_then(Option::as_ref);

@@ -18,10 +18,12 @@ pub(crate) trait Memory {
 }
 
 /// The arguments of a call: with `params`, the first `shown` of them by
-/// name (`a: 84, word: "probe" (read later)`); without, `shown` raw
+/// name (`a: 84, word: "probe" (read later)`), after the hidden pointer a
+/// value `returns` [`Kind::Indirect`] takes; without, `shown` raw
 /// registers in hexadecimal. `None` when there is nothing to show.
 pub(crate) fn call_text(
     params: Option<&[Param]>,
+    returns: Option<&Param>,
     shown: usize,
     regs: &[u64; 6],
     memory: &dyn Memory,
@@ -37,7 +39,9 @@ pub(crate) fn call_text(
     if params.is_empty() {
         return None;
     }
-    let mut next = Some(0usize);
+    let mut next = Some(usize::from(
+        returns.is_some_and(|r| r.kind == Kind::Indirect),
+    ));
     let mut parts = Vec::new();
     for p in params.iter().take(shown) {
         let taken = next.and_then(|n| p.kind.registers().map(|k| (n, k)));
@@ -129,6 +133,7 @@ fn value(kind: Kind, ty: &str, regs: &[u64], memory: &dyn Memory, bound: usize) 
         ),
         Kind::Float => "? (in an SSE register)".to_owned(),
         Kind::Zero => ty.to_owned(),
+        Kind::Indirect => format!("{ty} at {reg:#x}"),
         Kind::Other => "?".to_owned(),
     }
 }
@@ -173,20 +178,20 @@ mod tests {
         // i32 -1 with garbage in the upper half; bool in the low byte.
         let regs = [84, 0xdead_beef_ffff_ffff, 0x1000, 5, 0x1_01, 'é' as u64];
         assert_eq!(
-            call_text(Some(&params), 9, &regs, &Fake, 256).unwrap(),
+            call_text(Some(&params), None, 9, &regs, &Fake, 256).unwrap(),
             "a: 84, n: -1, word: \"probe\" (read later), even: true, c: 'é'"
         );
         assert_eq!(
-            call_text(Some(&params), 1, &regs, &Fake, 256).unwrap(),
+            call_text(Some(&params), None, 1, &regs, &Fake, 256).unwrap(),
             "a: 84",
             "/1 shows one"
         );
         assert_eq!(
-            call_text(None, 2, &regs, &Fake, 256).unwrap(),
+            call_text(None, None, 2, &regs, &Fake, 256).unwrap(),
             "0x54, 0xdeadbeefffffffff"
         );
-        assert_eq!(call_text(None, 0, &regs, &Fake, 256), None);
-        assert_eq!(call_text(Some(&[]), 6, &regs, &Fake, 256), None);
+        assert_eq!(call_text(None, None, 0, &regs, &Fake, 256), None);
+        assert_eq!(call_text(Some(&[]), None, 6, &regs, &Fake, 256), None);
     }
 
     #[test]
@@ -200,8 +205,29 @@ mod tests {
         ];
         let regs = [0x1000, 14, 0x2000, 3, 0, 0];
         assert_eq!(
-            call_text(Some(&params), 9, &regs, &Fake, 5).unwrap(),
+            call_text(Some(&params), None, 9, &regs, &Fake, 5).unwrap(),
             "s: \"probe\"..(14 bytes) (read later), t: <3 bytes at 0x2000, unreadable>, x: ? (in an SSE register), v: ?, after: ?"
+        );
+    }
+
+    #[test]
+    fn a_large_return_value_s_hidden_pointer_comes_before_the_arguments() {
+        // `fn get(&self, key: &str) -> Option<String>`: rdi is where the
+        // Option goes, rsi `self`, rdx and rcx the `&str`.
+        let params = [
+            p("self", "&Store", Kind::Pointer),
+            p("key", "&str", Kind::Str),
+            p("cache", "Cache", Kind::Indirect),
+        ];
+        let returns = p("", "Option<String>", Kind::Indirect);
+        let regs = [0x7ff0, 0x5000, 0x1000, 5, 0x6000, 0];
+        assert_eq!(
+            call_text(Some(&params), Some(&returns), 9, &regs, &Fake, 256).unwrap(),
+            r#"self: 0x5000, key: "probe" (read later), cache: Cache at 0x6000"#
+        );
+        assert_eq!(
+            return_text(Some(&params), Some(&returns), 0x7ff0).unwrap(),
+            "0x7ff0"
         );
     }
 
