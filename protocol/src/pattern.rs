@@ -279,11 +279,23 @@ impl<'de> serde::Deserialize<'de> for Pattern {
 ///
 /// assert_eq!(snake_case("HTTPServer"), "http_server");
 /// assert_eq!(snake_case("already_snake"), "already_snake");
+/// // A letter whose lower case is two characters stays as it is.
+/// assert_eq!(snake_case("Aİb"), "aİb");
 /// ```
 pub fn snake_case(segment: &str) -> String {
-    // An upper-case letter that has a lower case: one without (`ⅅ`) stays
-    // as it is and starts no word, so that the result is its own snake case.
-    let upper = |c: char| c.is_uppercase() && c.to_lowercase().next() != Some(c);
+    // An upper-case letter whose lower case is one other letter: one
+    // without (`ⅅ`), or whose lower case is more than one character (`İ`
+    // lowers to `i` and a combining dot, which is no name character),
+    // stays as it is and starts no word, so that the result is its own
+    // snake case and parses back.
+    let lower = |c: char| {
+        let mut l = c.to_lowercase();
+        match (l.next(), l.next()) {
+            (Some(one), None) if one != c && c.is_uppercase() => Some(one),
+            _ => None,
+        }
+    };
+    let upper = |c: char| lower(c).is_some();
     let chars: Vec<char> = segment.chars().collect();
     let mut out = String::with_capacity(segment.len() + 4);
     for (i, &c) in chars.iter().enumerate() {
@@ -294,7 +306,7 @@ pub fn snake_case(segment: &str) -> String {
                 out.push('_');
             }
         }
-        out.extend(c.to_lowercase());
+        out.push(lower(c).unwrap_or(c));
     }
     out
 }
