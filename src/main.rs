@@ -671,6 +671,18 @@ enum SortOpt {
     Name,
 }
 
+impl From<SortOpt> for Sort {
+    fn from(s: SortOpt) -> Sort {
+        match s {
+            SortOpt::Time => Sort::Time,
+            SortOpt::Calls => Sort::Calls,
+            SortOpt::Own => Sort::Own,
+            SortOpt::Acc => Sort::Acc,
+            SortOpt::Name => Sort::Name,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 struct TcArgs {
     /// Timed runs.
@@ -1068,13 +1080,7 @@ fn run_profile(
         outputs: Outputs {
             format: args.target.format.get(),
             report: ReportOptions {
-                sort: args.sort.map(|s| match s {
-                    SortOpt::Time => Sort::Time,
-                    SortOpt::Calls => Sort::Calls,
-                    SortOpt::Own => Sort::Own,
-                    SortOpt::Acc => Sort::Acc,
-                    SortOpt::Name => Sort::Name,
-                }),
+                sort: args.sort.map(Sort::from),
                 per_process,
                 histogram: timed.histogram,
             },
@@ -1132,13 +1138,7 @@ fn cprof_probed(pid: u32, libs: bool, args: ProfileArgs) -> anyhow::Result<ExitC
     let outputs = Outputs {
         format: args.target.format.get(),
         report: ReportOptions {
-            sort: args.sort.map(|s| match s {
-                SortOpt::Time => Sort::Time,
-                SortOpt::Calls => Sort::Calls,
-                SortOpt::Own => Sort::Own,
-                SortOpt::Acc => Sort::Acc,
-                SortOpt::Name => Sort::Name,
-            }),
+            sort: args.sort.map(Sort::from),
             per_process: false,
             histogram: false,
         },

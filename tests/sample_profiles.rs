@@ -367,16 +367,15 @@ fn samples_are_split_by_the_process_that_was_running() {
     let _node = start_hot_with(&home, &name, &["--task"]);
     let dir = tempfile::tempdir().unwrap();
     let folded = dir.path().join("split.txt");
-    let run = home.run(&[
-        "profile",
-        "sample",
+    // `profile sample --node NAME --frequency 499 ARGS...`
+    let sample = |args: &[&str]| {
+        let head = ["profile", "sample", "--node", &name, "--frequency", "499"];
+        home.run(&[&head[..], args].concat())
+    };
+    let run = sample(&[
         "--per-process",
-        "--node",
-        &name,
         "--duration",
         "2s",
-        "--frequency",
-        "499",
         "--format",
         "json",
         "--folded",
@@ -437,17 +436,7 @@ fn samples_are_split_by_the_process_that_was_running() {
         "no tower for the spinner: {split_folded}"
     );
 
-    let run = home.run(&[
-        "profile",
-        "sample",
-        "--per-process",
-        "--node",
-        &name,
-        "--duration",
-        "1s",
-        "--frequency",
-        "499",
-    ]);
+    let run = sample(&["--per-process", "--duration", "1s"]);
     let text = run.ok();
     assert!(text.contains("# by process"), "{text}");
     let section = text
@@ -459,18 +448,7 @@ fn samples_are_split_by_the_process_that_was_running() {
 
     // Once the split profiles end, polls run unmarked again: a profile by
     // thread sees no marker frames (it would not drop them).
-    let run = home.run(&[
-        "profile",
-        "sample",
-        "--node",
-        &name,
-        "--duration",
-        "1s",
-        "--frequency",
-        "499",
-        "--folded",
-        folded.to_str().unwrap(),
-    ]);
+    let run = sample(&["--duration", "1s", "--folded", folded.to_str().unwrap()]);
     run.ok();
     let folded = std::fs::read_to_string(&folded).unwrap();
     assert!(folded.contains("task_spin"), "{folded}");

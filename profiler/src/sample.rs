@@ -33,8 +33,13 @@ pub fn total(profile: &Profile<'_>) -> u64 {
 
 /// Every function seen, by self samples (most first), then total, then name.
 pub fn functions(profile: &Profile<'_>) -> Vec<FunctionSamples> {
+    function_rows(&profile.snapshot.samples)
+}
+
+/// [`functions`] of some of the stacks.
+fn function_rows<'a>(stacks: impl IntoIterator<Item = &'a SampledStack>) -> Vec<FunctionSamples> {
     let mut by_name: HashMap<&str, (u64, u64)> = HashMap::new();
-    for stack in &profile.snapshot.samples {
+    for stack in stacks {
         let mut seen = HashSet::new();
         for frame in &stack.frames {
             if seen.insert(frame.function.as_str()) {
@@ -124,25 +129,7 @@ pub fn write_text(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
     let mut rows = functions(profile);
     writeln!(w)?;
     writeln!(w, "# by self samples (top {TOP})")?;
-    writeln!(
-        w,
-        "{:>8} {:>8} {:>8} {:>8}  FUNCTION",
-        "SELF%", "SELF", "TOTAL%", "TOTAL"
-    )?;
-    for row in rows.iter().take(TOP) {
-        if row.self_samples == 0 {
-            break;
-        }
-        writeln!(
-            w,
-            "{:>7.2}% {:>8} {:>7.2}% {:>8}  {}",
-            pct(row.self_samples),
-            row.self_samples,
-            pct(row.total_samples),
-            row.total_samples,
-            row.function
-        )?;
-    }
+    self_table(w, &rows, TOP, total)?;
     rows.sort_by(|a, b| {
         b.total_samples
             .cmp(&a.total_samples)
@@ -164,6 +151,37 @@ pub fn write_text(w: &mut impl Write, profile: &Profile<'_>) -> io::Result<()> {
             row.total_samples,
             pct(row.self_samples),
             row.self_samples,
+            row.function
+        )?;
+    }
+    Ok(())
+}
+
+/// The `SELF% SELF TOTAL% TOTAL FUNCTION` table of at most `limit` of
+/// `rows` (those with self samples), shares of `total`.
+fn self_table(
+    w: &mut impl Write,
+    rows: &[FunctionSamples],
+    limit: usize,
+    total: u64,
+) -> io::Result<()> {
+    let pct = |n: u64| n as f64 * 100.0 / total as f64;
+    writeln!(
+        w,
+        "{:>8} {:>8} {:>8} {:>8}  FUNCTION",
+        "SELF%", "SELF", "TOTAL%", "TOTAL"
+    )?;
+    for row in rows.iter().take(limit) {
+        if row.self_samples == 0 {
+            break;
+        }
+        writeln!(
+            w,
+            "{:>7.2}% {:>8} {:>7.2}% {:>8}  {}",
+            pct(row.self_samples),
+            row.self_samples,
+            pct(row.total_samples),
+            row.total_samples,
             row.function
         )?;
     }
@@ -200,21 +218,11 @@ fn write_by_process(w: &mut impl Write, profile: &Profile<'_>, total: u64) -> io
         )?;
     }
     for (owner, pid, samples) in owners.iter().take(SECTIONS) {
-        let stacks: Vec<SampledStack> = profile
+        let stacks = profile
             .snapshot
             .samples
             .iter()
-            .filter(|s| s.pid == *pid && self::owner(s) == *owner)
-            .cloned()
-            .collect();
-        let snapshot = nodetrace_protocol::ProfileSnapshot {
-            samples: stacks,
-            ..Default::default()
-        };
-        let part = Profile {
-            snapshot: &snapshot,
-            ..*profile
-        };
+            .filter(|s| s.pid == *pid && self::owner(s) == *owner);
         let title = match pid {
             Some(_) => format!("process {owner}"),
             None => format!("thread {owner}"),
@@ -225,25 +233,7 @@ fn write_by_process(w: &mut impl Write, profile: &Profile<'_>, total: u64) -> io
             "****** {title} -- {:.2} % of samples, by self samples (top {TOP_PER_PROCESS}) ***",
             pct(*samples)
         )?;
-        writeln!(
-            w,
-            "{:>8} {:>8} {:>8} {:>8}  FUNCTION",
-            "SELF%", "SELF", "TOTAL%", "TOTAL"
-        )?;
-        for row in functions(&part).iter().take(TOP_PER_PROCESS) {
-            if row.self_samples == 0 {
-                break;
-            }
-            writeln!(
-                w,
-                "{:>7.2}% {:>8} {:>7.2}% {:>8}  {}",
-                pct(row.self_samples),
-                row.self_samples,
-                pct(row.total_samples),
-                row.total_samples,
-                row.function
-            )?;
-        }
+        self_table(w, &function_rows(stacks), TOP_PER_PROCESS, total)?;
     }
     Ok(())
 }

@@ -152,10 +152,8 @@ pub(crate) fn read<'a>(root_first: impl DoubleEndedIterator<Item = &'a str>) -> 
     let mut digits: Vec<u8> = Vec::new();
     for function in root_first.rev() {
         let Some(name) = function.strip_prefix(PREFIX) else {
-            if !digits.is_empty() {
-                // A marker's chain is unbroken up to its kind frame.
-                digits.clear();
-            }
+            // A marker's chain is unbroken up to its kind frame.
+            digits.clear();
             continue;
         };
         if let Some(d) = name.strip_prefix("digit_") {
