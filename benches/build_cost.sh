@@ -2,10 +2,14 @@
 # What `#[traced]` costs at build time: a generated crate of N functions,
 # plain and traced, each built in release; prints the crate's own compile
 # time (dependencies built first, then the crate alone, best of ROUNDS) and
-# the `.text` size of its binary, and the ratios. Both binaries link the
-# agent (main asks it for its callsites), so the difference is what the
-# functions' tracing adds, plus the recording runtime that only a traced
-# binary pulls in.
+# the `.text` size of its binary, and the ratios, in two setups:
+#
+# - `registry`: main only asks the agent for its callsites, so the traced
+#   binary also pulls in the recording runtime (sessions, rings, the
+#   profiler) that the plain one leaves out;
+# - `node`: main starts the agent's node, as a service that nodetrace
+#   attaches to does, so both carry the runtime and the difference is what
+#   tracing the functions adds.
 #
 #   bash benches/build_cost.sh [N] [ROUNDS]      # default 200 functions, 3 rounds
 set -euo pipefail
@@ -17,8 +21,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CARGO_TARGET_DIR="$work/target"
 
-generate() { # kind dir
-    local kind=$1 dir=$2 attr=""
+generate() { # kind dir setup
+    local kind=$1 dir=$2 setup=$3 attr=""
     [ "$kind" = traced ] && attr="#[nodetrace_agent::traced]"
     mkdir -p "$dir/src"
     cat >"$dir/Cargo.toml" <<EOF
@@ -50,14 +54,17 @@ EOF
         for i in $(seq 1 "$n"); do
             echo "    total += f$i(black_box($i), black_box(\"x\")).unwrap_or(0);"
         done
+        if [ "$setup" = node ]; then
+            echo "    nodetrace_agent::node::start(nodetrace_agent::node::NodeConfig::new(\"gen@localhost\")).unwrap();"
+        fi
         echo "    println!(\"{total} {}\", nodetrace_agent::callsites().len());"
         echo "}"
     } >"$dir/src/main.rs"
 }
 
-measure() { # kind -> "seconds text_bytes"
-    local kind=$1 dir="$work/$1" best=""
-    generate "$kind" "$dir"
+measure() { # kind setup -> "seconds text_bytes"
+    local kind=$1 setup=$2 dir="$work/$2/$1" best=""
+    generate "$kind" "$dir" "$setup"
     cargo build --release --quiet --manifest-path "$dir/Cargo.toml" 2>/dev/null
     for _ in $(seq 1 "$rounds"); do
         touch "$dir/src/main.rs"
@@ -73,11 +80,14 @@ measure() { # kind -> "seconds text_bytes"
     echo "$best $text"
 }
 
-echo "building $n functions, plain and traced, best of $rounds..." >&2
-read -r plain_s plain_text < <(measure plain)
-read -r traced_s traced_text < <(measure traced)
-printf 'plain:  %6.2f s  .text %9d B\n' "$plain_s" "$plain_text"
-printf 'traced: %6.2f s  .text %9d B\n' "$traced_s" "$traced_text"
-printf 'ratio:  %6.2fx build, %.2fx .text (%d B more per function)\n' \
-    "$(echo "$traced_s / $plain_s" | bc -l)" "$(echo "$traced_text / $plain_text" | bc -l)" \
-    "$(( (traced_text - plain_text) / n ))"
+for setup in registry node; do
+    echo "$setup: building $n functions, plain and traced, best of $rounds..." >&2
+    read -r plain_s plain_text < <(measure plain "$setup")
+    read -r traced_s traced_text < <(measure traced "$setup")
+    echo "$setup"
+    printf '  plain:  %6.2f s  .text %9d B\n' "$plain_s" "$plain_text"
+    printf '  traced: %6.2f s  .text %9d B\n' "$traced_s" "$traced_text"
+    printf '  ratio:  %6.2fx build, %.2fx .text (%d B more per function)\n' \
+        "$(echo "$traced_s / $plain_s" | bc -l)" "$(echo "$traced_text / $plain_text" | bc -l)" \
+        "$(( (traced_text - plain_text) / n ))"
+done

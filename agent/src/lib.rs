@@ -87,8 +87,7 @@ pub use session::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::record::call::{
-        Active, CallGuard, CallSlot, Traced, body, flags, instrument, never, record_call_into, run,
-        start_call,
+        Active, Call, Traced, body, enter, flags, instrument, never, start_call,
     };
     pub use crate::record::callsite::CALLSITES;
     pub use crate::record::fmt::{

@@ -1,8 +1,11 @@
 //! The table of function shapes: each is written once, in `shapes!`, which
-//! compiles it twice, plain and under `#[traced]`. Each row calls both with
-//! tracing off and on and checks that they agree (values, panics, drop
-//! order, `Send`), and that the traced one reports a call and a return.
-//! A new shape is one function in `shapes!` and one row in `ROWS`.
+//! compiles it three times: plain, under a `#[traced]` on its module, and
+//! under its own `#[traced]` (the macro reads a lone function without
+//! parsing its body, an item of a module or an `impl` parsed whole). Each
+//! row calls the plain and a traced version with tracing off and on and
+//! checks that they agree (values, panics, drop order, `Send`), and that
+//! the traced ones report a call and a return. A new shape is one function
+//! in `shapes!` and one row in `rows!`.
 
 use std::cell::RefCell;
 use std::fmt::Debug;
@@ -36,39 +39,36 @@ pub struct Path<T>(pub T);
 pub struct Opaque;
 
 macro_rules! shapes {
-    ($($item:item)*) => {
+    (types { $($ty:item)* } impls { $($imp:item)* } fns { $($item:item)* }) => {
         mod plain {
             #![allow(dead_code, clippy::ptr_arg, clippy::manual_async_fn, clippy::async_yields_async)]
             use super::*;
-            $($item)*
+            $($ty)* $($imp)* $($item)*
         }
         #[nodetrace_agent::traced]
         mod traced {
             #![allow(dead_code, clippy::ptr_arg, clippy::manual_async_fn, clippy::async_yields_async)]
             use super::*;
-            $($item)*
+            $($ty)* $($imp)* $($item)*
+        }
+        mod lone {
+            #![allow(dead_code, clippy::ptr_arg, clippy::manual_async_fn, clippy::async_yields_async)]
+            use super::*;
+            $($ty)*
+            $(#[nodetrace_agent::traced] $imp)*
+            $(#[nodetrace_agent::traced] $item)*
         }
     };
 }
 
 shapes! {
-    pub fn evens(v: Vec<u32>) -> impl Iterator<Item = u32> {
-        v.into_iter().filter(|x| x % 2 == 0)
-    }
-
-    pub fn later(n: u32) -> impl std::future::Future<Output = u32> {
-        async move { n + 1 }
-    }
-
-    pub async fn nested(n: u32) -> impl std::future::Future<Output = u32> {
-        async move { n * 2 }
-    }
-
+types {
     pub struct Named {
         pub name: String,
         pub count: u32,
     }
-
+}
+impls {
     impl Named {
         pub async fn name(&self) -> &str {
             &self.name
@@ -81,6 +81,19 @@ shapes! {
         pub async fn count_mut_async(&mut self) -> &mut u32 {
             &mut self.count
         }
+    }
+}
+fns {
+    pub fn evens(v: Vec<u32>) -> impl Iterator<Item = u32> {
+        v.into_iter().filter(|x| x % 2 == 0)
+    }
+
+    pub fn later(n: u32) -> impl std::future::Future<Output = u32> {
+        async move { n + 1 }
+    }
+
+    pub async fn nested(n: u32) -> impl std::future::Future<Output = u32> {
+        async move { n * 2 }
     }
 
     pub fn boxed_error(s: &str) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
@@ -162,6 +175,13 @@ shapes! {
         tokio::task::yield_now().await;
         n
     }
+
+    pub fn inner_attribute(n: u32) -> u32 {
+        #![allow(unused_variables)]
+        let unused = 1;
+        n
+    }
+}
 }
 
 /// `#[traced] impl` written inside a `macro_rules!`: its `self` comes from
@@ -223,88 +243,94 @@ fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
 
 fn assert_send<T: Send>(_: &T) {}
 
-/// Each row runs both versions and compares what they did.
+/// Each row runs the plain version and the traced one in module `$m`, and
+/// compares what they did.
+macro_rules! rows {
+    ($m:ident) => {{
+        let evens = |v: Vec<u32>| -> (Vec<u32>, Vec<u32>) {
+            (plain::evens(v.clone()).collect(), $m::evens(v).collect())
+        };
+        let (p, t) = evens(vec![1, 2, 3, 4]);
+        assert_eq!(p, t);
+        assert_eq!(block_on(plain::later(1)), block_on($m::later(1)));
+        assert_eq!(
+            block_on(async { plain::nested(2).await.await }),
+            block_on(async { $m::nested(2).await.await })
+        );
+        let mut pn = plain::Named {
+            name: "bob".into(),
+            count: 0,
+        };
+        let mut tn = $m::Named {
+            name: "bob".into(),
+            count: 0,
+        };
+        assert_eq!(block_on(pn.name()), block_on(tn.name()));
+        *pn.count_mut() += 1;
+        *tn.count_mut() += 1;
+        *block_on(pn.count_mut_async()) += 1;
+        *block_on(tn.count_mut_async()) += 1;
+        assert_eq!((pn.count, tn.count), (2, 2));
+        for s in ["7", "x", "700"] {
+            assert_eq!(
+                format!("{:?}", plain::boxed_error(s)),
+                format!("{:?}", $m::boxed_error(s))
+            );
+        }
+        for which in [true, false] {
+            assert_eq!(
+                format!("{:?}", plain::boxed_debug(which)),
+                format!("{:?}", $m::boxed_debug(which))
+            );
+        }
+        let s = "x".to_owned();
+        assert_eq!(plain::as_str(&s), $m::as_str(&s));
+        assert_eq!(plain::empty_first(&[1]), $m::empty_first(&[1]));
+        assert_eq!(plain::empty_first(&[1, 2]), $m::empty_first(&[1, 2]));
+        assert_eq!(plain::dflt::<u32>(), $m::dflt::<u32>());
+        assert_eq!(plain::parse::<u8>("9"), $m::parse::<u8>("9"));
+        assert_eq!(
+            panic_message(|| plain::fatal("x")),
+            panic_message(|| $m::fatal("x"))
+        );
+        assert_eq!(plain::configured(1, 2), $m::configured(1, 2));
+        assert_eq!(plain::inner_attribute(3), $m::inner_attribute(3));
+
+        drops();
+        let inside = plain::drop_order(Loud("a"), Loud("b"), (Loud("c"), Loud("d")), Loud("_"));
+        let plain_order = drops();
+        let traced_inside = $m::drop_order(Loud("a"), Loud("b"), (Loud("c"), Loud("d")), Loud("_"));
+        assert_eq!(drops(), plain_order, "parameters drop in the same order");
+        assert_eq!(inside, traced_inside);
+
+        assert_eq!(plain::with_macros(2), $m::with_macros(2));
+        let first = $m::with_static();
+        assert_eq!($m::with_static(), first + 1, "one static, on or off");
+        assert_eq!(
+            plain::extract(Path(1), (2, 3)),
+            $m::extract(Path(1), (2, 3))
+        );
+        let _ = (plain::opaque(Opaque), $m::opaque(Opaque));
+        let (p, t, here) = (plain::caller_line(), $m::caller_line(), line!());
+        assert_eq!(p, t, "a #[track_caller] function sees its caller's line");
+        assert_eq!(p, here);
+        let p = panic_message(|| {
+            plain::unwrap_here(None);
+        });
+        let t = panic_message(|| {
+            $m::unwrap_here(None);
+        });
+        assert_eq!(p, t);
+        let (pf, tf) = (plain::send_across_await(1), $m::send_across_await(1));
+        assert_send(&pf);
+        assert_send(&tf);
+        assert_eq!(block_on(pf), block_on(tf));
+    }};
+}
+
 fn check_all() {
-    let evens = |v: Vec<u32>| -> (Vec<u32>, Vec<u32>) {
-        (
-            plain::evens(v.clone()).collect(),
-            traced::evens(v).collect(),
-        )
-    };
-    let (p, t) = evens(vec![1, 2, 3, 4]);
-    assert_eq!(p, t);
-    assert_eq!(block_on(plain::later(1)), block_on(traced::later(1)));
-    assert_eq!(
-        block_on(async { plain::nested(2).await.await }),
-        block_on(async { traced::nested(2).await.await })
-    );
-    let mut pn = plain::Named {
-        name: "bob".into(),
-        count: 0,
-    };
-    let mut tn = traced::Named {
-        name: "bob".into(),
-        count: 0,
-    };
-    assert_eq!(block_on(pn.name()), block_on(tn.name()));
-    *pn.count_mut() += 1;
-    *tn.count_mut() += 1;
-    *block_on(pn.count_mut_async()) += 1;
-    *block_on(tn.count_mut_async()) += 1;
-    assert_eq!((pn.count, tn.count), (2, 2));
-    for s in ["7", "x", "700"] {
-        assert_eq!(
-            format!("{:?}", plain::boxed_error(s)),
-            format!("{:?}", traced::boxed_error(s))
-        );
-    }
-    for which in [true, false] {
-        assert_eq!(
-            format!("{:?}", plain::boxed_debug(which)),
-            format!("{:?}", traced::boxed_debug(which))
-        );
-    }
-    let s = "x".to_owned();
-    assert_eq!(plain::as_str(&s), traced::as_str(&s));
-    assert_eq!(plain::empty_first(&[1]), traced::empty_first(&[1]));
-    assert_eq!(plain::empty_first(&[1, 2]), traced::empty_first(&[1, 2]));
-    assert_eq!(plain::dflt::<u32>(), traced::dflt::<u32>());
-    assert_eq!(plain::parse::<u8>("9"), traced::parse::<u8>("9"));
-    assert_eq!(
-        panic_message(|| plain::fatal("x")),
-        panic_message(|| traced::fatal("x"))
-    );
-    assert_eq!(plain::configured(1, 2), traced::configured(1, 2));
-
-    drops();
-    let inside = plain::drop_order(Loud("a"), Loud("b"), (Loud("c"), Loud("d")), Loud("_"));
-    let plain_order = drops();
-    let traced_inside = traced::drop_order(Loud("a"), Loud("b"), (Loud("c"), Loud("d")), Loud("_"));
-    assert_eq!(drops(), plain_order, "parameters drop in the same order");
-    assert_eq!(inside, traced_inside);
-
-    assert_eq!(plain::with_macros(2), traced::with_macros(2));
-    let first = traced::with_static();
-    assert_eq!(traced::with_static(), first + 1, "one static, on or off");
-    assert_eq!(
-        plain::extract(Path(1), (2, 3)),
-        traced::extract(Path(1), (2, 3))
-    );
-    let _ = (plain::opaque(Opaque), traced::opaque(Opaque));
-    let (p, t, here) = (plain::caller_line(), traced::caller_line(), line!());
-    assert_eq!(p, t, "a #[track_caller] function sees its caller's line");
-    assert_eq!(p, here);
-    let p = panic_message(|| {
-        plain::unwrap_here(None);
-    });
-    let t = panic_message(|| {
-        traced::unwrap_here(None);
-    });
-    assert_eq!(p, t);
-    let (pf, tf) = (plain::send_across_await(1), traced::send_across_await(1));
-    assert_send(&pf);
-    assert_send(&tf);
-    assert_eq!(block_on(pf), block_on(tf));
+    rows!(traced);
+    rows!(lone);
     assert_eq!(Counter(4).get(), 4);
     assert_eq!(through_facade(1), 2);
     assert_eq!(reentrant_show(&Reentrant), 7);
@@ -319,13 +345,18 @@ fn drain(session: &Session) -> Vec<Event> {
     events
 }
 
+/// The event's function, named within its module's last segment:
+/// `traced::evens`, `lone::Named::name`, or, at the top, `through_facade`.
 fn name(e: &Event) -> String {
     let info = e
         .callsite
         .and_then(nodetrace_agent::callsite)
         .expect("a callsite")
         .info();
-    info.function_path()
+    match info.module.rsplit_once("::") {
+        Some((_, m)) => format!("{m}::{}", info.function_path()),
+        None => info.function_path(),
+    }
 }
 
 #[test]
@@ -338,6 +369,7 @@ fn every_shape_means_the_same_off_and_on() {
     let module = module_path!();
     for p in [
         format!("{module}::traced::* -> return"),
+        format!("{module}::lone::* -> return"),
         format!("{module}:* -> return"),
     ] {
         assert!(session.trace_pattern(&p.parse().unwrap()) > 0, "{p}");
@@ -358,34 +390,47 @@ fn every_shape_means_the_same_off_and_on() {
             .map(|e| e.text.clone().unwrap_or_default())
             .collect()
     };
-    assert_eq!(returns("evens").len(), 1);
-    assert_eq!(returns("Named::name"), [r#""bob""#]);
-    assert_eq!(returns("Named::count_mut"), ["0"]);
-    assert_eq!(
-        returns("boxed_error"),
-        [
-            "Ok(7)",
-            r#"Err(ParseIntError { kind: InvalidDigit })"#,
-            "Err(Error)"
-        ]
-    );
-    assert_eq!(returns("as_str"), [r#"Some("x")"#]);
-    assert_eq!(returns("empty_first"), ["[]", "[1, 2]"]);
-    assert_eq!(returns("dflt"), ["<u32>"], "a generic value shows its type");
-    assert_eq!(returns("parse"), ["<core::option::Option<u8>>"]);
-    assert_eq!(
-        calls("configured"),
-        ["1, 2"],
-        "a parameter cfg removes is not shown"
-    );
-    assert_eq!(calls("extract"), ["Path(1), (2, 3)"], "patterns show whole");
-    assert_eq!(
-        calls("opaque"),
-        ["<traced_keeps_the_meaning_of_every_shape::Opaque>"]
-    );
-    assert_eq!(returns("with_macros"), ["6"]);
-    assert_eq!(returns("caller_line").len(), 1);
-    assert_eq!(returns("send_across_await"), ["1"]);
+    for m in ["traced", "lone"] {
+        assert_eq!(returns(&format!("{m}::evens")).len(), 1);
+        assert_eq!(returns(&format!("{m}::Named::name")), [r#""bob""#]);
+        assert_eq!(returns(&format!("{m}::Named::count_mut")), ["0"]);
+        assert_eq!(
+            returns(&format!("{m}::boxed_error")),
+            [
+                "Ok(7)",
+                r#"Err(ParseIntError { kind: InvalidDigit })"#,
+                "Err(Error)"
+            ]
+        );
+        assert_eq!(returns(&format!("{m}::as_str")), [r#"Some("x")"#]);
+        assert_eq!(returns(&format!("{m}::empty_first")), ["[]", "[1, 2]"]);
+        assert_eq!(
+            returns(&format!("{m}::dflt")),
+            ["<u32>"],
+            "a generic value shows its type"
+        );
+        assert_eq!(
+            returns(&format!("{m}::parse")),
+            ["<core::option::Option<u8>>"]
+        );
+        assert_eq!(
+            calls(&format!("{m}::configured")),
+            ["1, 2"],
+            "a parameter cfg removes is not shown"
+        );
+        assert_eq!(
+            calls(&format!("{m}::extract")),
+            ["Path(1), (2, 3)"],
+            "patterns show whole"
+        );
+        assert_eq!(
+            calls(&format!("{m}::opaque")),
+            ["<traced_keeps_the_meaning_of_every_shape::Opaque>"]
+        );
+        assert_eq!(returns(&format!("{m}::with_macros")), ["6"]);
+        assert_eq!(returns(&format!("{m}::caller_line")).len(), 1);
+        assert_eq!(returns(&format!("{m}::send_across_await")), ["1"]);
+    }
     assert_eq!(returns("Counter::get"), ["4"]);
     assert_eq!(returns("through_facade"), ["2"]);
     assert_eq!(
@@ -398,6 +443,14 @@ fn every_shape_means_the_same_off_and_on() {
         .filter(|e| e.kind == EventKind::Exception)
         .map(name)
         .collect();
-    assert_eq!(exceptions, ["fatal", "unwrap_here"]);
+    assert_eq!(
+        exceptions,
+        [
+            "traced::fatal",
+            "traced::unwrap_here",
+            "lone::fatal",
+            "lone::unwrap_here"
+        ]
+    );
     assert_eq!(session.lost(), 0);
 }

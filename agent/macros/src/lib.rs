@@ -52,9 +52,9 @@ use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::visit_mut::VisitMut;
 use syn::{
-    Attribute, Block, FnArg, GenericParam, Generics, Ident, ImplItem, ImplItemFn, Item, ItemFn,
-    ItemImpl, ItemMod, Pat, PatType, Path, Receiver, ReturnType, Signature, Token, Type,
-    TypeParamBound, WherePredicate, parse_macro_input, parse_quote,
+    Attribute, FnArg, GenericParam, Generics, Ident, ImplItem, ImplItemFn, Item, ItemFn, ItemImpl,
+    ItemMod, Pat, PatType, Path, Receiver, ReturnType, Signature, Token, Type, TypeParamBound,
+    WherePredicate, parse_macro_input, parse_quote,
 };
 
 /// Makes a function, every method of an `impl` block, or every function of
@@ -62,6 +62,14 @@ use syn::{
 #[proc_macro_attribute]
 pub fn traced(attr: TokenStream, item: TokenStream) -> TokenStream {
     let options = parse_macro_input!(attr as Options);
+    // A lone function is read without parsing its body, which the
+    // expansion only moves: most of a traced crate's build is in the bodies.
+    if let Ok(f) = syn::parse::<LazyFn>(item.clone()) {
+        return match expand_lazy_fn(f, &options) {
+            Ok(tokens) => tokens.into(),
+            Err(err) => err.to_compile_error().into(),
+        };
+    }
     let item = parse_macro_input!(item as Item);
     match expand_item(item, &options, None, true) {
         Ok(tokens) => tokens.into(),
@@ -161,10 +169,7 @@ fn expand_fn(
 ) -> syn::Result<TokenStream2> {
     if let Some(constness) = f.sig.constness {
         if direct {
-            return Err(syn::Error::new(
-                constness.span(),
-                "#[traced] cannot trace a const fn: it may run at compile time, where nothing records",
-            ));
+            return Err(const_fn(constness.span()));
         }
         return Ok(quote!(#f));
     }
@@ -174,8 +179,64 @@ fn expand_fn(
         mut sig,
         block,
     } = f;
-    let body = instrument(&mut sig, &attrs, *block, options, ctx)?;
-    Ok(quote! { #(#attrs)* #vis #sig #body })
+    let stmts = &block.stmts;
+    let body = instrument(&mut sig, &attrs, quote!(#(#stmts)*), options, ctx)?;
+    // syn keeps a body's `#![...]` with the function's attributes.
+    let (inner, outer): (Vec<_>, Vec<_>) = attrs
+        .into_iter()
+        .partition(|a| matches!(a.style, syn::AttrStyle::Inner(_)));
+    Ok(quote! { #(#outer)* #vis #sig { #(#inner)* #body } })
+}
+
+/// A function with its body left as tokens.
+struct LazyFn {
+    attrs: Vec<Attribute>,
+    /// `#![...]` at the top of the body.
+    inner: Vec<Attribute>,
+    vis: syn::Visibility,
+    sig: Signature,
+    body: TokenStream2,
+}
+
+impl Parse for LazyFn {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis = input.parse()?;
+        let sig = input.parse()?;
+        let content;
+        syn::braced!(content in input);
+        let inner = content.call(Attribute::parse_inner)?;
+        let body = content.parse()?;
+        Ok(LazyFn {
+            attrs,
+            inner,
+            vis,
+            sig,
+            body,
+        })
+    }
+}
+
+fn expand_lazy_fn(f: LazyFn, options: &Options) -> syn::Result<TokenStream2> {
+    let LazyFn {
+        attrs,
+        inner,
+        vis,
+        mut sig,
+        body,
+    } = f;
+    if let Some(constness) = sig.constness {
+        return Err(const_fn(constness.span()));
+    }
+    let body = instrument(&mut sig, &attrs, body, options, None)?;
+    Ok(quote! { #(#attrs)* #vis #sig { #(#inner)* #body } })
+}
+
+fn const_fn(span: Span) -> syn::Error {
+    syn::Error::new(
+        span,
+        "#[traced] cannot trace a const fn: it may run at compile time, where nothing records",
+    )
 }
 
 fn last_segment(path: &Path) -> String {
@@ -203,8 +264,14 @@ fn expand_impl(mut imp: ItemImpl, options: &Options) -> TokenStream2 {
             let ImplItemFn {
                 sig, block, attrs, ..
             } = method;
-            match instrument(sig, attrs, block.clone(), options, Some(&ctx)) {
-                Ok(body) => *block = body,
+            let stmts = &block.stmts;
+            match instrument(sig, attrs, quote!(#(#stmts)*), options, Some(&ctx)) {
+                // Handed back as tokens: parsing the expansion again
+                // would cost more than writing it.
+                Ok(body) => {
+                    let expr = syn::Expr::Verbatim(body);
+                    block.stmts = vec![syn::Stmt::Expr(expr, None)];
+                }
                 Err(err) => errors.extend(err.to_compile_error()),
             }
         }
@@ -454,14 +521,53 @@ fn check_skips(params: &[Param], options: &Options) -> syn::Result<()> {
     Ok(())
 }
 
-/// Statements that write each argument into the writer `w`.
-fn arg_writers(params: &[Param], options: &Options, generic: &Generic, k: &Path) -> TokenStream2 {
+/// Whether a value of type `ty` is `Copy` by its spelling (a primitive, a
+/// shared reference, a raw pointer, or a tuple or array of them): the
+/// argument writer then holds a copy, and the argument keeps its register.
+fn copied(ty: &Type) -> bool {
+    const PRIMITIVES: &[&str] = &[
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+        "f32", "f64", "bool", "char",
+    ];
+    match ty {
+        Type::Path(p) => {
+            p.qself.is_none()
+                && p.path
+                    .get_ident()
+                    .is_some_and(|id| PRIMITIVES.iter().any(|prim| id == prim))
+        }
+        Type::Reference(r) => r.mutability.is_none(),
+        Type::Ptr(_) | Type::Never(_) => true,
+        Type::Tuple(t) => t.elems.iter().all(copied),
+        Type::Array(a) => copied(&a.elem),
+        Type::Paren(p) => copied(&p.elem),
+        Type::Group(g) => copied(&g.elem),
+        _ => false,
+    }
+}
+
+/// The argument writer's captures and statements: for each argument, a
+/// `let` run before the writer is made (a copy, a reference, or the type's
+/// name), and the statement that writes it into `w`. The writer is a `move`
+/// closure of those captures only, made where the call is recorded, so a
+/// switched-off call takes the address of no argument that is `Copy` by
+/// its spelling.
+fn arg_writers(
+    params: &[Param],
+    options: &Options,
+    generic: &Generic,
+    k: &Path,
+) -> (TokenStream2, TokenStream2) {
     let w = hidden("__nt_w");
-    let mut out = TokenStream2::new();
-    for p in params {
+    let (mut captures, mut writes) = (TokenStream2::new(), TokenStream2::new());
+    for (i, p) in params.iter().enumerate() {
         let cfg = &p.cfg;
+        let c = hidden(&format!("__nt_c{i}"));
         let skipped = options.skip_all || p.names.iter().any(|n| options.skip.contains(n));
-        let line = match &p.kind {
+        let (capture, write) = match &p.kind {
+            ParamKind::Receiver(_) if generic.all.iter().any(|g| g == "Self") => {
+                (None, quote!(#w.current_process();))
+            }
             ParamKind::Receiver(r) => {
                 let this = &r.self_token;
                 let value = if r.reference.is_none() && r.colon_token.is_none() {
@@ -469,25 +575,43 @@ fn arg_writers(params: &[Param], options: &Options, generic: &Generic, k: &Path)
                 } else {
                     quote!(&*#this)
                 };
-                if generic.all.iter().any(|g| g == "Self") {
-                    quote!(#w.current_process();)
-                } else {
-                    quote_spanned!(r.span()=> (&#k::__private::SelfArg(#value)).nt_fmt(#w);)
-                }
+                (
+                    Some(quote!(let #c = #value;)),
+                    quote_spanned!(r.span()=> (&#k::__private::SelfArg(#c)).nt_fmt(#w);),
+                )
             }
-            _ if skipped => quote!(#w.skipped();),
+            _ if skipped => (None, quote!(#w.skipped();)),
             ParamKind::Ident(name, _) | ParamKind::Pattern(name, _) => {
                 let ty = p.ty.as_ref().expect("a typed parameter");
-                if generic.shows_debug(ty) {
-                    quote!((&#k::__private::Arg(&#name)).nt_fmt(#w);)
+                if !generic.shows_debug(ty) {
+                    (
+                        Some(quote!(let #c = ::core::any::type_name_of_val(&#name);)),
+                        quote!(#w.opaque(#c);),
+                    )
+                } else if let Type::Reference(_) = ty {
+                    (
+                        Some(quote!(let #c: &_ = &*#name;)),
+                        quote!((&#k::__private::Arg(&#c)).nt_fmt(#w);),
+                    )
+                } else if copied(ty) {
+                    (
+                        Some(quote!(let #c = #name;)),
+                        quote!((&#k::__private::Arg(&#c)).nt_fmt(#w);),
+                    )
                 } else {
-                    quote!(#w.opaque(::core::any::type_name_of_val(&#name));)
+                    (
+                        Some(quote!(let #c = &#name;)),
+                        quote!((&#k::__private::Arg(#c)).nt_fmt(#w);),
+                    )
                 }
             }
         };
-        out.extend(quote!(#(#cfg)* #line));
+        if let Some(capture) = capture {
+            captures.extend(quote!(#(#cfg)* #capture));
+        }
+        writes.extend(quote!(#(#cfg)* #write));
     }
-    out
+    (captures, writes)
 }
 
 /// `let a = a;` for each parameter, in order, and `let PAT = whole;` for
@@ -541,10 +665,10 @@ fn is_track_caller(attrs: &[Attribute]) -> bool {
 fn instrument(
     sig: &mut Signature,
     attrs: &[Attribute],
-    block: Block,
+    stmts: TokenStream2,
     options: &Options,
     ctx: Option<&ImplCtx>,
-) -> syn::Result<Block> {
+) -> syn::Result<TokenStream2> {
     let k = &options.krate;
     let params = params(sig);
     check_skips(&params, options)?;
@@ -585,13 +709,14 @@ fn instrument(
         #[allow(unused_imports)]
         use #k::__private::{FmtDebug as _, FmtOpaque as _, FmtSelfPid as _, FmtSelfProcess as _};
     };
-    let args = arg_writers(&params, options, &generic, k);
+    let (captures, args) = arg_writers(&params, options, &generic, k);
     let rebinds = rebind(&params);
     let output: Type = match &sig.output {
         ReturnType::Default => parse_quote!(()),
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
-    let write_ret = if matches!(output, Type::Never(_)) {
+    let never = matches!(output, Type::Never(_));
+    let write_ret = if never {
         quote!(let _ = (#w, #r);)
     } else if generic.shows_debug_returned(&output) {
         quote!(#uses (&#k::__private::Arg(#r)).nt_fmt(#w);)
@@ -599,7 +724,6 @@ fn instrument(
         quote!(#w.opaque(::core::any::type_name_of_val(#r));)
     };
     let annotation = closure_return(&output);
-    let stmts = &block.stmts;
     let start = quote! {
         #callsite
         let #flags = #k::__private::flags(&#cs);
@@ -608,42 +732,62 @@ fn instrument(
         let pin = annotation
             .as_ref()
             .map(|ty| quote!(if false { return #k::__private::never::<#ty>(); }));
-        quote!({
+        quote! {
             #start
-            let #call = #k::__private::start_call(&#cs, #flags, |#w| { #uses #args });
-            let #body = async move { #pin #rebinds #(#stmts)* };
+            let #call = if #flags != 0 {
+                #captures
+                #k::__private::start_call(&#cs, #flags, move |#w| { #uses #args })
+            } else {
+                ::core::option::Option::None
+            };
+            let #body = async move { #pin #rebinds #stmts };
             match #call {
                 ::core::option::Option::None => #body.await,
                 ::core::option::Option::Some(#call) => {
                     #k::__private::instrument(#call, #body, |#w, #r| { #write_ret }).await
                 }
             }
-        })
-    } else if is_track_caller(attrs) {
-        let annotation = annotation.map(|ty| quote!(: #ty));
-        quote!({
-            #start
-            let #call = #k::__private::CallGuard::enter(&#cs, #flags, |#w| { #uses #args });
-            #rebinds
-            let #r #annotation = { #(#stmts)* };
-            #call.exit(|#w| { let #r = &#r; #write_ret });
-            #r
-        })
+        }
     } else {
-        let annotation = annotation.map(|ty| quote!(-> #ty));
-        quote!({
-            #start
-            let #body = #k::__private::body(#[inline(always)] move |#call: #k::__private::CallSlot<'_>| #annotation {
-                if let ::core::option::Option::Some(#call) = #call {
-                    #k::__private::record_call_into(#call, &#cs, #flags, |#w| { #uses #args });
-                }
-                #rebinds
-                #(#stmts)*
+        // The call is recorded behind the flags test, where the argument
+        // writer is made; the body then runs once, switched on or off.
+        let enter = quote! {
+            let #call = #k::__private::Call::new(#flags != 0 && {
+                ::core::hint::cold_path();
+                #captures
+                #k::__private::enter(&#cs, #flags, &mut move |#w| { #uses #args })
             });
-            #k::__private::run(#flags, #body, |#w, #r| { #write_ret })
-        })
+        };
+        let (run, exit) = if is_track_caller(attrs) {
+            // A closure would hide the caller's location: the body runs
+            // inline, and its `return`s and `?`s carry no value.
+            let annotation = annotation.map(|ty| quote!(: #ty));
+            (
+                quote!(#rebinds let #r #annotation = { #stmts };),
+                quote!(#r),
+            )
+        } else {
+            let annotation = annotation.map(|ty| quote!(-> #ty));
+            (
+                quote!(let #body = #k::__private::body(#[inline(always)] move || #annotation {
+                    #rebinds
+                    #stmts
+                });),
+                quote!(#body()),
+            )
+        };
+        if never {
+            quote!(#start #enter #run #exit)
+        } else {
+            quote! {
+                #start
+                #enter
+                #run
+                #call.exit(#exit, |#w, #r| { #write_ret })
+            }
+        }
     };
-    syn::parse2(expanded)
+    Ok(expanded)
 }
 
 #[cfg(test)]

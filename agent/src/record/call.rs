@@ -1,15 +1,17 @@
 //! The recording path of a traced function: what `#[traced]` expands to call.
 //!
-//! [`flags`] and the `flags == 0` test in [`run`] (or [`start_call`]) are
-//! the only code a switched-off function runs: one relaxed load of its
-//! callsite's flags and a branch, inlined. Everything else lives behind that
-//! branch, out of line: choosing the sessions that want this call in this
-//! process, formatting the arguments if asked (bounded), and writing a call
-//! record with a timestamp. The [`CallGuard`] then writes the return record
-//! with the elapsed time, or, if the function unwinds, an exception record
-//! with the panic message; [`Traced`] does the same for an async call.
+//! [`flags`] and the `flags != 0` test before [`enter`] (or in
+//! [`start_call`]) are the only code a switched-off function runs: one
+//! relaxed load of its callsite's flags and a branch, inlined, and the test
+//! of the [`Call`]'s flag when it returns. Everything else lives behind
+//! those branches, out of line: choosing the sessions that want this call
+//! in this process, formatting the arguments if asked (bounded), and
+//! writing a call record with a timestamp. [`Call::exit`] then writes the
+//! return record with the elapsed time, or, if the function unwinds, the
+//! [`Call`]'s drop writes an exception record with the panic message;
+//! [`Traced`] does the same for an async call.
 
-use std::cell::Cell;
+use std::cell::UnsafeCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -163,24 +165,6 @@ pub fn start_call(
     record_call(cs, flags, &mut args)
 }
 
-/// Records the call into `slot`: the switched-on copy of a sync body calls
-/// this, so that the call is written in place, without a copy in its frame.
-#[doc(hidden)]
-#[inline(always)]
-pub fn record_call_into(
-    slot: &Cell<Option<Active>>,
-    cs: &'static Callsite,
-    flags: u64,
-    mut args: impl FnMut(&mut ArgWriter),
-) {
-    record_into(slot, cs, flags, &mut args);
-}
-
-#[inline(never)]
-fn record_into(slot: &Cell<Option<Active>>, cs: &'static Callsite, flags: u64, args: Writer<'_>) {
-    slot.set(record(cs, flags, args));
-}
-
 #[inline(never)]
 fn record_call(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active> {
     record(cs, flags, args)
@@ -292,11 +276,37 @@ fn record_poll(kind: EventKind, polls: u32, cs: u32, pid: Pid, ts: u64, ticks: u
     push(kind, polls, cs, u64::MAX, pid, ts, ticks, None);
 }
 
-/// The live part of a sync traced call; see the module docs. The call sits
-/// in a cell so that the switched-on copy of a body can record into it
-/// (see [`CallSlot`]).
+/// A sync traced call: whether it was recorded. The recorded call itself
+/// waits on this thread's stack of calls (sync calls nest, so their ends
+/// come in the reverse order of their starts), so that the traced
+/// function's frame holds one flag: a switched-off call keeps it in a
+/// register, and a switched-on one adds no more than that to the stack of
+/// a deep recursion.
 #[doc(hidden)]
-pub struct CallGuard(Cell<Option<Active>>);
+pub struct Call(bool);
+
+thread_local! {
+    /// The recorded sync calls of this thread that have not returned.
+    static CALLS: UnsafeCell<Vec<Active>> = const { UnsafeCell::new(Vec::new()) };
+}
+
+/// Pushes a recorded call on this thread's stack; false if the thread is
+/// past its thread-locals' destruction (the call then has no return).
+fn push_call(active: Active) -> bool {
+    // Safety: the vector is borrowed for the push only, and a push runs no
+    // code that could reach it again.
+    CALLS
+        .try_with(|calls| unsafe { (*calls.get()).push(active) })
+        .is_ok()
+}
+
+fn pop_call() -> Option<Active> {
+    // Safety: as in `push_call`.
+    CALLS
+        .try_with(|calls| unsafe { (*calls.get()).pop() })
+        .ok()
+        .flatten()
+}
 
 /// The flags word of `cs`, read once per call: zero is the whole cost of a
 /// switched-off call (one load and a branch); the switched-on path is handed
@@ -312,7 +322,7 @@ pub fn flags(cs: &'static Callsite) -> u64 {
 /// it as it does through the function).
 #[doc(hidden)]
 #[inline(always)]
-pub fn body<R, F: FnOnce(CallSlot<'_>) -> R>(body: F) -> F {
+pub fn body<R, F: FnOnce() -> R>(body: F) -> F {
     body
 }
 
@@ -325,94 +335,72 @@ pub fn never<T>() -> T {
     unreachable!("nodetrace: a type pin that never runs")
 }
 
-/// Where the switched-on copy of a traced body puts its recorded call;
-/// `None` in the switched-off copy, which then records nothing.
+/// Records a sync call of `cs` if a session traces it in this process (or
+/// a profile counts it); `args` writes the arguments and runs only if a
+/// session wants them. Called only when `flags` is not zero; true if the
+/// call was recorded, which the [`Call`] then carries.
 #[doc(hidden)]
-pub type CallSlot<'a> = Option<&'a Cell<Option<Active>>>;
-
-/// Runs the body of a sync traced call: as it is when `flags` is zero (the
-/// switched-off path, inlined into the function); else the body first
-/// records its call into the slot it is handed, and what it returns is
-/// recorded (`ret` writes the value if asked), or its panic.
-#[doc(hidden)]
-#[inline(always)]
-pub fn run<R>(
-    flags: u64,
-    body: impl FnOnce(CallSlot<'_>) -> R,
-    ret: impl FnMut(&mut ArgWriter, &R),
-) -> R {
-    if flags == 0 {
-        return body(None);
-    }
-    std::hint::cold_path();
-    run_on(body, ret)
+#[inline(never)]
+pub fn enter(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> bool {
+    record(cs, flags, args).is_some_and(push_call)
 }
 
-/// The switched-on path, out of line, so that neither the traced function's
-/// own frame nor its switched-off path carries anything of the recording.
+impl Call {
+    /// The call, recorded or not: `on` is `flags != 0 && enter(..)`.
+    #[inline(always)]
+    pub fn new(on: bool) -> Call {
+        Call(on)
+    }
+
+    /// Ends the call with the value it returns, which passes through;
+    /// `ret` writes it if a session asks. `ret` is a function, not a
+    /// closure, so that the recording of a return exists once per returned
+    /// type in the binary, not once per traced function.
+    #[inline(always)]
+    pub fn exit<R>(self, value: R, ret: fn(&mut ArgWriter, &R)) -> R {
+        let call = std::mem::ManuallyDrop::new(self);
+        if call.0 {
+            std::hint::cold_path();
+            return exit_on(value, ret);
+        }
+        value
+    }
+}
+
+/// The end of a recorded call, out of line, with the value passed in and
+/// out, so that a switched-off call never takes the value's address.
 #[inline(never)]
-fn run_on<R>(body: impl FnOnce(CallSlot<'_>) -> R, mut ret: impl FnMut(&mut ArgWriter, &R)) -> R {
-    let guard = CallGuard::off();
-    let value = body(Some(&guard.0));
-    return_from(&guard.0, |w| ret(w, &value));
+fn exit_on<R>(value: R, ret: fn(&mut ArgWriter, &R)) -> R {
+    returned(&mut |w| ret(w, &value));
     value
 }
 
-/// Records the return of the call in `slot`, if one was recorded; taken
-/// out of the slot out of line, so the caller's frame holds no copy.
-#[inline(always)]
-fn return_from(slot: &Cell<Option<Active>>, mut ret: impl FnMut(&mut ArgWriter)) {
-    return_from_slot(slot, &mut ret);
-}
-
-#[inline(never)]
-fn return_from_slot(slot: &Cell<Option<Active>>, ret: Writer<'_>) {
-    if let Some(active) = slot.take() {
+fn returned(ret: Writer<'_>) {
+    if let Some(active) = pop_call() {
         active.returned(ret);
     }
 }
 
-impl CallGuard {
-    /// The guard of a switched-off call: it records nothing.
-    fn off() -> CallGuard {
-        CallGuard(Cell::new(None))
-    }
-
-    /// Starts a sync traced call of `cs`, whose flags word is `flags`;
-    /// `args` writes the arguments if a session wants them.
-    #[inline(always)]
-    pub fn enter(
-        cs: &'static Callsite,
-        flags: u64,
-        mut args: impl FnMut(&mut ArgWriter),
-    ) -> CallGuard {
-        if flags == 0 {
-            return CallGuard::off();
-        }
-        CallGuard(Cell::new(record_call(cs, flags, &mut args)))
-    }
-
-    /// Ends the call normally; `ret` writes the return value if asked.
-    #[inline(always)]
-    pub fn exit(self, mut ret: impl FnMut(&mut ArgWriter)) {
-        if let Some(active) = self.0.take() {
-            active.returned(&mut ret);
-        }
-    }
-}
-
-impl Drop for CallGuard {
-    /// Ends a call that did not pass through [`CallGuard::exit`]: it is
+impl Drop for Call {
+    /// Ends a recorded call that did not pass through [`Call::exit`]: it is
     /// unwinding, or its body could not run in a closure (see `#[traced]`)
     /// and returned a value the guard cannot see.
     #[inline(always)]
     fn drop(&mut self) {
-        if let Some(active) = self.0.take() {
-            if std::thread::panicking() {
-                active.unwound(panics::message());
-            } else {
-                active.returned(&mut |_| {});
-            }
+        if self.0 {
+            dropped();
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn dropped() {
+    if let Some(active) = pop_call() {
+        if std::thread::panicking() {
+            active.unwound(panics::message());
+        } else {
+            active.returned(&mut |_| {});
         }
     }
 }
