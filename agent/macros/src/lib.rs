@@ -14,18 +14,18 @@
 //!
 //! The body is written once, as a `move` closure called at once (so that
 //! `return` and `?` pass its value to the return event), with the declared
-//! return type, so every coercion of the original still happens. The
-//! closure is inlined behind the switched-off check, where it is the whole
-//! function (one load and a branch before it), and into the agent's
-//! out-of-line switched-on path, which hands it a slot where it first
-//! records the call (the arguments' addresses are taken in that copy only,
-//! so the switched-off copy keeps them in registers); the return record
-//! follows it. One closure,
-//! one type: `impl Trait` returns, closures and items in the body mean what
-//! they meant. Parameters are moved into the closure and bound again in
-//! their order, so they drop in the order they did. A parameter written as
-//! a pattern (`Path(id): Path<u32>`) is received whole and destructured
-//! first thing, so that call events show the whole value.
+//! return type, so every coercion of the original still happens. It runs
+//! once, switched on or off: before it, behind the callsite's flags test,
+//! the call is recorded (the argument writer is made there, holding copies
+//! of the arguments whose type is `Copy` by its spelling, so those keep
+//! their registers in a switched-off call); after it, the return is
+//! recorded, out of line, if the call was. One closure, one type: `impl
+//! Trait` returns, closures and items in the body mean what they meant.
+//! Parameters are moved into the closure and bound again in their order,
+//! so they drop in the order they did. A parameter written as a pattern
+//! (`Path(id): Path<u32>`) is received whole and destructured first thing,
+//! so that call events show the whole value. A lone function's body is not
+//! parsed: the expansion only moves its tokens.
 //!
 //! An `async fn` keeps its body in one `async move` block, awaited plain
 //! when off and under the recording wrapper when on. A `#[track_caller]`
