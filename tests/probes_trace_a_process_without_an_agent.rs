@@ -181,8 +181,15 @@ impl Tracing {
     /// Starts `nodetrace ARGS` and waits for its first line on stderr,
     /// which starts with `first`.
     fn start_saying(args: &[&str], first: &str) -> Tracing {
-        let mut child = Command::new(NODETRACE)
-            .args(args)
+        let mut cmd = Command::new(NODETRACE);
+        cmd.args(args);
+        Tracing::start_command(cmd, first)
+    }
+
+    /// Starts `cmd` (a nodetrace command) and waits for its first line on
+    /// stderr, which starts with `first`.
+    fn start_command(mut cmd: Command, first: &str) -> Tracing {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -197,6 +204,11 @@ impl Tracing {
             stderr,
             start,
         }
+    }
+
+    /// Whether the trace has not ended yet.
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
     }
 
     /// Waits for the trace to end (bounded): success, stdout, stderr.
@@ -1260,6 +1272,38 @@ fn beside_the_agent_traced_functions_keep_their_fast_path_and_the_rest_are_probe
         "only Store::get's {probed}: {}",
         run.stderr
     );
+
+    // The probes fire on the running node: its clients' GETs after the
+    // trace began are calls from the threads that serve them.
+    let mut trace = Tracing::start_command(
+        home.nodetrace(&[
+            "trace",
+            "calls",
+            "--pid",
+            &pid,
+            "kv::store::Store::get",
+            "--max",
+            "3",
+        ]),
+        "tracing calls of kv::store::Store::get",
+    );
+    let mut client = node.client();
+    let mut served = 0;
+    while trace.running() && served < 2_000 {
+        assert_eq!(client.send("SET k 1"), "OK");
+        client.send("GET k");
+        served += 1;
+    }
+    let (ok, out, err) = trace.finish();
+    assert!(ok, "{err}");
+    let gets: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(") call kv::store:Store::get(self: 0x"))
+        .collect();
+    assert!(!gets.is_empty(), "served {served}: {out}\n{err}");
+    assert!(gets.iter().all(|l| l.starts_with("(<tid ")), "{out}");
+    assert!(err.contains("reached the limit of 3 events"), "{err}");
+    assert_eq!(client.send("GET k"), "1", "the node serves on");
 
     // Only #[traced] functions selected: nothing to probe, --node said.
     let run = home.run(&["profile", "cprof", "--pid", &pid, "kv::stats:summary"]);
