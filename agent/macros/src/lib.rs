@@ -522,8 +522,11 @@ fn check_skips(params: &[Param], options: &Options) -> syn::Result<()> {
 }
 
 /// Whether a value of type `ty` is `Copy` by its spelling (a primitive, a
-/// shared reference, a raw pointer, or a tuple or array of them): the
-/// argument writer then holds a copy, and the argument keeps its register.
+/// shared reference, a raw pointer, or a tuple of them): the argument
+/// writer then holds a copy, and the argument keeps its register. Not an
+/// array, whose copy could be large and would sit in the traced frame. A
+/// type of the user's named like a primitive (`struct u32(String)`) would
+/// be moved by the copy: no code names its types so.
 fn copied(ty: &Type) -> bool {
     const PRIMITIVES: &[&str] = &[
         "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
@@ -539,7 +542,6 @@ fn copied(ty: &Type) -> bool {
         Type::Reference(r) => r.mutability.is_none(),
         Type::Ptr(_) | Type::Never(_) => true,
         Type::Tuple(t) => t.elems.iter().all(copied),
-        Type::Array(a) => copied(&a.elem),
         Type::Paren(p) => copied(&p.elem),
         Type::Group(g) => copied(&g.elem),
         _ => false,
@@ -752,10 +754,12 @@ fn instrument(
         // The call is recorded behind the flags test, where the argument
         // writer is made; the body then runs once, switched on or off.
         let enter = quote! {
-            let #call = #k::__private::Call::new(#flags != 0 && {
+            let #call = #k::__private::Call::new(if #flags != 0 {
                 ::core::hint::cold_path();
                 #captures
                 #k::__private::enter(&#cs, #flags, &mut move |#w| { #uses #args })
+            } else {
+                0
             });
         };
         let (run, exit) = if is_track_caller(attrs) {

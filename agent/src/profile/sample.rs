@@ -383,7 +383,7 @@ mod tests {
         let stack = [
             "std::rt::main",
             "hot::rounds",
-            "nodetrace_agent::record::call::run",
+            "core::ops::function::FnOnce::call_once",
             "hot::rounds::{{closure}}",
             "hot::hot_spin",
         ]

@@ -11,7 +11,7 @@
 //! [`Call`]'s drop writes an exception record with the panic message;
 //! [`Traced`] does the same for an async call.
 
-use std::cell::UnsafeCell;
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -276,34 +276,53 @@ fn record_poll(kind: EventKind, polls: u32, cs: u32, pid: Pid, ts: u64, ticks: u
     push(kind, polls, cs, u64::MAX, pid, ts, ticks, None);
 }
 
-/// A sync traced call: whether it was recorded. The recorded call itself
-/// waits on this thread's stack of calls (sync calls nest, so their ends
-/// come in the reverse order of their starts), so that the traced
-/// function's frame holds one flag: a switched-off call keeps it in a
+/// A sync traced call: whether it was recorded, as the depth of this
+/// thread's stack of calls once it was pushed (zero: not recorded). The
+/// recorded call itself waits on that stack (sync calls nest, so their
+/// ends come in the reverse order of their starts), so that the traced
+/// function's frame holds one word: a switched-off call keeps it in a
 /// register, and a switched-on one adds no more than that to the stack of
-/// a deep recursion.
+/// a deep recursion. The depth keeps a return from taking another call's
+/// record if calls did not nest (a stackful coroutine switched stacks on
+/// this thread): the records above its own are dropped, and a return whose
+/// record is gone records nothing.
 #[doc(hidden)]
-pub struct Call(bool);
+pub struct Call(u32);
 
 thread_local! {
     /// The recorded sync calls of this thread that have not returned.
-    static CALLS: UnsafeCell<Vec<Active>> = const { UnsafeCell::new(Vec::new()) };
+    static CALLS: RefCell<Vec<Active>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Pushes a recorded call on this thread's stack; false if the thread is
-/// past its thread-locals' destruction (the call then has no return).
-fn push_call(active: Active) -> bool {
-    // Safety: the vector is borrowed for the push only, and a push runs no
-    // code that could reach it again.
+/// Pushes a recorded call on this thread's stack and returns the depth;
+/// the call back if the stack is busy (a traced function ran inside a
+/// push: from the allocator growing the stack, or a signal handler). Past
+/// the thread-locals' destruction the call is dropped (depth zero).
+fn push_call(active: Active) -> Result<u32, Active> {
     CALLS
-        .try_with(|calls| unsafe { (*calls.get()).push(active) })
-        .is_ok()
+        .try_with(|calls| match calls.try_borrow_mut() {
+            Ok(mut calls) => {
+                calls.push(active);
+                Ok(calls.len() as u32)
+            }
+            Err(_) => Err(active),
+        })
+        .unwrap_or(Ok(0))
 }
 
-fn pop_call() -> Option<Active> {
-    // Safety: as in `push_call`.
+/// Takes the call pushed at `depth` off this thread's stack, dropping any
+/// left above it.
+fn pop_call(depth: u32) -> Option<Active> {
     CALLS
-        .try_with(|calls| unsafe { (*calls.get()).pop() })
+        .try_with(|calls| {
+            let mut calls = calls.try_borrow_mut().ok()?;
+            let depth = depth as usize;
+            if calls.len() < depth {
+                return None;
+            }
+            calls.truncate(depth);
+            calls.pop()
+        })
         .ok()
         .flatten()
 }
@@ -337,19 +356,26 @@ pub fn never<T>() -> T {
 
 /// Records a sync call of `cs` if a session traces it in this process (or
 /// a profile counts it); `args` writes the arguments and runs only if a
-/// session wants them. Called only when `flags` is not zero; true if the
-/// call was recorded, which the [`Call`] then carries.
+/// session wants them. Called only when `flags` is not zero; returns what
+/// the [`Call`] carries: the depth of the recorded call, zero if none. A
+/// call that cannot wait on the thread's stack returns at once.
 #[doc(hidden)]
 #[inline(never)]
-pub fn enter(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> bool {
-    record(cs, flags, args).is_some_and(push_call)
+pub fn enter(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u32 {
+    let Some(active) = record(cs, flags, args) else {
+        return 0;
+    };
+    push_call(active).unwrap_or_else(|active| {
+        active.returned(&mut |_| {});
+        0
+    })
 }
 
 impl Call {
-    /// The call, recorded or not: `on` is `flags != 0 && enter(..)`.
+    /// The call: `depth` is `if flags != 0 { enter(..) } else { 0 }`.
     #[inline(always)]
-    pub fn new(on: bool) -> Call {
-        Call(on)
+    pub fn new(depth: u32) -> Call {
+        Call(depth)
     }
 
     /// Ends the call with the value it returns, which passes through;
@@ -359,9 +385,9 @@ impl Call {
     #[inline(always)]
     pub fn exit<R>(self, value: R, ret: fn(&mut ArgWriter, &R)) -> R {
         let call = std::mem::ManuallyDrop::new(self);
-        if call.0 {
+        if call.0 != 0 {
             std::hint::cold_path();
-            return exit_on(value, ret);
+            return exit_on(call.0, value, ret);
         }
         value
     }
@@ -370,33 +396,34 @@ impl Call {
 /// The end of a recorded call, out of line, with the value passed in and
 /// out, so that a switched-off call never takes the value's address.
 #[inline(never)]
-fn exit_on<R>(value: R, ret: fn(&mut ArgWriter, &R)) -> R {
-    returned(&mut |w| ret(w, &value));
+fn exit_on<R>(depth: u32, value: R, ret: fn(&mut ArgWriter, &R)) -> R {
+    returned(depth, &mut |w| ret(w, &value));
     value
 }
 
-fn returned(ret: Writer<'_>) {
-    if let Some(active) = pop_call() {
+fn returned(depth: u32, ret: Writer<'_>) {
+    if let Some(active) = pop_call(depth) {
         active.returned(ret);
     }
 }
 
 impl Drop for Call {
     /// Ends a recorded call that did not pass through [`Call::exit`]: it is
-    /// unwinding, or its body could not run in a closure (see `#[traced]`)
-    /// and returned a value the guard cannot see.
+    /// unwinding, or it is a `#[track_caller]` function (whose body runs
+    /// inline, see `#[traced]`) that left through a `return` or a `?`,
+    /// with a value this drop cannot see.
     #[inline(always)]
     fn drop(&mut self) {
-        if self.0 {
-            dropped();
+        if self.0 != 0 {
+            dropped(self.0);
         }
     }
 }
 
 #[cold]
 #[inline(never)]
-fn dropped() {
-    if let Some(active) = pop_call() {
+fn dropped(depth: u32) {
+    if let Some(active) = pop_call(depth) {
         if std::thread::panicking() {
             active.unwound(panics::message());
         } else {

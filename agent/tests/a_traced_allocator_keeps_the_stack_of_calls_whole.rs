@@ -1,0 +1,91 @@
+//! A recorded sync call waits on its thread's stack of calls, and pushing
+//! onto that stack may grow it through the global allocator. An allocator
+//! that calls a traced function (a tracking allocator, say) then enters a
+//! traced call in the middle of a push: that call must return at once
+//! rather than touch the stack being grown, and every call around it must
+//! keep its own return.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use common::drain;
+use nodetrace_agent::{EventKind, Session, SessionOptions, traced};
+
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What the allocator calls on each reallocation of an armed thread.
+#[traced(skip_all)]
+fn noted_realloc() {}
+
+struct Tracking;
+
+// Safety: every request goes to `System` unchanged.
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+        let armed = ARMED.try_with(Cell::get).unwrap_or(false);
+        if armed && INSIDE.try_with(|i| !i.replace(true)).unwrap_or(false) {
+            noted_realloc();
+            let _ = INSIDE.try_with(|i| i.set(false));
+        }
+        unsafe { System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Tracking = Tracking;
+
+#[traced(skip_all)]
+fn deep(n: u32) -> u32 {
+    if n == 0 { 0 } else { deep(n - 1) + 1 }
+}
+
+#[test]
+fn a_traced_call_inside_a_push_returns_at_once_and_the_rest_pair_up() {
+    let session = Session::start(SessionOptions::default()).unwrap();
+    let pattern = "a_traced_allocator_keeps_the_stack_of_calls_whole:* -> return";
+    assert!(session.trace_pattern(&pattern.parse().unwrap()) > 0);
+    // A fresh thread: its stack of calls starts empty, so 200 nested calls
+    // grow it through `realloc` several times.
+    let total = std::thread::spawn(|| {
+        ARMED.with(|a| a.set(true));
+        (0..3).map(|_| deep(200)).sum::<u32>()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(total, 600);
+    let events = drain(&session);
+    let of = |kind: EventKind, function: &str| {
+        events
+            .iter()
+            .filter(|e| e.kind == kind)
+            .filter(|e| {
+                let cs = e.callsite.and_then(nodetrace_agent::callsite).unwrap();
+                cs.info().function == function
+            })
+            .count()
+    };
+    assert_eq!(of(EventKind::Call, "deep"), 603);
+    assert_eq!(
+        of(EventKind::Return, "deep"),
+        603,
+        "every deep call returns"
+    );
+    let noted = of(EventKind::Call, "noted_realloc");
+    assert!(noted > 0, "the allocator's traced calls are recorded");
+    assert_eq!(of(EventKind::Return, "noted_realloc"), noted);
+    assert_eq!(of(EventKind::Exception, "deep"), 0);
+    assert_eq!(session.lost(), 0);
+}
