@@ -64,8 +64,8 @@ pub fn traced(attr: TokenStream, item: TokenStream) -> TokenStream {
     let options = parse_macro_input!(attr as Options);
     // A lone function is read without parsing its body, which the
     // expansion only moves: most of a traced crate's build is in the bodies.
-    if let Ok(f) = syn::parse::<LazyFn>(item.clone()) {
-        return match expand_lazy_fn(f, &options) {
+    if let Ok(f) = syn::parse::<FnTokens>(item.clone()) {
+        return match expand_fn_tokens(f, &options, None) {
             Ok(tokens) => tokens.into(),
             Err(err) => err.to_compile_error().into(),
         };
@@ -176,20 +176,26 @@ fn expand_fn(
     let ItemFn {
         attrs,
         vis,
-        mut sig,
+        sig,
         block,
     } = f;
     let stmts = &block.stmts;
-    let body = instrument(&mut sig, &attrs, quote!(#(#stmts)*), options, ctx)?;
     // syn keeps a body's `#![...]` with the function's attributes.
-    let (inner, outer): (Vec<_>, Vec<_>) = attrs
+    let (inner, attrs) = attrs
         .into_iter()
         .partition(|a| matches!(a.style, syn::AttrStyle::Inner(_)));
-    Ok(quote! { #(#outer)* #vis #sig { #(#inner)* #body } })
+    let f = FnTokens {
+        attrs,
+        inner,
+        vis,
+        sig,
+        body: quote!(#(#stmts)*),
+    };
+    expand_fn_tokens(f, options, ctx)
 }
 
 /// A function with its body left as tokens.
-struct LazyFn {
+struct FnTokens {
     attrs: Vec<Attribute>,
     /// `#![...]` at the top of the body.
     inner: Vec<Attribute>,
@@ -198,7 +204,7 @@ struct LazyFn {
     body: TokenStream2,
 }
 
-impl Parse for LazyFn {
+impl Parse for FnTokens {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let attrs = input.call(Attribute::parse_outer)?;
         let vis = input.parse()?;
@@ -207,7 +213,7 @@ impl Parse for LazyFn {
         syn::braced!(content in input);
         let inner = content.call(Attribute::parse_inner)?;
         let body = content.parse()?;
-        Ok(LazyFn {
+        Ok(FnTokens {
             attrs,
             inner,
             vis,
@@ -217,8 +223,12 @@ impl Parse for LazyFn {
     }
 }
 
-fn expand_lazy_fn(f: LazyFn, options: &Options) -> syn::Result<TokenStream2> {
-    let LazyFn {
+fn expand_fn_tokens(
+    f: FnTokens,
+    options: &Options,
+    ctx: Option<&ImplCtx>,
+) -> syn::Result<TokenStream2> {
+    let FnTokens {
         attrs,
         inner,
         vis,
@@ -228,7 +238,7 @@ fn expand_lazy_fn(f: LazyFn, options: &Options) -> syn::Result<TokenStream2> {
     if let Some(constness) = sig.constness {
         return Err(const_fn(constness.span()));
     }
-    let body = instrument(&mut sig, &attrs, body, options, None)?;
+    let body = instrument(&mut sig, &attrs, body, options, ctx)?;
     Ok(quote! { #(#attrs)* #vis #sig { #(#inner)* #body } })
 }
 
