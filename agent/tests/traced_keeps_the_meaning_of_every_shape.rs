@@ -171,6 +171,11 @@ fns {
         v.unwrap()
     }
 
+    #[track_caller]
+    pub fn always_panics() -> u32 {
+        panic!("always")
+    }
+
     pub async fn send_across_await(n: u32) -> u32 {
         tokio::task::yield_now().await;
         n
@@ -321,6 +326,14 @@ macro_rules! rows {
             $m::unwrap_here(None);
         });
         assert_eq!(p, t);
+        assert_eq!(
+            panic_message(|| {
+                plain::always_panics();
+            }),
+            panic_message(|| {
+                $m::always_panics();
+            })
+        );
         let (pf, tf) = (plain::send_across_await(1), $m::send_across_await(1));
         assert_send(&pf);
         assert_send(&tf);
@@ -448,8 +461,10 @@ fn every_shape_means_the_same_off_and_on() {
         [
             "traced::fatal",
             "traced::unwrap_here",
+            "traced::always_panics",
             "lone::fatal",
-            "lone::unwrap_here"
+            "lone::unwrap_here",
+            "lone::always_panics"
         ]
     );
     assert_eq!(session.lost(), 0);

@@ -777,7 +777,11 @@ fn instrument(
             // inline, and its `return`s and `?`s carry no value.
             let annotation = annotation.map(|ty| quote!(: #ty));
             (
-                quote!(#rebinds let #r #annotation = { #stmts };),
+                quote! {
+                    #rebinds
+                    #[allow(clippy::diverging_sub_expression)]
+                    let #r #annotation = { #stmts };
+                },
                 quote!(#r),
             )
         } else {
@@ -792,6 +796,16 @@ fn instrument(
         };
         if never {
             quote!(#start #enter #run #exit)
+        } else if is_track_caller(attrs) {
+            // A body that always panics leaves the exit unreachable: the
+            // user's code did not write it, so it is not warned of.
+            quote! {
+                #start
+                #enter
+                #run
+                #[allow(unreachable_code)]
+                return #call.exit(#exit, |#w, #r| { #write_ret });
+            }
         } else {
             quote! {
                 #start
