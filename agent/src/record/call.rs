@@ -327,9 +327,10 @@ fn pop_call(depth: u32) -> Option<Active> {
         .flatten()
 }
 
-/// The flags word of `cs`, read once per call: zero is the whole cost of a
-/// switched-off call (one load and a branch); the switched-on path is handed
-/// the same word rather than reading it again.
+/// The flags word of `cs`, read once per call: zero makes the call a
+/// switched-off one (one load and a branch, then the [`Call`]'s zero
+/// tested at its return); the switched-on path is handed the same word
+/// rather than reading it again.
 #[doc(hidden)]
 #[inline(always)]
 pub fn flags(cs: &'static Callsite) -> u64 {

@@ -12,7 +12,8 @@
 //! A callsite's whole runtime state is one `AtomicU64` of flags. The low 32
 //! bits say which sessions trace calls here, the high 32 bits which of those
 //! want the return value. Zero means off: the function pays one relaxed load
-//! and a predicted branch, with no lock, no thread-local and no allocation.
+//! and a predicted branch (and the test of the call's depth, zero, when it
+//! returns), with no lock, no thread-local and no allocation.
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
