@@ -2,8 +2,10 @@
 //!
 //! It owns the consumer end of each thread's ring, turns records into
 //! [`Event`]s with wall-clock timestamps, and hands each to the bounded queue
-//! of every session the record was for. It never blocks on a session: a full
-//! queue counts the event as lost. Nothing it runs is traced.
+//! of every session the record was for, in time order: what was stamped
+//! before a drain began goes with that drain, the rest with the next. It
+//! never blocks on a session: a full queue counts the event as lost.
+//! Nothing it runs is traced.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -82,8 +84,19 @@ fn run() {
     let mut batches: [Vec<Event>; MAX_SESSIONS] = std::array::from_fn(|_| Vec::new());
     let mut rate_windows: [Option<(usize, Instant)>; MAX_SESSIONS] = [None; MAX_SESSIONS];
     let mut tasks_seen: Vec<Pid> = Vec::new();
+    // Events stamped after the last drain began, held for the next one,
+    // with the session they are for.
+    let mut held: [Option<(Arc<SessionShared>, Vec<Event>)>; MAX_SESSIONS] =
+        std::array::from_fn(|_| None);
     loop {
         let asked = FLUSH_ASKED.load(Ordering::Acquire);
+        // Rings are drained one after another, so a record can be read from
+        // one ring while a record made before it, on another thread, lands
+        // in a ring already read. Only what was stamped before this drain
+        // began is delivered now: whatever happened before such a record
+        // was pushed before the drain began, so it is read by the end of
+        // the drain. The rest waits for the next drain.
+        let drain_start = clock::unix_nanos(clock::now());
         rings.append(&mut NEW_RINGS.lock().unwrap_or_else(|p| p.into_inner()));
         let sessions: [Option<Arc<SessionShared>>; MAX_SESSIONS] =
             std::array::from_fn(|i| SLOTS[i].session());
@@ -98,13 +111,31 @@ fn run() {
             }
         }
         for (slot, batch) in batches.iter_mut().enumerate() {
+            if let Some((session, mut waiting)) = held[slot].take() {
+                if sessions[slot]
+                    .as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(s, &session))
+                {
+                    batch.append(&mut waiting);
+                } else {
+                    // Its session left the slot: what it waited for is its.
+                    waiting.sort_by_key(|e| e.timestamp_ns);
+                    let lost = session.deliver(waiting);
+                    SLOTS[slot].lost.fetch_add(lost as u64, Ordering::Relaxed);
+                }
+            }
             if let Some(s) = &sessions[slot]
                 && !batch.is_empty()
             {
-                // Rings are drained one after another: put what they held
-                // back in the order it happened (a task that moved between
-                // threads has its call in one ring and its return in another).
+                // Put what the rings held back in the order it happened (a
+                // task that moved between threads has its call in one ring
+                // and its return in another).
                 batch.sort_by_key(|e| e.timestamp_ns);
+                let now = batch.partition_point(|e| e.timestamp_ns < drain_start);
+                let later = batch.split_off(now);
+                if !later.is_empty() {
+                    held[slot] = Some((s.clone(), later));
+                }
                 tasks_seen.extend(batch.iter().map(|e| e.pid).filter(|p| p.is_task()));
                 let lost = s.deliver(std::mem::take(batch));
                 SLOTS[slot].lost.fetch_add(lost as u64, Ordering::Relaxed);
