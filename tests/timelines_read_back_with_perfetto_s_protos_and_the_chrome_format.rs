@@ -285,26 +285,23 @@ fn nesting(d: &Decoded) -> (usize, HashSet<(String, String)>) {
     (deepest, pairs)
 }
 
+/// Starts `nodetrace ARGS --format FORMAT -o FILE` in `home`.
+fn spawn_into(home: &Home, args: &[&str], format: &str, file: &Path) -> common::Spawned {
+    let mut all = args.to_vec();
+    all.extend(["--format", format, "-o", file.to_str().unwrap()]);
+    home.spawn(&all)
+}
+
 /// Traces `todo::*` on `node` (at most 200 events) into `file` in
 /// `format` while an entry is added and read back; ends it with
 /// `stop-clear` and returns the finished trace.
-fn trace_an_entry(
-    home: &Home,
-    node: &common::Node,
-    format: &str,
-    file: &std::path::Path,
-) -> common::Run {
-    let mut trace = home.spawn(&[
-        "trace",
-        "calls",
-        "todo::*",
-        "--max",
-        "200",
-        "--format",
+fn trace_an_entry(home: &Home, node: &common::Node, format: &str, file: &Path) -> common::Run {
+    let mut trace = spawn_into(
+        home,
+        &["trace", "calls", "todo::*", "--max", "200"],
         format,
-        "--output",
-        file.to_str().unwrap(),
-    ]);
+        file,
+    );
     trace.wait_stderr("tracing calls", LIMIT);
     node.add_entry("bob", "2023-12-19", "Movies");
     assert!(node.entries("bob", "2023-12-19").contains("Movies"));
@@ -417,18 +414,19 @@ fn an_async_call_is_a_slice_on_a_track_of_its_own_with_its_polls_inside() {
     let node = home.start_node(&unique("polls"));
     node.add_entry("bob", "2023-12-19", "Dentist");
     let file = home.path().join("polls.pftrace");
-    let mut trace = home.spawn(&[
-        "trace",
-        "calls",
-        "todo::http",
-        "todo::server",
-        "--max",
-        "200",
-        "--format",
+    let mut trace = spawn_into(
+        &home,
+        &[
+            "trace",
+            "calls",
+            "todo::http",
+            "todo::server",
+            "--max",
+            "200",
+        ],
         "perfetto",
-        "--output",
-        file.to_str().unwrap(),
-    ]);
+        &file,
+    );
     trace.wait_stderr("tracing calls", LIMIT);
     node.add_entry("bob", "2023-12-19", "Movies");
     home.run(&["stop-clear"]).ok();
@@ -493,17 +491,12 @@ fn a_process_started_during_the_trace_has_its_name() {
     let home = Home::new();
     let node = home.start_node(&unique("pfnew"));
     let file = home.path().join("new.pftrace");
-    let mut trace = home.spawn(&[
-        "trace",
-        "calls",
-        "todo::server",
-        "--max",
-        "100",
-        "--format",
+    let mut trace = spawn_into(
+        &home,
+        &["trace", "calls", "todo::server", "--max", "100"],
         "perfetto",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
+        &file,
+    );
     trace.wait_stderr("tracing calls", LIMIT);
     // carol's list server starts now, registered as todo_server:carol.
     node.add_entry("carol", "2023-12-19", "Movies");
@@ -529,26 +522,18 @@ fn messages_are_flows_from_the_send_to_the_receive() {
     let node = home.start_node(&unique("flows"));
     let file = home.path().join("messages.pftrace");
     let chrome = home.path().join("messages.json");
-    let mut perfetto = home.spawn(&[
-        "trace",
-        "messages",
-        "--max",
-        "100",
-        "--format",
+    let mut perfetto = spawn_into(
+        &home,
+        &["trace", "messages", "--max", "100"],
         "perfetto",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
-    let mut json = home.spawn(&[
-        "trace",
-        "messages",
-        "--max",
-        "100",
-        "--format",
+        &file,
+    );
+    let mut json = spawn_into(
+        &home,
+        &["trace", "messages", "--max", "100"],
         "chrome",
-        "-o",
-        chrome.to_str().unwrap(),
-    ]);
+        &chrome,
+    );
     perfetto.wait_stderr("tracing messages", LIMIT);
     json.wait_stderr("tracing messages", LIMIT);
     for i in 0..5 {
@@ -612,17 +597,12 @@ fn a_killed_tracer_leaves_a_perfetto_file_that_reads_to_its_last_packet() {
     let node = home.start_node(&unique("pfkill"));
     let _load = node.load();
     let file = home.path().join("killed.pftrace");
-    let mut trace = home.spawn(&[
-        "trace",
-        "calls",
-        "todo::*",
-        "--duration",
-        "30s",
-        "--format",
+    let mut trace = spawn_into(
+        &home,
+        &["trace", "calls", "todo::*", "--duration", "30s"],
         "perfetto",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
+        &file,
+    );
     trace.wait_stderr("tracing calls", LIMIT);
     assert!(
         wait_until(LIMIT, || std::fs::metadata(&file)
@@ -654,36 +634,38 @@ fn several_nodes_share_one_timeline() {
     let b = home.start_node(&unique("tlb"));
     let file = home.path().join("two.pftrace");
     let chrome = home.path().join("two.json");
-    let mut perfetto = home.spawn(&[
-        "trace",
-        "calls",
-        "Todo.Server",
-        "--max",
-        "100",
-        "--node",
-        &a.name,
-        "--node",
-        &b.name,
-        "--format",
+    let mut perfetto = spawn_into(
+        &home,
+        &[
+            "trace",
+            "calls",
+            "Todo.Server",
+            "--max",
+            "100",
+            "--node",
+            &a.name,
+            "--node",
+            &b.name,
+        ],
         "perfetto",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
-    let mut json = home.spawn(&[
-        "trace",
-        "calls",
-        "Todo.Server",
-        "--max",
-        "100",
-        "--node",
-        &a.name,
-        "--node",
-        &b.name,
-        "--format",
+        &file,
+    );
+    let mut json = spawn_into(
+        &home,
+        &[
+            "trace",
+            "calls",
+            "Todo.Server",
+            "--max",
+            "100",
+            "--node",
+            &a.name,
+            "--node",
+            &b.name,
+        ],
         "chrome",
-        "-o",
-        chrome.to_str().unwrap(),
-    ]);
+        &chrome,
+    );
     perfetto.wait_stderr(&format!("on {}", b.name), LIMIT);
     json.wait_stderr(&format!("on {}", b.name), LIMIT);
     a.add_entry("bob", "2023-12-19", "on a");

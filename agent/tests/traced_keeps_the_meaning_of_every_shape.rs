@@ -404,45 +404,44 @@ fn every_shape_means_the_same_off_and_on() {
             .collect()
     };
     for m in ["traced", "lone"] {
-        assert_eq!(returns(&format!("{m}::evens")).len(), 1);
-        assert_eq!(returns(&format!("{m}::Named::name")), [r#""bob""#]);
-        assert_eq!(returns(&format!("{m}::Named::count_mut")), ["0"]);
+        let returns_in = |f: &str| returns(&format!("{m}::{f}"));
+        let calls_in = |f: &str| calls(&format!("{m}::{f}"));
+        assert_eq!(returns_in("evens").len(), 1);
+        assert_eq!(returns_in("Named::name"), [r#""bob""#]);
+        assert_eq!(returns_in("Named::count_mut"), ["0"]);
         assert_eq!(
-            returns(&format!("{m}::boxed_error")),
+            returns_in("boxed_error"),
             [
                 "Ok(7)",
                 r#"Err(ParseIntError { kind: InvalidDigit })"#,
                 "Err(Error)"
             ]
         );
-        assert_eq!(returns(&format!("{m}::as_str")), [r#"Some("x")"#]);
-        assert_eq!(returns(&format!("{m}::empty_first")), ["[]", "[1, 2]"]);
+        assert_eq!(returns_in("as_str"), [r#"Some("x")"#]);
+        assert_eq!(returns_in("empty_first"), ["[]", "[1, 2]"]);
         assert_eq!(
-            returns(&format!("{m}::dflt")),
+            returns_in("dflt"),
             ["<u32>"],
             "a generic value shows its type"
         );
+        assert_eq!(returns_in("parse"), ["<core::option::Option<u8>>"]);
         assert_eq!(
-            returns(&format!("{m}::parse")),
-            ["<core::option::Option<u8>>"]
-        );
-        assert_eq!(
-            calls(&format!("{m}::configured")),
+            calls_in("configured"),
             ["1, 2"],
             "a parameter cfg removes is not shown"
         );
         assert_eq!(
-            calls(&format!("{m}::extract")),
+            calls_in("extract"),
             ["Path(1), (2, 3)"],
             "patterns show whole"
         );
         assert_eq!(
-            calls(&format!("{m}::opaque")),
+            calls_in("opaque"),
             ["<traced_keeps_the_meaning_of_every_shape::Opaque>"]
         );
-        assert_eq!(returns(&format!("{m}::with_macros")), ["6"]);
-        assert_eq!(returns(&format!("{m}::caller_line")).len(), 1);
-        assert_eq!(returns(&format!("{m}::send_across_await")), ["1"]);
+        assert_eq!(returns_in("with_macros"), ["6"]);
+        assert_eq!(returns_in("caller_line").len(), 1);
+        assert_eq!(returns_in("send_across_await"), ["1"]);
     }
     assert_eq!(returns("Counter::get"), ["4"]);
     assert_eq!(returns("through_facade"), ["2"]);
