@@ -550,7 +550,7 @@ fn copied(ty: &Type) -> bool {
                     .is_some_and(|id| PRIMITIVES.iter().any(|prim| id == prim))
         }
         Type::Reference(r) => r.mutability.is_none(),
-        Type::Ptr(_) | Type::Never(_) => true,
+        Type::Ptr(_) => true,
         Type::Tuple(t) => t.elems.iter().all(copied),
         Type::Paren(p) => copied(&p.elem),
         Type::Group(g) => copied(&g.elem),
