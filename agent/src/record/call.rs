@@ -186,20 +186,27 @@ fn record(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active>
 }
 
 impl Active {
+    /// The return value's text, if a session wants it: the test inline,
+    /// the formatting out of line.
+    #[inline(always)]
     fn value(&self, ret: Writer<'_>) -> Option<Box<str>> {
-        (self.ret != 0)
-            .then(|| {
-                let mut w = ArgWriter::new(self.bound, self.pid);
-                untraced(|| ret(&mut w));
-                w.finish()
-            })
-            .filter(|text| !text.is_empty())
+        if self.ret == 0 {
+            return None;
+        }
+        self.format_value(ret)
+    }
+
+    #[inline(never)]
+    fn format_value(&self, ret: Writer<'_>) -> Option<Box<str>> {
+        let mut w = ArgWriter::new(self.bound, self.pid);
+        untraced(|| ret(&mut w));
+        Some(w.finish()).filter(|text| !text.is_empty())
     }
 
     /// Records the end of the call for the sessions that want it; a
     /// profile's call (no session) returns before any of the push's code.
     #[inline(always)]
-    fn end(self, kind: EventKind, end: u64, busy: Option<u64>, text: Option<Box<str>>) {
+    fn end(&self, kind: EventKind, end: u64, busy: Option<u64>, text: Option<Box<str>>) {
         let mask = if kind == EventKind::Return {
             self.returns
         } else {
@@ -212,7 +219,7 @@ impl Active {
 
     #[inline(never)]
     fn push_end(
-        self,
+        &self,
         kind: EventKind,
         mask: u32,
         end: u64,

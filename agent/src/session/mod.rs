@@ -555,7 +555,7 @@ pub(crate) fn wants_args(flags: u64) -> bool {
 }
 
 /// Calls `f` with each active session slot whose bit is in `mask`.
-#[inline]
+#[inline(always)]
 pub(crate) fn for_each_slot(mut mask: u32, mut f: impl FnMut(usize, &Slot)) {
     while mask != 0 {
         let i = mask.trailing_zeros() as usize;
