@@ -30,7 +30,7 @@ use nodetrace_protocol::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::profile::table::Table;
+use crate::profile::table::{Row, RowRef, Table};
 use crate::record::callsite::{callsite_count, callsites, session_bits};
 use crate::record::clock;
 use crate::session::{ProcFlags, Procs, Session, SessionError, SessionOptions};
@@ -126,6 +126,29 @@ struct Frame {
     node: u32,
 }
 
+/// What a thread keeps of one node of its stack tree. The rows are of
+/// the thread's own tables, which its [`ThreadProfile`] keeps alive.
+#[derive(Clone, Copy)]
+struct NodeInfo {
+    /// Its child last pushed, `(callsite, node)`, or `(NO_ROW, 0)`.
+    last_child: (u32, u32),
+    /// Its row of `nodes` (none for the root).
+    row: Option<RowRef<1>>,
+    /// fprof: its row of `edges`, (its parent's callsite, its callsite),
+    /// once found.
+    edge: Option<RowRef<3>>,
+}
+
+impl NodeInfo {
+    const fn new(row: Option<RowRef<1>>) -> NodeInfo {
+        NodeInfo {
+            last_child: (NO_ROW, 0),
+            row,
+            edge: None,
+        }
+    }
+}
+
 struct ThreadProfile {
     generation: u64,
     profiler: Arc<Profiler>,
@@ -133,15 +156,15 @@ struct ThreadProfile {
     stack: Vec<Frame>,
     /// `(parent node, callsite)` to node, this thread's stack tree.
     tree: FxHashMap<(u32, u32), u32>,
-    /// By node (0, the root, first): its child last pushed, `(callsite,
-    /// node)`, or `(NO_ROW, 0)`.
-    last_child: Vec<(u32, u32)>,
+    /// By node (0, the root, first): what its calls find again without
+    /// hashing or locating a row.
+    node_info: Vec<NodeInfo>,
     /// `(pid key, callsite)` to its row of `data.functions`, for the keys
     /// `function_by_cs` does not hold.
     function_rows: FxHashMap<(u64, u32), u32>,
     /// Callsite id to the row of `(0, callsite)` (a profile not split by
-    /// process), or [`NO_ROW`].
-    function_by_cs: Box<[u32]>,
+    /// process), once it has one.
+    function_by_cs: Box<[Option<RowRef<5>>]>,
     /// `(caller, callee)` to its row of `data.edges`.
     edge_rows: FxHashMap<(u32, u32), u32>,
 }
@@ -197,9 +220,9 @@ fn join(generation: u64) -> Option<ThreadProfile> {
         data,
         stack: Vec::new(),
         tree: FxHashMap::default(),
-        last_child: vec![(NO_ROW, 0)],
+        node_info: vec![NodeInfo::new(None)],
         function_rows: FxHashMap::default(),
-        function_by_cs: vec![NO_ROW; callsite_count()].into_boxed_slice(),
+        function_by_cs: vec![None; callsite_count()].into_boxed_slice(),
         edge_rows: FxHashMap::default(),
     })
 }
@@ -233,8 +256,11 @@ impl ThreadProfile {
         let parent = self.stack.last().map_or(0, |f| f.node);
         // The child a node had last is the likeliest again (a loop calling
         // one function): looked up without hashing.
-        let node = match self.last_child.get(parent as usize) {
-            Some(&(last, node)) if last == cs => node,
+        let node = match self.node_info.get(parent as usize) {
+            Some(&NodeInfo {
+                last_child: (last, node),
+                ..
+            }) if last == cs => node,
             _ => self.child(parent, cs),
         };
         self.stack.push(Frame {
@@ -248,20 +274,18 @@ impl ThreadProfile {
     /// The node of `cs` under `parent`, made at its first call.
     fn child(&mut self, parent: u32, cs: u32) -> u32 {
         let nodes = &self.data.nodes;
-        let last_child = &mut self.last_child;
+        let node_info = &mut self.node_info;
         // A full table (never, in practice) keeps the frame at the root:
         // its own time then counts in no stack.
         let node = *self.tree.entry((parent, cs)).or_insert_with(|| {
-            let node = nodes
-                .append((u64::from(parent), u64::from(cs)))
-                .map_or(0, |row| row + 1);
-            if node != 0 {
-                last_child.push((NO_ROW, 0));
-            }
-            node
+            let Some(row) = nodes.append((u64::from(parent), u64::from(cs))) else {
+                return 0;
+            };
+            node_info.push(NodeInfo::new(Some(nodes.row_ref(row))));
+            row + 1
         });
-        if let Some(slot) = self.last_child.get_mut(parent as usize) {
-            *slot = (cs, node);
+        if let Some(info) = self.node_info.get_mut(parent as usize) {
+            info.last_child = (cs, node);
         }
         node
     }
@@ -286,20 +310,27 @@ impl ThreadProfile {
     /// The row of function `key`, appended at its first call (`None`
     /// only if the table is full).
     #[inline]
-    fn function(&mut self, key: (u64, u32)) -> Option<&table::Row<5>> {
-        let functions = &self.data.functions;
+    fn function(&mut self, key: (u64, u32)) -> Option<&Row<5>> {
         // Not split by process, a function's row is found by its callsite
-        // id alone, without hashing.
-        let by_cs = (key.0 == 0)
-            .then(|| self.function_by_cs.get(key.1 as usize).copied())
-            .flatten()
-            .filter(|&row| row != NO_ROW);
-        let row = match by_cs.or_else(|| self.function_rows.get(&key).copied()) {
+        // id alone, with one load.
+        if key.0 == 0
+            && let Some(Some(row)) = self.function_by_cs.get(key.1 as usize)
+        {
+            // Safety: a row of `self.data`, which `self` keeps.
+            return Some(unsafe { row.get() });
+        }
+        self.function_slow(key)
+    }
+
+    #[inline(never)]
+    fn function_slow(&mut self, key: (u64, u32)) -> Option<&Row<5>> {
+        let functions = &self.data.functions;
+        let row = match self.function_rows.get(&key).copied() {
             Some(row) => row,
             None => {
                 let row = functions.append((key.0, u64::from(key.1)))?;
                 match self.function_by_cs.get_mut(key.1 as usize) {
-                    Some(slot) if key.0 == 0 => *slot = row,
+                    Some(slot) if key.0 == 0 => *slot = Some(functions.row_ref(row)),
                     _ => {
                         self.function_rows.insert(key, row);
                     }
@@ -312,7 +343,7 @@ impl ThreadProfile {
 
     /// The row of edge `key`, appended at its first call.
     #[inline]
-    fn edge(&mut self, key: (u32, u32)) -> Option<&table::Row<3>> {
+    fn edge(&mut self, key: (u32, u32)) -> Option<&Row<3>> {
         let edges = &self.data.edges;
         let row = match self.edge_rows.get(&key) {
             Some(&row) => row,
@@ -325,11 +356,37 @@ impl ThreadProfile {
         Some(edges.row(row))
     }
 
+    /// The fprof edge row of the call in stack node `node`, from
+    /// `caller`: kept in the node once found.
+    #[inline]
+    fn edge_of(&mut self, node: u32, key: (u32, u32)) -> Option<&Row<3>> {
+        match self.node_info.get(node as usize) {
+            Some(NodeInfo {
+                edge: Some(edge), ..
+            }) if node != 0 => {
+                // Safety: a row of `self.data`, which `self` keeps.
+                Some(unsafe { edge.get() })
+            }
+            _ => {
+                let edge = self.edge(key)?;
+                let found = RowRef::from(edge);
+                if node != 0
+                    && let Some(info) = self.node_info.get_mut(node as usize)
+                {
+                    info.edge = Some(found);
+                }
+                // Safety: as above.
+                Some(unsafe { found.get() })
+            }
+        }
+    }
+
     /// Adds own ticks to stack node `node` (0, the root, has none).
     #[inline]
     fn add_own(&self, node: u32, own: u64) {
-        if node != 0 {
-            self.data.nodes.row(node - 1).add(0, own);
+        if let Some(NodeInfo { row: Some(row), .. }) = self.node_info.get(node as usize) {
+            // Safety: a row of `self.data`, which `self` keeps.
+            unsafe { row.get() }.add(0, own);
         }
     }
 }
@@ -398,7 +455,7 @@ impl ThreadProfile {
             self.record_latency(key, c.acc);
         }
         if options.mode == ProfileMode::Fprof
-            && let Some(e) = self.edge((c.caller, c.cs))
+            && let Some(e) = self.edge_of(c.node.unwrap_or(0), (c.caller, c.cs))
         {
             e.add(CALLS, 1);
             e.add(OWN, c.own);

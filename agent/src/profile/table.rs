@@ -14,6 +14,7 @@
 //! each allocated once by the owner when the previous one is full, so rows
 //! never move and the table takes memory only for the keys it has seen.
 
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -53,6 +54,31 @@ impl<const N: usize> Row<N> {
     }
 }
 
+/// The address of a row of a [`Table`]: a thread's hot path keeps these
+/// to reach a row with one load, since rows never move.
+#[derive(Clone, Copy)]
+pub(crate) struct RowRef<const N: usize>(NonNull<Row<N>>);
+
+impl<const N: usize> From<&Row<N>> for RowRef<N> {
+    fn from(row: &Row<N>) -> RowRef<N> {
+        RowRef(NonNull::from(row))
+    }
+}
+
+impl<const N: usize> RowRef<N> {
+    /// The row.
+    ///
+    /// # Safety
+    ///
+    /// The table that made this reference is alive for `'a`.
+    #[inline]
+    pub(crate) unsafe fn get<'a>(self) -> &'a Row<N> {
+        // Safety: a table frees its rows only when dropped, and never moves
+        // them (each segment is allocated once); the caller keeps the table.
+        unsafe { self.0.as_ref() }
+    }
+}
+
 /// Rows appended by one thread, read by any; see the module docs.
 pub(crate) struct Table<const N: usize> {
     segments: [OnceLock<Box<[Row<N>]>>; SEGMENTS],
@@ -84,6 +110,12 @@ impl<const N: usize> Table<N> {
         &self.segments[segment]
             .get()
             .expect("a row the owner appended")[offset]
+    }
+
+    /// Where row `i` lives, to find it again without locating it.
+    #[inline]
+    pub(crate) fn row_ref(&self, i: u32) -> RowRef<N> {
+        RowRef::from(self.row(i))
     }
 
     /// Appends a row with `key` and zero counters; returns its index, or
@@ -139,6 +171,21 @@ mod tests {
             .collect();
         assert_eq!(rows.len(), 1000);
         assert_eq!(rows[999], ((999, 1998), 999, 1));
+    }
+
+    #[test]
+    fn a_row_ref_reaches_its_row_while_later_segments_are_added() {
+        let table = Table::<1>::default();
+        let first = table.append((7, 0)).unwrap();
+        let kept = table.row_ref(first);
+        for k in 0..5000u64 {
+            table.append((k, k)).unwrap();
+        }
+        // Safety: `table` is alive.
+        let row = unsafe { kept.get() };
+        row.add(0, 3);
+        assert_eq!(row.key(), (7, 0));
+        assert_eq!(table.row(first).get(0), 3);
     }
 
     #[test]
