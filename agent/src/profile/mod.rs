@@ -437,6 +437,7 @@ struct Completed {
 impl ThreadProfile {
     /// Adds one completed call to the function's figures and, for fprof,
     /// to its caller edge.
+    #[inline(always)]
     fn complete(&mut self, c: Completed) {
         let key = (self.pid_key(c.pid), c.cs);
         let options = self.profiler.options;
