@@ -157,6 +157,45 @@ fn calls(c: &mut Criterion) {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         drainer.join().unwrap();
     }
+    // The same floor drained as a switched-on call's ring is here: by
+    // another thread between bursts, outside the timed part, so no push
+    // meets the reader on the ring's cache lines.
+    {
+        #[repr(align(64))]
+        struct Line(#[allow(dead_code)] [u64; 8]);
+        let (mut tx, mut rx) =
+            rtrb::RingBuffer::<Line>::new(nodetrace_agent::DEFAULT_RING_CAPACITY);
+        let (drain_tx, drain_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let drainer = thread::spawn(move || {
+            while drain_rx.recv().is_ok() {
+                while rx.pop().is_ok() {}
+                let _ = done_tx.send(());
+            }
+        });
+        let clock = quanta::Clock::new();
+        group.bench_function("floor_drained_between_bursts", |bench| {
+            bench.iter_custom(|iters| {
+                let mut i = 0u64;
+                timed_in_bursts(
+                    iters,
+                    || {
+                        i += 1;
+                        let t0 = clock.raw();
+                        let _ = tx.push(Line([i, t0, 0, 0, 0, 0, 0, 0]));
+                        let t1 = clock.raw();
+                        let _ = tx.push(Line([i, t1, t1 - t0, 0, 0, 0, 0, 0]));
+                    },
+                    || {
+                        drain_tx.send(()).unwrap();
+                        done_rx.recv().unwrap();
+                    },
+                )
+            })
+        });
+        drop(drain_tx);
+        drainer.join().unwrap();
+    }
     // Switched on, calls are timed in bursts that fit the ring, and the
     // collector drains between bursts, outside the timed part: this is the
     // cost a traced thread pays per call, not the collector's throughput
