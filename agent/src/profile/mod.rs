@@ -38,7 +38,7 @@ use crate::session::{ProcFlags, Procs, Session, SessionError, SessionOptions};
 /// The caller id of a call whose caller is not traced.
 const ROOT: u32 = u32::MAX;
 
-/// No row yet.
+/// No callsite: the child a stack node has before its first.
 const NO_ROW: u32 = u32::MAX;
 
 /// Why a profile did not start.
@@ -134,9 +134,10 @@ struct NodeInfo {
     last_child: (u32, u32),
     /// Its row of `nodes` (none for the root).
     row: Option<RowRef<1>>,
-    /// fprof: its row of `edges`, (its parent's callsite, its callsite),
-    /// once found.
-    edge: Option<RowRef<3>>,
+    /// fprof: the caller of its calls and their row of `edges`, once
+    /// found. The caller is kept and compared: it is the parent node's
+    /// callsite, except under a frame left at the root by a full table.
+    edge: Option<(u32, RowRef<3>)>,
 }
 
 impl NodeInfo {
@@ -356,14 +357,15 @@ impl ThreadProfile {
         Some(edges.row(row))
     }
 
-    /// The fprof edge row of the call in stack node `node`, from
-    /// `caller`: kept in the node once found.
+    /// The fprof edge row `key`, `(caller, callsite)`, of a call in stack
+    /// node `node`: kept in the node once found.
     #[inline]
     fn edge_of(&mut self, node: u32, key: (u32, u32)) -> Option<&Row<3>> {
         match self.node_info.get(node as usize) {
             Some(NodeInfo {
-                edge: Some(edge), ..
-            }) if node != 0 => {
+                edge: Some((caller, edge)),
+                ..
+            }) if node != 0 && *caller == key.0 => {
                 // Safety: a row of `self.data`, which `self` keeps.
                 Some(unsafe { edge.get() })
             }
@@ -373,7 +375,7 @@ impl ThreadProfile {
                 if node != 0
                     && let Some(info) = self.node_info.get_mut(node as usize)
                 {
-                    info.edge = Some(found);
+                    info.edge = Some((key.0, found));
                 }
                 // Safety: as above.
                 Some(unsafe { found.get() })

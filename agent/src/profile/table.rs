@@ -70,7 +70,7 @@ impl<const N: usize> RowRef<N> {
     ///
     /// # Safety
     ///
-    /// The table that made this reference is alive for `'a`.
+    /// The table holding the row this refers to is alive for `'a`.
     #[inline]
     pub(crate) unsafe fn get<'a>(self) -> &'a Row<N> {
         // Safety: a table frees its rows only when dropped, and never moves
