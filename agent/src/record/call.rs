@@ -239,7 +239,7 @@ impl Active {
     }
 
     #[inline(never)]
-    fn returned(self, ret: Writer<'_>) {
+    fn returned(&self, ret: Writer<'_>) {
         let end = clock::now();
         self.leave_profile(end);
         let text = self.value(ret);
@@ -263,7 +263,7 @@ impl Active {
 
     #[cold]
     #[inline(never)]
-    fn unwound(self, message: String) {
+    fn unwound(&self, message: String) {
         let end = clock::now();
         self.leave_profile(end);
         self.end(
@@ -317,21 +317,27 @@ fn push_call(active: Active) -> Result<u32, Active> {
         .unwrap_or(Ok(0))
 }
 
-/// Takes the call pushed at `depth` off this thread's stack, dropping any
-/// left above it.
-fn pop_call(depth: u32) -> Option<Active> {
-    CALLS
-        .try_with(|calls| {
-            let mut calls = calls.try_borrow_mut().ok()?;
-            let depth = depth as usize;
-            if calls.len() < depth {
-                return None;
-            }
-            calls.truncate(depth);
-            calls.pop()
-        })
-        .ok()
-        .flatten()
+/// Ends the call pushed at `depth` on this thread's stack with `end`, and
+/// takes it off, dropping any left above it. The call stays on the stack
+/// while `end` runs, so it is not copied off it; a traced function that
+/// runs meanwhile outside `untraced` (from the allocator) finds the stack
+/// busy, as in a push.
+#[inline(always)]
+fn pop_call(depth: u32, end: impl FnOnce(&Active)) {
+    let _ = CALLS.try_with(|calls| {
+        let Ok(mut calls) = calls.try_borrow_mut() else {
+            return;
+        };
+        let depth = depth as usize;
+        if depth == 0 || calls.len() < depth {
+            return;
+        }
+        calls.truncate(depth);
+        if let Some(active) = calls.last() {
+            end(active);
+        }
+        calls.pop();
+    });
 }
 
 /// The flags word of `cs`, read once per call: zero makes the call a
@@ -410,9 +416,7 @@ fn exit_on<R>(depth: u32, value: R, ret: fn(&mut ArgWriter, &R)) -> R {
 }
 
 fn returned(depth: u32, ret: Writer<'_>) {
-    if let Some(active) = pop_call(depth) {
-        active.returned(ret);
-    }
+    pop_call(depth, |active| active.returned(ret));
 }
 
 impl Drop for Call {
@@ -431,13 +435,13 @@ impl Drop for Call {
 #[cold]
 #[inline(never)]
 fn dropped(depth: u32) {
-    if let Some(active) = pop_call(depth) {
+    pop_call(depth, |active| {
         if std::thread::panicking() {
             active.unwound(panics::message());
         } else {
             active.returned(&mut |_| {});
         }
-    }
+    });
 }
 
 pin_project_lite::pin_project! {
