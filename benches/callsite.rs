@@ -227,9 +227,9 @@ fn calls(c: &mut Criterion) {
         drop(session);
         drain.join().unwrap();
     }
-    // Profiled: the per-call cost of eprof and fprof (two clock reads, the
-    // shadow stack, the thread's tables), nothing streamed.
-    for mode in [ProfileMode::Eprof, ProfileMode::Fprof] {
+    // Profiled: the per-call cost of cprof (a count), eprof and fprof (two
+    // clock reads, the shadow stack, the thread's tables), nothing streamed.
+    for mode in [ProfileMode::Cprof, ProfileMode::Eprof, ProfileMode::Fprof] {
         let options = ProfileOptions {
             mode,
             histogram: false,

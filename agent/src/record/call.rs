@@ -72,18 +72,22 @@ fn sessions_for(flags: u64) -> Option<Pending> {
     let pid = self_pid();
     let (mut mask, mut returns, mut args_bound, mut bound) = (0u32, 0u32, 0usize, 0usize);
     let mut profile = false;
-    for_each_slot(flags as u32, |i, s| {
-        if s.profile.load(Ordering::Relaxed) {
-            profile |= s.traces_calls_of(pid);
-        } else if s.traces_calls_of(pid) && s.admit() {
-            mask |= 1 << i;
-            if s.returns.load(Ordering::Relaxed) {
-                returns |= 1 << i;
+    for_each_slot(
+        flags as u32,
+        #[inline(always)]
+        |i, s| {
+            if s.profile.load(Ordering::Relaxed) {
+                profile |= s.traces_calls_of(pid);
+            } else if s.traces_calls_of(pid) && s.admit() {
+                mask |= 1 << i;
+                if s.returns.load(Ordering::Relaxed) {
+                    returns |= 1 << i;
+                }
+                bound = bound.max(s.text_bound.load(Ordering::Relaxed));
+                args_bound = args_bound.max(s.args_bound.load(Ordering::Relaxed));
             }
-            bound = bound.max(s.text_bound.load(Ordering::Relaxed));
-            args_bound = args_bound.max(s.args_bound.load(Ordering::Relaxed));
-        }
-    });
+        },
+    );
     (mask != 0 || profile).then_some(Pending {
         pid,
         mask,
@@ -172,10 +176,25 @@ fn record_call(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Ac
 
 #[inline(always)]
 fn record(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active> {
-    if flags == profile::COUNT_ONLY.load(Ordering::Relaxed) {
-        profile::count(cs.id());
+    if counted(cs, flags) {
         return None;
     }
+    record_sessions(cs, flags, args)
+}
+
+/// Counts the call if only a cprof of every process wants it: then
+/// nothing else is done.
+#[inline(always)]
+fn counted(cs: &'static Callsite, flags: u64) -> bool {
+    if flags == profile::COUNT_ONLY.load(Ordering::Relaxed) {
+        profile::count(cs.id());
+        return true;
+    }
+    false
+}
+
+#[inline(always)]
+fn record_sessions(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active> {
     let pending = sessions_for(flags)?;
     let text = (pending.args_bound > 0 && pending.mask != 0).then(|| {
         let mut w = ArgWriter::new(pending.args_bound, pending.pid);
@@ -373,10 +392,21 @@ pub fn never<T>() -> T {
 /// session wants them. Called only when `flags` is not zero; returns what
 /// the [`Call`] carries: the depth of the recorded call, zero if none. A
 /// call that cannot wait on the thread's stack returns at once.
+///
+/// A cprof count returns before the rest's prologue, which saves every
+/// register and aligns the stack for a record.
 #[doc(hidden)]
 #[inline(never)]
 pub fn enter(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u32 {
-    let Some(active) = record(cs, flags, args) else {
+    if counted(cs, flags) {
+        return 0;
+    }
+    enter_sessions(cs, flags, args)
+}
+
+#[inline(never)]
+fn enter_sessions(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u32 {
+    let Some(active) = record_sessions(cs, flags, args) else {
         return 0;
     };
     push_call(active).unwrap_or_else(|active| {
