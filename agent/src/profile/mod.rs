@@ -19,7 +19,7 @@ pub(crate) mod sample;
 mod table;
 pub(crate) mod tc;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -180,6 +180,17 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static THREAD: RefCell<Option<ThreadProfile>> = const { RefCell::new(None) };
+    /// The cprof counters of this thread's profile and its generation, so
+    /// that a count skips the `RefCell` and its destructor's state: set by
+    /// a count through [`THREAD`], cleared when that profile state drops.
+    static COUNTERS: Cell<(u64, *const [AtomicU64])> =
+        const { Cell::new((0, std::ptr::slice_from_raw_parts(std::ptr::null(), 0))) };
+}
+
+impl Drop for ThreadProfile {
+    fn drop(&mut self) {
+        COUNTERS.set((0, std::ptr::slice_from_raw_parts(std::ptr::null(), 0)));
+    }
 }
 
 /// Runs `f` on this thread's profile state for the running profile.
@@ -396,7 +407,25 @@ impl ThreadProfile {
 /// Counts a call of `cs` for cprof.
 #[inline(never)]
 pub(crate) fn count(cs: u32) {
-    with_thread(|t| t.count(cs));
+    let (generation, counters) = COUNTERS.get();
+    if generation == GENERATION.load(Ordering::Acquire) && !counters.is_null() {
+        // Safety: the counters of this thread's profile state of this
+        // generation, which this thread alone replaces or drops, and whose
+        // drop clears them here first.
+        if let Some(counter) = unsafe { &*counters }.get(cs as usize) {
+            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            return;
+        }
+    }
+    count_slowly(cs);
+}
+
+#[cold]
+fn count_slowly(cs: u32) {
+    with_thread(|t| {
+        t.count(cs);
+        COUNTERS.set((t.generation, &raw const *t.data.counts));
+    });
 }
 
 /// A sync call (or the first poll of an async one) entered `cs` in `pid`:
