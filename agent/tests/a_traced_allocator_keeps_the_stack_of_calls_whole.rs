@@ -3,7 +3,7 @@
 //! that calls a traced function (a tracking allocator, say) then enters a
 //! traced call in the middle of a push: that call must return at once
 //! rather than touch the stack being grown, and every call around it must
-//! keep its own return.
+//! keep its own return. The same holds for a profile's stack of frames.
 
 mod common;
 
@@ -11,7 +11,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::drain;
-use nodetrace_agent::{EventKind, Session, SessionOptions, traced};
+use nodetrace_agent::{EventKind, Profile, ProfileOptions, Session, SessionOptions, traced};
+use nodetrace_protocol::ProfileMode;
 
 thread_local! {
     static ARMED: Cell<bool> = const { Cell::new(false) };
@@ -52,6 +53,13 @@ fn deep(n: u32) -> u32 {
     if n == 0 { 0 } else { deep(n - 1) + 1 }
 }
 
+/// `deep` for the profile's test alone: a profile sees every thread, and
+/// the other test's calls of `deep` run meanwhile.
+#[traced(skip_all)]
+fn deeper(n: u32) -> u32 {
+    if n == 0 { 0 } else { deeper(n - 1) + 1 }
+}
+
 #[test]
 fn a_traced_call_inside_a_push_returns_at_once_and_the_rest_pair_up() {
     let session = Session::start(SessionOptions::default()).unwrap();
@@ -88,4 +96,38 @@ fn a_traced_call_inside_a_push_returns_at_once_and_the_rest_pair_up() {
     assert_eq!(of(EventKind::Return, "noted_realloc"), noted);
     assert_eq!(of(EventKind::Exception, "deep"), 0);
     assert_eq!(session.lost(), 0);
+}
+
+#[test]
+fn a_profile_s_frames_grown_through_a_traced_allocator_stay_whole() {
+    for mode in [ProfileMode::Eprof, ProfileMode::Fprof] {
+        let options = ProfileOptions {
+            mode,
+            histogram: false,
+            per_process: false,
+        };
+        let profile = Profile::start(options, &[]).unwrap();
+        // A fresh thread: its profile's stack of frames starts empty, so
+        // 200 nested calls grow it through `realloc`.
+        let total = std::thread::spawn(|| {
+            ARMED.with(|a| a.set(true));
+            (0..3).map(|_| deeper(200)).sum::<u32>()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(total, 600);
+        let snapshot = profile.stop();
+        let calls = |function: &str| {
+            snapshot
+                .functions
+                .iter()
+                .filter(|f| {
+                    let cs = nodetrace_agent::callsite(f.callsite).unwrap();
+                    cs.info().function == function
+                })
+                .map(|f| f.calls)
+                .sum::<u64>()
+        };
+        assert_eq!(calls("deeper"), 603, "{}", mode.name());
+    }
 }

@@ -193,12 +193,15 @@ impl Drop for ThreadProfile {
     }
 }
 
-/// Runs `f` on this thread's profile state for the running profile.
+/// Runs `f` on this thread's profile state for the running profile. A
+/// traced function that runs while that state is in use (from the
+/// allocator growing one of its tables) finds it busy, and its call is
+/// not profiled.
 #[inline]
 fn with_thread<R>(f: impl FnOnce(&mut ThreadProfile) -> R) -> Option<R> {
     THREAD
         .try_with(|cell| {
-            let mut slot = cell.borrow_mut();
+            let mut slot = cell.try_borrow_mut().ok()?;
             let generation = GENERATION.load(Ordering::Acquire);
             if slot.as_ref().is_none_or(|t| t.generation != generation) {
                 *slot = join(generation);
