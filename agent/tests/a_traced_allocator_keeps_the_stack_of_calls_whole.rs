@@ -3,7 +3,8 @@
 //! that calls a traced function (a tracking allocator, say) then enters a
 //! traced call in the middle of a push: that call must return at once
 //! rather than touch the stack being grown, and every call around it must
-//! keep its own return. The same holds for a profile's stack of frames.
+//! keep its own return. The same holds for a profile's stack of frames,
+//! and for a thread's ring while it is made.
 
 mod common;
 
@@ -16,6 +17,7 @@ use nodetrace_protocol::ProfileMode;
 
 thread_local! {
     static ARMED: Cell<bool> = const { Cell::new(false) };
+    static ARMED_LARGE: Cell<bool> = const { Cell::new(false) };
     static INSIDE: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -23,11 +25,27 @@ thread_local! {
 #[traced(skip_all)]
 fn noted_realloc() {}
 
+/// What the allocator calls on each allocation of 64 KiB or more of a
+/// thread armed so: there, the buffer of the thread's ring alone.
+#[traced(skip_all)]
+fn noted_alloc() {}
+
+/// Calls `note` unless the thread is inside a note already.
+fn note_once(note: fn()) {
+    if INSIDE.try_with(|i| !i.replace(true)).unwrap_or(false) {
+        note();
+        let _ = INSIDE.try_with(|i| i.set(false));
+    }
+}
+
 struct Tracking;
 
 // Safety: every request goes to `System` unchanged.
 unsafe impl GlobalAlloc for Tracking {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= 64 << 10 && ARMED_LARGE.try_with(Cell::get).unwrap_or(false) {
+            note_once(noted_alloc);
+        }
         unsafe { System.alloc(layout) }
     }
 
@@ -36,10 +54,8 @@ unsafe impl GlobalAlloc for Tracking {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
-        let armed = ARMED.try_with(Cell::get).unwrap_or(false);
-        if armed && INSIDE.try_with(|i| !i.replace(true)).unwrap_or(false) {
-            noted_realloc();
-            let _ = INSIDE.try_with(|i| i.set(false));
+        if ARMED.try_with(Cell::get).unwrap_or(false) {
+            note_once(noted_realloc);
         }
         unsafe { System.realloc(ptr, layout, size) }
     }
@@ -63,8 +79,11 @@ fn deeper(n: u32) -> u32 {
 #[test]
 fn a_traced_call_inside_a_push_returns_at_once_and_the_rest_pair_up() {
     let session = Session::start(SessionOptions::default()).unwrap();
-    let pattern = "a_traced_allocator_keeps_the_stack_of_calls_whole:* -> return";
-    assert!(session.trace_pattern(&pattern.parse().unwrap()) > 0);
+    for function in ["deep", "noted_realloc"] {
+        let pattern =
+            format!("a_traced_allocator_keeps_the_stack_of_calls_whole:{function} -> return");
+        assert_eq!(session.trace_pattern(&pattern.parse().unwrap()), 1);
+    }
     // A fresh thread: its stack of calls starts empty, so 200 nested calls
     // grow it through `realloc` several times.
     let total = std::thread::spawn(|| {
@@ -130,4 +149,54 @@ fn a_profile_s_frames_grown_through_a_traced_allocator_stay_whole() {
         };
         assert_eq!(calls("deeper"), 603, "{}", mode.name());
     }
+}
+
+/// The first call of a thread makes its ring. A traced function that the
+/// allocator calls meanwhile cannot push into a ring not yet made: its
+/// records are counted lost, and the calls around it keep theirs.
+#[traced(skip_all)]
+fn first(n: u32) -> u32 {
+    n + 1
+}
+
+#[test]
+fn a_traced_call_made_while_the_ring_is_made_is_counted_lost() {
+    let session = Session::start(SessionOptions::default()).unwrap();
+    for function in ["first", "noted_alloc"] {
+        let pattern =
+            format!("a_traced_allocator_keeps_the_stack_of_calls_whole:{function} -> return");
+        assert_eq!(session.trace_pattern(&pattern.parse().unwrap()), 1);
+    }
+    let total = std::thread::spawn(|| {
+        ARMED_LARGE.with(|a| a.set(true));
+        let total = (0..5).map(first).sum::<u32>();
+        ARMED_LARGE.with(|a| a.set(false));
+        total
+    })
+    .join()
+    .unwrap();
+    assert_eq!(total, 15);
+    let events = drain(&session);
+    let of = |kind: EventKind, function: &str| {
+        events
+            .iter()
+            .filter(|e| e.kind == kind)
+            .filter(|e| {
+                let cs = e.callsite.and_then(nodetrace_agent::callsite).unwrap();
+                cs.info().function == function
+            })
+            .count()
+    };
+    assert_eq!(of(EventKind::Call, "first"), 5);
+    assert_eq!(of(EventKind::Return, "first"), 5);
+    assert_eq!(
+        of(EventKind::Call, "noted_alloc"),
+        0,
+        "the allocator's call while the ring was made has no ring"
+    );
+    assert_eq!(
+        session.lost(),
+        2,
+        "its call and its return are counted lost"
+    );
 }

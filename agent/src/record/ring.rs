@@ -238,13 +238,21 @@ pub(crate) fn push(
     push_slow(record);
 }
 
-/// A push on a thread with no ring yet, or one from before a fork.
+/// A push on a thread with no ring yet, or one from before a fork. A push
+/// made while the ring is being made (by a traced function that the
+/// allocator calls) is counted lost.
 #[cold]
 #[inline(never)]
 fn push_slow(record: Record) {
     let mask = record.mask;
-    let pushed = RING.try_with(|cell| first_push(&mut cell.borrow_mut(), record));
-    if pushed.is_err() {
+    let pushed = RING.try_with(|cell| match cell.try_borrow_mut() {
+        Ok(mut ring) => {
+            first_push(&mut ring, record);
+            true
+        }
+        Err(_) => false,
+    });
+    if pushed != Ok(true) {
         count_lost(mask);
     }
 }
