@@ -177,4 +177,22 @@ fn each_profiler_measures_the_known_workload() {
         w.acc_ns
     );
     assert!(w.own_ns <= busy);
+
+    // fprof of async calls: each completion adds to its caller's edge,
+    // which its last poll's stack node keeps.
+    let profile = Profile::start(options(ProfileMode::Fprof), &[]).unwrap();
+    rt.block_on(async {
+        for _ in 0..3 {
+            waits(1).await;
+        }
+    });
+    let s = profile.stop();
+    let edge = |caller: Option<&str>, callee: &str| {
+        s.edges
+            .iter()
+            .find(|e| e.caller == caller.map(id) && e.callee == id(callee))
+            .map_or(0, |e| e.calls)
+    };
+    assert_eq!(edge(None, "waits"), 3);
+    assert_eq!(edge(Some("waits"), "inner"), 3);
 }

@@ -463,9 +463,28 @@ struct Completed {
     /// An outer frame of the same function is on the stack: its `acc`
     /// already counts this call's time.
     recursive: bool,
-    /// The stack node whose own time grows (sync calls; async polls add
+    /// The stack node the call ran in (for async, its last poll): where
+    /// its fprof edge is kept.
+    node: u32,
+    /// The call's own time grows its node (sync calls; async polls add
     /// theirs as they end).
-    node: Option<u32>,
+    own_in_node: bool,
+}
+
+/// Where a poll of an async call ran: its traced caller and its stack
+/// node, kept by the call until it completes (fprof's edge).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PolledAt {
+    caller: u32,
+    node: u32,
+}
+
+impl PolledAt {
+    /// Before any poll: no traced caller.
+    pub(crate) const NOWHERE: PolledAt = PolledAt {
+        caller: ROOT,
+        node: 0,
+    };
 }
 
 impl ThreadProfile {
@@ -490,14 +509,14 @@ impl ThreadProfile {
             self.record_latency(key, c.acc);
         }
         if options.mode == ProfileMode::Fprof
-            && let Some(e) = self.edge_of(c.node.unwrap_or(0), (c.caller, c.cs))
+            && let Some(e) = self.edge_of(c.node, (c.caller, c.cs))
         {
             e.add(CALLS, 1);
             e.add(OWN, c.own);
             e.add(ACC, c.acc);
         }
-        if let Some(node) = c.node {
-            self.add_own(node, c.own);
+        if c.own_in_node {
+            self.add_own(c.node, c.own);
         }
     }
 
@@ -532,7 +551,8 @@ pub(crate) fn exit(cs: u32, pid: Pid, end: u64) {
             acc: elapsed,
             busy: None,
             recursive,
-            node: Some(node),
+            node,
+            own_in_node: true,
         });
     });
 }
@@ -544,32 +564,33 @@ pub(crate) fn enter_poll(cs: u32, start: u64) {
 }
 
 /// A poll of async `cs` ended; returns its own ticks (the poll's time less
-/// its traced callees') and the caller on the stack.
+/// its traced callees') and where it ran.
 #[inline(never)]
-pub(crate) fn exit_poll(cs: u32, end: u64) -> (u64, u32) {
+pub(crate) fn exit_poll(cs: u32, end: u64) -> (u64, PolledAt) {
     with_thread(|t| {
         let (_, own, caller, node, _) = t.pop(cs, end)?;
         t.add_own(node, own);
-        Some((own, caller))
+        Some((own, PolledAt { caller, node }))
     })
     .flatten()
-    .unwrap_or((0, ROOT))
+    .unwrap_or((0, PolledAt::NOWHERE))
 }
 
 /// Async `cs` completed: one call, with the own and busy ticks of its polls
 /// and its wall ticks.
 #[inline(never)]
-pub(crate) fn complete_async(cs: u32, pid: Pid, caller: u32, own: u64, busy: u64, wall: u64) {
+pub(crate) fn complete_async(cs: u32, pid: Pid, at: PolledAt, own: u64, busy: u64, wall: u64) {
     with_thread(|t| {
         t.complete(Completed {
             cs,
             pid,
-            caller,
+            caller: at.caller,
             own,
             acc: wall,
             busy: Some(busy),
             recursive: false,
-            node: None,
+            node: at.node,
+            own_in_node: false,
         })
     });
 }

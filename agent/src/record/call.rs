@@ -488,8 +488,8 @@ pin_project_lite::pin_project! {
         busy: u64,
         // Own ticks of the polls, for a profile.
         own: u64,
-        // The traced caller at the last poll, for a profile.
-        caller: u32,
+        // Where the last poll ran, for a profile.
+        at: profile::PolledAt,
         ret: R,
     }
 
@@ -520,7 +520,7 @@ where
         active: Some(active),
         busy: 0,
         own: 0,
-        caller: u32::MAX,
+        at: profile::PolledAt::NOWHERE,
         ret,
     }
 }
@@ -557,16 +557,16 @@ where
             record_poll(EventKind::Out, polls, cs, pid, t1, t1.saturating_sub(t0));
         }
         if profiled {
-            let (own, caller) = profile::exit_poll(cs, t1);
+            let (own, at) = profile::exit_poll(cs, t1);
             *this.own += own;
-            *this.caller = caller;
+            *this.at = at;
         }
         if let Poll::Ready(out) = &polled
             && let Some(active) = this.active.take()
         {
             if profiled {
                 let wall = t1.saturating_sub(active.start);
-                profile::complete_async(cs, active.pid, *this.caller, *this.own, *this.busy, wall);
+                profile::complete_async(cs, active.pid, *this.at, *this.own, *this.busy, wall);
             }
             let text = active.value(&mut |w| (this.ret)(w, out));
             active.end(EventKind::Return, t1, Some(*this.busy), text);
@@ -595,7 +595,7 @@ pub(crate) struct SpanCall {
     polls: u32,
     busy: u64,
     own: u64,
-    caller: u32,
+    at: profile::PolledAt,
     /// Enters not yet exited, and when the first of them began.
     depth: u32,
     entered: u64,
@@ -627,7 +627,7 @@ impl SpanCall {
             polls,
             busy: 0,
             own: 0,
-            caller: u32::MAX,
+            at: profile::PolledAt::NOWHERE,
             depth: 1,
             entered: start,
         }
@@ -663,9 +663,9 @@ impl SpanCall {
                 record_poll(EventKind::Out, self.polls, a.id, a.pid, end, ticks);
             }
             if self.active.profiled {
-                let (own, caller) = profile::exit_poll(self.active.id, end);
+                let (own, at) = profile::exit_poll(self.active.id, end);
                 self.own += own;
-                self.caller = caller;
+                self.at = at;
             }
         }
     }
@@ -681,14 +681,7 @@ impl SpanCall {
         let active = self.active;
         if active.profiled {
             let wall = end.saturating_sub(active.start);
-            profile::complete_async(
-                active.id,
-                active.pid,
-                self.caller,
-                self.own,
-                self.busy,
-                wall,
-            );
+            profile::complete_async(active.id, active.pid, self.at, self.own, self.busy, wall);
         }
         let text = value.and_then(|v| active.value(&mut |w| w.text(v)));
         active.end(EventKind::Return, end, Some(self.busy), text);
