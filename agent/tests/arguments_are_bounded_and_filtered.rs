@@ -80,3 +80,37 @@ fn values_without_debug_show_their_type() {
         Some("<arguments_are_bounded_and_filtered::NotDebug>, 4"),
     );
 }
+
+/// A value whose `Debug` panics: the traced code's own bug, which a trace
+/// shows rather than raises in the traced call.
+struct Grumpy(u8);
+
+impl std::fmt::Debug for Grumpy {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("grumpy {} will not be shown", self.0)
+    }
+}
+
+#[traced]
+fn grumpy(g: Grumpy, n: u8) -> Grumpy {
+    Grumpy(g.0 + n)
+}
+
+#[test]
+fn a_debug_that_panics_is_shown_as_such_and_the_call_goes_on() {
+    let session = Session::start(SessionOptions::default()).unwrap();
+    session.trace_pattern(
+        &"arguments_are_bounded_and_filtered:grumpy -> return"
+            .parse()
+            .unwrap(),
+    );
+    let out = std::panic::catch_unwind(|| grumpy(Grumpy(1), 2).0);
+    assert_eq!(out.ok(), Some(3), "the traced call returns as untraced");
+    let events = drain(&session);
+    let texts: Vec<_> = events.iter().map(|e| e.text.as_deref()).collect();
+    assert_eq!(
+        texts,
+        [Some("<Debug panicked>, 2"), Some("<Debug panicked>")],
+        "{events:?}"
+    );
+}

@@ -51,7 +51,8 @@ fn each_profile_counts_only_the_calls_made_while_it_ran() {
         .join()
         .unwrap();
         assert_eq!(ticks(&profile.stop()), round * 11, "round {round}");
-        // Between profiles, calls count nowhere.
+        // Calls between profiles are in none of them: the next round's
+        // count is exact.
         for i in 0..7 {
             tick(i);
         }

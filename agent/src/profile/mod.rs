@@ -134,10 +134,12 @@ struct NodeInfo {
     last_child: (u32, u32),
     /// Its row of `nodes` (none for the root).
     row: Option<RowRef<1>>,
-    /// fprof: the caller of its calls and their row of `edges`, once
-    /// found. The caller is kept and compared: it is the parent node's
-    /// callsite, except under a frame left at the root by a full table.
-    edge: Option<(u32, RowRef<3>)>,
+    /// fprof: the edge `(caller, callsite)` of its calls and its row of
+    /// `edges`, once found. The key is kept and compared: a node's calls
+    /// have one edge, but for a frame left at the root by a full table, or
+    /// a span closed on another thread than the one that last entered it
+    /// (its node is then of another thread's tree).
+    edge: Option<((u32, u32), RowRef<3>)>,
 }
 
 impl NodeInfo {
@@ -377,9 +379,9 @@ impl ThreadProfile {
     fn edge_of(&mut self, node: u32, key: (u32, u32)) -> Option<&Row<3>> {
         match self.node_info.get(node as usize) {
             Some(NodeInfo {
-                edge: Some((caller, edge)),
+                edge: Some((kept, edge)),
                 ..
-            }) if node != 0 && *caller == key.0 => {
+            }) if node != 0 && *kept == key => {
                 // Safety: a row of `self.data`, which `self` keeps.
                 Some(unsafe { edge.get() })
             }
@@ -389,7 +391,7 @@ impl ThreadProfile {
                 if node != 0
                     && let Some(info) = self.node_info.get_mut(node as usize)
                 {
-                    info.edge = Some((key.0, found));
+                    info.edge = Some((key, found));
                 }
                 // Safety: as above.
                 Some(unsafe { found.get() })

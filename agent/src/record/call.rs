@@ -11,7 +11,7 @@
 //! [`Call`]'s drop writes an exception record with the panic message;
 //! [`Traced`] does the same for an async call.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -343,6 +343,14 @@ fn push_call(active: Active) -> Result<u32, Active> {
 /// busy, as in a push.
 #[inline(always)]
 fn pop_call(depth: u32, end: impl FnOnce(&Active)) {
+    /// Takes the call off even if `end` unwinds (a return value's `Debug`
+    /// that panics).
+    struct Pop<'a>(RefMut<'a, Vec<Active>>);
+    impl Drop for Pop<'_> {
+        fn drop(&mut self) {
+            self.0.pop();
+        }
+    }
     let _ = CALLS.try_with(|calls| {
         let Ok(mut calls) = calls.try_borrow_mut() else {
             return;
@@ -352,10 +360,10 @@ fn pop_call(depth: u32, end: impl FnOnce(&Active)) {
             return;
         }
         calls.truncate(depth);
-        if let Some(active) = calls.last() {
+        let calls = Pop(calls);
+        if let Some(active) = calls.0.last() {
             end(active);
         }
-        calls.pop();
     });
 }
 

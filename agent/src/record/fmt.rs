@@ -11,6 +11,7 @@
 
 use std::cell::Cell;
 use std::fmt::{self, Debug, Write};
+use std::panic::AssertUnwindSafe;
 
 use nodetrace_protocol::Pid;
 
@@ -61,11 +62,16 @@ impl ArgWriter {
         self.args += 1;
     }
 
-    /// Writes one argument with its `Debug` impl, stopping at the bound.
+    /// Writes one argument with its `Debug` impl, stopping at the bound. A
+    /// `Debug` that panics is the traced code's own bug: the text says so,
+    /// and the traced call goes on as it would untraced.
     pub fn debug(&mut self, value: &(impl Debug + ?Sized)) {
         self.next_arg();
         if !self.cut {
-            let _ = write!(self, "{value:?}");
+            let wrote = std::panic::catch_unwind(AssertUnwindSafe(|| write!(self, "{value:?}")));
+            if wrote.is_err() {
+                let _ = self.write_str("<Debug panicked>");
+            }
         }
     }
 

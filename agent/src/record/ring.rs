@@ -260,7 +260,10 @@ fn push_slow(record: Record) {
 /// Makes this thread's ring (again, in a forked child) and pushes into it.
 fn first_push(ring: &mut Option<ThreadRing>, record: Record) {
     // A ring from before a fork has no reader in this process; its drop
-    // would take locks that a thread of the parent may have held.
+    // would take locks that a thread of the parent may have held. The
+    // pointer to it goes first, so that a push made while the new ring is
+    // made (from the allocator) takes the slow path and finds it busy.
+    RING_PTR.set(std::ptr::null_mut());
     if let Some(stale) = ring.take() {
         std::mem::forget(stale);
     }
