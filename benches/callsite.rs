@@ -99,6 +99,19 @@ fn streaming(args: bool) -> (Session, thread::JoinHandle<()>) {
     (session, drain)
 }
 
+/// A 64-byte record, as in a thread's ring.
+#[repr(align(64))]
+struct Line(#[allow(dead_code)] [u64; 8]);
+
+/// The floor of call `i` switched on: two clock reads and two pushes.
+#[inline(always)]
+fn floor_call(tx: &mut rtrb::Producer<Line>, clock: &quanta::Clock, i: u64) {
+    let t0 = clock.raw();
+    let _ = tx.push(Line([i, t0, 0, 0, 0, 0, 0, 0]));
+    let t1 = clock.raw();
+    let _ = tx.push(Line([i, t1, t1 - t0, 0, 0, 0, 0, 0]));
+}
+
 fn calls(c: &mut Criterion) {
     let mut group = c.benchmark_group("call");
     let (a, b) = (black_box(6u64), black_box(7u64));
@@ -117,8 +130,6 @@ fn calls(c: &mut Criterion) {
     // The floor of a switched-on call: two clock reads and two pushes of
     // one 64-byte record into a ring that another thread drains.
     {
-        #[repr(align(64))]
-        struct Line(#[allow(dead_code)] [u64; 8]);
         let (mut tx, mut rx) =
             rtrb::RingBuffer::<Line>::new(nodetrace_agent::DEFAULT_RING_CAPACITY);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -140,10 +151,7 @@ fn calls(c: &mut Criterion) {
                     let burst = left.min(BURST);
                     let start = Instant::now();
                     for i in 0..burst {
-                        let t0 = clock.raw();
-                        let _ = tx.push(Line([i, t0, 0, 0, 0, 0, 0, 0]));
-                        let t1 = clock.raw();
-                        let _ = tx.push(Line([i, t1, t1 - t0, 0, 0, 0, 0, 0]));
+                        floor_call(&mut tx, &clock, i);
                     }
                     timed += start.elapsed();
                     while tx.slots() < tx.buffer().capacity() {
@@ -161,8 +169,6 @@ fn calls(c: &mut Criterion) {
     // another thread between bursts, outside the timed part, so no push
     // meets the reader on the ring's cache lines.
     {
-        #[repr(align(64))]
-        struct Line(#[allow(dead_code)] [u64; 8]);
         let (mut tx, mut rx) =
             rtrb::RingBuffer::<Line>::new(nodetrace_agent::DEFAULT_RING_CAPACITY);
         let (drain_tx, drain_rx) = std::sync::mpsc::channel::<()>();
@@ -181,10 +187,7 @@ fn calls(c: &mut Criterion) {
                     iters,
                     || {
                         i += 1;
-                        let t0 = clock.raw();
-                        let _ = tx.push(Line([i, t0, 0, 0, 0, 0, 0, 0]));
-                        let t1 = clock.raw();
-                        let _ = tx.push(Line([i, t1, t1 - t0, 0, 0, 0, 0, 0]));
+                        floor_call(&mut tx, &clock, i);
                     },
                     || {
                         drain_tx.send(()).unwrap();

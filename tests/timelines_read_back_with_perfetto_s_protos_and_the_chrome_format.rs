@@ -634,38 +634,19 @@ fn several_nodes_share_one_timeline() {
     let b = home.start_node(&unique("tlb"));
     let file = home.path().join("two.pftrace");
     let chrome = home.path().join("two.json");
-    let mut perfetto = spawn_into(
-        &home,
-        &[
-            "trace",
-            "calls",
-            "Todo.Server",
-            "--max",
-            "100",
-            "--node",
-            &a.name,
-            "--node",
-            &b.name,
-        ],
-        "perfetto",
-        &file,
-    );
-    let mut json = spawn_into(
-        &home,
-        &[
-            "trace",
-            "calls",
-            "Todo.Server",
-            "--max",
-            "100",
-            "--node",
-            &a.name,
-            "--node",
-            &b.name,
-        ],
-        "chrome",
-        &chrome,
-    );
+    let args = [
+        "trace",
+        "calls",
+        "Todo.Server",
+        "--max",
+        "100",
+        "--node",
+        &a.name,
+        "--node",
+        &b.name,
+    ];
+    let mut perfetto = spawn_into(&home, &args, "perfetto", &file);
+    let mut json = spawn_into(&home, &args, "chrome", &chrome);
     perfetto.wait_stderr(&format!("on {}", b.name), LIMIT);
     json.wait_stderr(&format!("on {}", b.name), LIMIT);
     a.add_entry("bob", "2023-12-19", "on a");

@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::drain;
-use nodetrace_agent::{EventKind, Profile, ProfileOptions, Session, SessionOptions, traced};
+use nodetrace_agent::{Event, EventKind, Profile, ProfileOptions, Session, SessionOptions, traced};
 use nodetrace_protocol::ProfileMode;
 
 thread_local! {
@@ -64,6 +64,21 @@ unsafe impl GlobalAlloc for Tracking {
 #[global_allocator]
 static ALLOCATOR: Tracking = Tracking;
 
+/// Whether callsite `id` is the traced function `function`.
+fn is_function(id: u32, function: &str) -> bool {
+    nodetrace_agent::callsite(id).is_some_and(|cs| cs.info().function == function)
+}
+
+/// The events of `kind` of `function`.
+fn count(events: &[Event], kind: EventKind, function: &str) -> usize {
+    let of_function = |e: &&Event| e.callsite.is_some_and(|id| is_function(id, function));
+    events
+        .iter()
+        .filter(|e| e.kind == kind)
+        .filter(of_function)
+        .count()
+}
+
 #[traced(skip_all)]
 fn deep(n: u32) -> u32 {
     if n == 0 { 0 } else { deep(n - 1) + 1 }
@@ -94,16 +109,7 @@ fn a_traced_call_inside_a_push_returns_at_once_and_the_rest_pair_up() {
     .unwrap();
     assert_eq!(total, 600);
     let events = drain(&session);
-    let of = |kind: EventKind, function: &str| {
-        events
-            .iter()
-            .filter(|e| e.kind == kind)
-            .filter(|e| {
-                let cs = e.callsite.and_then(nodetrace_agent::callsite).unwrap();
-                cs.info().function == function
-            })
-            .count()
-    };
+    let of = |kind, function| count(&events, kind, function);
     assert_eq!(of(EventKind::Call, "deep"), 603);
     assert_eq!(
         of(EventKind::Return, "deep"),
@@ -136,14 +142,9 @@ fn a_profile_s_frames_grown_through_a_traced_allocator_stay_whole() {
         .unwrap();
         assert_eq!(total, 600);
         let snapshot = profile.stop();
-        let calls = |function: &str| {
-            snapshot
-                .functions
-                .iter()
-                .filter(|f| {
-                    let cs = nodetrace_agent::callsite(f.callsite).unwrap();
-                    cs.info().function == function
-                })
+        let calls = |function| {
+            let rows = snapshot.functions.iter();
+            rows.filter(|f| is_function(f.callsite, function))
                 .map(|f| f.calls)
                 .sum::<u64>()
         };
@@ -177,16 +178,7 @@ fn a_traced_call_made_while_the_ring_is_made_is_counted_lost() {
     .unwrap();
     assert_eq!(total, 15);
     let events = drain(&session);
-    let of = |kind: EventKind, function: &str| {
-        events
-            .iter()
-            .filter(|e| e.kind == kind)
-            .filter(|e| {
-                let cs = e.callsite.and_then(nodetrace_agent::callsite).unwrap();
-                cs.info().function == function
-            })
-            .count()
-    };
+    let of = |kind, function| count(&events, kind, function);
     assert_eq!(of(EventKind::Call, "first"), 5);
     assert_eq!(of(EventKind::Return, "first"), 5);
     assert_eq!(

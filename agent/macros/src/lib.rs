@@ -167,10 +167,9 @@ fn expand_fn(
     ctx: Option<&ImplCtx>,
     direct: bool,
 ) -> syn::Result<TokenStream2> {
-    if let Some(constness) = f.sig.constness {
-        if direct {
-            return Err(const_fn(constness.span()));
-        }
+    // A const fn of a traced module is left as it is; named directly, it
+    // is refused by `expand_fn_tokens`.
+    if f.sig.constness.is_some() && !direct {
         return Ok(quote!(#f));
     }
     let ItemFn {
@@ -236,17 +235,13 @@ fn expand_fn_tokens(
         body,
     } = f;
     if let Some(constness) = sig.constness {
-        return Err(const_fn(constness.span()));
+        return Err(syn::Error::new(
+            constness.span(),
+            "#[traced] cannot trace a const fn: it may run at compile time, where nothing records",
+        ));
     }
     let body = instrument(&mut sig, &attrs, body, options, ctx)?;
     Ok(quote! { #(#attrs)* #vis #sig { #(#inner)* #body } })
-}
-
-fn const_fn(span: Span) -> syn::Error {
-    syn::Error::new(
-        span,
-        "#[traced] cannot trace a const fn: it may run at compile time, where nothing records",
-    )
 }
 
 fn last_segment(path: &Path) -> String {
@@ -763,6 +758,7 @@ fn instrument(
     } else {
         // The call is recorded behind the flags test, where the argument
         // writer is made; the body then runs once, switched on or off.
+        let track_caller = is_track_caller(attrs);
         let enter = quote! {
             let #call = #k::__private::Call::new(if #flags != 0 {
                 ::core::hint::cold_path();
@@ -772,7 +768,7 @@ fn instrument(
                 0
             });
         };
-        let (run, exit) = if is_track_caller(attrs) {
+        let (run, exit) = if track_caller {
             // A closure would hide the caller's location: the body runs
             // inline, and its `return`s and `?`s carry no value.
             let annotation = annotation.map(|ty| quote!(: #ty));
@@ -796,7 +792,7 @@ fn instrument(
         };
         if never {
             quote!(#start #enter #run #exit)
-        } else if is_track_caller(attrs) {
+        } else if track_caller {
             // A body that always panics leaves the exit unreachable: the
             // user's code did not write it, so it is not warned of.
             quote! {

@@ -185,13 +185,16 @@ thread_local! {
     /// The cprof counters of this thread's profile and its generation, so
     /// that a count skips the `RefCell` and its destructor's state: set by
     /// a count through [`THREAD`], cleared when that profile state drops.
-    static COUNTERS: Cell<(u64, *const [AtomicU64])> =
-        const { Cell::new((0, std::ptr::slice_from_raw_parts(std::ptr::null(), 0))) };
+    static COUNTERS: Cell<(u64, *const [AtomicU64])> = const { Cell::new(NO_COUNTERS) };
 }
+
+/// No profile's counters: generation zero is no profile's.
+const NO_COUNTERS: (u64, *const [AtomicU64]) =
+    (0, std::ptr::slice_from_raw_parts(std::ptr::null(), 0));
 
 impl Drop for ThreadProfile {
     fn drop(&mut self) {
-        COUNTERS.set((0, std::ptr::slice_from_raw_parts(std::ptr::null(), 0)));
+        COUNTERS.set(NO_COUNTERS);
     }
 }
 
@@ -381,16 +384,14 @@ impl ThreadProfile {
             Some(NodeInfo {
                 edge: Some((kept, edge)),
                 ..
-            }) if node != 0 && *kept == key => {
+            }) if *kept == key => {
                 // Safety: a row of `self.data`, which `self` keeps.
                 Some(unsafe { edge.get() })
             }
             _ => {
                 let edge = self.edge(key)?;
                 let found = RowRef::from(edge);
-                if node != 0
-                    && let Some(info) = self.node_info.get_mut(node as usize)
-                {
+                if let Some(info) = self.node_info.get_mut(node as usize) {
                     info.edge = Some((key, found));
                 }
                 // Safety: as above.
@@ -466,11 +467,9 @@ struct Completed {
     /// already counts this call's time.
     recursive: bool,
     /// The stack node the call ran in (for async, its last poll): where
-    /// its fprof edge is kept.
+    /// its fprof edge is kept, and, for a sync call, whose own time grows
+    /// (async polls add theirs as they end).
     node: u32,
-    /// The call's own time grows its node (sync calls; async polls add
-    /// theirs as they end).
-    own_in_node: bool,
 }
 
 /// Where a poll of an async call ran: its traced caller and its stack
@@ -517,7 +516,7 @@ impl ThreadProfile {
             e.add(OWN, c.own);
             e.add(ACC, c.acc);
         }
-        if c.own_in_node {
+        if c.busy.is_none() {
             self.add_own(c.node, c.own);
         }
     }
@@ -554,7 +553,6 @@ pub(crate) fn exit(cs: u32, pid: Pid, end: u64) {
             busy: None,
             recursive,
             node,
-            own_in_node: true,
         });
     });
 }
@@ -592,7 +590,6 @@ pub(crate) fn complete_async(cs: u32, pid: Pid, at: PolledAt, own: u64, busy: u6
             busy: Some(busy),
             recursive: false,
             node: at.node,
-            own_in_node: false,
         })
     });
 }

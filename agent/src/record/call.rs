@@ -154,8 +154,9 @@ fn begin(
 /// call is nothing next to the formatting).
 type Writer<'a> = &'a mut dyn FnMut(&mut ArgWriter);
 
-/// Records a call if any session traces `cs` in this process; `args` writes
-/// the arguments and runs only if a session wants them.
+/// Records an async call if any session traces `cs` in this process;
+/// `args` writes the arguments and runs only if a session wants them.
+/// Called only when `flags` is not zero (the expansion tests it).
 #[doc(hidden)]
 #[inline(always)]
 pub fn start_call(
@@ -163,9 +164,6 @@ pub fn start_call(
     flags: u64,
     mut args: impl FnMut(&mut ArgWriter),
 ) -> Option<Active> {
-    if flags == 0 {
-        return None;
-    }
     record_call(cs, flags, &mut args)
 }
 

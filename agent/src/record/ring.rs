@@ -245,14 +245,15 @@ pub(crate) fn push(
 #[inline(never)]
 fn push_slow(record: Record) {
     let mask = record.mask;
-    let pushed = RING.try_with(|cell| match cell.try_borrow_mut() {
-        Ok(mut ring) => {
+    let pushed = RING
+        .try_with(|cell| {
+            let mut ring = cell.try_borrow_mut().ok()?;
             first_push(&mut ring, record);
-            true
-        }
-        Err(_) => false,
-    });
-    if pushed != Ok(true) {
+            Some(())
+        })
+        .ok()
+        .flatten();
+    if pushed.is_none() {
         count_lost(mask);
     }
 }
