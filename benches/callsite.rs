@@ -4,6 +4,8 @@
 //! Every variant is measured in the same run, so the ratios hold.
 
 use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,23 @@ fn untraced_macro(a: u64, b: u64) -> u64 {
 fn traced_macro(a: u64, b: u64) -> u64 {
     tracing::debug!(a, "multiplying");
     a.wrapping_mul(b) ^ 7
+}
+
+/// The same as an `async fn` that completes in its first poll: its
+/// profile's frame is the call's, pushed once.
+#[traced]
+async fn traced_async(a: u64, b: u64) -> u64 {
+    a.wrapping_mul(b) ^ 7
+}
+
+/// Polls `traced_async` to completion: one poll.
+#[inline(never)]
+fn poll_async(a: u64, b: u64) -> u64 {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(traced_async(a, b)).poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("it awaits nothing"),
+    }
 }
 
 /// A recursive function with a few locals, to measure the stack a frame
@@ -238,11 +257,16 @@ fn calls(c: &mut Criterion) {
             histogram: false,
             per_process: false,
         };
-        let pattern: Pattern = "callsite:traced_fn".parse().unwrap();
-        let profile = Profile::start(options, &[pattern]).unwrap();
+        let patterns = ["callsite:traced_fn", "callsite:traced_async"].map(|p| p.parse().unwrap());
+        let profile = Profile::start(options, &patterns).unwrap();
         group.bench_function(format!("traced_{}", mode.name()), |bench| {
             bench.iter(|| traced_fn(black_box(a), black_box(b)))
         });
+        if mode != ProfileMode::Cprof {
+            group.bench_function(format!("traced_{}_async", mode.name()), |bench| {
+                bench.iter(|| poll_async(black_box(a), black_box(b)))
+            });
+        }
         let calls: u64 = profile.stop().functions.iter().map(|f| f.calls).sum();
         eprintln!("{}: {calls} calls profiled", mode.name());
     }

@@ -434,20 +434,18 @@ fn count_slowly(cs: u32) {
     });
 }
 
-/// A sync call (or the first poll of an async one) entered `cs` in `pid`:
-/// cprof counts it; eprof and fprof push a frame for sync calls, begun at
-/// `start` (the clock read the call's trace record uses too). Returns
-/// whether the call has a frame to pop.
+/// A call entered `cs` at `start` (the clock read its trace record uses
+/// too): cprof counts it; eprof and fprof push its frame, for an async
+/// call or a span the frame of its first poll, which begins with the
+/// call. Returns whether the call is profiled.
 #[inline(never)]
-pub(crate) fn enter(cs: u32, is_async: bool, start: u64) -> bool {
+pub(crate) fn enter(cs: u32, start: u64) -> bool {
     with_thread(|t| {
         if t.profiler.options.mode == ProfileMode::Cprof {
             t.count(cs);
             return false;
         }
-        if !is_async {
-            t.push(cs, start);
-        }
+        t.push(cs, start);
         true
     })
     .unwrap_or(false)
@@ -557,7 +555,8 @@ pub(crate) fn exit(cs: u32, pid: Pid, end: u64) {
     });
 }
 
-/// A poll of async `cs` begins: its frame is on the stack while it runs.
+/// A poll of async `cs` after its first begins (the first's frame is
+/// pushed by [`enter`]): its frame is on the stack while it runs.
 #[inline(never)]
 pub(crate) fn enter_poll(cs: u32, start: u64) {
     with_thread(|t| t.push(cs, start));
@@ -567,21 +566,42 @@ pub(crate) fn enter_poll(cs: u32, start: u64) {
 /// its traced callees') and where it ran.
 #[inline(never)]
 pub(crate) fn exit_poll(cs: u32, end: u64) -> (u64, PolledAt) {
-    with_thread(|t| {
-        let (_, own, caller, node, _) = t.pop(cs, end)?;
-        t.add_own(node, own);
-        Some((own, PolledAt { caller, node }))
-    })
-    .flatten()
-    .unwrap_or((0, PolledAt::NOWHERE))
+    with_thread(|t| t.pop_poll(cs, end))
+        .flatten()
+        .unwrap_or((0, PolledAt::NOWHERE))
 }
 
 /// Async `cs` completed: one call, with the own and busy ticks of its polls
 /// and its wall ticks.
 #[inline(never)]
 pub(crate) fn complete_async(cs: u32, pid: Pid, at: PolledAt, own: u64, busy: u64, wall: u64) {
+    with_thread(|t| t.complete_async(cs, pid, at, own, busy, wall));
+}
+
+/// The last poll of async `cs` ended at `end`, and the call completes:
+/// [`exit_poll`] and [`complete_async`] in one visit of the thread's
+/// state. `own` is the own ticks of the earlier polls; `busy` and `wall`
+/// count this one.
+#[inline(never)]
+pub(crate) fn exit_last_poll(cs: u32, pid: Pid, end: u64, own: u64, busy: u64, wall: u64) {
     with_thread(|t| {
-        t.complete(Completed {
+        let (last, at) = t.pop_poll(cs, end).unwrap_or((0, PolledAt::NOWHERE));
+        t.complete_async(cs, pid, at, own + last, busy, wall);
+    });
+}
+
+impl ThreadProfile {
+    /// Pops a poll's frame: its own ticks go to its stack node.
+    #[inline(always)]
+    fn pop_poll(&mut self, cs: u32, end: u64) -> Option<(u64, PolledAt)> {
+        let (_, own, caller, node, _) = self.pop(cs, end)?;
+        self.add_own(node, own);
+        Some((own, PolledAt { caller, node }))
+    }
+
+    #[inline(always)]
+    fn complete_async(&mut self, cs: u32, pid: Pid, at: PolledAt, own: u64, busy: u64, wall: u64) {
+        self.complete(Completed {
             cs,
             pid,
             caller: at.caller,
@@ -590,8 +610,8 @@ pub(crate) fn complete_async(cs: u32, pid: Pid, at: PolledAt, own: u64, busy: u6
             busy: Some(busy),
             recursive: false,
             node: at.node,
-        })
-    });
+        });
+    }
 }
 
 /// A running profile: `cprof`, `eprof` or `fprof` of this node.

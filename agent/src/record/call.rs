@@ -119,7 +119,7 @@ fn begin(
     // One clock read starts both the trace's call and the profile's frame.
     let start = clock::now();
     let (id, polled) = (cs.id(), cs.is_polled());
-    let profiled = pending.profile && profile::enter(id, polled, start);
+    let profiled = pending.profile && profile::enter(id, start);
     if mask == 0 && !profiled {
         return None;
     }
@@ -481,9 +481,10 @@ fn dropped(depth: u32) {
 }
 
 pin_project_lite::pin_project! {
-    /// An async traced call: its call was recorded at first poll; it records
-    /// its return at completion with wall time and busy time (the sum of its
-    /// polls), and each poll's `in` and `out` for the sessions that ask.
+    /// An async traced call: its call was recorded as its first poll
+    /// began; it records its return at completion with wall time and busy
+    /// time (the sum of its polls), and each poll's `in` and `out` for the
+    /// sessions that ask.
     #[doc(hidden)]
     pub struct Traced<F, R> {
         #[pin]
@@ -491,11 +492,11 @@ pin_project_lite::pin_project! {
         active: Option<Active>,
         // Sessions that want each poll's `in` and `out`.
         polls: u32,
+        // A poll ran: the next one reads its own start.
+        polled: bool,
         busy: u64,
         // Own ticks of the polls, for a profile.
         own: u64,
-        // Where the last poll ran, for a profile.
-        at: profile::PolledAt,
         ret: R,
     }
 
@@ -513,7 +514,8 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Wraps the body of an async traced call whose call was recorded.
+/// Wraps the body of an async traced call whose call was recorded; the
+/// expansion awaits it at once, so its first poll begins with the call.
 #[doc(hidden)]
 pub fn instrument<F, R>(active: Active, fut: F, ret: R) -> Traced<F, R>
 where
@@ -524,9 +526,9 @@ where
         fut,
         polls: active.polls(),
         active: Some(active),
+        polled: false,
         busy: 0,
         own: 0,
-        at: profile::PolledAt::NOWHERE,
         ret,
     }
 }
@@ -540,21 +542,32 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let Some((profiled, cs, pid)) = this.active.as_ref().map(|a| (a.profiled, a.id, a.pid))
+        let Some((profiled, cs, pid, start)) = this
+            .active
+            .as_ref()
+            .map(|a| (a.profiled, a.id, a.pid, a.start))
         else {
             return this.fut.poll(cx);
         };
-        let t0 = clock::now();
+        // The first poll begins with the call: the call's clock read is
+        // its start, and the call's profile frame its frame.
+        let t0 = if *this.polled {
+            let t0 = clock::now();
+            if profiled {
+                profile::enter_poll(cs, t0);
+            }
+            t0
+        } else {
+            *this.polled = true;
+            start
+        };
         let polls = *this.polls;
         if polls != 0 {
             record_poll(EventKind::In, polls, cs, pid, t0, 0);
         }
         // A poll that panics still pops its profile frame, so later calls
         // on this thread are not charged to it.
-        let frame = profiled.then(|| {
-            profile::enter_poll(cs, t0);
-            PollFrame(cs)
-        });
+        let frame = profiled.then_some(PollFrame(cs));
         let polled = this.fut.poll(cx);
         std::mem::forget(frame);
         let t1 = clock::now();
@@ -562,17 +575,16 @@ where
         if polls != 0 {
             record_poll(EventKind::Out, polls, cs, pid, t1, t1.saturating_sub(t0));
         }
-        if profiled {
-            let (own, at) = profile::exit_poll(cs, t1);
-            *this.own += own;
-            *this.at = at;
-        }
-        if let Poll::Ready(out) = &polled
-            && let Some(active) = this.active.take()
-        {
+        let Poll::Ready(out) = &polled else {
             if profiled {
-                let wall = t1.saturating_sub(active.start);
-                profile::complete_async(cs, active.pid, *this.at, *this.own, *this.busy, wall);
+                *this.own += profile::exit_poll(cs, t1).0;
+            }
+            return polled;
+        };
+        if let Some(active) = this.active.take() {
+            if profiled {
+                let wall = t1.saturating_sub(start);
+                profile::exit_last_poll(cs, pid, t1, *this.own, *this.busy, wall);
             }
             let text = active.value(&mut |w| (this.ret)(w, out));
             active.end(EventKind::Return, t1, Some(*this.busy), text);
@@ -620,10 +632,8 @@ impl SpanCall {
     }
 
     fn entered(active: Active, cs: &'static Callsite) -> SpanCall {
+        // Its first enter's profile frame was pushed with the call.
         let start = active.start;
-        if active.profiled {
-            profile::enter_poll(cs.id(), start);
-        }
         let polls = active.polls();
         if polls != 0 {
             record_poll(EventKind::In, polls, cs.id(), active.pid, start, 0);
