@@ -178,6 +178,11 @@ static PROFILER: ArcSwapOption<Profiler> = ArcSwapOption::const_empty();
 /// (zero when there is none): such a call is counted and nothing else,
 /// without choosing sessions or reading the pid.
 pub(crate) static COUNT_ONLY: AtomicU64 = AtomicU64::new(0);
+/// The flags word of a callsite that only an eprof or fprof of every
+/// process, not split by process, times (zero when there is none): such a
+/// call's frame on the thread's profile stack is all there is of it, made
+/// without choosing sessions or reading the pid.
+pub(crate) static TIMED_ONLY: AtomicU64 = AtomicU64::new(0);
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
@@ -437,24 +442,26 @@ fn count_slowly(cs: u32) {
 /// A call entered `cs` at `start` (the clock read its trace record uses
 /// too): cprof counts it; eprof and fprof push its frame, for an async
 /// call or a span the frame of its first poll, which begins with the
-/// call. Returns whether the call is profiled.
+/// call. Returns the depth of the thread's profile stack with that frame
+/// on it, if the call is profiled.
 #[inline(never)]
-pub(crate) fn enter(cs: u32, start: u64) -> bool {
+pub(crate) fn enter(cs: u32, start: u64) -> Option<u32> {
     with_thread(|t| {
         if t.profiler.options.mode == ProfileMode::Cprof {
             t.count(cs);
-            return false;
+            return None;
         }
         t.push(cs, start);
-        true
+        Some(t.stack.len() as u32)
     })
-    .unwrap_or(false)
+    .flatten()
 }
 
 /// One completed call's figures.
 struct Completed {
     cs: u32,
-    pid: Pid,
+    /// The key of its process (zero if the profile is not split by them).
+    process: u64,
     caller: u32,
     own: u64,
     /// Time from call to return; for async, wall time.
@@ -491,7 +498,7 @@ impl ThreadProfile {
     /// to its caller edge.
     #[inline(always)]
     fn complete(&mut self, c: Completed) {
-        let key = (self.pid_key(c.pid), c.cs);
+        let key = (c.process, c.cs);
         let options = self.profiler.options;
         if let Some(f) = self.function(key) {
             f.add(CALLS, 1);
@@ -539,12 +546,34 @@ impl ThreadProfile {
 #[inline(never)]
 pub(crate) fn exit(cs: u32, pid: Pid, end: u64) {
     with_thread(|t| {
-        let Some((elapsed, own, caller, node, recursive)) = t.pop(cs, end) else {
+        let process = t.pid_key(pid);
+        t.exit(cs, process, end);
+    });
+}
+
+/// A sync call of `cs` that only this profile times (see [`TIMED_ONLY`])
+/// returned or unwound at `end`; its frame was pushed at `depth`. A frame
+/// at another depth is another call's (the profile changed meanwhile).
+#[inline(never)]
+pub(crate) fn exit_timed(cs: u32, depth: u32, end: u64) {
+    with_thread(|t| {
+        if t.stack.len() == depth as usize {
+            t.exit(cs, 0, end);
+        }
+    });
+}
+
+impl ThreadProfile {
+    /// Pops a sync call's frame and adds the call, in process `process`
+    /// (its pid's key).
+    #[inline(always)]
+    fn exit(&mut self, cs: u32, process: u64, end: u64) {
+        let Some((elapsed, own, caller, node, recursive)) = self.pop(cs, end) else {
             return;
         };
-        t.complete(Completed {
+        self.complete(Completed {
             cs,
-            pid,
+            process,
             caller,
             own,
             acc: elapsed,
@@ -552,7 +581,7 @@ pub(crate) fn exit(cs: u32, pid: Pid, end: u64) {
             recursive,
             node,
         });
-    });
+    }
 }
 
 /// A poll of async `cs` after its first begins (the first's frame is
@@ -603,7 +632,7 @@ impl ThreadProfile {
     fn complete_async(&mut self, cs: u32, pid: Pid, at: PolledAt, own: u64, busy: u64, wall: u64) {
         self.complete(Completed {
             cs,
-            pid,
+            process: self.pid_key(pid),
             caller: at.caller,
             own,
             acc: wall,
@@ -684,9 +713,13 @@ impl Profile {
                 return Err(ProfileError::NothingMatched(pattern.to_string()));
             }
         }
-        if options.mode == ProfileMode::Cprof && everyone {
+        if everyone {
             let bits = session_bits(profile.session.slot(), true, false);
-            COUNT_ONLY.store(bits, Ordering::Relaxed);
+            match options.mode {
+                ProfileMode::Cprof => COUNT_ONLY.store(bits, Ordering::Relaxed),
+                _ if !options.per_process => TIMED_ONLY.store(bits, Ordering::Relaxed),
+                _ => {}
+            }
         }
         Ok(profile)
     }
@@ -712,6 +745,7 @@ impl Profile {
 impl Drop for Profile {
     fn drop(&mut self) {
         COUNT_ONLY.store(0, Ordering::Relaxed);
+        TIMED_ONLY.store(0, Ordering::Relaxed);
         self.session.stop();
         PROFILER.compare_and_swap(&Some(self.profiler.clone()), None::<Arc<Profiler>>);
         GENERATION.fetch_add(1, Ordering::AcqRel);

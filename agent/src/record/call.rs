@@ -119,7 +119,7 @@ fn begin(
     // One clock read starts both the trace's call and the profile's frame.
     let start = clock::now();
     let (id, polled) = (cs.id(), cs.is_polled());
-    let profiled = pending.profile && profile::enter(id, start);
+    let profiled = pending.profile && profile::enter(id, start).is_some();
     if mask == 0 && !profiled {
         return None;
     }
@@ -177,8 +177,38 @@ fn record(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active>
     if counted(cs, flags) {
         return None;
     }
+    if flags == profile::TIMED_ONLY.load(Ordering::Relaxed) {
+        return timed(cs);
+    }
     record_sessions(cs, flags, args)
 }
+
+/// An async call or a span that only a profile times (of every process,
+/// not split by them): its frame is pushed, and no session is chosen.
+#[inline(never)]
+fn timed(cs: &'static Callsite) -> Option<Active> {
+    if is_agent_thread() {
+        return None;
+    }
+    let start = clock::now();
+    let id = cs.id();
+    profile::enter(id, start)?;
+    Some(Active {
+        id,
+        polled: cs.is_polled(),
+        pid: NOT_READ,
+        mask: 0,
+        returns: 0,
+        ret: 0,
+        profiled: true,
+        bound: 0,
+        start,
+    })
+}
+
+/// The pid of a call that only a profile not split by process wants: it
+/// is not read.
+const NOT_READ: Pid = Pid::process(0);
 
 /// Counts the call if only a cprof of every process wants it: then
 /// nothing else is done.
@@ -301,7 +331,9 @@ fn record_poll(kind: EventKind, polls: u32, cs: u32, pid: Pid, ts: u64, ticks: u
 }
 
 /// A sync traced call: whether it was recorded, as the depth of this
-/// thread's stack of calls once it was pushed (zero: not recorded). The
+/// thread's stack of calls once it was pushed (zero: not recorded), or,
+/// for a call that only a profile times, [`TIMED`] with its callsite and
+/// the depth of the thread's profile stack. The
 /// recorded call itself waits on that stack (sync calls nest, so their
 /// ends come in the reverse order of their starts), so that the traced
 /// function's frame holds one word: a switched-off call keeps it in a
@@ -311,7 +343,11 @@ fn record_poll(kind: EventKind, polls: u32, cs: u32, pid: Pid, ts: u64, ticks: u
 /// this thread): the records above its own are dropped, and a return whose
 /// record is gone records nothing.
 #[doc(hidden)]
-pub struct Call(u32);
+pub struct Call(u64);
+
+/// The bit of a [`Call`] that only a profile times: bits 32 to 62 hold its
+/// callsite id, bits 0 to 31 the depth of its frame.
+const TIMED: u64 = 1 << 63;
 
 thread_local! {
     /// The recorded sync calls of this thread that have not returned.
@@ -394,38 +430,55 @@ pub fn never<T>() -> T {
 }
 
 /// Records a sync call of `cs` if a session traces it in this process (or
-/// a profile counts it); `args` writes the arguments and runs only if a
-/// session wants them. Called only when `flags` is not zero; returns what
-/// the [`Call`] carries: the depth of the recorded call, zero if none. A
-/// call that cannot wait on the thread's stack returns at once.
+/// a profile counts or times it); `args` writes the arguments and runs
+/// only if a session wants them. Called only when `flags` is not zero;
+/// returns what the [`Call`] carries, zero if nothing was recorded. A call
+/// that cannot wait on the thread's stack returns at once.
 ///
-/// A cprof count returns before the rest's prologue, which saves every
-/// register and aligns the stack for a record.
+/// A cprof count, and a call only a profile times, return before the
+/// prologue of the rest, which saves every register and aligns the stack
+/// for a record.
 #[doc(hidden)]
 #[inline(never)]
-pub fn enter(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u32 {
+pub fn enter(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
     if counted(cs, flags) {
         return 0;
+    }
+    if flags == profile::TIMED_ONLY.load(Ordering::Relaxed) {
+        return enter_timed(cs);
     }
     enter_sessions(cs, flags, args)
 }
 
 #[inline(never)]
-fn enter_sessions(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u32 {
+fn enter_sessions(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
     let Some(active) = record_sessions(cs, flags, args) else {
         return 0;
     };
-    push_call(active).unwrap_or_else(|active| {
+    let depth = push_call(active).unwrap_or_else(|active| {
         active.returned(&mut |_| {});
         0
-    })
+    });
+    u64::from(depth)
+}
+
+/// A sync call that only a profile times (of every process, not split by
+/// them): its frame on the profile stack is all its record.
+#[inline(never)]
+fn enter_timed(cs: &'static Callsite) -> u64 {
+    if is_agent_thread() {
+        return 0;
+    }
+    let id = cs.id();
+    profile::enter(id, clock::now())
+        .map_or(0, |depth| TIMED | u64::from(id) << 32 | u64::from(depth))
 }
 
 impl Call {
-    /// The call: `depth` is `if flags != 0 { enter(..) } else { 0 }`.
+    /// The call: `call` is `if flags != 0 { enter(..) } else { 0 }`.
     #[inline(always)]
-    pub fn new(depth: u32) -> Call {
-        Call(depth)
+    pub fn new(call: u64) -> Call {
+        Call(call)
     }
 
     /// Ends the call with the value it returns, which passes through;
@@ -446,13 +499,23 @@ impl Call {
 /// The end of a recorded call, out of line, with the value passed in and
 /// out, so that a switched-off call never takes the value's address.
 #[inline(never)]
-fn exit_on<R>(depth: u32, value: R, ret: fn(&mut ArgWriter, &R)) -> R {
-    returned(depth, &mut |w| ret(w, &value));
+fn exit_on<R>(call: u64, value: R, ret: fn(&mut ArgWriter, &R)) -> R {
+    returned(call, &mut |w| ret(w, &value));
     value
 }
 
-fn returned(depth: u32, ret: Writer<'_>) {
-    pop_call(depth, |active| active.returned(ret));
+fn returned(call: u64, ret: Writer<'_>) {
+    if call & TIMED != 0 {
+        exit_timed(call);
+    } else {
+        pop_call(call as u32, |active| active.returned(ret));
+    }
+}
+
+/// A call that only a profile times returned or unwound.
+fn exit_timed(call: u64) {
+    let id = ((call & !TIMED) >> 32) as u32;
+    profile::exit_timed(id, call as u32, clock::now());
 }
 
 impl Drop for Call {
@@ -470,8 +533,11 @@ impl Drop for Call {
 
 #[cold]
 #[inline(never)]
-fn dropped(depth: u32) {
-    pop_call(depth, |active| {
+fn dropped(call: u64) {
+    if call & TIMED != 0 {
+        return exit_timed(call);
+    }
+    pop_call(call as u32, |active| {
         if std::thread::panicking() {
             active.unwound(panics::message());
         } else {
