@@ -62,34 +62,51 @@ fn profiles(c: &mut Criterion) {
 }
 
 /// Each profiler against the untraced workload, interleaved: every round
-/// runs the load untraced, then under the profile, so that whatever drifts
-/// over the process's life weighs on both alike. Prints the ratio of the
-/// sums over 40 rounds, and the calls profiled a run with what each cost
-/// over the untraced run.
+/// runs the load untraced and under the profile, one after the other, the
+/// first of the pair alternating, so that whatever drifts over the
+/// process's life weighs on both alike. Prints the ratio of the sums over
+/// 40 rounds; the median of the 40 rounds' own ratios with its quartiles
+/// (a round that a noisy neighbour slowed weighs as one of 40, not by its
+/// length); and the calls profiled a run with what each cost over the
+/// untraced run.
 fn interleaved(_: &mut Criterion) {
     const ROUNDS: u32 = 40;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for mode in [ProfileMode::Cprof, ProfileMode::Eprof, ProfileMode::Fprof] {
         let (mut untraced, mut profiled, mut calls) = (Duration::ZERO, Duration::ZERO, 0u64);
-        for _ in 0..ROUNDS {
-            untraced += runs(&runtime, 1);
+        let mut ratios = Vec::new();
+        for round in 0..ROUNDS {
+            let plain = |untraced: &mut Duration| {
+                let took = runs(&runtime, 1);
+                *untraced += took;
+                took
+            };
+            let before = (round % 2 == 0).then(|| plain(&mut untraced));
             let profile = Profile::start(options(mode), &[]).unwrap();
-            profiled += runs(&runtime, 1);
+            let took = runs(&runtime, 1);
+            profiled += took;
             calls += profile
                 .stop()
                 .functions
                 .iter()
                 .map(|f| f.calls)
                 .sum::<u64>();
+            let plain_took = before.unwrap_or_else(|| plain(&mut untraced));
+            ratios.push(took.as_secs_f64() / plain_took.as_secs_f64());
         }
+        ratios.sort_by(f64::total_cmp);
+        let quartile = |q: usize| ratios[(ratios.len() - 1) * q / 4];
         let more = profiled.as_secs_f64() - untraced.as_secs_f64();
         eprintln!(
             "{} interleaved over {ROUNDS} rounds: untraced {:?} a run, profiled {:?} a run: {:.3}x; \
-             {} calls a run, {:.1} ns more a call",
+             rounds' median {:.3}x (quartiles {:.3}x-{:.3}x); {} calls a run, {:.1} ns more a call",
             mode.name(),
             untraced / ROUNDS,
             profiled / ROUNDS,
             profiled.as_secs_f64() / untraced.as_secs_f64(),
+            quartile(2),
+            quartile(1),
+            quartile(3),
             calls / u64::from(ROUNDS),
             more * 1e9 / calls.max(1) as f64,
         );
