@@ -27,7 +27,7 @@ use crate::bridge;
 use crate::process::{ProcessRef, RegistryError, pid_watermark, processes, registry, task_number};
 use crate::record::callsite::{Callsite, callsites, session_bits};
 use crate::record::fmt::DEFAULT_TEXT_BOUND;
-use crate::record::ring::ring_lost;
+use crate::record::ring::{ring_lost, untraced};
 use crate::record::{clock, panics};
 
 /// At most this many sessions trace one node at once.
@@ -432,7 +432,10 @@ impl Slot {
             .load()
             .as_ref()
             .and_then(|s| s.options.arg_match.as_ref())
-            .is_none_or(|m| m.is_match(text))
+            // The match may allocate (the regex's cache, at its first use
+            // on a thread): a traced allocator's calls from there are the
+            // agent's own, as in formatting.
+            .is_none_or(|m| untraced(|| m.is_match(text)))
     }
 
     /// The session in this slot, for the collector.
