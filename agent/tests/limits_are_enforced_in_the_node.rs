@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::drain;
 use nodetrace_agent::{EventKind, Session, SessionOptions, traced};
@@ -16,6 +16,11 @@ fn counted(n: u64) -> u64 {
 
 #[traced]
 fn timed(n: u64) -> u64 {
+    n
+}
+
+#[traced]
+fn paced(n: u64) -> u64 {
     n
 }
 
@@ -81,6 +86,60 @@ fn a_duration_ends_the_session() {
     assert_eq!(session.end_reason(), Some(EndReason::Duration(50)));
     timed(2);
     assert_eq!(drain(&session).len(), 1);
+}
+
+/// The collector ends a session whose time is up when it next wakes,
+/// with records of the session's last moments still in the rings: those
+/// made before the deadline are the session's, and those made after it
+/// are not.
+#[test]
+fn a_duration_keeps_every_call_made_before_it_ran_out() {
+    const MS: u64 = 50;
+    let before = Instant::now();
+    let session = limited(Limits {
+        max_events: None,
+        rate: None,
+        duration_ms: Some(MS),
+    });
+    let after = (Instant::now(), unix_ns());
+    session.trace_pattern(&"limits_are_enforced_in_the_node:paced".parse().unwrap());
+    // Calls about every 10 µs until the session ends: a few in each of
+    // the collector's naps (1 ms), and never more than the ring holds.
+    let surely_in_time = before + Duration::from_millis(MS);
+    let mut in_time = 0;
+    let mut n = 0;
+    while !session.is_ended() && after.0.elapsed() < Duration::from_secs(5) {
+        paced(n);
+        // Stamped before now: if now is before the deadline, so was it.
+        if Instant::now() < surely_in_time {
+            in_time += 1;
+        }
+        n += 1;
+        let pause = Instant::now();
+        while pause.elapsed() < Duration::from_micros(10) {}
+    }
+    session.flush();
+    assert_eq!(session.end_reason(), Some(EndReason::Duration(MS)));
+    let events = drain(&session);
+    let deadline_ns = after.1 + MS * 1_000_000;
+    assert!(
+        events.len() >= in_time,
+        "{} of the {in_time} calls made before the deadline were delivered ({n} calls in all)",
+        events.len()
+    );
+    let late = events
+        .iter()
+        .filter(|e| e.timestamp_ns > deadline_ns + 1_000_000)
+        .count();
+    assert_eq!(late, 0, "no call made after the deadline is the session's");
+    assert_eq!(session.lost(), 0);
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 #[test]

@@ -244,7 +244,7 @@ fn dispatch(
         {
             continue;
         }
-        if s.is_ended() {
+        if s.is_past(timestamp_ns) {
             s.discarded.fetch_add(1, Ordering::Relaxed);
             continue;
         }

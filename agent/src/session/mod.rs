@@ -453,11 +453,16 @@ pub(crate) struct SessionShared {
     pub(crate) start: u64,
     /// When the duration limit ends the session.
     pub(crate) deadline: Option<Instant>,
+    /// The same, in nanoseconds since the Unix epoch, as events are
+    /// stamped: what was made before it is the session's, even if the
+    /// collector reads it after the session ended.
+    deadline_ns: Option<u64>,
     /// Events the collector took for the session (delivered or lost to a
     /// full queue): what `max_events` counts.
     pub(crate) accepted: AtomicU64,
     pub(crate) delivered: AtomicU64,
-    /// Events made before the session ended that arrived after.
+    /// Events that arrived after the session ended and were not its own
+    /// (made after it ended, or after its time ran out).
     pub(crate) discarded: AtomicU64,
     /// Events delivered and not yet taken by the subscriber.
     queued: Arc<AtomicUsize>,
@@ -468,6 +473,16 @@ pub(crate) struct SessionShared {
 impl SessionShared {
     pub(crate) fn is_ended(&self) -> bool {
         self.end.get().is_some()
+    }
+
+    /// Whether an event stamped `ns` is no longer the session's: it ended,
+    /// and, if its time ran out, the event came after that.
+    pub(crate) fn is_past(&self, ns: u64) -> bool {
+        match self.end.get() {
+            None => false,
+            Some(EndReason::Duration(_)) => self.deadline_ns.is_none_or(|d| ns >= d),
+            Some(_) => true,
+        }
     }
 
     /// Ends the session for `reason` (the first reason wins) and switches off
@@ -678,11 +693,17 @@ impl Session {
             .limits
             .duration_ms
             .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let start = clock::now();
+        let deadline_ns = options
+            .limits
+            .duration_ms
+            .map(|ms| clock::unix_nanos(start).saturating_add(ms.saturating_mul(1_000_000)));
         let shared = Arc::new(SessionShared {
             slot,
             options,
-            start: clock::now(),
+            start,
             deadline,
+            deadline_ns,
             accepted: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
