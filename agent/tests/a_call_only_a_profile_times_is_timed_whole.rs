@@ -4,12 +4,14 @@
 //! began while it ran, and a trace session that wants the same function.
 //! One test: a node runs one profile at a time.
 
+mod common;
+
 use std::sync::Mutex;
 
 use nodetrace_agent::{EventKind, Profile, ProfileOptions, Session, SessionOptions, traced};
 use nodetrace_protocol::{ProfileMode, ProfileSnapshot};
 
-mod common;
+use common::id;
 
 #[traced]
 fn fails(n: u32) -> u32 {
@@ -44,14 +46,6 @@ fn fprof_or(mode: ProfileMode) -> Profile {
         per_process: false,
     };
     Profile::start(options, &[]).unwrap()
-}
-
-fn id(name: &str) -> u32 {
-    nodetrace_agent::callsites()
-        .iter()
-        .find(|c| c.metadata().name == name)
-        .unwrap()
-        .id()
 }
 
 fn calls(s: &ProfileSnapshot, name: &str) -> Option<u64> {

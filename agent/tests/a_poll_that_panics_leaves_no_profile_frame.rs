@@ -1,6 +1,9 @@
 //! An async traced call whose poll panics must pop its profile frame:
 //! otherwise every later call on the thread is charged to it.
 
+mod common;
+
+use common::id;
 use nodetrace_agent::{Profile, ProfileOptions, traced};
 use nodetrace_protocol::ProfileMode;
 
@@ -16,14 +19,6 @@ async fn panics_in_poll(n: u32) -> u32 {
 #[traced]
 fn after() -> u32 {
     1
-}
-
-fn id(name: &str) -> u32 {
-    nodetrace_agent::callsites()
-        .iter()
-        .find(|c| c.metadata().name == name)
-        .unwrap()
-        .id()
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! cprof, eprof and fprof figures against a workload with known calls.
 //! One test: a node runs one profile at a time.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::id;
 use nodetrace_agent::{Profile, ProfileOptions, callsite, traced};
 use nodetrace_protocol::{FunctionProfile, ProfileMode, ProfileSnapshot};
 
@@ -42,14 +45,6 @@ fn function<'a>(s: &'a ProfileSnapshot, name: &str) -> &'a FunctionProfile {
         .iter()
         .find(|f| callsite(f.callsite).unwrap().metadata().name == name)
         .unwrap_or_else(|| panic!("{name} is not in the profile"))
-}
-
-fn id(name: &str) -> u32 {
-    nodetrace_agent::callsites()
-        .iter()
-        .find(|c| c.metadata().name == name)
-        .unwrap()
-        .id()
 }
 
 fn options(mode: ProfileMode) -> ProfileOptions {

@@ -12,6 +12,16 @@ pub fn drain(session: &Session) -> Vec<Event> {
     session.take_events()
 }
 
+/// The id of the traced function named `name` (its callsite's).
+#[allow(dead_code)]
+pub fn id(name: &str) -> u32 {
+    nodetrace_agent::callsites()
+        .iter()
+        .find(|c| c.metadata().name == name)
+        .unwrap_or_else(|| panic!("no function {name}"))
+        .id()
+}
+
 /// An event as one short line: kind, function name and text.
 #[allow(dead_code)]
 pub fn line(event: &Event) -> String {
