@@ -60,6 +60,33 @@ fn poll_async(a: u64, b: u64) -> u64 {
     }
 }
 
+/// The same, but it waits once: two polls, the first `Pending`.
+#[traced]
+async fn traced_waits(a: u64, b: u64) -> u64 {
+    let mut waited = false;
+    std::future::poll_fn(|_| {
+        if std::mem::replace(&mut waited, true) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    a.wrapping_mul(b) ^ 7
+}
+
+/// Polls `traced_waits` to completion: two polls.
+#[inline(never)]
+fn poll_waits(a: u64, b: u64) -> u64 {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut call = pin!(traced_waits(a, b));
+    loop {
+        if let Poll::Ready(v) = call.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
 /// A recursive function with a few locals, to measure the stack a frame
 /// takes: untraced, and traced when on.
 #[inline(never)]
@@ -236,6 +263,21 @@ fn calls(c: &mut Criterion) {
             })
         });
         if name == "traced_on" {
+            // An async call of two polls, traced: its polls read the
+            // clock for its busy time, and nothing visits a profile.
+            let pattern: Pattern = "callsite:traced_waits".parse().unwrap();
+            session.trace_pattern(&pattern);
+            group.bench_function("traced_on_async_two_polls", |bench| {
+                bench.iter_custom(|iters| {
+                    timed_in_bursts(
+                        iters,
+                        || {
+                            black_box(poll_waits(black_box(a), black_box(b)));
+                        },
+                        || session.flush(),
+                    )
+                })
+            });
             let pattern: Pattern = "callsite:depth_traced".parse().unwrap();
             session.trace_pattern(&pattern);
             let (plain, on) = (frame_bytes(depth_untraced), frame_bytes(depth_traced));
@@ -257,7 +299,12 @@ fn calls(c: &mut Criterion) {
             histogram: false,
             per_process: false,
         };
-        let patterns = ["callsite:traced_fn", "callsite:traced_async"].map(|p| p.parse().unwrap());
+        let patterns = [
+            "callsite:traced_fn",
+            "callsite:traced_async",
+            "callsite:traced_waits",
+        ]
+        .map(|p| p.parse().unwrap());
         let profile = Profile::start(options, &patterns).unwrap();
         group.bench_function(format!("traced_{}", mode.name()), |bench| {
             bench.iter(|| traced_fn(black_box(a), black_box(b)))
@@ -265,6 +312,9 @@ fn calls(c: &mut Criterion) {
         if mode != ProfileMode::Cprof {
             group.bench_function(format!("traced_{}_async", mode.name()), |bench| {
                 bench.iter(|| poll_async(black_box(a), black_box(b)))
+            });
+            group.bench_function(format!("traced_{}_async_two_polls", mode.name()), |bench| {
+                bench.iter(|| poll_waits(black_box(a), black_box(b)))
             });
         }
         let calls: u64 = profile.stop().functions.iter().map(|f| f.calls).sum();

@@ -1,12 +1,16 @@
 //! A call that only an eprof or fprof of every process wants keeps its
 //! frame on the profile's stack and nothing else. Its return must still
 //! find that frame through a panic, a profile that ended and another that
-//! began while it ran, and a trace session that wants the same function.
-//! One test: a node runs one profile at a time.
+//! began while it ran (sync or async, the next one split by process), and
+//! a trace session that wants the same function. One test: a node runs one
+//! profile at a time.
 
 mod common;
 
+use std::future::poll_fn;
+use std::pin::pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
 use nodetrace_agent::{EventKind, Profile, ProfileOptions, Session, SessionOptions, traced};
 use nodetrace_protocol::{ProfileMode, ProfileSnapshot};
@@ -26,26 +30,51 @@ fn after() -> u32 {
     1
 }
 
-/// A profile that [`spans`] stops, and the one it starts in its place.
+/// A profile that [`spans`] and [`straddles`] stop, and the one they
+/// start in its place.
 static SWAP: Mutex<Option<Profile>> = Mutex::new(None);
+
+/// Stops the profile in [`SWAP`] and starts one of `mode` in its place.
+fn swap(mode: ProfileMode, per_process: bool) {
+    let first = SWAP.lock().unwrap().take().unwrap();
+    first.stop();
+    *SWAP.lock().unwrap() = Some(profile(mode, per_process));
+}
 
 /// Runs while the profile it began under ends and another begins.
 #[traced]
 fn spans(mode: ProfileMode) -> u32 {
-    let first = SWAP.lock().unwrap().take().unwrap();
-    let seen = first.stop();
-    *SWAP.lock().unwrap() = Some(fprof_or(mode));
-    assert!(calls(&seen, "spans").is_none(), "it has not returned yet");
+    swap(mode, false);
     after()
 }
 
-fn fprof_or(mode: ProfileMode) -> Profile {
+/// Waits once, and while it waits the profile it began under ends and
+/// another, split by process, begins.
+#[traced]
+async fn straddles(mode: ProfileMode) -> u32 {
+    let mut waited = false;
+    poll_fn(|_| {
+        if std::mem::replace(&mut waited, true) {
+            return Poll::Ready(());
+        }
+        swap(mode, true);
+        Poll::Pending
+    })
+    .await;
+    after()
+}
+
+fn profile(mode: ProfileMode, per_process: bool) -> Profile {
     let options = ProfileOptions {
         mode,
         histogram: false,
-        per_process: false,
+        per_process,
     };
     Profile::start(options, &[]).unwrap()
+}
+
+fn fprof_or(mode: ProfileMode) -> Profile {
+    profile(mode, false)
 }
 
 fn calls(s: &ProfileSnapshot, name: &str) -> Option<u64> {
@@ -92,6 +121,19 @@ fn a_profiled_call_returns_to_its_own_frame() {
         assert_eq!(calls(&s, "after"), Some(2), "{mode:?}");
         if mode == ProfileMode::Fprof {
             assert_eq!(callers(&s, "after"), [None], "`spans` has no frame");
+        }
+
+        // The same, async, and the next profile split by process: it
+        // completes there, and it is not that profile's either.
+        *SWAP.lock().unwrap() = Some(fprof_or(mode));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut call = pin!(straddles(mode));
+        while call.as_mut().poll(&mut cx).is_pending() {}
+        let s = SWAP.lock().unwrap().take().unwrap().stop();
+        assert_eq!(calls(&s, "straddles"), None, "{mode:?}: begun before it");
+        assert_eq!(calls(&s, "after"), Some(1), "{mode:?}");
+        if mode == ProfileMode::Fprof {
+            assert_eq!(callers(&s, "after"), [None], "`straddles` has no frame");
         }
 
         // A trace session of the same function: the session gets its

@@ -16,6 +16,15 @@ async fn panics_in_poll(n: u32) -> u32 {
     n
 }
 
+/// Panics in its first poll, whose frame is the one its call pushed.
+#[traced]
+async fn panics_at_once(n: u32) -> u32 {
+    if n > 0 {
+        panic!("the first poll fails");
+    }
+    n
+}
+
 #[traced]
 fn after() -> u32 {
     1
@@ -23,33 +32,39 @@ fn after() -> u32 {
 
 #[test]
 fn later_calls_are_not_charged_to_a_panicked_poll() {
-    let profile = Profile::start(
-        ProfileOptions {
-            mode: ProfileMode::Fprof,
-            histogram: false,
-            per_process: false,
-        },
-        &[],
-    )
-    .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(panics_in_poll(1))
-    }));
-    assert!(caught.is_err());
-    after();
-    let s = profile.stop();
-    let callers: Vec<Option<u32>> = s
-        .edges
-        .iter()
-        .filter(|e| e.callee == id("after"))
-        .map(|e| e.caller)
-        .collect();
-    assert_eq!(
-        callers,
-        [None],
-        "`after` was called from the top, not from the panicked poll"
-    );
+    for first in [true, false] {
+        let profile = Profile::start(
+            ProfileOptions {
+                mode: ProfileMode::Fprof,
+                histogram: false,
+                per_process: false,
+            },
+            &[],
+        )
+        .unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if first {
+                rt.block_on(panics_at_once(1))
+            } else {
+                rt.block_on(panics_in_poll(1))
+            }
+        }));
+        assert!(caught.is_err());
+        after();
+        let s = profile.stop();
+        let callers: Vec<Option<u32>> = s
+            .edges
+            .iter()
+            .filter(|e| e.callee == id("after"))
+            .map(|e| e.caller)
+            .collect();
+        assert_eq!(
+            callers,
+            [None],
+            "`after` was called from the top, not from the panicked poll (first poll: {first})"
+        );
+    }
 }

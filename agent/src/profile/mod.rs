@@ -442,19 +442,36 @@ fn count_slowly(cs: u32) {
 /// A call entered `cs` at `start` (the clock read its trace record uses
 /// too): cprof counts it; eprof and fprof push its frame, for an async
 /// call or a span the frame of its first poll, which begins with the
-/// call. Returns the depth of the thread's profile stack with that frame
-/// on it, if the call is profiled.
+/// call. Returns where the frame is, if the call is profiled.
 #[inline(never)]
-pub(crate) fn enter(cs: u32, start: u64) -> Option<u32> {
+pub(crate) fn enter(cs: u32, start: u64) -> Option<Entered> {
     with_thread(|t| {
         if t.profiler.options.mode == ProfileMode::Cprof {
             t.count(cs);
             return None;
         }
         t.push(cs, start);
-        Some(t.stack.len() as u32)
+        Some(Entered {
+            depth: t.stack.len() as u32,
+            generation: t.generation,
+        })
     })
     .flatten()
+}
+
+/// Where [`enter`] pushed a call's frame.
+pub(crate) struct Entered {
+    /// The depth of the thread's profile stack with the frame on it.
+    pub(crate) depth: u32,
+    /// The profile's generation, never zero.
+    pub(crate) generation: u64,
+}
+
+/// Whether the profile of `generation` still runs: a call begun under a
+/// profile that ended is no later one's.
+#[inline(always)]
+pub(crate) fn is_running(generation: u64) -> bool {
+    GENERATION.load(Ordering::Relaxed) == generation
 }
 
 /// One completed call's figures.
@@ -553,7 +570,8 @@ pub(crate) fn exit(cs: u32, pid: Pid, end: u64) {
 
 /// A sync call of `cs` that only this profile times (see [`TIMED_ONLY`])
 /// returned or unwound at `end`; its frame was pushed at `depth`. A frame
-/// at another depth is another call's (the profile changed meanwhile).
+/// at another depth is another call's, of the same function, if calls did
+/// not nest (a stackful coroutine switched stacks on this thread).
 #[inline(never)]
 pub(crate) fn exit_timed(cs: u32, depth: u32, end: u64) {
     with_thread(|t| {
@@ -747,8 +765,10 @@ impl Drop for Profile {
         COUNT_ONLY.store(0, Ordering::Relaxed);
         TIMED_ONLY.store(0, Ordering::Relaxed);
         self.session.stop();
-        PROFILER.compare_and_swap(&Some(self.profiler.clone()), None::<Arc<Profiler>>);
+        // The generation moves on before the profile leaves: a profile
+        // started as soon as it left keeps the generation it stores.
         GENERATION.fetch_add(1, Ordering::AcqRel);
+        PROFILER.compare_and_swap(&Some(self.profiler.clone()), None::<Arc<Profiler>>);
     }
 }
 

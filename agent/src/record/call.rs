@@ -44,8 +44,9 @@ pub struct Active {
     returns: u32,
     /// Those of them that want the return value.
     ret: u32,
-    /// A profile counts this call and, for a sync call, has its frame.
-    profiled: bool,
+    /// The profile that has this call's frame (for an async call or a
+    /// span, its first poll's), by generation; zero: none.
+    profile: u64,
     bound: usize,
     start: u64,
 }
@@ -119,8 +120,12 @@ fn begin(
     // One clock read starts both the trace's call and the profile's frame.
     let start = clock::now();
     let (id, polled) = (cs.id(), cs.is_polled());
-    let profiled = pending.profile && profile::enter(id, start).is_some();
-    if mask == 0 && !profiled {
+    let profile = pending
+        .profile
+        .then(|| profile::enter(id, start))
+        .flatten()
+        .map_or(0, |e| e.generation);
+    if mask == 0 && profile == 0 {
         return None;
     }
     if mask != 0 {
@@ -142,7 +147,7 @@ fn begin(
         mask,
         returns: pending.returns & mask,
         ret: (flags >> 32) as u32 & pending.returns & mask,
-        profiled,
+        profile,
         bound: pending.bound,
         start,
     })
@@ -192,7 +197,7 @@ fn timed(cs: &'static Callsite) -> Option<Active> {
     }
     let start = clock::now();
     let id = cs.id();
-    profile::enter(id, start)?;
+    let entered = profile::enter(id, start)?;
     Some(Active {
         id,
         polled: cs.is_polled(),
@@ -200,7 +205,7 @@ fn timed(cs: &'static Callsite) -> Option<Active> {
         mask: 0,
         returns: 0,
         ret: 0,
-        profiled: true,
+        profile: entered.generation,
         bound: 0,
         start,
     })
@@ -233,6 +238,12 @@ fn record_sessions(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Optio
 }
 
 impl Active {
+    /// Whether a profile has this call's frame and still runs.
+    #[inline(always)]
+    fn profiled(&self) -> bool {
+        self.profile != 0 && profile::is_running(self.profile)
+    }
+
     /// The return value's text, if a session wants it: the test inline,
     /// the formatting out of line.
     #[inline(always)]
@@ -296,7 +307,7 @@ impl Active {
     /// Pops a sync call's profile frame.
     #[inline(always)]
     fn leave_profile(&self, end: u64) {
-        if self.profiled && !self.polled {
+        if !self.polled && self.profiled() {
             profile::exit(self.id, self.pid, end);
         }
     }
@@ -470,8 +481,8 @@ fn enter_timed(cs: &'static Callsite) -> u64 {
         return 0;
     }
     let id = cs.id();
-    profile::enter(id, clock::now())
-        .map_or(0, |depth| TIMED | u64::from(id) << 32 | u64::from(depth))
+    debug_assert!(id < 1 << 31, "a callsite id fits a `Call`'s 31 bits");
+    profile::enter(id, clock::now()).map_or(0, |e| TIMED | u64::from(id) << 32 | u64::from(e.depth))
 }
 
 impl Call {
@@ -611,7 +622,7 @@ where
         let Some((profiled, cs, pid, start)) = this
             .active
             .as_ref()
-            .map(|a| (a.profiled, a.id, a.pid, a.start))
+            .map(|a| (a.profiled(), a.id, a.pid, a.start))
         else {
             return this.fut.poll(cx);
         };
@@ -633,7 +644,7 @@ where
         }
         // A poll that panics still pops its profile frame, so later calls
         // on this thread are not charged to it.
-        let frame = profiled.then_some(PollFrame(cs));
+        let frame = profiled.then(|| PollFrame(cs));
         let polled = this.fut.poll(cx);
         std::mem::forget(frame);
         let t1 = clock::now();
@@ -720,7 +731,7 @@ impl SpanCall {
         self.depth += 1;
         if self.depth == 1 {
             self.entered = clock::now();
-            if self.active.profiled {
+            if self.active.profiled() {
                 profile::enter_poll(self.active.id, self.entered);
             }
             if self.polls != 0 {
@@ -744,7 +755,7 @@ impl SpanCall {
                 let a = &self.active;
                 record_poll(EventKind::Out, self.polls, a.id, a.pid, end, ticks);
             }
-            if self.active.profiled {
+            if self.active.profiled() {
                 let (own, at) = profile::exit_poll(self.active.id, end);
                 self.own += own;
                 self.at = at;
@@ -761,7 +772,7 @@ impl SpanCall {
         }
         let end = clock::now();
         let active = self.active;
-        if active.profiled {
+        if active.profiled() {
             let wall = end.saturating_sub(active.start);
             profile::complete_async(active.id, active.pid, self.at, self.own, self.busy, wall);
         }

@@ -475,14 +475,14 @@ impl SessionShared {
         self.end.get().is_some()
     }
 
-    /// Whether an event stamped `ns` is no longer the session's: it ended,
-    /// and, if its time ran out, the event came after that.
+    /// Whether an event stamped `ns` is no longer the session's: it came
+    /// after the session's time ran out (ended yet or not), or the session
+    /// ended for another reason.
     pub(crate) fn is_past(&self, ns: u64) -> bool {
-        match self.end.get() {
-            None => false,
-            Some(EndReason::Duration(_)) => self.deadline_ns.is_none_or(|d| ns >= d),
-            Some(_) => true,
+        if self.deadline_ns.is_some_and(|d| ns >= d) {
+            return true;
         }
+        !matches!(self.end.get(), None | Some(EndReason::Duration(_)))
     }
 
     /// Ends the session for `reason` (the first reason wins) and switches off
