@@ -20,6 +20,7 @@ mod table;
 pub(crate) mod tc;
 
 use std::cell::{Cell, RefCell};
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -442,29 +443,37 @@ fn count_slowly(cs: u32) {
 /// A call entered `cs` at `start` (the clock read its trace record uses
 /// too): cprof counts it; eprof and fprof push its frame, for an async
 /// call or a span the frame of its first poll, which begins with the
-/// call. Returns where the frame is, if the call is profiled.
+/// call. Returns the profile's generation, if the call is profiled.
 #[inline(never)]
-pub(crate) fn enter(cs: u32, start: u64) -> Option<Entered> {
+pub(crate) fn enter(cs: u32, start: u64) -> Option<NonZeroU64> {
     with_thread(|t| {
-        if t.profiler.options.mode == ProfileMode::Cprof {
-            t.count(cs);
-            return None;
-        }
-        t.push(cs, start);
-        Some(Entered {
-            depth: t.stack.len() as u32,
-            generation: t.generation,
-        })
+        t.enter(cs, start)
+            .then(|| NonZeroU64::new(t.generation))
+            .flatten()
     })
     .flatten()
 }
 
-/// Where [`enter`] pushed a call's frame.
-pub(crate) struct Entered {
-    /// The depth of the thread's profile stack with the frame on it.
-    pub(crate) depth: u32,
-    /// The profile's generation, never zero.
-    pub(crate) generation: u64,
+/// [`enter`] for a sync call that only this profile times (see
+/// [`TIMED_ONLY`]): returns the depth of the thread's profile stack with
+/// its frame on it.
+#[inline(never)]
+pub(crate) fn enter_timed(cs: u32, start: u64) -> Option<u32> {
+    with_thread(|t| t.enter(cs, start).then(|| t.stack.len() as u32)).flatten()
+}
+
+impl ThreadProfile {
+    /// Counts the call (cprof, which has no frames) or pushes its frame:
+    /// whether it did the latter.
+    #[inline(always)]
+    fn enter(&mut self, cs: u32, start: u64) -> bool {
+        if self.profiler.options.mode == ProfileMode::Cprof {
+            self.count(cs);
+            return false;
+        }
+        self.push(cs, start);
+        true
+    }
 }
 
 /// Whether the profile of `generation` still runs: a call begun under a

@@ -13,6 +13,7 @@
 
 use std::cell::{RefCell, RefMut};
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -124,7 +125,7 @@ fn begin(
         .profile
         .then(|| profile::enter(id, start))
         .flatten()
-        .map_or(0, |e| e.generation);
+        .map_or(0, NonZeroU64::get);
     if mask == 0 && profile == 0 {
         return None;
     }
@@ -197,7 +198,7 @@ fn timed(cs: &'static Callsite) -> Option<Active> {
     }
     let start = clock::now();
     let id = cs.id();
-    let entered = profile::enter(id, start)?;
+    let generation = profile::enter(id, start)?;
     Some(Active {
         id,
         polled: cs.is_polled(),
@@ -205,7 +206,7 @@ fn timed(cs: &'static Callsite) -> Option<Active> {
         mask: 0,
         returns: 0,
         ret: 0,
-        profile: entered.generation,
+        profile: generation.get(),
         bound: 0,
         start,
     })
@@ -482,7 +483,8 @@ fn enter_timed(cs: &'static Callsite) -> u64 {
     }
     let id = cs.id();
     debug_assert!(id < 1 << 31, "a callsite id fits a `Call`'s 31 bits");
-    profile::enter(id, clock::now()).map_or(0, |e| TIMED | u64::from(id) << 32 | u64::from(e.depth))
+    profile::enter_timed(id, clock::now())
+        .map_or(0, |depth| TIMED | u64::from(id) << 32 | u64::from(depth))
 }
 
 impl Call {
