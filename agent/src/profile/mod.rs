@@ -459,7 +459,11 @@ pub(crate) fn enter(cs: u32, start: u64) -> Option<NonZeroU64> {
 /// its frame on it.
 #[inline(never)]
 pub(crate) fn enter_timed(cs: u32, start: u64) -> Option<u32> {
-    with_thread(|t| t.enter(cs, start).then(|| t.stack.len() as u32)).flatten()
+    with_thread(|t| {
+        let pushed = t.enter(cs, start);
+        pushed.then_some(t.stack.len() as u32)
+    })
+    .flatten()
 }
 
 impl ThreadProfile {
