@@ -10,12 +10,16 @@
 //! return record with the elapsed time, or, if the function unwinds, the
 //! [`Call`]'s drop writes an exception record with the panic message;
 //! [`Traced`] does the same for an async call.
+//!
+//! A sync call reaches that code through one pointer that the first
+//! switch-on sets ([`switch_on`]), so a binary that never switches a
+//! callsite on links none of the recording runtime.
 
 use std::cell::{RefCell, RefMut};
 use std::future::Future;
 use std::num::NonZeroU64;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::task::{Context, Poll};
 
 use nodetrace_protocol::{EventKind, Pid};
@@ -170,12 +174,56 @@ pub fn start_call(
     flags: u64,
     mut args: impl FnMut(&mut ArgWriter),
 ) -> Option<Active> {
-    record_call(cs, flags, &mut args)
+    (runtime().start_call)(cs, flags, &mut args)
 }
 
 #[inline(never)]
 fn record_call(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active> {
     record(cs, flags, args)
+}
+
+/// The recording runtime as a traced function reaches it: through one
+/// pointer, [`OFF`] until the first callsite is switched on
+/// ([`switch_on`]), then [`ON`]. A binary that never starts a session, a
+/// profile or a node so links none of the runtime (sessions, rings, the
+/// collector, the profiler), as `tracing`'s global dispatcher leaves out
+/// the subscribers nobody sets; a switched-on call pays a load and an
+/// indirect call for it.
+struct Runtime {
+    enter: fn(&'static Callsite, u64, Writer<'_>) -> u64,
+    start_call: fn(&'static Callsite, u64, Writer<'_>) -> Option<Active>,
+    returned: fn(u64, Writer<'_>),
+    dropped: fn(u64),
+}
+
+/// No callsite was ever switched on: a call that read its flags just
+/// before the first switch-on is not recorded.
+static OFF: Runtime = Runtime {
+    enter: |_, _, _| 0,
+    start_call: |_, _, _| None,
+    returned: |_, _| {},
+    dropped: |_| {},
+};
+
+static ON: Runtime = Runtime {
+    enter: enter_on,
+    start_call: record_call,
+    returned: returned_on,
+    dropped: dropped_on,
+};
+
+static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::from_ref(&OFF).cast_mut());
+
+#[inline(always)]
+fn runtime() -> &'static Runtime {
+    // Safety: `RUNTIME` only ever holds `&OFF` or `&ON`.
+    unsafe { &*RUNTIME.load(Ordering::Relaxed) }
+}
+
+/// Points traced functions at the recording runtime; called before a
+/// callsite's flags are first set, so a call that reads them set finds it.
+pub(crate) fn switch_on() {
+    RUNTIME.store(std::ptr::from_ref(&ON).cast_mut(), Ordering::Relaxed);
 }
 
 #[inline(always)]
@@ -451,8 +499,12 @@ pub fn never<T>() -> T {
 /// prologue of the rest, which saves every register and aligns the stack
 /// for a record.
 #[doc(hidden)]
-#[inline(never)]
+#[inline(always)]
 pub fn enter(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
+    (runtime().enter)(cs, flags, args)
+}
+
+fn enter_on(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
     if counted(cs, flags) {
         return 0;
     }
@@ -513,11 +565,11 @@ impl Call {
 /// out, so that a switched-off call never takes the value's address.
 #[inline(never)]
 fn exit_on<R>(call: u64, value: R, ret: fn(&mut ArgWriter, &R)) -> R {
-    returned(call, &mut |w| ret(w, &value));
+    (runtime().returned)(call, &mut |w| ret(w, &value));
     value
 }
 
-fn returned(call: u64, ret: Writer<'_>) {
+fn returned_on(call: u64, ret: Writer<'_>) {
     if call & TIMED != 0 {
         exit_timed(call);
     } else {
@@ -539,14 +591,12 @@ impl Drop for Call {
     #[inline(always)]
     fn drop(&mut self) {
         if self.0 != 0 {
-            dropped(self.0);
+            (runtime().dropped)(self.0);
         }
     }
 }
 
-#[cold]
-#[inline(never)]
-fn dropped(call: u64) {
+fn dropped_on(call: u64) {
     if call & TIMED != 0 {
         return exit_timed(call);
     }

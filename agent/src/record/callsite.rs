@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use linkme::distributed_slice;
 use nodetrace_protocol::{CallsiteInfo, CallsiteKind, Level, Pattern};
 
+use crate::record::call;
+
 /// Every `#[traced]` function of the binary, in link order.
 ///
 /// The slice's name, and so its linker section, carries the version of the
@@ -195,7 +197,10 @@ impl Callsite {
             )
     }
 
+    /// Switches on what `bits` asks for (and the recording runtime, the
+    /// first time).
     pub(crate) fn set_bits(&self, bits: u64) {
+        call::switch_on();
         self.flags.fetch_or(bits, Ordering::Relaxed);
     }
 
