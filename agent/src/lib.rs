@@ -42,7 +42,11 @@
 //!
 //! # What it costs
 //! - **Off** (no session traces the function): one relaxed atomic load and a
-//!   predicted branch per call. No thread-local, lock or allocation.
+//!   predicted branch per call. No thread-local, lock or allocation. A
+//!   binary that never switches a function on (no session, profile or
+//!   node) does not link the recording runtime: a traced `fn` reaches it
+//!   through one pointer that the first switch-on sets (a traced `async
+//!   fn`'s wrapper still links the poll recording).
 //! - **On**: two clock reads and two fixed-size records written into the
 //!   calling thread's ring; arguments and return values are formatted only
 //!   when asked, and never past the session's text bound.
