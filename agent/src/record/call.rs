@@ -13,7 +13,8 @@
 //!
 //! A sync call reaches that code through one pointer that the first
 //! switch-on sets ([`switch_on`]), so a binary that never switches a
-//! callsite on links none of the recording runtime.
+//! callsite on, and has no traced `async fn`, links none of the recording
+//! runtime.
 
 use std::cell::{RefCell, RefMut};
 use std::future::Future;
@@ -174,7 +175,7 @@ pub fn start_call(
     flags: u64,
     mut args: impl FnMut(&mut ArgWriter),
 ) -> Option<Active> {
-    (runtime().start_call)(cs, flags, &mut args)
+    record_call(cs, flags, &mut args)
 }
 
 #[inline(never)]
@@ -182,16 +183,17 @@ fn record_call(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Ac
     record(cs, flags, args)
 }
 
-/// The recording runtime as a traced function reaches it: through one
+/// The recording runtime as a traced `fn` reaches it: through one
 /// pointer, [`OFF`] until the first callsite is switched on
 /// ([`switch_on`]), then [`ON`]. A binary that never starts a session, a
 /// profile or a node so links none of the runtime (sessions, rings, the
 /// collector, the profiler), as `tracing`'s global dispatcher leaves out
-/// the subscribers nobody sets; a switched-on call pays a load and an
-/// indirect call for it.
+/// the subscribers nobody sets; a switched-on call pays two loads and an
+/// indirect call for it, at its call and at its return. An `async fn`
+/// calls [`start_call`] directly: its wrapper's polls call the
+/// recording anyway.
 struct Runtime {
     enter: fn(&'static Callsite, u64, Writer<'_>) -> u64,
-    start_call: fn(&'static Callsite, u64, Writer<'_>) -> Option<Active>,
     returned: fn(u64, Writer<'_>),
     dropped: fn(u64),
 }
@@ -200,14 +202,12 @@ struct Runtime {
 /// before the first switch-on is not recorded.
 static OFF: Runtime = Runtime {
     enter: |_, _, _| 0,
-    start_call: |_, _, _| None,
     returned: |_, _| {},
     dropped: |_| {},
 };
 
 static ON: Runtime = Runtime {
     enter: enter_on,
-    start_call: record_call,
     returned: returned_on,
     dropped: dropped_on,
 };
