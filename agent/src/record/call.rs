@@ -198,8 +198,9 @@ struct Runtime {
     dropped: fn(u64),
 }
 
-/// No callsite was ever switched on: a call that read its flags just
-/// before the first switch-on is not recorded.
+/// No callsite was ever switched on. A call that races the first
+/// switch-on (its flags read set, this pointer not yet, on a weakly
+/// ordered CPU) is not recorded, as one that read its flags unset.
 static OFF: Runtime = Runtime {
     enter: |_, _, _| 0,
     returned: |_, _| {},
@@ -591,11 +592,13 @@ impl Drop for Call {
     #[inline(always)]
     fn drop(&mut self) {
         if self.0 != 0 {
+            std::hint::cold_path();
             (runtime().dropped)(self.0);
         }
     }
 }
 
+#[cold]
 fn dropped_on(call: u64) {
     if call & TIMED != 0 {
         return exit_timed(call);
