@@ -45,8 +45,8 @@
 //!   predicted branch per call. No thread-local, lock or allocation. A
 //!   binary that never switches a function on (no session, profile or
 //!   node) does not link the recording runtime: a traced `fn` reaches it
-//!   through one pointer that the first switch-on sets (a traced `async
-//!   fn`'s wrapper still links the poll recording).
+//!   through one pointer that the first switch-on sets. A traced `async
+//!   fn` links all of it: its wrapper calls the recording directly.
 //! - **On**: two clock reads and two fixed-size records written into the
 //!   calling thread's ring; arguments and return values are formatted only
 //!   when asked, and never past the session's text bound.

@@ -1,7 +1,8 @@
 //! A call that only an eprof or fprof of every process wants keeps its
 //! frame on the profile's stack and nothing else. Its return must still
 //! find that frame through a panic, a profile that ended and another that
-//! began while it ran (sync or async, the next one split by process), and
+//! began while it ran (sync or async, the next one split by process, in
+//! a poll that waits or in the one that completes the call), and
 //! a trace session that wants the same function. One test: a node runs one
 //! profile at a time.
 
@@ -61,6 +62,14 @@ async fn straddles(mode: ProfileMode) -> u32 {
         Poll::Pending
     })
     .await;
+    after()
+}
+
+/// Completes in its first poll, during which the profile it began under
+/// ends and another, split by process, begins.
+#[traced]
+async fn swaps_as_it_completes(mode: ProfileMode) -> u32 {
+    swap(mode, true);
     after()
 }
 
@@ -135,6 +144,15 @@ fn a_profiled_call_returns_to_its_own_frame() {
         if mode == ProfileMode::Fprof {
             assert_eq!(callers(&s, "after"), [None], "`straddles` has no frame");
         }
+
+        // The same, the profiles swapped during the poll that completes
+        // the call: the next profile counts what it saw begin, not it.
+        *SWAP.lock().unwrap() = Some(fprof_or(mode));
+        let call = pin!(swaps_as_it_completes(mode));
+        assert_eq!(call.poll(&mut cx), Poll::Ready(1));
+        let s = SWAP.lock().unwrap().take().unwrap().stop();
+        assert_eq!(calls(&s, "swaps_as_it_completes"), None, "{mode:?}");
+        assert_eq!(calls(&s, "after"), Some(1), "{mode:?}");
 
         // A trace session of the same function: the session gets its
         // call and return, and the profile every call, traced or not.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::drain;
 use nodetrace_agent::{EventKind, Session, SessionOptions, traced};
@@ -28,6 +28,11 @@ fn paced(n: u64) -> u64 {
 fn rated(n: u64) -> u64 {
     n
 }
+
+/// Called as a session with a duration has started: its call's stamp is
+/// the node's clock then.
+#[traced]
+fn started() {}
 
 fn limited(limits: Limits) -> Session {
     Session::start(SessionOptions {
@@ -95,20 +100,23 @@ fn a_duration_ends_the_session() {
 #[test]
 fn a_duration_keeps_every_call_made_before_it_ran_out() {
     const MS: u64 = 50;
+    let clock = Session::start(SessionOptions::default()).unwrap();
+    clock.trace_pattern(&"limits_are_enforced_in_the_node:started".parse().unwrap());
     let before = Instant::now();
     let session = limited(Limits {
         max_events: None,
         rate: None,
         duration_ms: Some(MS),
     });
-    let after = (Instant::now(), unix_ns());
+    started();
+    let after = Instant::now();
     session.trace_pattern(&"limits_are_enforced_in_the_node:paced".parse().unwrap());
     // Calls about every 10 µs until the session ends: a few in each of
     // the collector's naps (1 ms), and never more than the ring holds.
     let surely_in_time = before + Duration::from_millis(MS);
     let mut in_time = 0;
     let mut n = 0;
-    while !session.is_ended() && after.0.elapsed() < Duration::from_secs(5) {
+    while !session.is_ended() && after.elapsed() < Duration::from_secs(5) {
         paced(n);
         // Stamped before now: if now is before the deadline, so was it.
         if Instant::now() < surely_in_time {
@@ -121,7 +129,9 @@ fn a_duration_keeps_every_call_made_before_it_ran_out() {
     session.flush();
     assert_eq!(session.end_reason(), Some(EndReason::Duration(MS)));
     let events = drain(&session);
-    let deadline_ns = after.1 + MS * 1_000_000;
+    // The session's deadline is its start plus MS, by the clock events
+    // are stamped with, and it started before `started` was called.
+    let deadline_ns = drain(&clock)[0].timestamp_ns + MS * 1_000_000;
     assert!(
         events.len() >= in_time,
         "{} of the {in_time} calls made before the deadline were delivered ({n} calls in all)",
@@ -129,17 +139,10 @@ fn a_duration_keeps_every_call_made_before_it_ran_out() {
     );
     let late = events
         .iter()
-        .filter(|e| e.timestamp_ns > deadline_ns + 1_000_000)
+        .filter(|e| e.timestamp_ns >= deadline_ns)
         .count();
     assert_eq!(late, 0, "no call made after the deadline is the session's");
     assert_eq!(session.lost(), 0);
-}
-
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 #[test]

@@ -632,19 +632,44 @@ pub(crate) fn exit_poll(cs: u32, end: u64) -> (u64, PolledAt) {
 }
 
 /// Async `cs` completed: one call, with the own and busy ticks of its polls
-/// and its wall ticks.
+/// and its wall ticks, for the profile of `generation` (the one its first
+/// poll's frame was pushed in) if it still runs.
 #[inline(never)]
-pub(crate) fn complete_async(cs: u32, pid: Pid, at: PolledAt, own: u64, busy: u64, wall: u64) {
-    with_thread(|t| t.complete_async(cs, pid, at, own, busy, wall));
+pub(crate) fn complete_async(
+    generation: u64,
+    cs: u32,
+    pid: Pid,
+    at: PolledAt,
+    own: u64,
+    busy: u64,
+    wall: u64,
+) {
+    with_thread(|t| {
+        if t.generation == generation {
+            t.complete_async(cs, pid, at, own, busy, wall);
+        }
+    });
 }
 
 /// The last poll of async `cs` ended at `end`, and the call completes:
 /// [`exit_poll`] and [`complete_async`] in one visit of the thread's
 /// state. `own` is the own ticks of the earlier polls; `busy` and `wall`
-/// count this one.
+/// count this one. A profile that began during the poll is not the
+/// call's (`generation`): it gets nothing.
 #[inline(never)]
-pub(crate) fn exit_last_poll(cs: u32, pid: Pid, end: u64, own: u64, busy: u64, wall: u64) {
+pub(crate) fn exit_last_poll(
+    generation: u64,
+    cs: u32,
+    pid: Pid,
+    end: u64,
+    own: u64,
+    busy: u64,
+    wall: u64,
+) {
     with_thread(|t| {
+        if t.generation != generation {
+            return;
+        }
         let (last, at) = t.pop_poll(cs, end).unwrap_or((0, PolledAt::NOWHERE));
         t.complete_async(cs, pid, at, own + last, busy, wall);
     });

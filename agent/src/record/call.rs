@@ -198,14 +198,28 @@ struct Runtime {
     dropped: fn(u64),
 }
 
-/// No callsite was ever switched on. A call that races the first
-/// switch-on (its flags read set, this pointer not yet, on a weakly
-/// ordered CPU) is not recorded, as one that read its flags unset.
+/// No callsite was ever switched on. Its return and drop never run: a
+/// `Call` is only recorded by [`ON`], and a thread that has read `ON` here
+/// never reads `OFF` again.
 static OFF: Runtime = Runtime {
-    enter: |_, _, _| 0,
+    enter: enter_off,
     returned: |_, _| {},
     dropped: |_| {},
 };
+
+/// A call whose flags read set while its thread still read [`OFF`] (on a
+/// weakly ordered CPU, racing the first switch-on): the fence pairs with
+/// the flags' release in `Callsite::set_bits`, after which the pointer
+/// reads `ON`. Naming `ON` only through the pointer keeps it unlinked.
+#[cold]
+fn enter_off(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
+    std::sync::atomic::fence(Ordering::Acquire);
+    let runtime = runtime();
+    if std::ptr::eq(runtime, &OFF) {
+        return 0;
+    }
+    (runtime.enter)(cs, flags, args)
+}
 
 static ON: Runtime = Runtime {
     enter: enter_on,
@@ -222,7 +236,8 @@ fn runtime() -> &'static Runtime {
 }
 
 /// Points traced functions at the recording runtime; called before a
-/// callsite's flags are first set, so a call that reads them set finds it.
+/// callsite's flags are set, which they are with release ordering, so a
+/// call that reads them set finds it (see [`enter_off`]).
 pub(crate) fn switch_on() {
     RUNTIME.store(std::ptr::from_ref(&ON).cast_mut(), Ordering::Relaxed);
 }
@@ -716,7 +731,8 @@ where
         if let Some(active) = this.active.take() {
             if profiled {
                 let wall = t1.saturating_sub(start);
-                profile::exit_last_poll(cs, pid, t1, *this.own, *this.busy, wall);
+                let (own, busy) = (*this.own, *this.busy);
+                profile::exit_last_poll(active.profile, cs, pid, t1, own, busy, wall);
             }
             let text = active.value(&mut |w| (this.ret)(w, out));
             active.end(EventKind::Return, t1, Some(*this.busy), text);
@@ -829,7 +845,16 @@ impl SpanCall {
         let active = self.active;
         if active.profiled() {
             let wall = end.saturating_sub(active.start);
-            profile::complete_async(active.id, active.pid, self.at, self.own, self.busy, wall);
+            let (own, busy) = (self.own, self.busy);
+            profile::complete_async(
+                active.profile,
+                active.id,
+                active.pid,
+                self.at,
+                own,
+                busy,
+                wall,
+            );
         }
         let text = value.and_then(|v| active.value(&mut |w| w.text(v)));
         active.end(EventKind::Return, end, Some(self.busy), text);

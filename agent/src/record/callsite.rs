@@ -201,7 +201,7 @@ impl Callsite {
     /// first time).
     pub(crate) fn set_bits(&self, bits: u64) {
         call::switch_on();
-        self.flags.fetch_or(bits, Ordering::Relaxed);
+        self.flags.fetch_or(bits, Ordering::Release);
     }
 
     pub(crate) fn clear_bits(&self, bits: u64) {

@@ -166,14 +166,14 @@ fn enforce_time_limits(
     windows: &mut [Option<(usize, Instant)>; MAX_SESSIONS],
 ) {
     let now = Instant::now();
+    // The clock events are stamped by: what is kept and what ends agree.
+    let now_ns = clock::unix_nanos(clock::now());
     for (slot, session) in sessions.iter().enumerate() {
         let Some(s) = session else {
             windows[slot] = None;
             continue;
         };
-        if let Some(deadline) = s.deadline
-            && now >= deadline
-        {
+        if s.has_run_out(now_ns) {
             s.end(EndReason::Duration(
                 s.options.limits.duration_ms.unwrap_or(0),
             ));

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -451,18 +451,19 @@ pub(crate) struct SessionShared {
     pub(crate) options: SessionOptions,
     /// Raw time the session started; older records are not its own.
     pub(crate) start: u64,
-    /// When the duration limit ends the session.
-    pub(crate) deadline: Option<Instant>,
-    /// The same, in nanoseconds since the Unix epoch, as events are
-    /// stamped: what was made before it is the session's, even if the
+    /// When the duration limit ends the session, in nanoseconds since the
+    /// Unix epoch as events are stamped: the collector ends the session by
+    /// this clock, and what was made before it is the session's even if the
     /// collector reads it after the session ended.
     deadline_ns: Option<u64>,
     /// Events the collector took for the session (delivered or lost to a
     /// full queue): what `max_events` counts.
     pub(crate) accepted: AtomicU64,
     pub(crate) delivered: AtomicU64,
-    /// Events that arrived after the session ended and were not its own
-    /// (made after it ended, or after its time ran out).
+    /// Events the collector read after the session ended for a reason
+    /// other than its duration (stopped, a limit, its tracer gone), made
+    /// before that end or after it, and events made after its time ran
+    /// out.
     pub(crate) discarded: AtomicU64,
     /// Events delivered and not yet taken by the subscriber.
     queued: Arc<AtomicUsize>,
@@ -479,10 +480,16 @@ impl SessionShared {
     /// after the session's time ran out (ended yet or not), or the session
     /// ended for another reason.
     pub(crate) fn is_past(&self, ns: u64) -> bool {
-        if self.deadline_ns.is_some_and(|d| ns >= d) {
+        if self.has_run_out(ns) {
             return true;
         }
         !matches!(self.end.get(), None | Some(EndReason::Duration(_)))
+    }
+
+    /// Whether the session's time has run out at `ns` (nanoseconds since
+    /// the Unix epoch).
+    pub(crate) fn has_run_out(&self, ns: u64) -> bool {
+        self.deadline_ns.is_some_and(|d| ns >= d)
     }
 
     /// Ends the session for `reason` (the first reason wins) and switches off
@@ -689,10 +696,6 @@ impl Session {
         hot.rate_dropped.store(0, Ordering::Relaxed);
         hot.ring_lost_before
             .store(ring_lost(slot), Ordering::Relaxed);
-        let deadline = options
-            .limits
-            .duration_ms
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
         let start = clock::now();
         let deadline_ns = options
             .limits
@@ -702,7 +705,6 @@ impl Session {
             slot,
             options,
             start,
-            deadline,
             deadline_ns,
             accepted: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
