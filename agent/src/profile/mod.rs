@@ -183,6 +183,12 @@ pub(crate) static COUNT_ONLY: AtomicU64 = AtomicU64::new(0);
 /// process, not split by process, times (zero when there is none): such a
 /// call's frame on the thread's profile stack is all there is of it, made
 /// without choosing sessions or reading the pid.
+///
+/// A call reads this word and [`COUNT_ONLY`] after its flags, ordered
+/// after them (`record::call::after_flags`), which pairs with the flags'
+/// release in `Callsite::set_bits`: a thread that reads the flags of a
+/// profile split by process never reads the word of one of every process
+/// that held the slot before it, and so never skips the new one's filter.
 pub(crate) static TIMED_ONLY: AtomicU64 = AtomicU64::new(0);
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 

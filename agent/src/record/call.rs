@@ -244,6 +244,7 @@ pub(crate) fn switch_on() {
 
 #[inline(always)]
 fn record(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active> {
+    after_flags();
     if counted(cs, flags) {
         return None;
     }
@@ -279,6 +280,15 @@ fn timed(cs: &'static Callsite) -> Option<Active> {
 /// The pid of a call that only a profile not split by process wants: it
 /// is not read.
 const NOT_READ: Pid = Pid::process(0);
+
+/// Orders the reads of the profile words ([`profile::TIMED_ONLY`],
+/// [`profile::COUNT_ONLY`]) after the read of the flags: an acquire fence,
+/// which pairs with their release in `Callsite::set_bits` (no instruction
+/// on x86-64, which does not reorder loads).
+#[inline(always)]
+fn after_flags() {
+    std::sync::atomic::fence(Ordering::Acquire);
+}
 
 /// Counts the call if only a cprof of every process wants it: then
 /// nothing else is done.
@@ -521,6 +531,7 @@ pub fn enter(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
 }
 
 fn enter_on(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
+    after_flags();
     if counted(cs, flags) {
         return 0;
     }
