@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BURST, timed_in_bursts};
+use common::{BURST, bench_recorded, timed_in_bursts};
 use criterion::{Criterion, criterion_group, criterion_main};
 use nodetrace_agent::{Pattern, Profile, ProfileOptions, Session, SessionOptions, traced};
 use nodetrace_protocol::ProfileMode;
@@ -251,32 +251,16 @@ fn calls(c: &mut Criterion) {
     // (measured end to end in its own bench).
     for (name, args) in [("traced_on", false), ("traced_on_args", true)] {
         let (session, drain) = streaming(args);
-        group.bench_function(name, |bench| {
-            bench.iter_custom(|iters| {
-                timed_in_bursts(
-                    iters,
-                    || {
-                        black_box(traced_fn(black_box(a), black_box(b)));
-                    },
-                    || session.flush(),
-                )
-            })
+        bench_recorded(&mut group, name, &session, || {
+            black_box(traced_fn(black_box(a), black_box(b)));
         });
         if name == "traced_on" {
             // An async call of two polls, traced: its polls read the
             // clock for its busy time, and nothing visits a profile.
             let pattern: Pattern = "callsite:traced_waits".parse().unwrap();
             session.trace_pattern(&pattern);
-            group.bench_function("traced_on_async_two_polls", |bench| {
-                bench.iter_custom(|iters| {
-                    timed_in_bursts(
-                        iters,
-                        || {
-                            black_box(poll_waits(black_box(a), black_box(b)));
-                        },
-                        || session.flush(),
-                    )
-                })
+            bench_recorded(&mut group, "traced_on_async_two_polls", &session, || {
+                black_box(poll_waits(black_box(a), black_box(b)));
             });
             let pattern: Pattern = "callsite:depth_traced".parse().unwrap();
             session.trace_pattern(&pattern);

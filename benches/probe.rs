@@ -91,16 +91,8 @@ fn calls(c: &mut Criterion) {
     assert_eq!(session.trace_pattern(&traced), 1);
     let batches = session.batches();
     let drain = thread::spawn(move || while batches.recv().is_some() {});
-    group.bench_function("#[traced], on", |bench| {
-        bench.iter_custom(|iters| {
-            common::timed_in_bursts(
-                iters,
-                || {
-                    black_box(traced_call(black_box(a), black_box(b)));
-                },
-                || session.flush(),
-            )
-        })
+    common::bench_recorded(&mut group, "#[traced], on", &session, || {
+        black_box(traced_call(black_box(a), black_box(b)));
     });
     group.finish();
     drop(session);

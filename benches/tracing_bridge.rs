@@ -13,7 +13,7 @@ use std::thread;
 
 mod common;
 
-use common::timed_in_bursts;
+use common::bench_recorded;
 use criterion::{Criterion, criterion_group, criterion_main};
 use nodetrace_agent::{Pattern, Session, SessionOptions, tracing_layer};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -109,16 +109,8 @@ fn bridge(c: &mut Criterion) {
         let drain = thread::spawn(move || while batches.recv().is_some() {});
         // Calls are timed in bursts that fit the ring; the collector drains
         // between bursts, outside the timed part.
-        group.bench_function("span/traced_by_bridge", |bench| {
-            bench.iter_custom(|iters| {
-                timed_in_bursts(
-                    iters,
-                    || {
-                        black_box(recorded(black_box(a), black_box(b)));
-                    },
-                    || session.flush(),
-                )
-            })
+        bench_recorded(&mut group, "span/traced_by_bridge", &session, || {
+            black_box(recorded(black_box(a), black_box(b)));
         });
         session.flush();
         assert!(session.delivered() > 0, "the traced span was recorded");

@@ -7,6 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use criterion::BenchmarkGroup;
+use criterion::measurement::WallTime;
+use nodetrace_agent::Session;
 use nodetrace_protocol::frame::{MAX_FRAME, read_frame, write_frame};
 use nodetrace_protocol::handshake::{Side, challenge, prove};
 use nodetrace_protocol::{
@@ -36,6 +39,19 @@ pub fn timed_in_bursts(iters: u64, mut call: impl FnMut(), mut between: impl FnM
         left -= burst;
     }
     timed
+}
+
+/// Benches `call`, switched on for `session`, as `name`: timed in bursts
+/// with the session flushed between them (see [`timed_in_bursts`]).
+pub fn bench_recorded(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    session: &Session,
+    mut call: impl FnMut(),
+) {
+    group.bench_function(name, |bench| {
+        bench.iter_custom(|iters| timed_in_bursts(iters, &mut call, || session.flush()))
+    });
 }
 
 /// Operations per measured run of the in-process Todo load.
