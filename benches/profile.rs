@@ -76,23 +76,26 @@ fn interleaved(_: &mut Criterion) {
         let (mut untraced, mut profiled, mut calls) = (Duration::ZERO, Duration::ZERO, 0u64);
         let mut ratios = Vec::new();
         for round in 0..ROUNDS {
-            let plain = |untraced: &mut Duration| {
-                let took = runs(&runtime, 1);
-                *untraced += took;
-                took
+            let plain_first = round % 2 == 0;
+            let mut plain = if plain_first {
+                runs(&runtime, 1)
+            } else {
+                Duration::ZERO
             };
-            let before = (round % 2 == 0).then(|| plain(&mut untraced));
             let profile = Profile::start(options(mode), &[]).unwrap();
             let took = runs(&runtime, 1);
-            profiled += took;
             calls += profile
                 .stop()
                 .functions
                 .iter()
                 .map(|f| f.calls)
                 .sum::<u64>();
-            let plain_took = before.unwrap_or_else(|| plain(&mut untraced));
-            ratios.push(took.as_secs_f64() / plain_took.as_secs_f64());
+            if !plain_first {
+                plain = runs(&runtime, 1);
+            }
+            untraced += plain;
+            profiled += took;
+            ratios.push(took.as_secs_f64() / plain.as_secs_f64());
         }
         ratios.sort_by(f64::total_cmp);
         let quartile = |q: usize| ratios[(ratios.len() - 1) * q / 4];

@@ -185,7 +185,7 @@ pub(crate) static COUNT_ONLY: AtomicU64 = AtomicU64::new(0);
 /// without choosing sessions or reading the pid.
 ///
 /// A call reads this word and [`COUNT_ONLY`] after its flags, ordered
-/// after them (`record::call::after_flags`), which pairs with the flags'
+/// after them (`record::call::counted`), which pairs with the flags'
 /// release in `Callsite::set_bits`: a thread that reads the flags of a
 /// profile split by process never reads the word of one of every process
 /// that held the slot before it, and so never skips the new one's filter.

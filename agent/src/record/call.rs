@@ -244,7 +244,6 @@ pub(crate) fn switch_on() {
 
 #[inline(always)]
 fn record(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active> {
-    after_flags();
     if counted(cs, flags) {
         return None;
     }
@@ -281,19 +280,15 @@ fn timed(cs: &'static Callsite) -> Option<Active> {
 /// is not read.
 const NOT_READ: Pid = Pid::process(0);
 
-/// Orders the reads of the profile words ([`profile::TIMED_ONLY`],
-/// [`profile::COUNT_ONLY`]) after the read of the flags: an acquire fence,
-/// which pairs with their release in `Callsite::set_bits` (no instruction
-/// on x86-64, which does not reorder loads).
-#[inline(always)]
-fn after_flags() {
-    std::sync::atomic::fence(Ordering::Acquire);
-}
-
 /// Counts the call if only a cprof of every process wants it: then
-/// nothing else is done.
+/// nothing else is done. The first step of every switched-on call, it
+/// reads the profile words ([`profile::COUNT_ONLY`], then
+/// [`profile::TIMED_ONLY`]) after an acquire fence that pairs with the
+/// flags' release in `Callsite::set_bits` (no instruction on x86-64,
+/// which does not reorder loads).
 #[inline(always)]
 fn counted(cs: &'static Callsite, flags: u64) -> bool {
+    std::sync::atomic::fence(Ordering::Acquire);
     if flags == profile::COUNT_ONLY.load(Ordering::Relaxed) {
         profile::count(cs.id());
         return true;
@@ -531,7 +526,6 @@ pub fn enter(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
 }
 
 fn enter_on(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
-    after_flags();
     if counted(cs, flags) {
         return 0;
     }
@@ -856,14 +850,13 @@ impl SpanCall {
         let active = self.active;
         if active.profiled() {
             let wall = end.saturating_sub(active.start);
-            let (own, busy) = (self.own, self.busy);
             profile::complete_async(
                 active.profile,
                 active.id,
                 active.pid,
                 self.at,
-                own,
-                busy,
+                self.own,
+                self.busy,
                 wall,
             );
         }
