@@ -8,7 +8,7 @@ mod common;
 use std::io::Read;
 use std::time::Duration;
 
-use common::{Home, Spawned, hot_bin, hot_release_bin, unique, wait_until};
+use common::{Home, Load, Spawned, hot_bin, hot_release_bin, unique, wait_until};
 use pprof::protos::Message;
 use serde_json::Value;
 
@@ -464,7 +464,10 @@ fn samples_are_split_by_the_process_that_was_running() {
 fn the_todo_node_s_gen_servers_are_processes_in_a_split_sample() {
     let home = Home::new();
     let node = home.start_node(&unique("todosplit"));
-    let _load = node.load();
+    // Busier than `node.load()`: on a machine that other tests share, a
+    // node that is mostly idle gives a handful of samples, and
+    // `todo_server:bob` may be in none of them.
+    let _load = Load::start(node.base(), 2, Duration::from_millis(1));
     let run = home.run(&[
         "profile",
         "sample",
