@@ -73,6 +73,12 @@ fn one_pid_all_new_and_existing_select_the_right_processes() {
     session.processes(Procs::All, ProcFlags::MESSAGES).unwrap();
     work(9);
     assert_eq!(calls(&session), []);
+
+    // Every process's calls again: the session is a plain one once more.
+    session.processes(Procs::All, ProcFlags::CALLS).unwrap();
+    work(10);
+    let last = work_on_thread(11);
+    assert_eq!(calls(&session), [(me, "10".into()), (last, "11".into())]);
 }
 
 #[test]

@@ -31,7 +31,7 @@ use crate::record::callsite::Callsite;
 use crate::record::fmt::ArgWriter;
 use crate::record::ring::{is_agent_thread, push, untraced};
 use crate::record::{clock, panics};
-use crate::session::{POLL_SESSIONS, for_each_slot};
+use crate::session::{POLL_SESSIONS, SLOTS, for_each_slot};
 
 /// A call being recorded: who, for which sessions, since when.
 #[doc(hidden)]
@@ -77,6 +77,20 @@ fn sessions_for(flags: u64) -> Option<Pending> {
         return None;
     }
     let pid = self_pid();
+    // One plain session (the common case): its word is all the call reads.
+    let one = flags as u32;
+    if one.is_power_of_two()
+        && let Some(plain) = SLOTS[one.trailing_zeros() as usize].plain()
+    {
+        return Some(Pending {
+            pid,
+            mask: one,
+            returns: if plain.returns() { one } else { 0 },
+            profile: false,
+            args_bound: plain.args_bound(),
+            bound: plain.text_bound(),
+        });
+    }
     let (mut mask, mut returns, mut args_bound, mut bound) = (0u32, 0u32, 0usize, 0usize);
     let mut profile = false;
     for_each_slot(
@@ -105,10 +119,12 @@ fn sessions_for(flags: u64) -> Option<Pending> {
     })
 }
 
+/// `sync`: the call is a traced `fn`'s, whose frame is never polled.
 #[inline(always)]
 fn begin(
     cs: &'static Callsite,
     flags: u64,
+    sync: bool,
     pending: Pending,
     args: Option<Box<str>>,
 ) -> Option<Active> {
@@ -125,7 +141,7 @@ fn begin(
     }
     // One clock read starts both the trace's call and the profile's frame.
     let start = clock::now();
-    let (id, polled) = (cs.id(), cs.is_polled());
+    let (id, polled) = (cs.id(), !sync && cs.is_polled());
     let profile = pending
         .profile
         .then(|| profile::enter(id, start))
@@ -250,7 +266,7 @@ fn record(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active>
     if flags == profile::TIMED_ONLY.load(Ordering::Relaxed) {
         return timed(cs);
     }
-    record_sessions(cs, flags, args)
+    record_sessions(cs, flags, false, args)
 }
 
 /// An async call or a span that only a profile times (of every process,
@@ -297,14 +313,19 @@ fn counted(cs: &'static Callsite, flags: u64) -> bool {
 }
 
 #[inline(always)]
-fn record_sessions(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> Option<Active> {
+fn record_sessions(
+    cs: &'static Callsite,
+    flags: u64,
+    sync: bool,
+    args: Writer<'_>,
+) -> Option<Active> {
     let pending = sessions_for(flags)?;
     let text = (pending.args_bound > 0 && pending.mask != 0).then(|| {
         let mut w = ArgWriter::new(pending.args_bound, pending.pid);
         untraced(|| args(&mut w));
         w.finish()
     });
-    begin(cs, flags, pending, text)
+    begin(cs, flags, sync, pending, text)
 }
 
 impl Active {
@@ -366,12 +387,27 @@ impl Active {
         );
     }
 
-    #[inline(never)]
+    /// Records a sync call's return: the clock read, the profile frame's
+    /// pop and the return record's push, inlined into the one function a
+    /// return runs (each out of line had its own prologue).
+    #[inline(always)]
     fn returned(&self, ret: Writer<'_>) {
         let end = clock::now();
         self.leave_profile(end);
         let text = self.value(ret);
-        self.end(EventKind::Return, end, None, text);
+        if self.returns != 0 {
+            let ticks = end.saturating_sub(self.start);
+            push(
+                EventKind::Return,
+                self.returns,
+                self.id,
+                u64::MAX,
+                self.pid,
+                end,
+                ticks,
+                text,
+            );
+        }
     }
 
     /// Pops a sync call's profile frame.
@@ -537,7 +573,7 @@ fn enter_on(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
 
 #[inline(never)]
 fn enter_sessions(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
-    let Some(active) = record_sessions(cs, flags, args) else {
+    let Some(active) = record_sessions(cs, flags, true, args) else {
         return 0;
     };
     let depth = push_call(active).unwrap_or_else(|active| {
@@ -594,8 +630,15 @@ fn returned_on(call: u64, ret: Writer<'_>) {
     if call & TIMED != 0 {
         exit_timed(call);
     } else {
-        pop_call(call as u32, |active| active.returned(ret));
+        returned_sessions(call as u32, ret);
     }
+}
+
+/// The return of a call recorded for sessions, out of line (a tail call),
+/// so that a call only a profile times does not pay its prologue.
+#[inline(never)]
+fn returned_sessions(depth: u32, ret: Writer<'_>) {
+    pop_call(depth, |active| active.returned(ret));
 }
 
 /// A call that only a profile times returned or unwound.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use nodetrace_protocol::{EventKind, Pid};
 
 use crate::process::thread_pid;
-use crate::session::collector::{self, FORKS};
+use crate::session::collector;
 use crate::session::{MAX_SESSIONS, SLOTS};
 
 /// The default number of records a thread's ring holds.
@@ -122,9 +122,6 @@ pub(crate) fn live_rings() -> usize {
 struct ThreadRing {
     producer: rtrb::Producer<Record>,
     stats: Arc<RingStats>,
-    /// The fork generation it was made in: in a forked child, the ring's
-    /// reader is gone, and the thread makes a new one.
-    forks: u64,
 }
 
 impl Drop for ThreadRing {
@@ -142,10 +139,19 @@ impl Drop for ThreadRing {
 
 thread_local! {
     static RING: RefCell<Option<ThreadRing>> = const { RefCell::new(None) };
-    /// The ring in `RING` while it lives, else null: a push reads this
-    /// alone (no destructor state to check, no borrow flag to set).
+    /// The ring in `RING` while it lives and has a reader, else null: a
+    /// push reads this alone (no destructor state to check, no borrow flag
+    /// to set). A forked child's one thread has it nulled by
+    /// [`forget_ring_in_child`], so that its next push makes a new ring.
     static RING_PTR: Cell<*mut ThreadRing> = const { Cell::new(std::ptr::null_mut()) };
     static AGENT_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called in a forked child, whose one thread is the one that forked: the
+/// ring it had from the parent has no reader here. Safe after a fork (a
+/// constant thread-local's store, no lock, no allocation).
+pub(crate) fn forget_ring_in_child() {
+    RING_PTR.set(std::ptr::null_mut());
 }
 
 /// Marks this thread as the agent's own: nothing it runs is recorded.
@@ -189,11 +195,7 @@ fn new_ring() -> ThreadRing {
         .unwrap_or_else(|p| p.into_inner())
         .push(consumer);
     collector::ensure_running();
-    ThreadRing {
-        producer,
-        stats,
-        forks: FORKS.load(Ordering::Relaxed),
-    }
+    ThreadRing { producer, stats }
 }
 
 /// Writes a record into this thread's ring, or drops and counts it.
@@ -227,9 +229,7 @@ pub(crate) fn push(
     // `first_push` makes it until its `Drop` (which nulls it first); only
     // this thread reads it, and nothing else borrows the ring meanwhile:
     // `RING` is used by this function alone, which never calls itself.
-    if let Some(ring) = unsafe { RING_PTR.get().as_mut() }
-        && ring.forks == FORKS.load(Ordering::Relaxed)
-    {
+    if let Some(ring) = unsafe { RING_PTR.get().as_mut() } {
         if let Err(rtrb::PushError::Full(record)) = ring.producer.push(record) {
             ring.dropped(record);
         }

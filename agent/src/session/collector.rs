@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nodetrace_protocol::{EndReason, Event, EventKind, Pid};
 
 use crate::record::clock;
-use crate::record::ring::{NEW_RINGS, Record, mark_agent_thread};
+use crate::record::ring::{NEW_RINGS, Record, forget_ring_in_child, mark_agent_thread};
 use crate::session::{MAX_SESSIONS, SLOTS, SessionShared};
 
 /// How long the collector sleeps when every ring is empty.
@@ -30,18 +30,22 @@ static FLUSH_DONE: AtomicU64 = AtomicU64::new(0);
 
 /// How many times this process's ancestors forked on the way to it: a
 /// `pthread_atfork` child handler counts (an atomic add, safe after fork).
-pub(crate) static FORKS: AtomicU64 = AtomicU64::new(0);
+static FORKS: AtomicU64 = AtomicU64::new(0);
 
+/// The child's side of a fork: it counts the fork, and its one thread lets
+/// go of the ring the parent's collector read.
 extern "C" fn forked_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
+    forget_ring_in_child();
 }
 
 /// Starts the collector thread if this process has none running.
 pub(crate) fn ensure_running() -> Thread {
     static AT_FORK: Once = Once::new();
     AT_FORK.call_once(|| {
-        // Safety: the handler only adds to an atomic, which is
-        // async-signal-safe, as a child handler must be.
+        // Safety: the handler only adds to an atomic and stores into a
+        // constant thread-local, which are async-signal-safe, as a child
+        // handler must be.
         unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
     });
     let forks = FORKS.load(Ordering::Relaxed);

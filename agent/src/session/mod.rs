@@ -360,6 +360,10 @@ pub(crate) struct Slot {
     pub(crate) returns: AtomicBool,
     /// The session is a profile: its calls update aggregates, not events.
     pub(crate) profile: AtomicBool,
+    /// What a call needs of a plain session, in one word: zero unless the
+    /// session traces the calls of every process with no rate limit, no
+    /// argument filter and no profile (then see [`Plain`]).
+    plain: AtomicU64,
     /// Calls and messages allowed per rate window; zero for no rate limit.
     rate_limit: AtomicU64,
     /// Calls and messages admitted in the current rate window.
@@ -383,6 +387,7 @@ impl Slot {
             has_match: AtomicBool::new(false),
             returns: AtomicBool::new(false),
             profile: AtomicBool::new(false),
+            plain: AtomicU64::new(0),
             rate_limit: AtomicU64::new(0),
             rate_used: AtomicU64::new(0),
             rate_dropped: AtomicU64::new(0),
@@ -395,6 +400,39 @@ impl Slot {
     #[inline]
     pub(crate) fn is_active(&self) -> bool {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// The session as a call's one plain session sees it, if it is one
+    /// and is active.
+    #[inline(always)]
+    pub(crate) fn plain(&self) -> Option<Plain> {
+        let plain = Plain(self.plain.load(Ordering::Relaxed));
+        (plain.0 != 0 && self.is_active()).then_some(plain)
+    }
+
+    /// Works out [`Slot::plain`] again from the rest of the slot: when the
+    /// session starts and whenever its selection changes.
+    fn refresh_plain(&self) {
+        let header = self.selection.words[0].load(Ordering::Relaxed);
+        let every_process = header >> 8 == 0 && header & CALLS_BIT != 0;
+        let (args, text) = (
+            self.args_bound.load(Ordering::Relaxed),
+            self.text_bound.load(Ordering::Relaxed),
+        );
+        let plain = every_process
+            && !self.profile.load(Ordering::Relaxed)
+            && !self.has_match.load(Ordering::Relaxed)
+            && self.rate_limit.load(Ordering::Relaxed) == 0
+            && args <= Plain::MAX_BOUND
+            && text <= Plain::MAX_BOUND;
+        let word = if plain {
+            1 | u64::from(self.returns.load(Ordering::Relaxed)) << 1
+                | (text as u64) << 2
+                | (args as u64) << 33
+        } else {
+            0
+        };
+        self.plain.store(word, Ordering::Relaxed);
     }
 
     /// Whether the session records calls made in `pid`.
@@ -441,6 +479,31 @@ impl Slot {
     /// The session in this slot, for the collector.
     pub(crate) fn session(&self) -> Option<Arc<SessionShared>> {
         self.shared.load_full()
+    }
+}
+
+/// A plain session's word ([`Slot::plain`]): bit 0 set, bit 1 whether it
+/// wants returns, bits 2 to 32 its text bound, 33 to 63 its argument bound.
+#[derive(Clone, Copy)]
+pub(crate) struct Plain(u64);
+
+impl Plain {
+    /// The largest bound a plain word holds.
+    const MAX_BOUND: usize = (1 << 31) - 1;
+
+    #[inline(always)]
+    pub(crate) fn returns(self) -> bool {
+        self.0 & 2 != 0
+    }
+
+    #[inline(always)]
+    pub(crate) fn text_bound(self) -> usize {
+        (self.0 >> 2) as usize & Plain::MAX_BOUND
+    }
+
+    #[inline(always)]
+    pub(crate) fn args_bound(self) -> usize {
+        (self.0 >> 33) as usize
     }
 }
 
@@ -714,6 +777,7 @@ impl Session {
             sender,
         });
         hot.shared.store(Some(shared.clone()));
+        hot.refresh_plain();
         hot.active.store(true, Ordering::Release);
         collector::ensure_running();
         let batches = Batches { receiver, queued };
@@ -821,7 +885,9 @@ impl Session {
         } else {
             MESSAGE_SESSIONS.fetch_and(!bit, Ordering::Relaxed);
         }
-        SLOTS[self.shared.slot].selection.store(selection);
+        let hot = &SLOTS[self.shared.slot];
+        hot.selection.store(selection);
+        hot.refresh_plain();
         Ok(match who {
             Who::Some { n, .. } => n,
             _ => known.iter().filter(|p| selection.selects(p.pid)).count(),
@@ -921,6 +987,7 @@ impl Drop for Session {
 /// Switches off everything session `slot` switched on.
 fn switch_off(slot: usize) {
     SLOTS[slot].active.store(false, Ordering::Relaxed);
+    SLOTS[slot].plain.store(0, Ordering::Relaxed);
     let bits = session_bits(slot, true, true);
     {
         let mut standing = standing();
@@ -1060,6 +1127,7 @@ pub fn clear_all() -> usize {
     let mut ended = 0;
     for slot in &SLOTS {
         slot.active.store(false, Ordering::Relaxed);
+        slot.plain.store(0, Ordering::Relaxed);
         if let Some(s) = slot.shared.load().as_ref()
             && s.end(EndReason::StopClear)
         {
