@@ -31,11 +31,22 @@ use crate::sync::{Mailbox, MailboxFigures};
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
 
-thread_local! {
+/// Who runs on this thread, as far as the agent knows: one thread-local,
+/// so that a recorded call reaches both with one access.
+struct Running {
     /// The gen_server being polled on this thread, or null.
-    static CURRENT_SERVER: Cell<*const ServerShared> = const { Cell::new(std::ptr::null()) };
+    server: Cell<*const ServerShared>,
     /// This thread's own pid, or 0 until first asked.
-    static THREAD_PID: Cell<u64> = const { Cell::new(0) };
+    thread_pid: Cell<u64>,
+}
+
+thread_local! {
+    static RUNNING: Running = const {
+        Running {
+            server: Cell::new(std::ptr::null()),
+            thread_pid: Cell::new(0),
+        }
+    };
 }
 
 /// A fresh pid for a new gen_server or thread.
@@ -57,13 +68,16 @@ pub(crate) fn pid_watermark() -> u64 {
 /// assert!(!me.is_task());
 /// ```
 pub fn self_pid() -> Pid {
-    if let Some(pid) = with_current_server(|s| s.map(|s| s.pid)) {
-        return pid;
-    }
-    if let Some(id) = tokio::task::try_id() {
-        return Pid::task(task_number(id));
-    }
-    thread_pid()
+    RUNNING.with(|running| {
+        // Safety: as in `with_current_server`; only the pid is read.
+        if let Some(server) = unsafe { running.server.get().as_ref() } {
+            return server.pid;
+        }
+        if let Some(id) = tokio::task::try_id() {
+            return Pid::task(task_number(id));
+        }
+        running.thread_pid()
+    })
 }
 
 /// The number inside a tokio task id, which only shows it through `Hash`
@@ -90,7 +104,7 @@ pub(crate) fn task_number(id: tokio::task::Id) -> u64 {
 
 /// Calls `f` with the gen_server being polled on this thread, if any.
 pub(crate) fn with_current_server<R>(f: impl FnOnce(Option<&ServerShared>) -> R) -> R {
-    let ptr = CURRENT_SERVER.with(Cell::get);
+    let ptr = RUNNING.with(|r| r.server.get());
     // Safety: the pointer is set only by `as_server`, which borrows an `Arc`
     // of the server for as long as the pointer is set and restores the
     // previous value before returning; the reference does not outlive `f`.
@@ -102,10 +116,10 @@ pub(crate) fn as_server<R>(server: &Arc<ServerShared>, f: impl FnOnce() -> R) ->
     struct Restore(*const ServerShared);
     impl Drop for Restore {
         fn drop(&mut self) {
-            CURRENT_SERVER.with(|c| c.set(self.0));
+            RUNNING.with(|r| r.server.set(self.0));
         }
     }
-    let _restore = Restore(CURRENT_SERVER.with(|c| c.replace(Arc::as_ptr(server))));
+    let _restore = Restore(RUNNING.with(|r| r.server.replace(Arc::as_ptr(server))));
     f()
 }
 
@@ -578,10 +592,14 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Handle> {
 
 /// This OS thread's pid, whatever runs on it.
 pub(crate) fn thread_pid() -> Pid {
-    THREAD_PID.with(|p| {
-        if p.get() == 0 {
-            p.set(next_pid().to_bits());
+    RUNNING.with(Running::thread_pid)
+}
+
+impl Running {
+    fn thread_pid(&self) -> Pid {
+        if self.thread_pid.get() == 0 {
+            self.thread_pid.set(next_pid().to_bits());
         }
-        Pid::from_bits(p.get())
-    })
+        Pid::from_bits(self.thread_pid.get())
+    }
 }
