@@ -31,7 +31,7 @@ use crate::record::callsite::Callsite;
 use crate::record::fmt::ArgWriter;
 use crate::record::ring::{is_agent_thread, push, untraced};
 use crate::record::{clock, panics};
-use crate::session::{POLL_SESSIONS, SLOTS, for_each_slot};
+use crate::session::{POLL_SESSIONS, Plain, SLOTS, for_each_slot};
 
 /// A call being recorded: who, for which sessions, since when.
 #[doc(hidden)]
@@ -77,19 +77,8 @@ fn sessions_for(flags: u64) -> Option<Pending> {
         return None;
     }
     let pid = self_pid();
-    // One plain session (the common case): its word is all the call reads.
-    let one = flags as u32;
-    if one.is_power_of_two()
-        && let Some(plain) = SLOTS[one.trailing_zeros() as usize].plain()
-    {
-        return Some(Pending {
-            pid,
-            mask: one,
-            returns: if plain.returns() { one } else { 0 },
-            profile: false,
-            args_bound: plain.args_bound(),
-            bound: plain.text_bound(),
-        });
+    if let Some(plain) = plain_session(flags) {
+        return Some(Pending::plain(pid, flags, plain));
     }
     let (mut mask, mut returns, mut args_bound, mut bound) = (0u32, 0u32, 0usize, 0usize);
     let mut profile = false;
@@ -120,6 +109,32 @@ fn sessions_for(flags: u64) -> Option<Pending> {
 }
 
 /// `sync`: the call is a traced `fn`'s, whose frame is never polled.
+/// The one plain session that `flags` names, if so (the common case): its
+/// slot's word is all a call then reads of it.
+#[inline(always)]
+fn plain_session(flags: u64) -> Option<Plain> {
+    let one = flags as u32;
+    if !one.is_power_of_two() {
+        return None;
+    }
+    SLOTS[one.trailing_zeros() as usize].plain()
+}
+
+impl Pending {
+    #[inline(always)]
+    fn plain(pid: Pid, flags: u64, plain: Plain) -> Pending {
+        let mask = flags as u32;
+        Pending {
+            pid,
+            mask,
+            returns: if plain.returns() { mask } else { 0 },
+            profile: false,
+            args_bound: plain.args_bound(),
+            bound: plain.text_bound(),
+        }
+    }
+}
+
 #[inline(always)]
 fn begin(
     cs: &'static Callsite,
@@ -320,6 +335,18 @@ fn record_sessions(
     args: Writer<'_>,
 ) -> Option<Active> {
     let pending = sessions_for(flags)?;
+    record_pending(cs, flags, sync, pending, args)
+}
+
+/// Formats the arguments if a session wants them, and records the call.
+#[inline(always)]
+fn record_pending(
+    cs: &'static Callsite,
+    flags: u64,
+    sync: bool,
+    pending: Pending,
+    args: Writer<'_>,
+) -> Option<Active> {
     let text = (pending.args_bound > 0 && pending.mask != 0).then(|| {
         let mut w = ArgWriter::new(pending.args_bound, pending.pid);
         untraced(|| args(&mut w));
@@ -568,14 +595,39 @@ fn enter_on(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
     if flags == profile::TIMED_ONLY.load(Ordering::Relaxed) {
         return enter_timed(cs);
     }
+    if let Some(plain) = plain_session(flags) {
+        return enter_plain(cs, flags, plain, args);
+    }
     enter_sessions(cs, flags, args)
+}
+
+/// A sync call for one plain session: a function of its own, so that it
+/// holds little across its calls (the pid, the clock) and spills little.
+#[inline(never)]
+fn enter_plain(cs: &'static Callsite, flags: u64, plain: Plain, args: Writer<'_>) -> u64 {
+    if is_agent_thread() {
+        return 0;
+    }
+    let pending = Pending::plain(self_pid(), flags, plain);
+    match record_pending(cs, flags, true, pending, args) {
+        Some(active) => wait_on_stack(active),
+        None => 0,
+    }
 }
 
 #[inline(never)]
 fn enter_sessions(cs: &'static Callsite, flags: u64, args: Writer<'_>) -> u64 {
-    let Some(active) = record_sessions(cs, flags, true, args) else {
-        return 0;
-    };
+    match record_sessions(cs, flags, true, args) {
+        Some(active) => wait_on_stack(active),
+        None => 0,
+    }
+}
+
+/// Puts a recorded sync call on the thread's stack of calls and returns
+/// what its `Call` carries: the depth, or zero if it could not wait there
+/// (then it returns at once).
+#[inline(always)]
+fn wait_on_stack(active: Active) -> u64 {
     let depth = push_call(active).unwrap_or_else(|active| {
         active.returned(&mut |_| {});
         0
