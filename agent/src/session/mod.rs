@@ -402,12 +402,14 @@ impl Slot {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// The session as a call's one plain session sees it, if it is one
-    /// and is active.
+    /// The session as a call's one plain session sees it, if it is one.
+    /// The word is zeroed wherever the slot stops being active, and a call
+    /// reads it only for a slot its callsite's flags name: a call that
+    /// read the flags just before a session ended is recorded, and the
+    /// collector discards it, as it would with the flag itself.
     #[inline(always)]
     pub(crate) fn plain(&self) -> Option<Plain> {
-        let plain = Plain(self.plain.load(Ordering::Relaxed));
-        (plain.0 != 0 && self.is_active()).then_some(plain)
+        Some(Plain(self.plain.load(Ordering::Relaxed))).filter(|p| p.0 != 0)
     }
 
     /// Works out [`Slot::plain`] again from the rest of the slot: when the
@@ -420,6 +422,7 @@ impl Slot {
             self.text_bound.load(Ordering::Relaxed),
         );
         let plain = every_process
+            && self.is_active()
             && !self.profile.load(Ordering::Relaxed)
             && !self.has_match.load(Ordering::Relaxed)
             && self.rate_limit.load(Ordering::Relaxed) == 0
@@ -777,8 +780,8 @@ impl Session {
             sender,
         });
         hot.shared.store(Some(shared.clone()));
-        hot.refresh_plain();
         hot.active.store(true, Ordering::Release);
+        hot.refresh_plain();
         collector::ensure_running();
         let batches = Batches { receiver, queued };
         Ok(Session {
