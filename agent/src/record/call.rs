@@ -108,7 +108,6 @@ fn sessions_for(flags: u64) -> Option<Pending> {
     })
 }
 
-/// `sync`: the call is a traced `fn`'s, whose frame is never polled.
 /// The one plain session that `flags` names, if so (the common case): its
 /// slot's word is all a call then reads of it.
 #[inline(always)]
@@ -135,6 +134,8 @@ impl Pending {
     }
 }
 
+/// Starts recording a call for the sessions and profile `pending` names;
+/// `sync`: the call is a traced `fn`'s, whose frame is never polled.
 #[inline(always)]
 fn begin(
     cs: &'static Callsite,

@@ -361,8 +361,9 @@ pub(crate) struct Slot {
     /// The session is a profile: its calls update aggregates, not events.
     pub(crate) profile: AtomicBool,
     /// What a call needs of a plain session, in one word: zero unless the
-    /// session traces the calls of every process with no rate limit, no
-    /// argument filter and no profile (then see [`Plain`]).
+    /// slot is active and its session traces the calls of every process
+    /// with no rate limit, no argument filter, no profile and bounds that
+    /// fit the word (then see [`Plain`]).
     plain: AtomicU64,
     /// Calls and messages allowed per rate window; zero for no rate limit.
     rate_limit: AtomicU64,
@@ -413,8 +414,12 @@ impl Slot {
     }
 
     /// Works out [`Slot::plain`] again from the rest of the slot: when the
-    /// session starts and whenever its selection changes.
+    /// session starts and whenever its selection changes. Every write of
+    /// the word holds the standing lock, and this one reads the selection
+    /// and the active flag under it: two selections stored at once, or a
+    /// session ended while it starts, leave the word their last state's.
     fn refresh_plain(&self) {
+        let _writers = standing();
         let header = self.selection.words[0].load(Ordering::Relaxed);
         let every_process = header >> 8 == 0 && header & CALLS_BIT != 0;
         let (args, text) = (
@@ -989,11 +994,11 @@ impl Drop for Session {
 
 /// Switches off everything session `slot` switched on.
 fn switch_off(slot: usize) {
-    SLOTS[slot].active.store(false, Ordering::Relaxed);
-    SLOTS[slot].plain.store(0, Ordering::Relaxed);
     let bits = session_bits(slot, true, true);
     {
         let mut standing = standing();
+        SLOTS[slot].active.store(false, Ordering::Relaxed);
+        SLOTS[slot].plain.store(0, Ordering::Relaxed);
         standing.retain(|s| s.slot() != slot);
         for cs in callsites() {
             cs.clear_bits(bits);
@@ -1049,7 +1054,7 @@ impl LogFilter {
 
 /// The standing asks, locked: this lock is taken before the registry of
 /// `tracing` callsites, so a callsite registered while a pattern is set
-/// gets it either way.
+/// gets it either way. Every write of a slot's plain word holds it too.
 static STANDING: Mutex<Vec<Standing>> = Mutex::new(Vec::new());
 
 fn standing() -> std::sync::MutexGuard<'static, Vec<Standing>> {
@@ -1119,6 +1124,10 @@ pub fn clear_all() -> usize {
     {
         let mut standing = standing();
         standing.clear();
+        for slot in &SLOTS {
+            slot.active.store(false, Ordering::Relaxed);
+            slot.plain.store(0, Ordering::Relaxed);
+        }
         for cs in callsites() {
             cs.clear_bits(u64::MAX);
         }
@@ -1129,8 +1138,6 @@ pub fn clear_all() -> usize {
     POLL_SESSIONS.store(0, Ordering::Relaxed);
     let mut ended = 0;
     for slot in &SLOTS {
-        slot.active.store(false, Ordering::Relaxed);
-        slot.plain.store(0, Ordering::Relaxed);
         if let Some(s) = slot.shared.load().as_ref()
             && s.end(EndReason::StopClear)
         {
@@ -1162,4 +1169,43 @@ fn task_watermark() -> u64 {
     tokio::runtime::Handle::try_current()
         .map(|rt| task_number(rt.spawn(async {}).id()))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain_word(session: &Session) -> Option<Plain> {
+        SLOTS[session.shared.slot].plain()
+    }
+
+    #[test]
+    fn a_plain_word_follows_the_selection_and_goes_with_the_session() {
+        let session = Session::start(SessionOptions::default()).unwrap();
+        assert!(plain_word(&session).is_some(), "every process, no filter");
+        session.processes(Procs::New, ProcFlags::CALLS).unwrap();
+        assert!(plain_word(&session).is_none(), "new processes only");
+        session.processes(Procs::All, ProcFlags::CALLS).unwrap();
+        assert!(plain_word(&session).is_some(), "every process again");
+        session.stop();
+        assert!(plain_word(&session).is_none(), "ended");
+        session.processes(Procs::All, ProcFlags::CALLS).unwrap();
+        assert!(plain_word(&session).is_none(), "a selection after the end");
+    }
+
+    #[test]
+    fn a_session_with_a_rate_limit_has_no_plain_word() {
+        let options = SessionOptions {
+            limits: Limits {
+                rate: Some(nodetrace_protocol::Rate {
+                    events: 10,
+                    per_ms: 1_000,
+                }),
+                ..Limits::DEFAULT
+            },
+            ..SessionOptions::default()
+        };
+        let session = Session::start(options).unwrap();
+        assert!(plain_word(&session).is_none());
+    }
 }
