@@ -21,14 +21,17 @@ use std::time::{Duration, Instant};
 use nodetrace_agent::node::{self, NodeConfig};
 
 /// The hot spot: arithmetic only, so that even a debug build spends its
-/// samples here and not in called helpers.
+/// samples here and not in called helpers (a `for` over a range would
+/// call the range's `next` there, unoptimised, and spend them in it).
 #[inline(never)]
 fn hot_spin(seed: u64) -> u64 {
     let mut x = black_box(seed) | 1;
-    for _ in 0..100_000 {
+    let mut round = 0;
+    while round < 100_000 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
+        round += 1;
     }
     black_box(x)
 }
@@ -37,10 +40,12 @@ fn hot_spin(seed: u64) -> u64 {
 #[inline(never)]
 fn task_spin(seed: u64) -> u64 {
     let mut x = black_box(seed) | 1;
-    for _ in 0..100_000 {
+    let mut round = 0;
+    while round < 100_000 {
         x ^= x << 11;
         x ^= x >> 5;
         x ^= x << 19;
+        round += 1;
     }
     black_box(x)
 }
